@@ -1,0 +1,121 @@
+/* The bus: everything between a service and Kafka.
+ *
+ *  - td_kafka_conf: the librdkafka configuration every client shares.
+ *  - The outbox: td_outbox_add writes an event (or any record) into the
+ *    outbox table in the caller's transaction. A relay thread publishes the
+ *    rows in id order with an idempotent producer (enable.idempotence=true,
+ *    acks=all, murmur2_random) and deletes a row only when its delivery
+ *    report says persisted. A crash between commit and publish publishes
+ *    later; a produce error retries; nothing is lost.
+ *  - The consumer with its inbox: a consumer group per service;
+ *    enable.auto.offset.store=false; each record's handler runs inside one
+ *    SQLite transaction together with the insert of its ce_id into the
+ *    inbox table, so a redelivered event has no second effect; the offset
+ *    (offset+1) is stored only after commit. A record that is not a valid
+ *    CloudEvent, or whose handler reports a permanent error, is written to
+ *    <topic>.DLT (through the outbox, in the same transaction) with the
+ *    reason headers of SPEC section 3, and the consumer moves on. Event
+ *    types without a handler are skipped: topics are shared.
+ *  - td_topics_ensure: creates missing topics on a real cluster. */
+#ifndef TIDINGS_BUS_H
+#define TIDINGS_BUS_H
+
+#include <librdkafka/rdkafka.h>
+
+#include "tidings/config.h"
+#include "tidings/db.h"
+#include "tidings/envelope.h"
+
+/* A librdkafka configuration with bootstrap.servers and the settings every
+ * tidings client shares (client.id = tidings-<service>, logging through
+ * td_log). NULL with errstr on a bad setting. Caller owns it. */
+rd_kafka_conf_t *td_kafka_conf(const td_config_t *cfg, char *errstr, size_t errlen);
+/* Sets one property or returns TD_EINVAL with errstr. */
+int td_kafka_set(rd_kafka_conf_t *conf, const char *name, const char *value, char *errstr,
+                 size_t errlen);
+/* A td_record_t copy of a consumed message (headers included). */
+td_record_t *td_record_from_kafka(const rd_kafka_message_t *msg);
+
+/* ---- outbox ------------------------------------------------------------ */
+
+/* Adds ev for topic_short ("orders"; the prefix is added) to the outbox.
+ * Must be called inside a td_db_begin transaction; ev stays the caller's.
+ * 0 or TD_EIO. */
+int td_outbox_add(td_db_t *db, const td_config_t *cfg, const char *topic_short,
+                  const td_event_t *ev);
+/* Adds a raw record (its topic is the full name). Same rules. */
+int td_outbox_add_record(td_db_t *db, const td_record_t *rec);
+/* Rows waiting to be published. Takes the lock. */
+int64_t td_outbox_backlog(td_db_t *db);
+
+typedef struct td_relay td_relay_t;
+
+/* Starts the relay thread for db with its own idempotent producer. It
+ * publishes whatever the outbox holds now and wakes on every commit that
+ * added rows. NULL with errstr if the producer cannot be made. */
+td_relay_t *td_relay_start(const td_config_t *cfg, td_db_t *db, char *errstr, size_t errlen);
+/* Stops the relay: publishes what is in the outbox, waiting up to
+ * timeout_ms for delivery, then destroys the producer. Rows not confirmed
+ * stay in the outbox for the next start. */
+void td_relay_stop(td_relay_t *relay, int timeout_ms);
+/* True while the producer has a connection to at least one broker. */
+bool td_relay_connected(td_relay_t *relay);
+/* Wakes the relay now (tests; commits wake it anyway). */
+void td_relay_kick(td_relay_t *relay);
+/* Blocks until the outbox is empty or timeout_ms passes. 0 or TD_ETIMEDOUT. */
+int td_relay_drain(td_relay_t *relay, int timeout_ms);
+
+/* ---- consumer + inbox -------------------------------------------------- */
+
+/* A handler runs inside the consumer's transaction on db (it may read and
+ * write the service's tables and call td_outbox_add). Return:
+ *   0           done; the inbox row, the effects and the outbox rows commit
+ *   TD_EINVAL   permanent: the event is bad (missing field, ...): rolled
+ *               back, then written to <topic>.DLT with errstr as the reason
+ *   TD_EAGAIN   transient (or any other error): rolled back, retried after
+ *               a pause without moving the offset. */
+typedef int (*td_handler_fn)(void *ctx, td_db_t *db, const td_event_t *ev, char *errstr,
+                             size_t errlen);
+
+typedef struct td_handler {
+    const char *type; /* ce_type, e.g. "OrderCreatedEvent" */
+    td_handler_fn fn;
+} td_handler_t;
+
+typedef struct td_consumer_opts {
+    const char *group;               /* consumer group id, e.g. "tidings-orders" */
+    const char *const *topics;       /* short names, e.g. {"reservations","payments"} */
+    size_t topic_cnt;
+    const td_handler_t *handlers;
+    size_t handler_cnt;
+    void *ctx;                       /* passed to the handlers */
+    td_db_t *db;                     /* the service's db: inbox and transactions */
+    const char *offset_reset;        /* NULL = "earliest" */
+} td_consumer_opts_t;
+
+typedef struct td_consumer td_consumer_t;
+
+/* Subscribes and starts the consumer thread. NULL with errstr on failure. */
+td_consumer_t *td_consumer_start(const td_config_t *cfg, const td_consumer_opts_t *opts,
+                                 char *errstr, size_t errlen);
+/* Stops the thread after the record in hand, commits stored offsets and
+ * closes the consumer (leaving the group). */
+void td_consumer_stop(td_consumer_t *cons);
+/* True while the consumer has a connection to at least one broker. */
+bool td_consumer_connected(td_consumer_t *cons);
+/* Records fully processed (handled, skipped or dead-lettered) so far. */
+int64_t td_consumer_processed(td_consumer_t *cons);
+/* Total lag over assigned partitions (high watermark - position), -1 if
+ * unknown. */
+int64_t td_consumer_lag(td_consumer_t *cons);
+
+/* ---- topics ------------------------------------------------------------ */
+
+/* Creates each SPEC topic and its .DLT that does not exist yet (Admin
+ * CreateTopics with cfg->partitions, replication min(cfg->replication,
+ * brokers), retention.ms). Existing topics are left alone. A broker that
+ * does not support CreateTopics (the embedded one, whose topics `tidings
+ * broker` made) is not an error. */
+int td_topics_ensure(const td_config_t *cfg, char *errstr, size_t errlen);
+
+#endif

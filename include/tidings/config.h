@@ -1,0 +1,78 @@
+/* Configuration of SPEC section 1: environment variables with the SPEC
+ * defaults, overridden by command-line flags. A bad value is a startup
+ * error that names the variable or flag. */
+#ifndef TIDINGS_CONFIG_H
+#define TIDINGS_CONFIG_H
+
+#include "tidings/common.h"
+
+/* The services, in start order. */
+typedef enum td_service {
+    TD_SVC_USERS,
+    TD_SVC_PRODUCTS,
+    TD_SVC_ORDERS,
+    TD_SVC_PAYMENTS,
+    TD_SVC_NOTIFICATIONS,
+    TD_SVC_WEB,
+    TD_SVC__COUNT
+} td_service_t;
+
+/* "users", ... "web"; and back (-1 when unknown). */
+const char *td_service_name(td_service_t svc);
+int td_service_from_name(const char *name);
+
+enum { TD_LOG_DEBUG = 0, TD_LOG_INFO, TD_LOG_WARN, TD_LOG_ERROR };
+
+typedef struct td_config {
+    char *service;           /* short name of the running role, e.g. "orders" */
+    char *brokers;           /* bootstrap list; NULL = not given (embedded) */
+    bool brokers_embedded;   /* brokers came from <data>/brokers (tidings run/broker) */
+    char *data_dir;          /* TIDINGS_DATA_DIR, default ./data */
+    unsigned char *secret;   /* HS256 key bytes (loaded by td_config_load_secret) */
+    size_t secret_len;
+    char *topic_prefix;      /* TIDINGS_TOPIC_PREFIX, default "tidings." */
+    int partitions;          /* TIDINGS_PARTITIONS, default 6 */
+    int replication;         /* TIDINGS_REPLICATION, default 3 (0 = not set: min(3, brokers)) */
+    int64_t retention_ms;    /* TIDINGS_RETENTION_MS, default 7 days */
+    int64_t payment_limit;   /* TIDINGS_PAYMENT_LIMIT in cents, default 500000 */
+    int log_level;           /* TIDINGS_LOG_LEVEL, default info */
+    bool log_json;           /* TIDINGS_LOG_FORMAT=json|text, default json */
+    char *admin_password;    /* TIDINGS_ADMIN_PASSWORD or NULL */
+    bool allow_http_endpoints;   /* TIDINGS_ALLOW_HTTP_ENDPOINTS */
+    int delivery_max_attempts;   /* TIDINGS_DELIVERY_MAX_ATTEMPTS, default 8 */
+    int64_t delivery_backoff_ms; /* TIDINGS_DELIVERY_BACKOFF_MS, default 1000 */
+    int fetch_wait_ms;       /* TIDINGS_FETCH_WAIT_MS; default 1 on the embedded broker, else 100 */
+    char *listen_addr;       /* TIDINGS_LISTEN_ADDR, default 127.0.0.1 */
+    int ports[TD_SVC__COUNT];/* TIDINGS_<SERVICE>_PORT, defaults 8080.. */
+    char *vapid_subject;     /* TIDINGS_VAPID_SUBJECT, default mailto:admin@tidings.local */
+} td_config_t;
+
+/* Fills cfg with defaults, then the environment, then flags from argv
+ * (argv[0] is skipped). Common flags: --brokers LIST, --data DIR,
+ * --port N, --log-level L, --listen ADDR. Unknown flags and bad values are
+ * errors (TD_EINVAL, message in errstr naming the variable or flag).
+ * Positional arguments are left: *argi gets the index of the first one
+ * (NULL to forbid them). If brokers were not given and <data>/brokers
+ * exists, it is read and brokers_embedded set. service may be NULL. */
+int td_config_load(td_config_t *cfg, const char *service, int argc, char **argv, int *argi,
+                   char *errstr, size_t errlen);
+/* Defaults only (tests). */
+void td_config_defaults(td_config_t *cfg);
+/* Loads the token key: TIDINGS_SECRET if set (at least 32 bytes, else an
+ * error), else <data>/secret, created once with 48 random url-safe
+ * characters (mode 0600, safe when several services race to create it). */
+int td_config_load_secret(td_config_t *cfg, char *errstr, size_t errlen);
+void td_config_free(td_config_t *cfg);
+
+/* The port of svc. */
+int td_config_port(const td_config_t *cfg, td_service_t svc);
+/* The full topic name: prefix + short ("orders" -> "tidings.orders").
+ * Caller frees. */
+char *td_topic_name(const td_config_t *cfg, const char *short_name);
+/* Path of a file in the data dir. Caller frees. */
+char *td_data_path(const td_config_t *cfg, const char *file);
+
+/* The topics of SPEC section 3, short names, NULL-terminated. */
+extern const char *const td_spec_topics[];
+
+#endif

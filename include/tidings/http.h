@@ -1,0 +1,122 @@
+/* The HTTP layer over libmicrohttpd: routing by method and path pattern
+ * ("/products/{productId}"), JSON bodies (64 KiB limit, 413; a body with a
+ * content type other than application/json, 415; bad JSON or a non-object,
+ * 400), the SPEC error shape {"error":{"code","message"}}, bearer-token
+ * auth, /healthz /readyz /metrics on every server, per-route metrics and
+ * one request log line with status and duration.
+ *
+ * Handlers run on libmicrohttpd's worker threads (a small pool, epoll):
+ * they may block briefly on the database, never on Kafka. */
+#ifndef TIDINGS_HTTP_H
+#define TIDINGS_HTTP_H
+
+#include <jansson.h>
+
+#include "tidings/auth.h"
+#include "tidings/common.h"
+#include "tidings/trace.h"
+
+struct MHD_Connection;
+struct MHD_Response;
+
+#define TD_HTTP_MAX_BODY  (64 * 1024)
+#define TD_HTTP_MAX_PARAMS 4
+
+typedef struct td_req {
+    const char *method;        /* "GET", ... */
+    const char *path;          /* decoded path, no query */
+    const char *route;         /* the matched pattern */
+    json_t *body;              /* the JSON object sent, or NULL when no body */
+    const char *body_raw;      /* raw bytes (NUL-terminated), NULL when none */
+    size_t body_len;
+    char client_ip[64];        /* peer address */
+    char request_id[TD_UUID_LEN + 1]; /* X-Request-Id if valid, else new */
+    td_trace_t trace;          /* from the traceparent header (child), or new */
+    td_claims_t auth;          /* valid after td_req_auth succeeded */
+    bool authed;
+    void *ctx;                 /* td_http_opts_t.ctx */
+    struct MHD_Connection *conn;
+    /* internal */
+    const char *param_names[TD_HTTP_MAX_PARAMS];
+    char *param_values[TD_HTTP_MAX_PARAMS];
+    size_t param_cnt;
+    const unsigned char *secret;
+    size_t secret_len;
+} td_req_t;
+
+typedef struct td_resp td_resp_t;
+
+/* A path parameter ("productId"), URL-decoded; NULL when absent. */
+const char *td_req_param(const td_req_t *req, const char *name);
+/* A query-string argument, decoded; NULL when absent. */
+const char *td_req_query(const td_req_t *req, const char *name);
+/* A request header (case-insensitive); NULL when absent. */
+const char *td_req_header(const td_req_t *req, const char *name);
+
+/* Auth. td_req_auth checks "Authorization: Bearer <jwt>" (and, when
+ * allow_query, "?token=" for EventSource): true and req->auth filled, or
+ * false with a 401 unauthenticated already set on resp. td_req_admin also
+ * needs role admin (403 permission_denied otherwise). */
+bool td_req_auth(td_req_t *req, td_resp_t *resp, bool allow_query);
+bool td_req_admin(td_req_t *req, td_resp_t *resp);
+/* The body, required: false with 400 "request body is required" when
+ * there is none. */
+bool td_req_body(td_req_t *req, td_resp_t *resp);
+
+/* Responses. Each replaces what was set before. JSON is stolen. */
+void td_resp_json(td_resp_t *resp, int status, json_t *body);
+void td_resp_empty(td_resp_t *resp, int status);
+void td_resp_data(td_resp_t *resp, int status, const char *content_type, const void *data,
+                  size_t len);
+/* The SPEC error shape; the code follows from status (400
+ * invalid_argument, 401 unauthenticated, ...). */
+void td_resp_error(td_resp_t *resp, int status, const char *fmt, ...) TD_PRINTF(3, 4);
+/* Maps a TD_E* code to status (TD_EINVAL 400, TD_ENOENT 404, TD_EEXIST
+ * 409, TD_EPERM 403, TD_ELIMIT 429, TD_EAGAIN 503, else 500) and errors. */
+void td_resp_errno(td_resp_t *resp, int err, const char *message);
+void td_resp_header(td_resp_t *resp, const char *name, const char *value);
+/* Takes a ready libmicrohttpd response (streams, files); it is destroyed
+ * by the layer. */
+void td_resp_mhd(td_resp_t *resp, int status, struct MHD_Response *r);
+/* Status set so far (0 if none). */
+int td_resp_status(const td_resp_t *resp);
+
+/* The stable code of a status: 400 -> "invalid_argument", ... */
+const char *td_http_error_code(int status);
+
+typedef void (*td_route_fn)(td_req_t *req, td_resp_t *resp);
+
+typedef struct td_route {
+    const char *method;  /* "GET", "POST", "PUT", "PATCH", "DELETE" */
+    const char *pattern; /* "/orders/{orderId}"; "/static/{*path}" matches the rest */
+    td_route_fn fn;
+} td_route_t;
+
+/* Readiness for /readyz: true when ready, else false with why. */
+typedef bool (*td_ready_fn)(void *arg, char *why, size_t whylen);
+
+typedef struct td_http_opts {
+    const char *service;          /* for logs and metrics */
+    const char *addr;             /* "127.0.0.1" */
+    int port;                     /* 0 = any free port (see td_http_port) */
+    const td_route_t *routes;
+    size_t route_cnt;
+    void *ctx;                    /* req->ctx */
+    const unsigned char *secret;  /* token key */
+    size_t secret_len;
+    td_ready_fn ready;            /* NULL = always ready */
+    void *ready_arg;
+    unsigned threads;             /* worker threads, 0 = 4 */
+    bool cors;                    /* answer CORS preflights, allow any origin */
+} td_http_opts_t;
+
+typedef struct td_http td_http_t;
+
+/* Starts listening. NULL with errstr (e.g. "port 8081 is in use"). */
+td_http_t *td_http_start(const td_http_opts_t *opts, char *errstr, size_t errlen);
+/* The port actually bound. */
+int td_http_port(const td_http_t *http);
+/* Stops accepting, waits for requests in flight, closes. */
+void td_http_stop(td_http_t *http);
+
+#endif

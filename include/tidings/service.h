@@ -1,0 +1,32 @@
+/* What every service's main.c shares: signal handling, readiness over the
+ * database, relay and consumers, and the broker connection string check. */
+#ifndef TIDINGS_SERVICE_H
+#define TIDINGS_SERVICE_H
+
+#include "tidings/bus.h"
+#include "tidings/config.h"
+#include "tidings/db.h"
+
+/* Blocks SIGINT, SIGTERM (and ignores SIGPIPE) in the calling thread;
+ * call before starting any thread so that all inherit the mask. */
+void td_signals_block(void);
+/* Waits for SIGINT or SIGTERM; returns the signal number. */
+int td_signals_wait(void);
+
+typedef struct td_readiness {
+    td_db_t *db;
+    td_relay_t *relay;
+    td_consumer_t *cons[8];
+    size_t cons_cnt;
+} td_readiness_t;
+
+/* A td_ready_fn over a td_readiness_t: the database answers, the relay's
+ * producer and every consumer is connected to a broker. */
+bool td_readiness_check(void *arg, char *why, size_t whylen);
+
+/* Opens <data>/<service>.db with migs (making the data dir). Logs and
+ * returns NULL on failure. */
+td_db_t *td_service_db(const td_config_t *cfg, const td_migration_t *migs, size_t mig_cnt,
+                       char *errstr, size_t errlen);
+
+#endif

@@ -1,0 +1,22 @@
+/* UUIDs (lowercase, hyphenated, version 4) and RFC 3339 times. */
+#ifndef TIDINGS_UUID_H
+#define TIDINGS_UUID_H
+
+#include "tidings/common.h"
+
+#define TD_UUID_LEN 36 /* without the NUL */
+#define TD_TIME_LEN 24 /* "2026-11-21T11:19:53.123Z" without the NUL */
+
+/* A new random UUID into out (TD_UUID_LEN + 1 bytes). Any thread. */
+void td_uuid_new(char *out);
+/* True when s is exactly a lowercase hyphenated UUID. */
+bool td_uuid_valid(const char *s);
+
+/* ms since the epoch as RFC 3339 UTC with milliseconds into out
+ * (TD_TIME_LEN + 1 bytes). */
+void td_time_format(int64_t ms, char *out);
+/* Parses RFC 3339 (Z or +hh:mm offset, optional fraction) into ms since the
+ * epoch. 0 or TD_EINVAL. */
+int td_time_parse(const char *s, int64_t *ms);
+
+#endif

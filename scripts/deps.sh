@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The one list of Debian packages tidings needs to build, test and run.
+# Installs only what is missing; does nothing (and needs no root) when all
+# are present. Used by `make deps` (and so by `make run` / `make test`) and
+# by .ci/run.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake pkg-config clang-format
+  librdkafka-dev libmicrohttpd-dev libjansson-dev libsqlite3-dev
+  libssl-dev libsodium-dev uuid-dev libcurl4-openssl-dev libcmocka-dev
+  kcat python3 python3-kafka curl sqlite3
+)
+# The browser test needs these; `make test` skips it (and says so) if absent.
+BROWSER_PACKAGES=(chromium nodejs npm)
+
+want=("${PACKAGES[@]}")
+if [ "${1:-}" = "--with-browser" ]; then want+=("${BROWSER_PACKAGES[@]}"); fi
+
+missing=()
+for p in "${want[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "deps: installing missing packages: ${missing[*]}" >&2
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
