@@ -11,11 +11,15 @@ PACKAGES=(
   libssl-dev libsodium-dev uuid-dev libcurl4-openssl-dev libcmocka-dev
   kcat python3 python3-kafka curl sqlite3
 )
-# The browser test needs these; `make test` skips it (and says so) if absent.
-BROWSER_PACKAGES=(chromium nodejs npm)
+# The browser test drives Debian's chromium with playwright-core (npm).
+PACKAGES+=(chromium)
 
 want=("${PACKAGES[@]}")
-if [ "${1:-}" = "--with-browser" ]; then want+=("${BROWSER_PACKAGES[@]}"); fi
+# Node.js may come from elsewhere (nodesource); only install Debian's if
+# there is no node/npm at all.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  want+=(nodejs npm)
+fi
 
 missing=()
 for p in "${want[@]}"; do

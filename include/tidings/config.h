@@ -4,6 +4,8 @@
 #ifndef TIDINGS_CONFIG_H
 #define TIDINGS_CONFIG_H
 
+#include <stdio.h>
+
 #include "tidings/common.h"
 
 /* The services, in start order. */
@@ -56,6 +58,11 @@ typedef struct td_config {
  * exists, it is read and brokers_embedded set. service may be NULL. */
 int td_config_load(td_config_t *cfg, const char *service, int argc, char **argv, int *argi,
                    char *errstr, size_t errlen);
+/* True when argv (argv[0] skipped) holds --help or -h before any "--". */
+bool td_config_wants_help(int argc, char **argv);
+/* Prints the common flags and the TIDINGS_* variables with their defaults,
+ * for `tidings <command> --help`. command is the subcommand name. */
+void td_config_usage(FILE *out, const char *command);
 /* Defaults only (tests). */
 void td_config_defaults(td_config_t *cfg);
 /* Loads the token key: TIDINGS_SECRET if set (at least 32 bytes, else an
