@@ -12,8 +12,11 @@
 #include "tidings/trace.h"
 #include "tidings/uuid.h"
 
+/* Longest ce_id accepted from outside; ours are UUIDs (TD_UUID_LEN). */
+#define TD_EVENT_ID_MAX 200
+
 typedef struct td_event {
-    char id[TD_UUID_LEN + 1];           /* ce_id */
+    char id[TD_EVENT_ID_MAX + 1];       /* ce_id: a UUID when we made it */
     char *source;                       /* ce_source: "/tidings/<service>" */
     char *type;                         /* ce_type: "OrderCreatedEvent" */
     char time[TD_TIME_LEN + 1];         /* ce_time */

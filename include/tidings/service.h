@@ -29,4 +29,19 @@ bool td_readiness_check(void *arg, char *why, size_t whylen);
 td_db_t *td_service_db(const td_config_t *cfg, const td_migration_t *migs, size_t mig_cnt,
                        char *errstr, size_t errlen);
 
+/* What td_service_main runs: start makes the service (cfg is borrowed and
+ * outlives it) and returns it, or NULL with errstr; stop stops it. */
+typedef void *(*td_service_start_fn)(const td_config_t *cfg, char *errstr, size_t errlen);
+typedef void (*td_service_stop_fn)(void *svc);
+
+/* The whole main() of a service: --help, configuration (service is the
+ * short name), logging, the token secret, a clear error when no brokers
+ * are known, td_topics_ensure, signals blocked, start(cfg), a "ready" log
+ * line, wait for SIGINT/SIGTERM, "stopping", stop(svc). Returns the exit
+ * code: 0 after a clean stop (or --help), 1 on a startup error (bad flags
+ * or environment included), whose message is logged on stderr. Main
+ * thread only. */
+int td_service_main(const char *service, int argc, char **argv, td_service_start_fn start,
+                    td_service_stop_fn stop);
+
 #endif

@@ -20,7 +20,7 @@ typedef struct kread_opts {
      * named topic that does not exist is an error. */
     const char *const *topics;
     size_t topic_cnt;
-    bool from_beginning; /* start at the oldest record; else at the end as of open */
+    bool from_beginning;  /* start at the oldest record; else at the end as of open */
     bool until_caught_up; /* kread_next says KREAD_DONE at the watermarks taken at open */
 } kread_opts_t;
 
@@ -29,9 +29,9 @@ typedef struct kread_opts {
  * kread_msg_clear frees them. */
 typedef struct kread_msg {
     td_record_t *rec;
-    td_event_t *ev;       /* NULL when rec is not a valid CloudEvent */
-    char reason[256];     /* why ev is NULL */
-    const char *topic;    /* short name (borrowed from the reader) */
+    td_event_t *ev;    /* NULL when rec is not a valid CloudEvent */
+    char reason[256];  /* why ev is NULL */
+    const char *topic; /* short name (borrowed from the reader) */
 } kread_msg_t;
 
 #define KREAD_DONE 1 /* kread_next: every partition reached its start watermark */
@@ -39,8 +39,7 @@ typedef struct kread_msg {
 /* Connects, checks the topics, takes the watermarks and assigns every
  * partition. NULL with errstr (broker unreachable, unknown topic). cfg must
  * outlive the reader. */
-kread_t *kread_open(const td_config_t *cfg, const kread_opts_t *opts, char *errstr,
-                    size_t errlen);
+kread_t *kread_open(const td_config_t *cfg, const kread_opts_t *opts, char *errstr, size_t errlen);
 /* Waits up to timeout_ms for the next record. 0 with *msg filled (clear it
  * with kread_msg_clear), TD_EAGAIN when nothing came in time, KREAD_DONE
  * when caught up (until_caught_up only), another negative code with errstr
@@ -48,8 +47,7 @@ kread_t *kread_open(const td_config_t *cfg, const kread_opts_t *opts, char *errs
 int kread_next(kread_t *kr, int timeout_ms, kread_msg_t *msg, char *errstr, size_t errlen);
 /* Frees what msg holds (it may be reused afterwards). */
 void kread_msg_clear(kread_msg_t *msg);
-/* Number of partitions assigned, and records still to read before caught
- * up (from the start watermarks; an estimate when offsets have gaps). */
+/* Number of partitions assigned and of topics read. */
 size_t kread_partition_count(const kread_t *kr);
 size_t kread_topic_count(const kread_t *kr);
 /* The short name of a full topic name: the prefix removed if it has it.

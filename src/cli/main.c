@@ -44,7 +44,7 @@ static const command_t commands[] = {
     {"web", web_main, "web                                 the web UI (8080)"},
     {"events", cli_events_main,
      "events [--topic T] [--from-beginning] [--follow] [--json]\n"
-     "                                      decoded events from the topics"},
+     "                                              decoded events from the topics"},
     {"trace", cli_trace_main, "trace ID                            the causal chain of an order, "
                               "user or event"},
 };
@@ -55,8 +55,8 @@ static void usage(FILE *out)
     fprintf(out, "usage: tidings <command> [options]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
         fprintf(out, "  tidings %s\n", commands[i].usage);
-    fprintf(out, "  tidings version                     print the version\n"
-                 "  tidings help                        this text\n\n"
+    fprintf(out, "  tidings version                             print the version\n"
+                 "  tidings help                                this text\n\n"
                  "Each command takes --help. Configuration comes from TIDINGS_* environment\n"
                  "variables and flags (flags win); see README.md.\n");
 }

@@ -6,6 +6,7 @@
  * the value. Decoding trusts nothing: the blob comes from a database file. */
 #include "tidings/record.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #define BLOB_VERSION 1

@@ -10,7 +10,9 @@
 #include <pthread.h>
 #include <sodium.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static pthread_once_t sodium_once = PTHREAD_ONCE_INIT;
 
@@ -96,7 +98,8 @@ int td_trace_parse(const char *s, td_trace_t *out, char *errstr, size_t errlen)
     if (version != 0x00 && len > TD_TRACEPARENT_LEN && s[TD_TRACEPARENT_LEN] != '-')
         return td_errf(errstr, errlen, TD_EINVAL, "traceparent has trailing garbage");
     if (s[2] != '-' || s[35] != '-' || s[52] != '-')
-        return td_errf(errstr, errlen, TD_EINVAL, "traceparent must be 00-<32 hex>-<16 hex>-<2 hex>");
+        return td_errf(errstr, errlen, TD_EINVAL,
+                       "traceparent must be 00-<32 hex>-<16 hex>-<2 hex>");
     if (!unhex(s + 3, t.trace_id, sizeof(t.trace_id)))
         return td_errf(errstr, errlen, TD_EINVAL, "traceparent trace-id must be lowercase hex");
     if (!unhex(s + 36, t.span_id, sizeof(t.span_id)))

@@ -70,9 +70,19 @@ void td_time_format(int64_t ms, char *out)
     civil_from_days(days, &y, &m, &d);
     int h = (int)(rem / 3600000), mi = (int)(rem / 60000 % 60), s = (int)(rem / 1000 % 60);
     int frac = (int)(rem % 1000);
-    /* Every field is range-checked above, so this always writes 24 chars. */
-    snprintf(out, TD_TIME_LEN + 1, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", y % 10000, m % 100,
-             d % 100, h % 100, mi % 100, s % 100, frac % 1000);
+    /* Written digit by digit: every field is in range, so the text is
+     * always exactly TD_TIME_LEN characters. */
+    const int fields[] = {y, m, d, h, mi, s, frac};
+    const int widths[] = {4, 2, 2, 2, 2, 2, 3};
+    const char seps[] = "--T::.Z";
+    char *p = out;
+    for (int i = 0; i < 7; i++) {
+        for (int k = widths[i] - 1, v = fields[i]; k >= 0; k--, v /= 10)
+            p[k] = (char)('0' + v % 10);
+        p += widths[i];
+        *p++ = seps[i];
+    }
+    *p = '\0';
 }
 
 /* n decimal digits at s into *v; false if any is not a digit. */

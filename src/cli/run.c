@@ -1,0 +1,910 @@
+/* `tidings run`: the whole shop on one machine. It starts the embedded broker
+ * in this process (unless brokers are given), then every service as a child
+ * process of this same binary, in SPEC order, waiting for each one's /readyz;
+ * seeds an administrator and a sample catalogue on the first start; prints
+ * one summary; then supervises: a child that dies is restarted with
+ * exponential backoff, and Ctrl-C / SIGTERM stops the children in reverse
+ * order, each with SIGTERM and then, after a bounded wait, SIGKILL.
+ *
+ * Everything happens on the main thread around one poll(2) loop: the
+ * children's output pipes, a signalfd for SIGINT/SIGTERM/SIGCHLD and the
+ * restart timers. Forking only from the main thread matters because
+ * PR_SET_PDEATHSIG fires when the forking *thread* exits; it makes a child
+ * die with us even if we are killed with SIGKILL. Children get their own
+ * process group so the terminal's Ctrl-C reaches only the supervisor, which
+ * then stops them in order. Their stdout and stderr are one pipe each: the
+ * raw JSON lines go to <data>/logs/<service>.log and, made readable, to our
+ * stdout. The in-process broker's logs (td_log) go through a pipe too, so
+ * every line is shown the same way. */
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "tidings/auth.h"
+#include "tidings/broker.h"
+#include "tidings/bus.h"
+#include "tidings/config.h"
+#include "tidings/json.h"
+#include "tidings/log.h"
+
+extern char **environ;
+
+#define READY_TIMEOUT_MS  60000 /* per service at startup */
+#define STOP_TIMEOUT_MS   10000 /* per service at shutdown, then SIGKILL */
+#define BACKOFF_FIRST_MS  1000
+#define BACKOFF_MAX_MS    30000
+#define HEALTHY_RESET_MS  60000 /* a child up this long starts over at the first backoff */
+#define PROBE_INTERVAL_MS 200
+#define LINE_MAX_BYTES    (64 * 1024)
+#define ADMIN_EMAIL       "admin@tidings.local"
+#define SEED_MARKER       "seeded"
+
+typedef struct child {
+    const char *name;
+    td_service_t svc; /* -1 for the in-process log source */
+    pid_t pid;        /* 0 when not running */
+    int fd;           /* read end of its output pipe, -1 when closed */
+    char *buf;        /* an incomplete line */
+    size_t len;
+    int logfd;          /* <data>/logs/<name>.log */
+    int64_t started_ms; /* monotonic time of the last start */
+    int64_t restart_at; /* monotonic time of a pending restart, 0 = none */
+    int64_t backoff_ms; /* the next restart delay */
+    int64_t next_probe; /* monotonic time of the next /readyz probe */
+    int restarts;
+    bool ready;           /* /readyz said 200 since the last start */
+    char last_probe[256]; /* why the last probe failed */
+    int last_status;      /* wait status of the last exit */
+} child_t;
+
+typedef enum phase { PHASE_STARTING, PHASE_UP, PHASE_STOPPING } phase_t;
+
+typedef struct run {
+    td_config_t cfg;
+    bool json_logs;
+    bool color;
+    phase_t phase;
+    td_broker_t *broker;
+    char *brokers;  /* the bootstrap list the children get */
+    char *data_dir; /* absolute */
+    char *logs_dir;
+    char *host;           /* where the children's ports are reached */
+    char *admin_password; /* given or generated; NULL when neither */
+    bool admin_generated;
+    bool first_start;
+    child_t kids[TD_SVC__COUNT];
+    child_t self; /* the in-process log source ("run") */
+    int sigfd;
+    int stop_signals; /* SIGINT/SIGTERM seen */
+} run_t;
+
+static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+/* ---- output ------------------------------------------------------------ */
+
+static void write_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+static const char *svc_color(const char *name)
+{
+    static const char *const colors[] = {"\033[36m", "\033[35m", "\033[34m",
+                                         "\033[33m", "\033[32m", "\033[96m"};
+    int s = td_service_from_name(name);
+    return s >= 0 ? colors[s % 6] : "\033[37m";
+}
+
+static const char *level_color(const char *level)
+{
+    if (!strcasecmp(level, "error")) return "\033[31;1m";
+    if (!strcasecmp(level, "warn")) return "\033[33m";
+    if (!strcasecmp(level, "debug")) return "\033[90m";
+    return "\033[32m";
+}
+
+/* Appends " k=v" for the fields that are not already on the line. */
+static void append_fields(char **line, json_t *obj)
+{
+    static const char *const skip[] = {"time", "ts", "level", "service", "msg", "message", NULL};
+    const char *key;
+    json_t *val;
+    json_object_foreach(obj, key, val)
+    {
+        bool skipped = false;
+        for (size_t i = 0; skip[i]; i++)
+            if (!strcmp(key, skip[i])) skipped = true;
+        if (skipped) continue;
+        char *text = json_is_string(val) ? td_strdup(json_string_value(val)) : td_json_dumps(val);
+        char *next = td_asprintf("%s %s=%s", *line, key, text);
+        free(text);
+        free(*line);
+        *line = next;
+    }
+}
+
+/* Shows one log line of name: "users         | INFO  message k=v". A line
+ * that is not a JSON object is shown as it is. */
+static void show_line(run_t *r, const char *name, const char *line)
+{
+    if (r->json_logs) {
+        char *out = td_asprintf("%s\n", line);
+        write_all(STDOUT_FILENO, out, strlen(out));
+        free(out);
+        return;
+    }
+    json_t *obj = json_loads(line, JSON_REJECT_DUPLICATES, NULL);
+    char *text, *out;
+    const char *level = "info", *time = NULL;
+    if (json_is_object(obj)) {
+        const char *msg = json_string_value(json_object_get(obj, "msg"));
+        if (!msg) msg = json_string_value(json_object_get(obj, "message"));
+        if (json_string_value(json_object_get(obj, "level")))
+            level = json_string_value(json_object_get(obj, "level"));
+        time = json_string_value(json_object_get(obj, "time"));
+        if (!time) time = json_string_value(json_object_get(obj, "ts"));
+        text = td_strdup(msg ? msg : "");
+        append_fields(&text, obj);
+    } else {
+        text = td_strdup(line);
+    }
+    char clock[16] = "";
+    if (time && strlen(time) >= 23) snprintf(clock, sizeof(clock), "%.12s", time + 11);
+    char lvl[8];
+    snprintf(lvl, sizeof(lvl), "%s", level);
+    for (char *p = lvl; *p; p++) *p = (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
+    if (r->color)
+        out = td_asprintf("\033[90m%s\033[0m %s%-13s\033[0m| %s%-5s\033[0m %s\n", clock,
+                          svc_color(name), name, level_color(level), lvl, text);
+    else
+        out = td_asprintf("%s%s%-13s| %-5s %s\n", clock, *clock ? " " : "", name, lvl, text);
+    write_all(STDOUT_FILENO, out, strlen(out));
+    free(out);
+    free(text);
+    json_decref(obj);
+}
+
+static void handle_line(run_t *r, child_t *c, const char *line, size_t len)
+{
+    if (!len) return;
+    if (c->logfd >= 0) {
+        write_all(c->logfd, line, len);
+        write_all(c->logfd, "\n", 1);
+    }
+    char *copy = td_strndup(line, len);
+    show_line(r, c->name, copy);
+    free(copy);
+}
+
+/* Reads what the pipe of c holds now and handles the complete lines. */
+static void pump(run_t *r, child_t *c)
+{
+    char chunk[16384];
+    for (;;) {
+        ssize_t n = read(c->fd, chunk, sizeof(chunk));
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EAGAIN) return;
+        if (n <= 0) { /* EOF or error: the writer is gone */
+            if (c->len) handle_line(r, c, c->buf, c->len);
+            c->len = 0;
+            close(c->fd);
+            c->fd = -1;
+            return;
+        }
+        c->buf = td_realloc(c->buf, c->len + (size_t)n + 1);
+        memcpy(c->buf + c->len, chunk, (size_t)n);
+        c->len += (size_t)n;
+        size_t start = 0;
+        for (size_t i = 0; i < c->len; i++) {
+            if (c->buf[i] != '\n') continue;
+            handle_line(r, c, c->buf + start, i - start);
+            start = i + 1;
+        }
+        if (c->len - start > LINE_MAX_BYTES) { /* no newline in sight: flush */
+            handle_line(r, c, c->buf + start, c->len - start);
+            start = c->len;
+        }
+        memmove(c->buf, c->buf + start, c->len - start);
+        c->len -= start;
+    }
+}
+
+/* The supervisor's own messages go through td_log, whose output is the
+ * "run" pipe: shown and filed like any child's. */
+#define say(...)      td_info(__VA_ARGS__)
+#define say_warn(...) td_warn(__VA_ARGS__)
+
+/* ---- children ---------------------------------------------------------- */
+
+static bool name_in(const char *entry, const char *const *names)
+{
+    for (size_t i = 0; names[i]; i++) {
+        size_t n = strlen(names[i]);
+        if (!strncmp(entry, names[i], n) && entry[n] == '=') return true;
+    }
+    return false;
+}
+
+/* The environment of child c: ours, with the settings every child must
+ * share replaced. Caller frees the array and its strings. */
+static char **child_env(const run_t *r, const child_t *c)
+{
+    static const char *const replaced[] = {"TIDINGS_BROKERS",        "TIDINGS_DATA_DIR",
+                                           "TIDINGS_FETCH_WAIT_MS",  "TIDINGS_LOG_FORMAT",
+                                           "TIDINGS_LOG_LEVEL",      "TIDINGS_LISTEN_ADDR",
+                                           "TIDINGS_ADMIN_PASSWORD", "TIDINGS_USERS_PORT",
+                                           "TIDINGS_PRODUCTS_PORT",  "TIDINGS_ORDERS_PORT",
+                                           "TIDINGS_PAYMENTS_PORT",  "TIDINGS_NOTIFICATIONS_PORT",
+                                           "TIDINGS_WEB_PORT",       NULL};
+    size_t n = 0;
+    while (environ[n]) n++;
+    char **env = td_calloc(n + 32, sizeof(*env));
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!name_in(environ[i], replaced)) env[k++] = td_strdup(environ[i]);
+    env[k++] = td_asprintf("TIDINGS_BROKERS=%s", r->brokers);
+    env[k++] = td_asprintf("TIDINGS_DATA_DIR=%s", r->data_dir);
+    if (r->broker)
+        env[k++] = td_strdup("TIDINGS_FETCH_WAIT_MS=1");
+    else if (getenv("TIDINGS_FETCH_WAIT_MS"))
+        env[k++] = td_asprintf("TIDINGS_FETCH_WAIT_MS=%s", getenv("TIDINGS_FETCH_WAIT_MS"));
+    env[k++] = td_strdup("TIDINGS_LOG_FORMAT=json");
+    env[k++] = td_asprintf("TIDINGS_LOG_LEVEL=%s", level_names[r->cfg.log_level & 3]);
+    env[k++] = td_asprintf("TIDINGS_LISTEN_ADDR=%s", r->cfg.listen_addr);
+    for (int s = 0; s < TD_SVC__COUNT; s++) {
+        char upper[32];
+        snprintf(upper, sizeof(upper), "%s", td_service_name((td_service_t)s));
+        for (char *p = upper; *p; p++) *p = (char)(*p - 32);
+        env[k++] = td_asprintf("TIDINGS_%s_PORT=%d", upper, r->cfg.ports[s]);
+    }
+    if (c->svc == TD_SVC_USERS && r->admin_password)
+        env[k++] = td_asprintf("TIDINGS_ADMIN_PASSWORD=%s", r->admin_password);
+    env[k] = NULL;
+    return env;
+}
+
+static void free_env(char **env)
+{
+    for (size_t i = 0; env[i]; i++) free(env[i]);
+    free(env);
+}
+
+/* Starts child c. Between fork and exec only async-signal-safe calls: the
+ * broker's threads may hold locks we would otherwise deadlock on. */
+static int spawn(run_t *r, child_t *c)
+{
+    char **env = child_env(r, c);
+    char *argv[] = {(char *)"tidings", (char *)c->name, NULL};
+    int p[2] = {-1, -1};
+    int err = 0;
+    if (pipe2(p, O_CLOEXEC) < 0) {
+        err = -errno;
+        goto out;
+    }
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) {
+        err = -errno;
+        close(p[0]);
+        close(p[1]);
+        goto out;
+    }
+    if (pid == 0) {
+        setpgid(0, 0);
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() != parent) _exit(1); /* we died before the prctl */
+        int devnull = open("/dev/null", O_RDONLY);
+        if (devnull >= 0) dup2(devnull, STDIN_FILENO);
+        dup2(p[1], STDOUT_FILENO);
+        dup2(p[1], STDERR_FILENO);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        signal(SIGPIPE, SIG_DFL);
+        execve("/proc/self/exe", argv, env);
+        _exit(127);
+    }
+    close(p[1]);
+    fcntl(p[0], F_SETFL, O_NONBLOCK);
+    if (c->fd >= 0) close(c->fd); /* the old pipe is drained by now */
+    c->fd = p[0];
+    c->len = 0;
+    c->pid = pid;
+    c->ready = false;
+    c->started_ms = td_mono_ms();
+    c->next_probe = c->started_ms + 50;
+    c->restart_at = 0;
+    c->last_probe[0] = '\0';
+out:
+    free_env(env);
+    return err;
+}
+
+static char *describe_status(int status)
+{
+    if (WIFEXITED(status)) return td_asprintf("exited with status %d", WEXITSTATUS(status));
+    if (WIFSIGNALED(status)) {
+        int sig = WTERMSIG(status);
+        return td_asprintf("was killed by signal %d (%s)", sig, strsignal(sig));
+    }
+    return td_strdup("stopped");
+}
+
+static size_t curl_sink(char *p, size_t size, size_t n, void *arg)
+{
+    char **body = arg;
+    size_t len = *body ? strlen(*body) : 0;
+    if (len + size * n > 1024 * 1024) return 0;
+    *body = td_realloc(*body, len + size * n + 1);
+    memcpy(*body + len, p, size * n);
+    (*body)[len + size * n] = '\0';
+    return size * n;
+}
+
+/* One small HTTP request to a child (the supervisor blocks on it, so it is
+ * bounded to timeout_ms). Returns the status, or -1 with why. *body gets
+ * the response (caller frees) when body is not NULL. */
+static long http_call(const char *method, const char *url, const char *token, const char *json,
+                      int timeout_ms, char **body, char *why, size_t whylen)
+{
+    CURL *curl = curl_easy_init();
+    struct curl_slist *hdrs = NULL;
+    char *resp = NULL;
+    long status = -1;
+    char errbuf[CURL_ERROR_SIZE] = "";
+    curl_easy_setopt(curl, CURLOPT_URL, url);
+    curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
+    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, 1000L);
+    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, curl_sink);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &resp);
+    if (token) {
+        char *h = td_asprintf("Authorization: Bearer %s", token);
+        hdrs = curl_slist_append(hdrs, h);
+        free(h);
+    }
+    if (json) {
+        hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, json);
+    }
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
+    CURLcode rc = curl_easy_perform(curl);
+    if (rc != CURLE_OK)
+        snprintf(why, whylen, "%s", *errbuf ? errbuf : curl_easy_strerror(rc));
+    else
+        curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+    if (status >= 0 && why) snprintf(why, whylen, "HTTP %ld %s", status, resp ? resp : "");
+    curl_slist_free_all(hdrs);
+    curl_easy_cleanup(curl);
+    if (body)
+        *body = resp;
+    else
+        free(resp);
+    return status;
+}
+
+static char *child_url(const run_t *r, td_service_t svc, const char *path)
+{
+    return td_asprintf("http://%s:%d%s", r->host, r->cfg.ports[svc], path);
+}
+
+/* Probes /readyz of c if it is due; true when c is ready (now or before). */
+static bool probe(run_t *r, child_t *c)
+{
+    if (c->ready) return true;
+    if (!c->pid || td_mono_ms() < c->next_probe) return false;
+    char *url = child_url(r, c->svc, "/readyz");
+    long status =
+        http_call("GET", url, NULL, NULL, 1000, NULL, c->last_probe, sizeof(c->last_probe));
+    free(url);
+    c->next_probe = td_mono_ms() + PROBE_INTERVAL_MS;
+    c->ready = status == 200;
+    return c->ready;
+}
+
+/* ---- the loop ---------------------------------------------------------- */
+
+static void on_exit_child(run_t *r, child_t *c, int status)
+{
+    c->pid = 0;
+    c->last_status = status;
+    c->ready = false;
+    if (r->phase != PHASE_UP) return; /* startup and shutdown handle it */
+    int64_t up = td_mono_ms() - c->started_ms;
+    if (up >= HEALTHY_RESET_MS) c->backoff_ms = BACKOFF_FIRST_MS;
+    char *how = describe_status(status);
+    say_warn("%s %s after %.1f s; restarting it in %lld s", c->name, how, (double)up / 1000.0,
+             (long long)(c->backoff_ms / 1000));
+    free(how);
+    c->restart_at = td_mono_ms() + c->backoff_ms;
+    c->backoff_ms = c->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : c->backoff_ms * 2;
+}
+
+static void reap(run_t *r)
+{
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
+        for (int s = 0; s < TD_SVC__COUNT; s++)
+            if (r->kids[s].pid == pid) on_exit_child(r, &r->kids[s], status);
+}
+
+/* One turn: waits up to timeout_ms for output or a signal, handles them. */
+static void turn(run_t *r, int timeout_ms)
+{
+    struct pollfd pfd[TD_SVC__COUNT + 2];
+    child_t *who[TD_SVC__COUNT + 2];
+    nfds_t n = 0;
+    pfd[n] = (struct pollfd){.fd = r->sigfd, .events = POLLIN};
+    who[n++] = NULL;
+    if (r->self.fd >= 0) {
+        pfd[n] = (struct pollfd){.fd = r->self.fd, .events = POLLIN};
+        who[n++] = &r->self;
+    }
+    for (int s = 0; s < TD_SVC__COUNT; s++) {
+        if (r->kids[s].fd < 0) continue;
+        pfd[n] = (struct pollfd){.fd = r->kids[s].fd, .events = POLLIN};
+        who[n++] = &r->kids[s];
+    }
+    if (poll(pfd, n, timeout_ms) < 0) return;
+    for (nfds_t i = 1; i < n; i++)
+        if (pfd[i].revents) pump(r, who[i]);
+    if (pfd[0].revents & POLLIN) {
+        struct signalfd_siginfo si;
+        while (read(r->sigfd, &si, sizeof(si)) == sizeof(si)) {
+            if (si.ssi_signo == SIGINT || si.ssi_signo == SIGTERM) r->stop_signals++;
+        }
+        reap(r);
+    }
+}
+
+/* Shows the last lines c wrote to its log file, to explain a failure. */
+static void show_tail(run_t *r, child_t *c)
+{
+    char *path = td_asprintf("%s/%s.log", r->logs_dir, c->name);
+    size_t len = 0;
+    char *text = td_read_file(path, &len);
+    if (text) {
+        size_t start = len, lines = 0;
+        while (start > 0 && lines < 6)
+            if (text[--start] == '\n' && start + 1 < len) lines++;
+        fprintf(stderr, "last lines of %s:\n%s", path, text + start + (start ? 1 : 0));
+    }
+    free(text);
+    free(path);
+}
+
+/* Starts the children in order, each after the previous one is ready.
+ * 0, or -1 after explaining on stderr which one failed and why. */
+static int start_all(run_t *r)
+{
+    for (int s = 0; s < TD_SVC__COUNT; s++) {
+        child_t *c = &r->kids[s];
+        int err = spawn(r, c);
+        if (err < 0) {
+            fprintf(stderr, "tidings run: cannot start %s: %s\n", c->name, strerror(-err));
+            return -1;
+        }
+        int64_t deadline = td_mono_ms() + READY_TIMEOUT_MS;
+        while (!probe(r, c)) {
+            turn(r, 50);
+            if (r->stop_signals) return -1;
+            for (int o = 0; o <= s; o++) {
+                if (r->kids[o].pid) continue;
+                for (int i = 0; i < 20 && r->kids[o].fd >= 0; i++) turn(r, 50);
+                char *how = describe_status(r->kids[o].last_status);
+                fprintf(stderr, "\ntidings run: %s %s while starting up.\n", r->kids[o].name, how);
+                free(how);
+                show_tail(r, &r->kids[o]);
+                return -1;
+            }
+            if (td_mono_ms() > deadline) {
+                fprintf(stderr,
+                        "\ntidings run: %s did not become ready within %d s (GET /readyz on "
+                        "port %d: %s).\n",
+                        c->name, READY_TIMEOUT_MS / 1000, r->cfg.ports[s],
+                        *c->last_probe ? c->last_probe : "no answer");
+                show_tail(r, c);
+                return -1;
+            }
+        }
+        say("%s is ready on port %d (pid %d, %.1f s)", c->name, r->cfg.ports[s], (int)c->pid,
+            (double)(td_mono_ms() - c->started_ms) / 1000.0);
+    }
+    return 0;
+}
+
+static void stop_child(run_t *r, child_t *c)
+{
+    if (!c->pid) return;
+    pid_t pid = c->pid;
+    kill(pid, SIGTERM);
+    int64_t deadline = td_mono_ms() + STOP_TIMEOUT_MS;
+    while (c->pid && td_mono_ms() < deadline && r->stop_signals < 2) turn(r, 50);
+    if (c->pid) {
+        say_warn("%s did not stop within %d s; killing it", c->name, STOP_TIMEOUT_MS / 1000);
+        kill(pid, SIGKILL);
+        int status;
+        if (waitpid(pid, &status, 0) == pid) c->pid = 0;
+    }
+    /* What it wrote while stopping. */
+    for (int i = 0; i < 40 && c->fd >= 0; i++) turn(r, 5);
+}
+
+static void stop_all(run_t *r)
+{
+    r->phase = PHASE_STOPPING;
+    for (int s = TD_SVC__COUNT - 1; s >= 0; s--) {
+        r->kids[s].restart_at = 0;
+        stop_child(r, &r->kids[s]);
+    }
+}
+
+/* ---- first start ------------------------------------------------------- */
+
+typedef struct sample {
+    const char *title;
+    const char *price; /* JSON number text: money is never a double here */
+    int quantity;
+} sample_t;
+
+static const sample_t samples[] = {
+    {"iPhone 15", "1129", 19},
+    {"MacBook Air 13\" M3", "1299", 8},
+    {"AirPods Pro (2nd generation)", "249", 40},
+    {"Galaxy S24", "899", 15},
+    {"Kindle Paperwhite", "149.99", 30},
+    {"Sony WH-1000XM5 Headphones", "399", 12},
+    {"Mechanical Keyboard", "89.50", 25},
+    {"Steam Deck OLED", "549", 0},
+};
+
+/* Creates the sample catalogue through the products API as the admin, so
+ * ProductCreatedEvents flow, and leaves the marker that prevents a second
+ * seeding. */
+static void seed(run_t *r)
+{
+    char why[512];
+    char *body = NULL, *token = NULL;
+    json_t *login = json_pack("{s:s, s:s}", "email", ADMIN_EMAIL, "password", r->admin_password);
+    char *login_json = td_json_dumps(login);
+    json_decref(login);
+    char *url = child_url(r, TD_SVC_USERS, "/login");
+    long status = http_call("POST", url, NULL, login_json, 15000, &body, why, sizeof(why));
+    free(url);
+    free(login_json);
+    json_t *resp = body ? json_loads(body, 0, NULL) : NULL;
+    if (status == 200) token = td_strdup(json_string_value(json_object_get(resp, "token")));
+    json_decref(resp);
+    free(body);
+    if (!token) {
+        say_warn("could not log in as %s to create the sample catalogue: %s", ADMIN_EMAIL, why);
+        return;
+    }
+    size_t made = 0;
+    for (size_t i = 0; i < TD_ARRAY_SIZE(samples); i++) {
+        json_t *title = json_string(samples[i].title);
+        char *title_json = json_dumps(title, JSON_ENCODE_ANY);
+        json_decref(title);
+        char *product = td_asprintf("{\"title\":%s,\"price\":%s,\"quantity\":%d}", title_json,
+                                    samples[i].price, samples[i].quantity);
+        free(title_json);
+        url = child_url(r, TD_SVC_PRODUCTS, "/products");
+        status = http_call("POST", url, token, product, 10000, NULL, why, sizeof(why));
+        free(url);
+        free(product);
+        if (status == 201)
+            made++;
+        else
+            say_warn("could not create sample product '%s': %s", samples[i].title, why);
+        turn(r, 0);
+    }
+    free(token);
+    if (made == TD_ARRAY_SIZE(samples)) {
+        char *marker = td_asprintf("%s/" SEED_MARKER, r->data_dir);
+        const char *text =
+            "the sample catalogue was created; delete this file to create it again\n";
+        td_write_file(marker, text, strlen(text), 0644);
+        free(marker);
+    }
+    say("sample catalogue: %zu products created", made);
+}
+
+static void summary(run_t *r)
+{
+    turn(r, 20); /* let the last log lines out first */
+    const char *b = r->color ? "\033[1m" : "", *g = r->color ? "\033[32;1m" : "",
+               *d = r->color ? "\033[0m" : "";
+    char *shop = child_url(r, TD_SVC_WEB, "/");
+    char admin[256];
+    if (r->admin_generated)
+        snprintf(admin, sizeof(admin), "%s / %s   (generated; shown only this once)", ADMIN_EMAIL,
+                 r->admin_password);
+    else if (r->admin_password)
+        snprintf(admin, sizeof(admin), "%s / (the password in TIDINGS_ADMIN_PASSWORD)",
+                 ADMIN_EMAIL);
+    else
+        snprintf(admin, sizeof(admin),
+                 "%s (password printed on the first start; set TIDINGS_ADMIN_PASSWORD to reset it)",
+                 ADMIN_EMAIL);
+    char *text = td_asprintf(
+        "\n%s  tidings is running%s\n\n"
+        "  shop:        %s%s%s\n"
+        "  event flow:  %sflow.html\n"
+        "  admin:       %s\n"
+        "  APIs:        users :%d  products :%d  orders :%d  payments :%d  notifications :%d\n"
+        "  brokers:     %s%s\n"
+        "  data:        %s\n"
+        "  logs:        %s/<service>.log\n\n"
+        "  %sCtrl-C to stop%s\n\n",
+        g, d, b, shop, d, shop, admin, r->cfg.ports[TD_SVC_USERS], r->cfg.ports[TD_SVC_PRODUCTS],
+        r->cfg.ports[TD_SVC_ORDERS], r->cfg.ports[TD_SVC_PAYMENTS],
+        r->cfg.ports[TD_SVC_NOTIFICATIONS], r->brokers, r->broker ? " (embedded, in memory)" : "",
+        r->data_dir, r->logs_dir, b, d);
+    write_all(STDOUT_FILENO, text, strlen(text));
+    free(text);
+    free(shop);
+}
+
+/* The supervision loop, until a stop signal. */
+static void supervise(run_t *r)
+{
+    r->phase = PHASE_UP;
+    while (!r->stop_signals) {
+        int64_t now = td_mono_ms();
+        int timeout = 500;
+        for (int s = 0; s < TD_SVC__COUNT; s++) {
+            child_t *c = &r->kids[s];
+            if (!c->pid && c->restart_at) {
+                if (now >= c->restart_at && c->fd < 0) {
+                    c->restarts++;
+                    int err = spawn(r, c);
+                    if (err < 0) {
+                        say_warn("cannot restart %s: %s", c->name, strerror(-err));
+                        c->restart_at = now + c->backoff_ms;
+                    } else {
+                        say("%s restarted (pid %d, restart %d)", c->name, (int)c->pid, c->restarts);
+                    }
+                } else if (c->restart_at - now < timeout) {
+                    timeout = (int)(c->restart_at > now ? c->restart_at - now : 10);
+                }
+            }
+            if (c->pid && !c->ready && c->restarts) {
+                if (probe(r, c)) say("%s is ready again on port %d", c->name, r->cfg.ports[s]);
+                if (timeout > PROBE_INTERVAL_MS) timeout = PROBE_INTERVAL_MS;
+            }
+        }
+        turn(r, timeout);
+    }
+}
+
+/* ---- setup ------------------------------------------------------------- */
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: tidings run [--brokers LIST] [--data DIR] [--json-logs] [options]\n\n"
+                 "Starts the whole shop: the embedded broker (unless brokers are given), then\n"
+                 "users, products, orders, payments, notifications and web as child processes,\n"
+                 "restarting any that dies. Ctrl-C stops everything.\n\n"
+                 "  --json-logs   print the services' raw JSON log lines instead of readable ones\n"
+                 "                (the raw lines are always in <data>/logs/<service>.log)\n\n");
+    td_config_usage(out, "run");
+}
+
+static char *generate_password(void)
+{
+    unsigned char raw[12];
+    randombytes_buf(raw, sizeof(raw));
+    return td_b64url_encode(raw, sizeof(raw));
+}
+
+static int open_log(const run_t *r, const char *name)
+{
+    char *path = td_asprintf("%s/%s.log", r->logs_dir, name);
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    free(path);
+    return fd;
+}
+
+static void init_child(child_t *c, const char *name, int svc)
+{
+    memset(c, 0, sizeof(*c));
+    c->name = name;
+    c->svc = (td_service_t)svc;
+    c->fd = c->logfd = -1;
+    c->backoff_ms = BACKOFF_FIRST_MS;
+}
+
+int cli_run_main(int argc, char **argv)
+{
+    run_t run, *r = &run;
+    memset(r, 0, sizeof(*r));
+    r->sigfd = -1;
+    init_child(&r->self, "run", -1);
+    for (int s = 0; s < TD_SVC__COUNT; s++) init_child(&r->kids[s], td_service_name(s), s);
+    char errstr[512];
+    int rc = 1;
+
+    if (td_config_wants_help(argc, argv)) {
+        usage(stdout);
+        return 0;
+    }
+    /* --json-logs is ours; the rest are the common flags. */
+    char **args = td_calloc((size_t)argc + 1, sizeof(*args));
+    int nargs = 0;
+    for (int i = 0; i < argc; i++) {
+        if (i > 0 && !strcmp(argv[i], "--json-logs"))
+            r->json_logs = true;
+        else
+            args[nargs++] = argv[i];
+    }
+    int err = td_config_load(&r->cfg, "run", nargs, args, NULL, errstr, sizeof(errstr));
+    free(args);
+    if (err < 0) {
+        fprintf(stderr, "tidings run: %s\n", errstr);
+        usage(stderr);
+        td_config_free(&r->cfg);
+        return 2;
+    }
+    r->color = !r->json_logs && isatty(STDOUT_FILENO) && !getenv("NO_COLOR");
+
+    /* Before any thread exists (the broker's, curl's), so all inherit it. */
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    r->sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (sodium_init() < 0) {
+        fprintf(stderr, "tidings run: libsodium failed to initialise\n");
+        goto out;
+    }
+
+    if (td_mkdirs(r->cfg.data_dir, 0755) < 0) {
+        fprintf(stderr, "tidings run: cannot create the data dir %s: %s\n", r->cfg.data_dir,
+                strerror(errno));
+        goto out;
+    }
+    char resolved[PATH_MAX];
+    if (!realpath(r->cfg.data_dir, resolved)) {
+        fprintf(stderr, "tidings run: data dir %s: %s\n", r->cfg.data_dir, strerror(errno));
+        goto out;
+    }
+    r->data_dir = td_strdup(resolved);
+    r->logs_dir = td_asprintf("%s/logs", r->data_dir);
+    if (td_mkdirs(r->logs_dir, 0755) < 0) {
+        fprintf(stderr, "tidings run: cannot create %s: %s\n", r->logs_dir, strerror(errno));
+        goto out;
+    }
+    for (int s = 0; s < TD_SVC__COUNT; s++) r->kids[s].logfd = open_log(r, r->kids[s].name);
+    r->self.logfd = open_log(r, "run");
+
+    /* Our own log lines (and the embedded broker's) through a pipe we pump;
+     * non-blocking so a burst can never stall a broker thread. */
+    int lp[2];
+    if (pipe2(lp, O_CLOEXEC | O_NONBLOCK) < 0) {
+        fprintf(stderr, "tidings run: pipe: %s\n", strerror(errno));
+        goto out;
+    }
+    fcntl(lp[1], F_SETPIPE_SZ, 1024 * 1024);
+    r->self.fd = lp[0];
+    td_log_set_fd(lp[1]);
+    td_log_init("run", r->cfg.log_level, true);
+
+    const char *host = r->cfg.listen_addr;
+    if (!strcmp(host, "0.0.0.0") || !strcmp(host, "*") || !*host) host = "127.0.0.1";
+    r->host = strchr(host, ':') ? td_asprintf("[%s]", host) : td_strdup(host);
+
+    if (td_config_load_secret(&r->cfg, errstr, sizeof(errstr)) < 0) {
+        fprintf(stderr, "tidings run: %s\n", errstr);
+        goto out;
+    }
+
+    /* A brokers file left by an earlier run names a broker that died with
+     * it: only brokers given by flag or environment count. */
+    if (r->cfg.brokers && !r->cfg.brokers_embedded) {
+        r->brokers = td_strdup(r->cfg.brokers);
+        if (td_topics_ensure(&r->cfg, errstr, sizeof(errstr)) < 0)
+            say_warn("could not make sure the topics exist: %s", errstr);
+    } else {
+        r->broker = td_broker_start(&r->cfg, 3, errstr, sizeof(errstr));
+        if (!r->broker) {
+            fprintf(stderr, "tidings run: cannot start the embedded broker: %s\n", errstr);
+            goto out;
+        }
+        r->brokers = td_strdup(td_broker_bootstraps(r->broker));
+        say("embedded broker on %s", r->brokers);
+    }
+    char *bpath = td_asprintf("%s/brokers", r->data_dir);
+    char *btext = td_asprintf("%s\n", r->brokers);
+    if (td_write_file(bpath, btext, strlen(btext), 0644) < 0)
+        say_warn("cannot write %s: %s", bpath, strerror(errno));
+    free(bpath);
+    free(btext);
+
+    char *marker = td_asprintf("%s/" SEED_MARKER, r->data_dir);
+    r->first_start = access(marker, F_OK) != 0;
+    free(marker);
+    if (r->cfg.admin_password) {
+        r->admin_password = td_strdup(r->cfg.admin_password);
+    } else if (r->first_start) {
+        r->admin_password = generate_password();
+        r->admin_generated = true;
+    }
+
+    r->phase = PHASE_STARTING;
+    if (start_all(r) == 0) {
+        if (r->first_start && r->admin_password) seed(r);
+        summary(r);
+        supervise(r);
+        rc = 0;
+        say("stopping (signal received)");
+    } else if (r->stop_signals) {
+        rc = 0;
+        say("stopping (signal received during startup)");
+    }
+    stop_all(r);
+    if (r->broker) {
+        td_broker_stop(r->broker);
+        r->broker = NULL;
+    }
+    say("all stopped");
+    for (int i = 0; i < 20 && r->self.fd >= 0; i++) {
+        turn(r, 5);
+        if (r->self.len == 0) break;
+    }
+out:
+    for (int s = 0; s < TD_SVC__COUNT; s++) {
+        child_t *c = &r->kids[s];
+        if (c->pid) { /* only on an early failure path */
+            kill(c->pid, SIGKILL);
+            waitpid(c->pid, NULL, 0);
+        }
+        if (c->fd >= 0) close(c->fd);
+        if (c->logfd >= 0) close(c->logfd);
+        free(c->buf);
+    }
+    td_log_set_fd(STDERR_FILENO);
+    if (r->self.fd >= 0) {
+        turn(r, 0);
+        close(r->self.fd);
+    }
+    if (r->self.logfd >= 0) close(r->self.logfd);
+    free(r->self.buf);
+    if (r->broker) td_broker_stop(r->broker);
+    if (r->sigfd >= 0) close(r->sigfd);
+    curl_global_cleanup();
+    free(r->brokers);
+    free(r->data_dir);
+    free(r->logs_dir);
+    free(r->host);
+    free(r->admin_password);
+    td_config_free(&r->cfg);
+    return rc;
+}

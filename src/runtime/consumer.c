@@ -1,0 +1,635 @@
+/* The consumer with its inbox: one thread per consumer group membership
+ * that polls records and runs each through the service's handler inside a
+ * SQLite transaction that also records the event's ce_id in td_inbox. The
+ * offset (offset+1) is stored only after that transaction commits, and
+ * librdkafka's auto commit sends stored offsets to the broker; a sync
+ * commit at revoke and at stop covers the rest. So a crash anywhere
+ * replays at most the records after the last commit, and the inbox turns
+ * each replay into a no-op (SPEC section 4).
+ *
+ * A record that is not a valid CloudEvent, or whose handler says the event
+ * is bad (TD_EINVAL), goes to <topic>.DLT through the outbox in the same
+ * transaction as its inbox row; a transient failure (any other error) is
+ * retried with backoff without moving the offset; an event type the
+ * service does not handle is skipped. Records that vanished before we read
+ * them (retention) are never passed over silently: an offset gap or an
+ * offset reset is logged as an error and counted. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tidings/bus.h"
+#include "tidings/log.h"
+#include "tidings/metrics.h"
+
+#define HEALTH_MS      2000
+#define HEALTH_WAIT_MS 1500
+#define LAG_MS         1000
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+#define COMMITTED_WAIT 5000
+
+/* The last offset handed to us per assigned partition, for gap detection.
+ * -1 when unknown (nothing committed and nothing read yet). */
+typedef struct part_state {
+    char *topic;
+    int32_t partition;
+    int64_t last;
+} part_state_t;
+
+struct td_consumer {
+    rd_kafka_t *rk;
+    td_db_t *db;
+    void *ctx;
+    char *group;
+    char **topics; /* full names */
+    size_t topic_cnt;
+    td_handler_t *handlers; /* types copied */
+    size_t handler_cnt;
+    pthread_t thread;
+
+    pthread_mutex_t mu; /* only for the interruptible sleep */
+    pthread_cond_t cv;
+    atomic_bool stop;
+    atomic_bool connected;
+    atomic_llong processed;
+    atomic_llong lag;
+
+    /* Consumer thread only (the rebalance callback runs in its poll). */
+    part_state_t *parts;
+    size_t part_cnt;
+    int64_t next_health;
+    int64_t next_lag;
+};
+
+enum outcome { DONE, RETRY };
+
+/* ---- small helpers ----------------------------------------------------- */
+
+static void count(const char *topic, const char *type, const char *result)
+{
+    char labels[768];
+    td_metric_labels(labels, sizeof(labels), "topic", topic, "type", type, "result", result, NULL);
+    td_metric_inc("tidings_events_consumed_total", labels);
+}
+
+static void cons_sleep(td_consumer_t *cons, int64_t ms)
+{
+    int64_t until = td_mono_ms() + ms;
+    struct timespec ts = {.tv_sec = until / 1000, .tv_nsec = (until % 1000) * 1000000};
+    pthread_mutex_lock(&cons->mu);
+    while (!atomic_load(&cons->stop) && td_mono_ms() < until)
+        pthread_cond_timedwait(&cons->cv, &cons->mu, &ts);
+    pthread_mutex_unlock(&cons->mu);
+}
+
+static part_state_t *part_find(td_consumer_t *cons, const char *topic, int32_t partition,
+                               bool create)
+{
+    for (size_t i = 0; i < cons->part_cnt; i++)
+        if (cons->parts[i].partition == partition && !strcmp(cons->parts[i].topic, topic))
+            return &cons->parts[i];
+    if (!create) return NULL;
+    cons->parts = td_realloc(cons->parts, (cons->part_cnt + 1) * sizeof(*cons->parts));
+    part_state_t *p = &cons->parts[cons->part_cnt++];
+    p->topic = td_strdup(topic);
+    p->partition = partition;
+    p->last = -1;
+    return p;
+}
+
+static void parts_clear(td_consumer_t *cons)
+{
+    for (size_t i = 0; i < cons->part_cnt; i++) free(cons->parts[i].topic);
+    free(cons->parts);
+    cons->parts = NULL;
+    cons->part_cnt = 0;
+}
+
+static void store_offset(td_consumer_t *cons, const rd_kafka_message_t *msg)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, rd_kafka_topic_name(msg->rkt), msg->partition)->offset =
+        msg->offset + 1;
+    rd_kafka_resp_err_t err = rd_kafka_offsets_store(cons->rk, l);
+    /* __STATE: the partition was revoked meanwhile; its new owner starts
+     * from the last commit and the inbox absorbs the replay. */
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR && l->elems[0].err) err = l->elems[0].err;
+    if (err)
+        td_debug("consumer %s: offset %lld of %s/%d not stored: %s", cons->group,
+                 (long long)msg->offset, rd_kafka_topic_name(msg->rkt), msg->partition,
+                 rd_kafka_err2str(err));
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* Probes the brokers from the consumer thread: the error callback says
+ * when all brokers went down, this says when they are back. A metadata
+ * request without topics is the cheapest round trip there is; it blocks
+ * this thread at most HEALTH_WAIT_MS every HEALTH_MS, and only while the
+ * brokers do not answer. */
+static void cons_health(td_consumer_t *cons)
+{
+    int64_t now = td_mono_ms();
+    if (now < cons->next_health) return;
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t err = rd_kafka_metadata(cons->rk, 0, NULL, &md, HEALTH_WAIT_MS);
+    bool up = err == RD_KAFKA_RESP_ERR_NO_ERROR && md && md->broker_cnt > 0;
+    if (md) rd_kafka_metadata_destroy(md);
+    if (up != atomic_load(&cons->connected))
+        td_log(up ? TD_LOG_INFO : TD_LOG_WARN, "consumer %s: %s", cons->group,
+               up ? "connected to Kafka" : "cannot reach Kafka");
+    atomic_store(&cons->connected, up);
+    cons->next_health = td_mono_ms() + HEALTH_MS;
+}
+
+/* Lag from the position of each assigned partition and the high watermark
+ * librdkafka cached from the last fetch response (no extra request). */
+static void cons_refresh_lag(td_consumer_t *cons)
+{
+    int64_t now = td_mono_ms();
+    if (now < cons->next_lag) return;
+    cons->next_lag = now + LAG_MS;
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    if (rd_kafka_assignment(cons->rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR) return;
+    rd_kafka_position(cons->rk, parts);
+    int64_t lag = 0;
+    bool known = parts->cnt == 0;
+    for (int i = 0; i < parts->cnt; i++) {
+        rd_kafka_topic_partition_t *tp = &parts->elems[i];
+        int64_t lo = -1, hi = -1;
+        if (rd_kafka_get_watermark_offsets(cons->rk, tp->topic, tp->partition, &lo, &hi) !=
+                RD_KAFKA_RESP_ERR_NO_ERROR ||
+            hi < 0)
+            continue;
+        int64_t pos = tp->offset >= 0 ? tp->offset : lo;
+        if (pos < 0) continue;
+        if (hi > pos) lag += hi - pos;
+        known = true;
+    }
+    rd_kafka_topic_partition_list_destroy(parts);
+    atomic_store(&cons->lag, known ? lag : -1);
+}
+
+static double lag_gauge(void *arg)
+{
+    td_consumer_t *cons = arg;
+    return (double)atomic_load(&cons->lag);
+}
+
+/* ---- callbacks --------------------------------------------------------- */
+
+static void log_parts(td_consumer_t *cons, int level, const char *what,
+                      const rd_kafka_topic_partition_list_t *parts)
+{
+    size_t len = 0, cap = 256;
+    char *buf = td_malloc(cap);
+    buf[0] = '\0';
+    for (int i = 0; i < parts->cnt; i++) {
+        char one[300];
+        int n = snprintf(one, sizeof(one), "%s%s[%d]", i ? ", " : "", parts->elems[i].topic,
+                         parts->elems[i].partition);
+        if (n < 0) continue;
+        if (len + (size_t)n + 1 > cap) buf = td_realloc(buf, cap = 2 * (len + (size_t)n + 1));
+        memcpy(buf + len, one, (size_t)n + 1);
+        len += (size_t)n;
+    }
+    td_log(level, "consumer %s: %s %d partitions%s%s", cons->group, what, parts->cnt,
+           parts->cnt ? ": " : "", buf);
+    free(buf);
+}
+
+/* Remembers the committed offset of each new partition as the baseline for
+ * gap detection: if the first record we get is past it, the records in
+ * between were deleted (retention) before we read them. */
+static void remember_committed(td_consumer_t *cons, const rd_kafka_topic_partition_list_t *parts)
+{
+    rd_kafka_topic_partition_list_t *copy = rd_kafka_topic_partition_list_copy(parts);
+    rd_kafka_resp_err_t err = rd_kafka_committed(cons->rk, copy, COMMITTED_WAIT);
+    if (err) {
+        td_warn("consumer %s: cannot read committed offsets (%s); offset gap detection starts "
+                "with the first record",
+                cons->group, rd_kafka_err2str(err));
+    } else {
+        for (int i = 0; i < copy->cnt; i++) {
+            const rd_kafka_topic_partition_t *tp = &copy->elems[i];
+            part_state_t *p = part_find(cons, tp->topic, tp->partition, true);
+            p->last = (tp->err == 0 && tp->offset >= 0) ? tp->offset - 1 : -1;
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(copy);
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    td_consumer_t *cons = opaque;
+    bool cooperative = !strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE");
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        log_parts(cons, TD_LOG_INFO, "assigned", parts);
+        if (!cooperative) parts_clear(cons);
+        remember_committed(cons, parts);
+        rd_kafka_error_t *e = NULL;
+        rd_kafka_resp_err_t aerr = RD_KAFKA_RESP_ERR_NO_ERROR;
+        if (cooperative)
+            e = rd_kafka_incremental_assign(rk, parts);
+        else
+            aerr = rd_kafka_assign(rk, parts);
+        if (e) {
+            td_error("consumer %s: assign failed: %s", cons->group, rd_kafka_error_string(e));
+            rd_kafka_error_destroy(e);
+        } else if (aerr) {
+            td_error("consumer %s: assign failed: %s", cons->group, rd_kafka_err2str(aerr));
+        }
+        return;
+    }
+    if (err != RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+        td_error("consumer %s: rebalance error: %s", cons->group, rd_kafka_err2str(err));
+        rd_kafka_assign(rk, NULL);
+        parts_clear(cons);
+        return;
+    }
+    if (rd_kafka_assignment_lost(rk)) {
+        /* Another member may own these partitions by now: committing our
+         * offsets could move theirs backwards or forwards. Not committing
+         * only means a replay, which the inbox absorbs. */
+        log_parts(cons, TD_LOG_WARN, "lost (not committing)", parts);
+    } else {
+        log_parts(cons, TD_LOG_INFO, "revoked", parts);
+        rd_kafka_resp_err_t cerr = rd_kafka_commit(rk, NULL, 0);
+        if (cerr && cerr != RD_KAFKA_RESP_ERR__NO_OFFSET)
+            td_warn("consumer %s: commit at revoke failed: %s", cons->group,
+                    rd_kafka_err2str(cerr));
+    }
+    if (cooperative) {
+        rd_kafka_error_t *e = rd_kafka_incremental_unassign(rk, parts);
+        if (e) rd_kafka_error_destroy(e);
+        for (int i = 0; i < parts->cnt; i++) {
+            part_state_t *p =
+                part_find(cons, parts->elems[i].topic, parts->elems[i].partition, false);
+            if (p) p->last = -1;
+        }
+    } else {
+        rd_kafka_assign(rk, NULL);
+        parts_clear(cons);
+    }
+}
+
+static void cons_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    (void)rk;
+    td_consumer_t *cons = opaque;
+    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
+        atomic_store(&cons->connected, false);
+        td_warn("consumer %s: all brokers are down: %s", cons->group, reason);
+    } else if (err == RD_KAFKA_RESP_ERR__TRANSPORT || err == RD_KAFKA_RESP_ERR__RESOLVE) {
+        td_debug("consumer %s: %s", cons->group, reason);
+    } else {
+        td_warn("consumer %s: kafka: %s: %s", cons->group, rd_kafka_err2name(err), reason);
+    }
+}
+
+/* ---- processing -------------------------------------------------------- */
+
+static const td_handler_t *find_handler(const td_consumer_t *cons, const char *type)
+{
+    for (size_t i = 0; i < cons->handler_cnt; i++)
+        if (!strcmp(cons->handlers[i].type, type)) return &cons->handlers[i];
+    return NULL;
+}
+
+/* Inserts the inbox row; 1 when it was new, 0 when the key was there (a
+ * duplicate), TD_EIO. Inside a transaction. */
+static int inbox_insert(td_db_t *db, const char *key, const char *topic)
+{
+    sqlite3_stmt *st = td_db_prepare(
+        db, "INSERT OR IGNORE INTO td_inbox(event_id, topic, processed_ms) VALUES(?,?,?)");
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, topic, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, td_now_ms());
+    if (td_db_run(db, st) != 0) return TD_EIO;
+    return td_db_changes(db) > 0 ? 1 : 0;
+}
+
+/* Writes rec to <topic>.DLT with the reason headers, together with its
+ * inbox row so that a redelivery is not dead-lettered twice. 1 written,
+ * 0 duplicate, TD_EIO. */
+static int dead_letter(td_consumer_t *cons, const td_record_t *rec, const char *inbox_key,
+                       const char *reason)
+{
+    if (td_db_begin(cons->db) != 0) return TD_EIO;
+    int rc = inbox_insert(cons->db, inbox_key, rec->topic);
+    if (rc <= 0) {
+        td_db_rollback(cons->db);
+        return rc;
+    }
+    td_record_t *dlt = td_record_dup(rec);
+    free(dlt->topic);
+    dlt->topic = td_asprintf("%s.DLT", rec->topic);
+    dlt->partition = -1;
+    dlt->offset = -1;
+    char num[32];
+    td_record_add_header_str(dlt, "tidings_dlt_reason", reason);
+    td_record_add_header_str(dlt, "tidings_dlt_original_topic", rec->topic);
+    snprintf(num, sizeof(num), "%d", (int)rec->partition);
+    td_record_add_header_str(dlt, "tidings_dlt_original_partition", num);
+    snprintf(num, sizeof(num), "%lld", (long long)rec->offset);
+    td_record_add_header_str(dlt, "tidings_dlt_original_offset", num);
+    rc = td_outbox_add_record(cons->db, dlt);
+    td_record_free(dlt);
+    if (rc != 0) {
+        td_db_rollback(cons->db);
+        return TD_EIO;
+    }
+    return td_db_commit(cons->db) == 0 ? 1 : TD_EIO;
+}
+
+static void check_gap(td_consumer_t *cons, const rd_kafka_message_t *msg)
+{
+    const char *topic = rd_kafka_topic_name(msg->rkt);
+    part_state_t *p = part_find(cons, topic, msg->partition, true);
+    if (p->last >= 0 && msg->offset > p->last + 1) {
+        int64_t lost = msg->offset - p->last - 1;
+        td_error("consumer %s: %lld records lost on %s/%d (retention?): offsets %lld..%lld "
+                 "were gone before they were read",
+                 cons->group, (long long)lost, topic, msg->partition, (long long)(p->last + 1),
+                 (long long)(msg->offset - 1));
+        char labels[512];
+        td_metric_labels(labels, sizeof(labels), "topic", topic, NULL);
+        td_metric_add("tidings_consumer_records_lost_total", labels, (double)lost);
+    }
+    if (msg->offset > p->last) p->last = msg->offset;
+}
+
+static enum outcome process_once(td_consumer_t *cons, const td_record_t *rec, const td_event_t *ev,
+                                 const char *invalid_reason)
+{
+    char why[512] = "";
+    if (!ev) {
+        char key[600];
+        snprintf(key, sizeof(key), "raw:%s:%d:%lld", rec->topic, (int)rec->partition,
+                 (long long)rec->offset);
+        int rc = dead_letter(cons, rec, key, invalid_reason);
+        if (rc < 0) return RETRY;
+        if (rc == 1)
+            td_warn("consumer %s: %s/%d@%lld is not a valid CloudEvent, sent to %s.DLT: %s",
+                    cons->group, rec->topic, (int)rec->partition, (long long)rec->offset,
+                    rec->topic, invalid_reason);
+        count(rec->topic, "(invalid)", rc == 1 ? "dead_lettered" : "duplicate");
+        return DONE;
+    }
+
+    const td_handler_t *h = find_handler(cons, ev->type);
+    if (!h) {
+        count(rec->topic, ev->type, "skipped");
+        return DONE;
+    }
+
+    if (td_db_begin(cons->db) != 0) return RETRY;
+    int rc = inbox_insert(cons->db, ev->id, rec->topic);
+    if (rc < 0) {
+        td_db_rollback(cons->db);
+        return RETRY;
+    }
+    if (rc == 0) {
+        td_db_rollback(cons->db);
+        td_log_event(TD_LOG_DEBUG, ev, "consumer %s: duplicate event %s skipped", cons->group,
+                     ev->id);
+        count(rec->topic, ev->type, "duplicate");
+        return DONE;
+    }
+
+    int64_t t0 = td_mono_ms();
+    rc = h->fn(cons->ctx, cons->db, ev, why, sizeof(why));
+    if (rc == 0) {
+        if (td_db_commit(cons->db) != 0) return RETRY;
+        td_log_event(TD_LOG_DEBUG, ev, "consumer %s: handled %s in %lld ms", cons->group, ev->type,
+                     (long long)(td_mono_ms() - t0));
+        count(rec->topic, ev->type, "handled");
+        return DONE;
+    }
+    td_db_rollback(cons->db);
+
+    if (rc == TD_EINVAL) {
+        const char *reason = why[0] ? why : "the handler rejected the event";
+        rc = dead_letter(cons, rec, ev->id, reason);
+        if (rc < 0) return RETRY;
+        td_log_event(TD_LOG_WARN, ev, "consumer %s: %s rejected, sent to %s.DLT: %s", cons->group,
+                     ev->type, rec->topic, reason);
+        count(rec->topic, ev->type, rc == 1 ? "dead_lettered" : "duplicate");
+        return DONE;
+    }
+    td_log_event(TD_LOG_WARN, ev, "consumer %s: %s failed (%s%s%s); will retry", cons->group,
+                 ev->type, td_strerror(rc), why[0] ? ": " : "", why);
+    return RETRY;
+}
+
+/* Runs one record to completion: DONE with the offset stored, or RETRY
+ * when the consumer is stopping before it could finish (the offset stays,
+ * so the record is delivered again after the restart). */
+static void process(td_consumer_t *cons, const rd_kafka_message_t *msg)
+{
+    check_gap(cons, msg);
+    td_record_t *rec = td_record_from_kafka(msg);
+    char why[512] = "";
+    td_event_t *ev = td_event_from_record(rec, why, sizeof(why));
+    int64_t backoff = BACKOFF_MIN_MS;
+
+    for (;;) {
+        if (process_once(cons, rec, ev, why) == DONE) {
+            store_offset(cons, msg);
+            atomic_fetch_add(&cons->processed, 1);
+            break;
+        }
+        count(rec->topic, ev ? ev->type : "(invalid)", "retried");
+        if (atomic_load(&cons->stop)) break;
+        cons_sleep(cons, backoff);
+        backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+        cons_health(cons);
+        if (atomic_load(&cons->stop)) break;
+    }
+    td_event_free(ev);
+    td_record_free(rec);
+}
+
+static void consumer_error(td_consumer_t *cons, const rd_kafka_message_t *msg)
+{
+    const char *topic = msg->rkt ? rd_kafka_topic_name(msg->rkt) : "";
+    switch (msg->err) {
+    case RD_KAFKA_RESP_ERR__PARTITION_EOF:
+        return;
+    case RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET:
+    case RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE: {
+        /* The position we wanted no longer exists: records were deleted
+         * before we read them. Never silent. */
+        td_error("consumer %s: offset reset on %s/%d: %s (records may be lost)", cons->group, topic,
+                 msg->partition, rd_kafka_message_errstr(msg));
+        char labels[512];
+        td_metric_labels(labels, sizeof(labels), "topic", topic, NULL);
+        td_metric_inc("tidings_consumer_offset_resets_total", labels);
+        return;
+    }
+    default:
+        td_warn("consumer %s: %s%s%s", cons->group, topic, *topic ? ": " : "",
+                rd_kafka_message_errstr(msg));
+    }
+}
+
+static void *consumer_main(void *arg)
+{
+    td_consumer_t *cons = arg;
+    while (!atomic_load(&cons->stop)) {
+        cons_health(cons);
+        cons_refresh_lag(cons);
+        rd_kafka_message_t *msg = rd_kafka_consumer_poll(cons->rk, 100);
+        if (!msg) continue;
+        if (msg->err)
+            consumer_error(cons, msg);
+        else
+            process(cons, msg);
+        rd_kafka_message_destroy(msg);
+    }
+    rd_kafka_resp_err_t err = rd_kafka_commit(cons->rk, NULL, 0);
+    if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+        td_warn("consumer %s: final commit failed: %s", cons->group, rd_kafka_err2str(err));
+    err = rd_kafka_consumer_close(cons->rk);
+    if (err) td_warn("consumer %s: close: %s", cons->group, rd_kafka_err2str(err));
+    return NULL;
+}
+
+/* ---- lifecycle --------------------------------------------------------- */
+
+static void consumer_free(td_consumer_t *cons)
+{
+    if (cons->rk) rd_kafka_destroy(cons->rk);
+    for (size_t i = 0; i < cons->topic_cnt; i++) free(cons->topics[i]);
+    free(cons->topics);
+    for (size_t i = 0; i < cons->handler_cnt; i++) free((char *)cons->handlers[i].type);
+    free(cons->handlers);
+    parts_clear(cons);
+    free(cons->group);
+    pthread_cond_destroy(&cons->cv);
+    pthread_mutex_destroy(&cons->mu);
+    free(cons);
+}
+
+td_consumer_t *td_consumer_start(const td_config_t *cfg, const td_consumer_opts_t *opts,
+                                 char *errstr, size_t errlen)
+{
+    td_consumer_t *cons = td_calloc(1, sizeof(*cons));
+    rd_kafka_conf_t *conf = NULL;
+    rd_kafka_topic_partition_list_t *subs = NULL;
+    char kerr[512], num[32];
+
+    pthread_mutex_init(&cons->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&cons->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    atomic_init(&cons->stop, false);
+    atomic_init(&cons->connected, false);
+    atomic_init(&cons->processed, 0);
+    atomic_init(&cons->lag, -1);
+    cons->db = opts->db;
+    cons->ctx = opts->ctx;
+    cons->group = td_strdup(opts->group);
+    cons->handlers = td_calloc(opts->handler_cnt, sizeof(*cons->handlers));
+    cons->handler_cnt = opts->handler_cnt;
+    for (size_t i = 0; i < opts->handler_cnt; i++) {
+        cons->handlers[i].type = td_strdup(opts->handlers[i].type);
+        cons->handlers[i].fn = opts->handlers[i].fn;
+    }
+    cons->topics = td_calloc(opts->topic_cnt, sizeof(*cons->topics));
+    cons->topic_cnt = opts->topic_cnt;
+    for (size_t i = 0; i < opts->topic_cnt; i++)
+        cons->topics[i] = td_topic_name(cfg, opts->topics[i]);
+
+    if (!opts->group || !opts->db || opts->topic_cnt == 0) {
+        td_errf(errstr, errlen, TD_EINVAL, "a consumer needs a group, a database and topics");
+        goto fail;
+    }
+    conf = td_kafka_conf(cfg, errstr, errlen);
+    if (!conf) goto fail;
+    snprintf(num, sizeof(num), "%d", cfg->fetch_wait_ms > 0 ? cfg->fetch_wait_ms : 100);
+    if (td_kafka_set(conf, "group.id", opts->group, errstr, errlen) != 0 ||
+        td_kafka_set(conf, "enable.auto.offset.store", "false", errstr, errlen) != 0 ||
+        td_kafka_set(conf, "enable.auto.commit", "true", errstr, errlen) != 0 ||
+        td_kafka_set(conf, "auto.commit.interval.ms", "1000", errstr, errlen) != 0 ||
+        td_kafka_set(conf, "auto.offset.reset",
+                     opts->offset_reset ? opts->offset_reset : "earliest", errstr, errlen) != 0 ||
+        td_kafka_set(conf, "fetch.wait.max.ms", num, errstr, errlen) != 0)
+        goto fail;
+    rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+    rd_kafka_conf_set_error_cb(conf, cons_error_cb);
+    rd_kafka_conf_set_opaque(conf, cons);
+
+    cons->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, kerr, sizeof(kerr));
+    if (!cons->rk) {
+        td_errf(errstr, errlen, TD_EIO, "cannot create consumer %s: %s", opts->group, kerr);
+        goto fail;
+    }
+    conf = NULL; /* now the consumer's */
+    rd_kafka_poll_set_consumer(cons->rk);
+
+    subs = rd_kafka_topic_partition_list_new((int)cons->topic_cnt);
+    for (size_t i = 0; i < cons->topic_cnt; i++)
+        rd_kafka_topic_partition_list_add(subs, cons->topics[i], RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t err = rd_kafka_subscribe(cons->rk, subs);
+    rd_kafka_topic_partition_list_destroy(subs);
+    if (err) {
+        td_errf(errstr, errlen, TD_EIO, "consumer %s cannot subscribe: %s", opts->group,
+                rd_kafka_err2str(err));
+        goto fail;
+    }
+    if (pthread_create(&cons->thread, NULL, consumer_main, cons) != 0) {
+        td_errf(errstr, errlen, TD_EIO, "cannot start the consumer thread");
+        goto fail;
+    }
+
+    char labels[256];
+    td_metric_labels(labels, sizeof(labels), "group", cons->group, NULL);
+    td_metric_describe("tidings_consumer_lag", "gauge",
+                       "Records on assigned partitions not yet consumed");
+    td_metric_describe("tidings_events_consumed_total", "counter",
+                       "Records consumed, by result (handled, duplicate, skipped, "
+                       "dead_lettered, retried)");
+    td_metric_describe("tidings_consumer_records_lost_total", "counter",
+                       "Records deleted from a partition before the consumer read them");
+    td_metric_gauge_fn("tidings_consumer_lag", labels, lag_gauge, cons);
+    return cons;
+
+fail:
+    if (conf) rd_kafka_conf_destroy(conf);
+    if (cons->rk) rd_kafka_consumer_close(cons->rk);
+    consumer_free(cons);
+    return NULL;
+}
+
+void td_consumer_stop(td_consumer_t *cons)
+{
+    if (!cons) return;
+    td_metric_unregister(cons);
+    pthread_mutex_lock(&cons->mu);
+    atomic_store(&cons->stop, true);
+    pthread_cond_signal(&cons->cv);
+    pthread_mutex_unlock(&cons->mu);
+    pthread_join(cons->thread, NULL);
+    consumer_free(cons);
+}
+
+bool td_consumer_connected(td_consumer_t *cons)
+{
+    return cons && atomic_load(&cons->connected);
+}
+
+int64_t td_consumer_processed(td_consumer_t *cons)
+{
+    return atomic_load(&cons->processed);
+}
+
+int64_t td_consumer_lag(td_consumer_t *cons)
+{
+    return atomic_load(&cons->lag);
+}

@@ -1,0 +1,127 @@
+/* What every service process shares around its own start and stop: the
+ * main() sequence (configuration, logging, secret, topics, signals, wait,
+ * graceful stop), signal handling that leaves SIGINT/SIGTERM to one
+ * sigwait in the main thread, the database in the data dir, and the
+ * readiness check behind /readyz. */
+#include "tidings/service.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tidings/log.h"
+
+void td_signals_block(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    /* A client that hangs up must not kill the process mid-write. */
+    signal(SIGPIPE, SIG_IGN);
+}
+
+int td_signals_wait(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    int sig = 0;
+    while (sigwait(&set, &sig) != 0) {
+    }
+    return sig;
+}
+
+bool td_readiness_check(void *arg, char *why, size_t whylen)
+{
+    const td_readiness_t *r = arg;
+    if (r->db && !td_db_ping(r->db)) {
+        td_errf(why, whylen, TD_EIO, "database is not answering");
+        return false;
+    }
+    if (r->relay && !td_relay_connected(r->relay)) {
+        td_errf(why, whylen, TD_EAGAIN, "outbox relay cannot reach Kafka");
+        return false;
+    }
+    for (size_t i = 0; i < r->cons_cnt; i++) {
+        if (r->cons[i] && !td_consumer_connected(r->cons[i])) {
+            td_errf(why, whylen, TD_EAGAIN, "consumer cannot reach Kafka");
+            return false;
+        }
+    }
+    return true;
+}
+
+td_db_t *td_service_db(const td_config_t *cfg, const td_migration_t *migs, size_t mig_cnt,
+                       char *errstr, size_t errlen)
+{
+    if (td_mkdirs(cfg->data_dir, 0755) != 0) {
+        td_errf(errstr, errlen, TD_EIO, "cannot create data directory %s", cfg->data_dir);
+        td_error("%s", errstr ? errstr : "cannot create data directory");
+        return NULL;
+    }
+    char *file = td_asprintf("%s.db", cfg->service ? cfg->service : "tidings");
+    char *path = td_data_path(cfg, file);
+    td_db_t *db = td_db_open(path, migs, mig_cnt, errstr, errlen);
+    if (!db) td_error("%s", errstr ? errstr : "cannot open the database");
+    free(path);
+    free(file);
+    return db;
+}
+
+int td_service_main(const char *service, int argc, char **argv, td_service_start_fn start,
+                    td_service_stop_fn stop)
+{
+    td_config_t cfg;
+    char err[512];
+    int rc = 1;
+    void *svc = NULL;
+    memset(&cfg, 0, sizeof(cfg));
+
+    if (td_config_wants_help(argc, argv)) {
+        td_config_usage(stdout, service);
+        return 0;
+    }
+    td_log_init(service, TD_LOG_INFO, true);
+    if (td_config_load(&cfg, service, argc, argv, NULL, err, sizeof(err)) != 0) {
+        td_error("%s", err);
+        return 1;
+    }
+    td_log_init(service, cfg.log_level, cfg.log_json);
+    if (td_config_load_secret(&cfg, err, sizeof(err)) != 0) {
+        td_error("%s", err);
+        goto out;
+    }
+    if (!cfg.brokers || !*cfg.brokers) {
+        td_error("no Kafka brokers: set TIDINGS_BROKERS or --brokers, or start `tidings broker` "
+                 "/ `tidings run`");
+        goto out;
+    }
+    if (td_topics_ensure(&cfg, err, sizeof(err)) != 0) {
+        td_error("%s", err);
+        goto out;
+    }
+    /* Before any thread exists, so that every thread inherits the mask and
+     * only the sigwait below sees SIGINT/SIGTERM. */
+    td_signals_block();
+    svc = start(&cfg, err, sizeof(err));
+    if (!svc) {
+        td_error("cannot start: %s", err);
+        goto out;
+    }
+    int sid = td_service_from_name(service);
+    td_info("ready (port %d, brokers %s)", sid >= 0 ? td_config_port(&cfg, sid) : 0, cfg.brokers);
+    int sig = td_signals_wait();
+    td_info("stopping (%s)", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    stop(svc);
+    td_info("stopped");
+    rc = 0;
+
+out:
+    td_config_free(&cfg);
+    return rc;
+}

@@ -1,0 +1,1044 @@
+/* The notifications domain (see notifications.h). The rule table below is
+ * the one place that says which event notifies whom with which words; the
+ * rest is the machinery around it: validating event data, keeping the few
+ * facts later texts need (product titles, user names), creating a
+ * notification exactly once per (cause, user) with the next seq of that
+ * user in the same transaction as its NotificationCreatedEvent, and fanning
+ * out events that concern many users through a job table. A fan-out job
+ * fixes its recipients when the event is consumed (one set-based INSERT ...
+ * SELECT, a few milliseconds for 10,000 rows) and a worker creates their
+ * notifications a chunk per transaction, so neither the consumer nor the
+ * HTTP handlers wait behind one long transaction, and a crash resumes the
+ * job where its last chunk committed. */
+#include "notifications/notifications.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tidings/bus.h"
+#include "tidings/json.h"
+#include "tidings/log.h"
+#include "tidings/metrics.h"
+
+/* ---- schema ---------------------------------------------------------------- */
+
+static const char schema_v1[] =
+    /* What earlier events told us, for texts and for POST /watches. */
+    "CREATE TABLE users ("
+    "  id TEXT PRIMARY KEY,"
+    "  email TEXT NOT NULL,"
+    "  name TEXT NOT NULL"
+    ");"
+    "CREATE TABLE products ("
+    "  id TEXT PRIMARY KEY,"
+    "  title TEXT NOT NULL,"
+    "  price_cents INTEGER NOT NULL,"
+    "  quantity INTEGER NOT NULL,"
+    "  deleted INTEGER NOT NULL DEFAULT 0"
+    ");"
+    "CREATE TABLE prefs ("
+    "  user_id TEXT PRIMARY KEY,"
+    "  new_products INTEGER NOT NULL DEFAULT 0"
+    ");"
+    "CREATE INDEX prefs_new_products ON prefs (user_id) WHERE new_products = 1;"
+    "CREATE TABLE mutes ("
+    "  user_id TEXT NOT NULL,"
+    "  type TEXT NOT NULL,"
+    "  PRIMARY KEY (user_id, type)"
+    ") WITHOUT ROWID;"
+    "CREATE TABLE watches ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  user_id TEXT NOT NULL,"
+    "  product_id TEXT NOT NULL,"
+    "  created_at TEXT NOT NULL,"
+    "  UNIQUE (user_id, product_id)"
+    ");"
+    "CREATE INDEX watches_product ON watches (product_id, user_id);"
+    /* The inbox. A deleted notification stays as a tombstone (deleted = 1,
+     * texts blanked) so that the (cause, user) uniqueness still holds for
+     * it and seq keeps having no gaps. */
+    "CREATE TABLE notifications ("
+    "  id TEXT PRIMARY KEY,"
+    "  user_id TEXT NOT NULL,"
+    "  seq INTEGER NOT NULL,"
+    "  type TEXT NOT NULL,"
+    "  title TEXT NOT NULL,"
+    "  body TEXT NOT NULL,"
+    "  data TEXT NOT NULL,"
+    "  created_at TEXT NOT NULL,"
+    "  read_at TEXT,"
+    "  deleted INTEGER NOT NULL DEFAULT 0,"
+    "  cause_id TEXT NOT NULL,"
+    "  UNIQUE (user_id, seq),"
+    "  UNIQUE (cause_id, user_id)"
+    ");"
+    "CREATE INDEX notifications_unread ON notifications (user_id)"
+    "  WHERE read_at IS NULL AND deleted = 0;"
+    /* Fan-out: the texts are made once per event; recipients are fixed
+     * when the event is consumed and removed as their chunk commits. */
+    "CREATE TABLE fanout_jobs ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  cause_id TEXT NOT NULL,"
+    "  correlation_id TEXT NOT NULL,"
+    "  traceparent TEXT NOT NULL,"
+    "  type TEXT NOT NULL,"
+    "  title TEXT NOT NULL,"
+    "  body TEXT NOT NULL,"
+    "  data TEXT NOT NULL,"
+    "  created_ms INTEGER NOT NULL"
+    ");"
+    "CREATE TABLE fanout_recipients ("
+    "  job_id INTEGER NOT NULL REFERENCES fanout_jobs (id) ON DELETE CASCADE,"
+    "  user_id TEXT NOT NULL,"
+    "  PRIMARY KEY (job_id, user_id)"
+    ") WITHOUT ROWID;";
+
+const td_migration_t notif_migrations[] = {
+    {1, schema_v1},
+};
+const size_t notif_migration_cnt = TD_ARRAY_SIZE(notif_migrations);
+
+/* ---- the rule table ---------------------------------------------------------- */
+
+static bool price_dropped(const json_t *data)
+{
+    int64_t price, previous;
+    return td_data_cents(data, "price", &price, NULL, 0) == 0 &&
+           td_data_cents(data, "previousPrice", &previous, NULL, 0) == 0 && price < previous;
+}
+
+static bool back_in_stock(const json_t *data)
+{
+    int64_t quantity, previous;
+    return td_data_int(data, "quantity", &quantity, NULL, 0) == 0 &&
+           td_data_int(data, "previousQuantity", &previous, NULL, 0) == 0 && previous == 0 &&
+           quantity > 0;
+}
+
+#define PRODUCT_UPDATED_FIELDS "productId title price quantity previousPrice previousQuantity"
+
+/* SPEC section 2. A new rule is one more entry. When an update both
+ * restocks and lowers the price, "Back in stock" wins (its body still
+ * names the new price): one event, one notification per user. */
+const notif_rule_t notif_rules[] = {
+    {"UserRegisteredEvent", NULL, NOTIF_TO_USER, "userId email name", "Welcome, {name}",
+     "Your account {email} is ready. Happy shopping!"},
+    {"UserLoggedInEvent", NULL, NOTIF_TO_USER, "userId email", "New sign-in to your account",
+     "Someone signed in as {email}[ from {ip}][ using {userAgent}]. If this was not you, "
+     "change your password."},
+    {"OrderCreatedEvent", NULL, NOTIF_TO_USER, "orderId userId productId quantity",
+     "Order received", "We received your order of {quantity} × {product}."},
+    {"OrderApprovedEvent", NULL, NOTIF_TO_USER, "orderId userId productId quantity total",
+     "Order confirmed", "Your order of {quantity} × {product} is confirmed: total {total}."},
+    {"OrderRejectedEvent", NULL, NOTIF_TO_USER, "orderId userId productId quantity reason",
+     "Order rejected ({reason})",
+     "Your order of {quantity} × {product} was rejected: {reasonText}."},
+    {"ProductCreatedEvent", NULL, NOTIF_TO_NEW_PRODUCTS, "productId title price quantity",
+     "New in the shop: {title}", "{title} is now available for {price}."},
+    {"ProductUpdatedEvent", back_in_stock, NOTIF_TO_WATCHERS, PRODUCT_UPDATED_FIELDS,
+     "Back in stock: {title}", "{title} is back in stock: {quantity} available at {price}."},
+    {"ProductUpdatedEvent", price_dropped, NOTIF_TO_WATCHERS, PRODUCT_UPDATED_FIELDS,
+     "Price drop: {title}", "{title} now costs {price} instead of {previousPrice}."},
+    {"ProductDeletedEvent", NULL, NOTIF_TO_WATCHERS, "productId title",
+     "No longer available: {title}", "{title} has been removed from the shop."},
+};
+const size_t notif_rule_cnt = TD_ARRAY_SIZE(notif_rules);
+
+/* The facts kept from events, beside the rules: a keeper runs after the
+ * event's rule (so a deleted product's watchers are found first). */
+typedef int (*keeper_fn)(td_db_t *db, const json_t *data);
+
+static int keep_user(td_db_t *db, const json_t *data);
+static int keep_product(td_db_t *db, const json_t *data);
+static int keep_product_deleted(td_db_t *db, const json_t *data);
+
+static const struct keeper {
+    const char *type;
+    const char *fields;
+    keeper_fn fn;
+} keepers[] = {
+    {"UserRegisteredEvent", "userId email name", keep_user},
+    {"ProductCreatedEvent", "productId title price quantity", keep_product},
+    {"ProductUpdatedEvent", "productId title price quantity", keep_product},
+    {"ProductDeletedEvent", "productId title", keep_product_deleted},
+};
+
+const notif_rule_t *notif_rule_match(const char *type, const json_t *data)
+{
+    for (size_t i = 0; i < notif_rule_cnt; i++) {
+        const notif_rule_t *r = &notif_rules[i];
+        if (strcmp(r->type, type) == 0 && (!r->when || r->when(data))) return r;
+    }
+    return NULL;
+}
+
+bool notif_type_known(const char *type)
+{
+    for (size_t i = 0; i < notif_rule_cnt; i++)
+        if (strcmp(notif_rules[i].type, type) == 0) return true;
+    return false;
+}
+
+size_t notif_handled_types(const char **out, size_t max)
+{
+    size_t cnt = 0;
+    for (size_t i = 0; i < notif_rule_cnt + TD_ARRAY_SIZE(keepers); i++) {
+        const char *t = i < notif_rule_cnt ? notif_rules[i].type : keepers[i - notif_rule_cnt].type;
+        bool seen = false;
+        for (size_t j = 0; j < cnt && !seen; j++) seen = strcmp(out[j], t) == 0;
+        if (!seen && cnt < max) out[cnt++] = t;
+    }
+    return cnt;
+}
+
+static bool is_money_field(const char *name)
+{
+    static const char *const money[] = {"price", "previousPrice", "total", "amount", "unitPrice"};
+    for (size_t i = 0; i < TD_ARRAY_SIZE(money); i++)
+        if (strcmp(money[i], name) == 0) return true;
+    return false;
+}
+
+static bool is_id_field(const char *name)
+{
+    size_t len = strlen(name);
+    return len > 2 && strcmp(name + len - 2, "Id") == 0;
+}
+
+static int check_field(const json_t *data, const char *name, char *errstr, size_t errlen)
+{
+    const char *s;
+    int64_t v;
+    if (is_id_field(name)) return td_data_uuid(data, name, &s, errstr, errlen);
+    if (is_money_field(name)) return td_data_cents(data, name, &v, errstr, errlen);
+    if (strcmp(name, "quantity") == 0 || strcmp(name, "previousQuantity") == 0) {
+        int rc = td_data_int(data, name, &v, errstr, errlen);
+        if (rc == 0 && v < 0) return td_errf(errstr, errlen, TD_EINVAL, "field '%s' must be >= 0", name);
+        return rc;
+    }
+    return td_data_str(data, name, &s, errstr, errlen);
+}
+
+static int check_fields(const char *fields, const json_t *data, char *errstr, size_t errlen)
+{
+    if (!json_is_object(data))
+        return td_errf(errstr, errlen, TD_EINVAL, "event data must be a JSON object");
+    const char *p = fields;
+    while (*p) {
+        while (*p == ' ') p++;
+        size_t len = strcspn(p, " ");
+        if (len == 0) break;
+        char name[64];
+        snprintf(name, sizeof(name), "%.*s", (int)len, p);
+        int rc = check_field(data, name, errstr, errlen);
+        if (rc) return rc;
+        p += len;
+    }
+    return 0;
+}
+
+int notif_rule_check(const notif_rule_t *rule, const json_t *data, char *errstr, size_t errlen)
+{
+    return check_fields(rule->fields, data, errstr, errlen);
+}
+
+/* ---- templates -------------------------------------------------------------- */
+
+typedef struct strbuf {
+    char *p;
+    size_t len, cap;
+} strbuf_t;
+
+static void sb_add(strbuf_t *sb, const char *s, size_t n)
+{
+    if (sb->len + n + 1 > sb->cap) {
+        sb->cap = (sb->len + n + 1) * 2;
+        sb->p = td_realloc(sb->p, sb->cap);
+    }
+    memcpy(sb->p + sb->len, s, n);
+    sb->len += n;
+    sb->p[sb->len] = '\0';
+}
+
+/* The text of vars[name], or NULL when absent (or empty, or not a scalar). */
+static char *value_text(const json_t *vars, const char *name)
+{
+    const json_t *v = json_object_get(vars, name);
+    char buf[32];
+    if (json_is_string(v)) return json_string_length(v) ? td_strdup(json_string_value(v)) : NULL;
+    if (is_money_field(name)) {
+        int64_t cents;
+        if (!json_is_number(v) || td_json_to_cents(v, name, &cents, NULL, 0) != 0) return NULL;
+        td_money_format(cents, buf, sizeof(buf));
+        return td_strdup(buf);
+    }
+    if (json_is_integer(v)) return td_asprintf("%" JSON_INTEGER_FORMAT, json_integer_value(v));
+    if (json_is_real(v)) return td_asprintf("%g", json_real_value(v));
+    return NULL;
+}
+
+char *notif_render(const char *tpl, const json_t *vars, char *errstr, size_t errlen)
+{
+    strbuf_t sb = {0};
+    sb_add(&sb, "", 0);
+    const char *p = tpl;
+    while (*p) {
+        if (*p == '[') {
+            const char *end = strchr(p, ']');
+            if (!end) goto bad_tpl;
+            char *inner = td_strndup(p + 1, (size_t)(end - p - 1));
+            char *text = notif_render(inner, vars, NULL, 0);
+            if (text) sb_add(&sb, text, strlen(text));
+            free(text);
+            free(inner);
+            p = end + 1;
+        } else if (*p == '{') {
+            const char *end = strchr(p, '}');
+            if (!end) goto bad_tpl;
+            char *name = td_strndup(p + 1, (size_t)(end - p - 1));
+            char *text = value_text(vars, name);
+            if (!text) {
+                td_errf(errstr, errlen, TD_EINVAL, "field '%s' is missing", name);
+                free(name);
+                goto fail;
+            }
+            sb_add(&sb, text, strlen(text));
+            free(text);
+            free(name);
+            p = end + 1;
+        } else {
+            size_t n = strcspn(p, "[{");
+            sb_add(&sb, p, n);
+            p += n;
+        }
+    }
+    return sb.p;
+
+bad_tpl:
+    td_errf(errstr, errlen, TD_EINVAL, "unbalanced template: %s", tpl);
+fail:
+    free(sb.p);
+    return NULL;
+}
+
+static const char *reason_text(const char *reason)
+{
+    static const struct {
+        const char *reason, *text;
+    } reasons[] = {
+        {"out_of_stock", "there is not enough stock"},
+        {"unknown_product", "the product does not exist"},
+        {"limit_exceeded", "the total is above the payment limit"},
+    };
+    for (size_t i = 0; i < TD_ARRAY_SIZE(reasons); i++)
+        if (strcmp(reasons[i].reason, reason) == 0) return reasons[i].text;
+    return reason;
+}
+
+/* The template variables of an event: its data plus {product} and
+ * {reasonText}. Inside the caller's lock. */
+static json_t *event_vars(td_db_t *db, const json_t *data)
+{
+    json_t *vars = json_deep_copy(data);
+    const char *pid = json_string_value(json_object_get(data, "productId"));
+    if (pid && !json_object_get(vars, "product")) {
+        sqlite3_stmt *st = td_db_prepare(db, "SELECT title FROM products WHERE id = ?");
+        sqlite3_bind_text(st, 1, pid, -1, SQLITE_TRANSIENT);
+        json_t *title = NULL;
+        if (sqlite3_step(st) == SQLITE_ROW)
+            title = json_string((const char *)sqlite3_column_text(st, 0));
+        sqlite3_finalize(st);
+        /* A product we never heard of (older than the topic's retention):
+         * name it by a short id rather than make no sentence. */
+        if (!title) title = json_sprintf("product %.8s", pid);
+        json_object_set_new(vars, "product", title);
+    }
+    const char *reason = json_string_value(json_object_get(data, "reason"));
+    if (reason) json_object_set_new(vars, "reasonText", json_string(reason_text(reason)));
+    return vars;
+}
+
+/* ---- keepers ------------------------------------------------------------------- */
+
+static int keep_user(td_db_t *db, const json_t *data)
+{
+    sqlite3_stmt *st = td_db_prepare(db, "INSERT INTO users (id, email, name) VALUES (?, ?, ?)"
+                                         " ON CONFLICT (id) DO UPDATE SET email = excluded.email,"
+                                         " name = excluded.name");
+    sqlite3_bind_text(st, 1, json_string_value(json_object_get(data, "userId")), -1,
+                      SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, json_string_value(json_object_get(data, "email")), -1,
+                      SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 3, json_string_value(json_object_get(data, "name")), -1,
+                      SQLITE_TRANSIENT);
+    return td_db_run(db, st);
+}
+
+static int keep_product(td_db_t *db, const json_t *data)
+{
+    int64_t price = 0, quantity = 0;
+    td_data_cents(data, "price", &price, NULL, 0);
+    td_data_int(data, "quantity", &quantity, NULL, 0);
+    sqlite3_stmt *st =
+        td_db_prepare(db, "INSERT INTO products (id, title, price_cents, quantity) VALUES (?,?,?,?)"
+                          " ON CONFLICT (id) DO UPDATE SET title = excluded.title,"
+                          " price_cents = excluded.price_cents, quantity = excluded.quantity");
+    sqlite3_bind_text(st, 1, json_string_value(json_object_get(data, "productId")), -1,
+                      SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, json_string_value(json_object_get(data, "title")), -1,
+                      SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 3, price);
+    sqlite3_bind_int64(st, 4, quantity);
+    return td_db_run(db, st);
+}
+
+static int keep_product_deleted(td_db_t *db, const json_t *data)
+{
+    const char *pid = json_string_value(json_object_get(data, "productId"));
+    /* Kept (deleted = 1) so late order events still find its title. */
+    sqlite3_stmt *st = td_db_prepare(
+        db, "INSERT INTO products (id, title, price_cents, quantity, deleted) VALUES (?,?,0,0,1)"
+            " ON CONFLICT (id) DO UPDATE SET title = excluded.title, deleted = 1");
+    sqlite3_bind_text(st, 1, pid, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, json_string_value(json_object_get(data, "title")), -1,
+                      SQLITE_TRANSIENT);
+    int rc = td_db_run(db, st);
+    if (rc) return rc;
+    /* The watchers were notified (this runs after the rule): nothing is
+     * left to watch. */
+    st = td_db_prepare(db, "DELETE FROM watches WHERE product_id = ?");
+    sqlite3_bind_text(st, 1, pid, -1, SQLITE_TRANSIENT);
+    return td_db_run(db, st);
+}
+
+/* ---- creating notifications ------------------------------------------------------ */
+
+static json_t *row_json(sqlite3_stmt *st)
+{
+    /* Columns: id, seq, user_id, type, title, body, data, created_at, read_at. */
+    const char *data_text = (const char *)sqlite3_column_text(st, 6);
+    json_t *data = data_text ? json_loads(data_text, 0, NULL) : NULL;
+    if (!json_is_object(data)) {
+        json_decref(data);
+        data = json_object();
+    }
+    json_t *read_at = sqlite3_column_type(st, 8) == SQLITE_NULL
+                          ? json_null()
+                          : json_string((const char *)sqlite3_column_text(st, 8));
+    return json_pack("{s:s, s:I, s:s, s:s, s:s, s:s, s:o, s:s, s:o}", "id",
+                     (const char *)sqlite3_column_text(st, 0), "seq",
+                     (json_int_t)sqlite3_column_int64(st, 1), "userId",
+                     (const char *)sqlite3_column_text(st, 2), "type",
+                     (const char *)sqlite3_column_text(st, 3), "title",
+                     (const char *)sqlite3_column_text(st, 4), "body",
+                     (const char *)sqlite3_column_text(st, 5), "data", data, "createdAt",
+                     (const char *)sqlite3_column_text(st, 7), "readAt", read_at);
+}
+
+#define NOTIF_COLUMNS "id, seq, user_id, type, title, body, data, created_at, read_at"
+
+/* What one notification is made of; the same for every recipient. */
+typedef struct notif_draft {
+    const char *type;
+    const char *title;
+    const char *body;
+    const char *data;         /* JSON object text */
+    const td_event_t *cause;  /* for the cause id and NotificationCreatedEvent's lineage */
+} notif_draft_t;
+
+/* Creates d's notification for user_id inside the caller's transaction,
+ * unless it exists already. *made says whether it did. */
+static int create_one(notif_t *n, const notif_draft_t *d, const char *user_id, bool *made)
+{
+    int rc;
+    td_event_t *ev = NULL;
+    json_t *obj = NULL;
+    *made = false;
+
+    /* The next seq of this user: inside the write transaction, so no other
+     * writer can take it between this read and the insert. */
+    sqlite3_stmt *st = td_db_prepare(
+        n->db, "SELECT COALESCE(MAX(seq), 0) + 1 FROM notifications WHERE user_id = ?");
+    sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
+    int64_t seq = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+    sqlite3_finalize(st);
+    if (seq < 1) return TD_EIO;
+
+    char id[TD_UUID_LEN + 1], now[TD_TIME_LEN + 1];
+    td_uuid_new(id);
+    td_time_format(td_now_ms(), now);
+    st = td_db_prepare(n->db, "INSERT INTO notifications (id, user_id, seq, type, title, body, data,"
+                              " created_at, cause_id) VALUES (?,?,?,?,?,?,?,?,?)"
+                              " ON CONFLICT (cause_id, user_id) DO NOTHING");
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, user_id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 3, seq);
+    sqlite3_bind_text(st, 4, d->type, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 5, d->title, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 6, d->body, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 7, d->data, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 8, now, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 9, d->cause->id, -1, SQLITE_TRANSIENT);
+    if ((rc = td_db_run(n->db, st)) != 0) goto out;
+    if (td_db_changes(n->db) == 0) goto out; /* made before: exactly once */
+
+    json_t *data = json_loads(d->data, 0, NULL);
+    obj = json_pack("{s:s, s:I, s:s, s:s, s:s, s:s, s:o, s:s, s:n}", "id", id, "seq",
+                    (json_int_t)seq, "userId", user_id, "type", d->type, "title", d->title,
+                    "body", d->body, "data", data ? data : json_object(), "createdAt", now,
+                    "readAt");
+    ev = td_event_new("notifications", "NotificationCreatedEvent", user_id, json_incref(obj));
+    td_event_set_cause(ev, d->cause);
+    if ((rc = td_outbox_add(n->db, n->cfg, "notifications", ev)) != 0) goto out;
+    if (n->deliver && (rc = n->deliver(n->deliver_arg, n->db, obj)) != 0) goto out;
+
+    char labels[128];
+    td_metric_inc("tidings_notifications_created_total",
+                  td_metric_labels(labels, sizeof(labels), "type", d->type, NULL));
+    *made = true;
+out:
+    td_event_free(ev);
+    json_decref(obj);
+    return rc;
+}
+
+static bool is_muted(td_db_t *db, const char *user_id, const char *type)
+{
+    sqlite3_stmt *st = td_db_prepare(db, "SELECT 1 FROM mutes WHERE user_id = ? AND type = ?");
+    sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, type, -1, SQLITE_TRANSIENT);
+    bool muted = sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_finalize(st);
+    return muted;
+}
+
+/* Queues d for the audience of rule: the recipients are chosen now, in
+ * one statement, with muted users left out. */
+static int queue_fanout(notif_t *n, const notif_rule_t *rule, const notif_draft_t *d,
+                        const json_t *event_data)
+{
+    char traceparent[TD_TRACEPARENT_LEN + 1];
+    td_trace_format(&d->cause->trace, traceparent);
+    sqlite3_stmt *st = td_db_prepare(
+        n->db, "INSERT INTO fanout_jobs (cause_id, correlation_id, traceparent, type, title, body,"
+               " data, created_ms) VALUES (?,?,?,?,?,?,?,?)");
+    sqlite3_bind_text(st, 1, d->cause->id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, d->cause->correlationid, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 3, traceparent, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 4, d->type, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 5, d->title, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 6, d->body, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 7, d->data, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 8, td_now_ms());
+    int rc = td_db_run(n->db, st);
+    if (rc) return rc;
+    int64_t job = sqlite3_last_insert_rowid(td_db_sqlite(n->db));
+
+    if (rule->to == NOTIF_TO_WATCHERS) {
+        st = td_db_prepare(n->db, "INSERT INTO fanout_recipients (job_id, user_id)"
+                                  " SELECT ?1, w.user_id FROM watches w WHERE w.product_id = ?2"
+                                  " AND NOT EXISTS (SELECT 1 FROM mutes m"
+                                  "   WHERE m.user_id = w.user_id AND m.type = ?3)");
+        sqlite3_bind_text(st, 2, json_string_value(json_object_get(event_data, "productId")), -1,
+                          SQLITE_TRANSIENT);
+    } else {
+        st = td_db_prepare(n->db, "INSERT INTO fanout_recipients (job_id, user_id)"
+                                  " SELECT ?1, p.user_id FROM prefs p WHERE p.new_products = 1"
+                                  " AND NOT EXISTS (SELECT 1 FROM mutes m"
+                                  "   WHERE m.user_id = p.user_id AND m.type = ?3)");
+    }
+    sqlite3_bind_int64(st, 1, job);
+    sqlite3_bind_text(st, 3, d->type, -1, SQLITE_TRANSIENT);
+    if ((rc = td_db_run(n->db, st)) != 0) return rc;
+    int recipients = td_db_changes(n->db);
+    if (recipients == 0) {
+        st = td_db_prepare(n->db, "DELETE FROM fanout_jobs WHERE id = ?");
+        sqlite3_bind_int64(st, 1, job);
+        return td_db_run(n->db, st);
+    }
+    td_debug("fan-out job %" PRId64 " for %s: %d recipients", job, d->type, recipients);
+    if (n->wake) n->wake(n->wake_arg);
+    return 0;
+}
+
+/* The ids a notification is about, for clients to link to. */
+static char *draft_data(const json_t *event_data)
+{
+    json_t *o = json_object();
+    static const char *const ids[] = {"orderId", "productId"};
+    for (size_t i = 0; i < TD_ARRAY_SIZE(ids); i++) {
+        json_t *v = json_object_get(event_data, ids[i]);
+        if (json_is_string(v)) json_object_set(o, ids[i], v);
+    }
+    char *s = td_json_dumps(o);
+    json_decref(o);
+    return s;
+}
+
+int notif_apply(notif_t *n, const td_event_t *ev, char *errstr, size_t errlen)
+{
+    int rc = 0;
+    char *title = NULL, *body = NULL, *data = NULL;
+    json_t *vars = NULL;
+    const struct keeper *keeper = NULL;
+
+    /* Validate everything this type could need before any effect, so bad
+     * data goes to the DLT whichever variant of the rule it would hit. */
+    for (size_t i = 0; i < TD_ARRAY_SIZE(keepers); i++)
+        if (strcmp(keepers[i].type, ev->type) == 0) keeper = &keepers[i];
+    if (keeper && (rc = check_fields(keeper->fields, ev->data, errstr, errlen)) != 0) goto out;
+    for (size_t i = 0; i < notif_rule_cnt; i++)
+        if (strcmp(notif_rules[i].type, ev->type) == 0 &&
+            (rc = notif_rule_check(&notif_rules[i], ev->data, errstr, errlen)) != 0)
+            goto out;
+
+    const notif_rule_t *rule = notif_rule_match(ev->type, ev->data);
+    if (rule) {
+        vars = event_vars(n->db, ev->data);
+        if (!(title = notif_render(rule->title, vars, errstr, errlen)) ||
+            !(body = notif_render(rule->body, vars, errstr, errlen))) {
+            rc = TD_EINVAL;
+            goto out;
+        }
+        data = draft_data(ev->data);
+        notif_draft_t d = {ev->type, title, body, data, ev};
+        if (rule->to == NOTIF_TO_USER) {
+            const char *user_id = json_string_value(json_object_get(ev->data, "userId"));
+            bool made;
+            if (!is_muted(n->db, user_id, ev->type) &&
+                (rc = create_one(n, &d, user_id, &made)) != 0)
+                goto out;
+        } else if ((rc = queue_fanout(n, rule, &d, ev->data)) != 0) {
+            goto out;
+        }
+    }
+    if (keeper && (rc = keeper->fn(n->db, ev->data)) != 0) goto out;
+
+out:
+    if (rc && rc != TD_EINVAL) td_errf(errstr, errlen, rc, "database error");
+    free(title);
+    free(body);
+    free(data);
+    json_decref(vars);
+    return rc;
+}
+
+/* ---- fan-out ---------------------------------------------------------------------- */
+
+int notif_fanout_step(notif_t *n, size_t *created)
+{
+    int chunk = n->fanout_chunk > 0 ? n->fanout_chunk : 250;
+    *created = 0;
+    int rc = td_db_begin(n->db);
+    if (rc) return rc;
+
+    sqlite3_stmt *job = td_db_prepare(
+        n->db, "SELECT id, cause_id, correlation_id, traceparent, type, title, body, data"
+               " FROM fanout_jobs ORDER BY id LIMIT 1");
+    if (sqlite3_step(job) != SQLITE_ROW) {
+        sqlite3_finalize(job);
+        td_db_rollback(n->db);
+        return 0;
+    }
+    int64_t job_id = sqlite3_column_int64(job, 0);
+    /* The cause as far as NotificationCreatedEvent's lineage needs it. */
+    td_event_t cause;
+    memset(&cause, 0, sizeof(cause));
+    snprintf(cause.id, sizeof(cause.id), "%s", (const char *)sqlite3_column_text(job, 1));
+    cause.correlationid = (char *)sqlite3_column_text(job, 2);
+    if (td_trace_parse((const char *)sqlite3_column_text(job, 3), &cause.trace, NULL, 0) != 0)
+        td_trace_new(&cause.trace);
+    notif_draft_t d = {(const char *)sqlite3_column_text(job, 4),
+                       (const char *)sqlite3_column_text(job, 5),
+                       (const char *)sqlite3_column_text(job, 6),
+                       (const char *)sqlite3_column_text(job, 7), &cause};
+
+    sqlite3_stmt *rcp = td_db_prepare(n->db, "SELECT user_id FROM fanout_recipients"
+                                             " WHERE job_id = ? ORDER BY user_id LIMIT ?");
+    sqlite3_bind_int64(rcp, 1, job_id);
+    sqlite3_bind_int(rcp, 2, chunk);
+    int cnt = 0;
+    char last[TD_UUID_LEN + 1] = "";
+    while ((rc = sqlite3_step(rcp)) == SQLITE_ROW) {
+        const char *user_id = (const char *)sqlite3_column_text(rcp, 0);
+        bool made;
+        if ((rc = create_one(n, &d, user_id, &made)) != 0) break;
+        if (made) (*created)++;
+        snprintf(last, sizeof(last), "%s", user_id);
+        cnt++;
+    }
+    sqlite3_finalize(rcp);
+    if (rc != SQLITE_DONE) {
+        rc = rc < 0 ? rc : TD_EIO;
+        goto fail;
+    }
+
+    sqlite3_stmt *st;
+    if (cnt < chunk) {
+        st = td_db_prepare(n->db, "DELETE FROM fanout_jobs WHERE id = ?");
+        sqlite3_bind_int64(st, 1, job_id);
+    } else {
+        st = td_db_prepare(n->db,
+                           "DELETE FROM fanout_recipients WHERE job_id = ? AND user_id <= ?");
+        sqlite3_bind_int64(st, 1, job_id);
+        sqlite3_bind_text(st, 2, last, -1, SQLITE_TRANSIENT);
+    }
+    if ((rc = td_db_run(n->db, st)) != 0) goto fail;
+    sqlite3_finalize(job);
+    if ((rc = td_db_commit(n->db)) != 0) return rc;
+    return 1;
+
+fail:
+    sqlite3_finalize(job);
+    td_db_rollback(n->db);
+    *created = 0;
+    return rc;
+}
+
+int64_t notif_fanout_pending(td_db_t *db)
+{
+    td_db_lock(db);
+    sqlite3_stmt *st = td_db_prepare(db, "SELECT COUNT(*) FROM fanout_recipients");
+    int64_t cnt = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+    sqlite3_finalize(st);
+    td_db_unlock(db);
+    return cnt;
+}
+
+/* ---- the inbox ----------------------------------------------------------------------- */
+
+static int64_t unread_count(td_db_t *db, const char *user_id)
+{
+    sqlite3_stmt *st = td_db_prepare(db, "SELECT COUNT(*) FROM notifications"
+                                         " WHERE user_id = ? AND read_at IS NULL AND deleted = 0");
+    sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
+    int64_t cnt = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    sqlite3_finalize(st);
+    return cnt;
+}
+
+static int clamp_limit(int limit)
+{
+    if (limit <= 0) return NOTIF_PAGE_DEFAULT;
+    return limit > NOTIF_PAGE_MAX ? NOTIF_PAGE_MAX : limit;
+}
+
+int notif_list(td_db_t *db, const char *user_id, int64_t before_seq, int limit, json_t **out)
+{
+    limit = clamp_limit(limit);
+    json_t *items = json_array();
+    int64_t last_seq = 0;
+    bool more = false;
+
+    td_db_lock(db);
+    sqlite3_stmt *st = td_db_prepare(
+        db, "SELECT " NOTIF_COLUMNS " FROM notifications WHERE user_id = ?1 AND deleted = 0"
+            " AND (?2 = 0 OR seq < ?2) ORDER BY seq DESC LIMIT ?3");
+    sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 2, before_seq);
+    sqlite3_bind_int(st, 3, limit + 1);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        if ((int)json_array_size(items) == limit) {
+            more = true;
+            break;
+        }
+        last_seq = sqlite3_column_int64(st, 1);
+        json_array_append_new(items, row_json(st));
+    }
+    sqlite3_finalize(st);
+    int64_t unread = unread_count(db, user_id);
+    td_db_unlock(db);
+
+    *out = json_pack("{s:o, s:I, s:o}", "notifications", items, "unread", (json_int_t)unread,
+                     "next", more ? json_sprintf("%" PRId64, last_seq) : json_null());
+    return 0;
+}
+
+static json_t *get_one(td_db_t *db, const char *user_id, const char *id)
+{
+    sqlite3_stmt *st = td_db_prepare(db, "SELECT " NOTIF_COLUMNS " FROM notifications"
+                                         " WHERE id = ? AND user_id = ? AND deleted = 0");
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, user_id, -1, SQLITE_TRANSIENT);
+    json_t *o = sqlite3_step(st) == SQLITE_ROW ? row_json(st) : NULL;
+    sqlite3_finalize(st);
+    return o;
+}
+
+int notif_mark_read(td_db_t *db, const char *user_id, const char *id, json_t **out)
+{
+    char now[TD_TIME_LEN + 1];
+    td_time_format(td_now_ms(), now);
+    int rc = td_db_begin(db);
+    if (rc) return rc;
+    sqlite3_stmt *st = td_db_prepare(db, "UPDATE notifications SET read_at = COALESCE(read_at, ?)"
+                                         " WHERE id = ? AND user_id = ? AND deleted = 0");
+    sqlite3_bind_text(st, 1, now, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 3, user_id, -1, SQLITE_TRANSIENT);
+    if ((rc = td_db_run(db, st)) != 0) goto fail;
+    if (!(*out = get_one(db, user_id, id))) {
+        rc = TD_ENOENT;
+        goto fail;
+    }
+    return td_db_commit(db);
+
+fail:
+    td_db_rollback(db);
+    return rc;
+}
+
+int notif_mark_all_read(td_db_t *db, const char *user_id, int64_t *count)
+{
+    char now[TD_TIME_LEN + 1];
+    td_time_format(td_now_ms(), now);
+    int rc = td_db_begin(db);
+    if (rc) return rc;
+    sqlite3_stmt *st = td_db_prepare(db, "UPDATE notifications SET read_at = ?"
+                                         " WHERE user_id = ? AND read_at IS NULL AND deleted = 0");
+    sqlite3_bind_text(st, 1, now, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, user_id, -1, SQLITE_TRANSIENT);
+    if ((rc = td_db_run(db, st)) != 0) {
+        td_db_rollback(db);
+        return rc;
+    }
+    *count = td_db_changes(db);
+    return td_db_commit(db);
+}
+
+int notif_delete(td_db_t *db, const char *user_id, const char *id)
+{
+    int rc = td_db_begin(db);
+    if (rc) return rc;
+    sqlite3_stmt *st = td_db_prepare(db, "UPDATE notifications SET deleted = 1, title = '',"
+                                         " body = '', data = '{}'"
+                                         " WHERE id = ? AND user_id = ? AND deleted = 0");
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, user_id, -1, SQLITE_TRANSIENT);
+    if ((rc = td_db_run(db, st)) != 0) {
+        td_db_rollback(db);
+        return rc;
+    }
+    if (td_db_changes(db) == 0) {
+        td_db_rollback(db);
+        return TD_ENOENT;
+    }
+    return td_db_commit(db);
+}
+
+int notif_after(td_db_t *db, const char *user_id, int64_t after_seq, int limit, json_t **out)
+{
+    json_t *items = json_array();
+    td_db_lock(db);
+    sqlite3_stmt *st = td_db_prepare(db, "SELECT " NOTIF_COLUMNS " FROM notifications"
+                                         " WHERE user_id = ? AND seq > ? AND deleted = 0"
+                                         " ORDER BY seq LIMIT ?");
+    sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 2, after_seq);
+    sqlite3_bind_int(st, 3, limit);
+    while (sqlite3_step(st) == SQLITE_ROW) json_array_append_new(items, row_json(st));
+    sqlite3_finalize(st);
+    td_db_unlock(db);
+    *out = items;
+    return 0;
+}
+
+int notif_last_seq(td_db_t *db, const char *user_id, int64_t *out)
+{
+    td_db_lock(db);
+    sqlite3_stmt *st =
+        td_db_prepare(db, "SELECT COALESCE(MAX(seq), 0) FROM notifications WHERE user_id = ?");
+    sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(st) == SQLITE_ROW ? 0 : TD_EIO;
+    *out = rc == 0 ? sqlite3_column_int64(st, 0) : 0;
+    sqlite3_finalize(st);
+    td_db_unlock(db);
+    return rc;
+}
+
+/* ---- preferences ------------------------------------------------------------------------ */
+
+static json_t *prefs_json(td_db_t *db, const char *user_id)
+{
+    sqlite3_stmt *st = td_db_prepare(db, "SELECT new_products FROM prefs WHERE user_id = ?");
+    sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
+    bool new_products = sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    json_t *muted = json_array();
+    st = td_db_prepare(db, "SELECT type FROM mutes WHERE user_id = ? ORDER BY type");
+    sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
+    while (sqlite3_step(st) == SQLITE_ROW)
+        json_array_append_new(muted, json_string((const char *)sqlite3_column_text(st, 0)));
+    sqlite3_finalize(st);
+    return json_pack("{s:o, s:b}", "muted", muted, "newProducts", new_products);
+}
+
+int notif_prefs_get(td_db_t *db, const char *user_id, json_t **out)
+{
+    td_db_lock(db);
+    *out = prefs_json(db, user_id);
+    td_db_unlock(db);
+    return 0;
+}
+
+int notif_prefs_put(td_db_t *db, const char *user_id, const json_t *body, json_t **out,
+                    char *errstr, size_t errlen)
+{
+    static const char *const allowed[] = {"muted", "newProducts", NULL};
+    int rc = td_json_only_fields(body, allowed, errstr, errlen);
+    if (rc) return rc;
+    json_t *muted = json_object_get(body, "muted");
+    json_t *new_products = json_object_get(body, "newProducts");
+    if (muted) {
+        if (!json_is_array(muted))
+            return td_errf(errstr, errlen, TD_EINVAL, "muted must be an array of event types");
+        size_t i;
+        json_t *v;
+        json_array_foreach(muted, i, v)
+        {
+            if (!json_is_string(v))
+                return td_errf(errstr, errlen, TD_EINVAL, "muted must be an array of event types");
+            if (!notif_type_known(json_string_value(v)))
+                return td_errf(errstr, errlen, TD_EINVAL, "unknown event type '%.100s' in muted",
+                               json_string_value(v));
+        }
+    }
+    if (new_products && !json_is_boolean(new_products))
+        return td_errf(errstr, errlen, TD_EINVAL, "newProducts must be true or false");
+
+    if ((rc = td_db_begin(db)) != 0) return rc;
+    sqlite3_stmt *st = td_db_prepare(db, "INSERT INTO prefs (user_id, new_products) VALUES (?1, ?2)"
+                                         " ON CONFLICT (user_id) DO UPDATE SET new_products ="
+                                         " CASE WHEN ?3 THEN ?2 ELSE new_products END");
+    sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int(st, 2, json_is_true(new_products));
+    sqlite3_bind_int(st, 3, new_products != NULL);
+    if ((rc = td_db_run(db, st)) != 0) goto fail;
+    if (muted) {
+        st = td_db_prepare(db, "DELETE FROM mutes WHERE user_id = ?");
+        sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
+        if ((rc = td_db_run(db, st)) != 0) goto fail;
+        size_t i;
+        json_t *v;
+        json_array_foreach(muted, i, v)
+        {
+            st = td_db_prepare(db, "INSERT OR IGNORE INTO mutes (user_id, type) VALUES (?, ?)");
+            sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
+            sqlite3_bind_text(st, 2, json_string_value(v), -1, SQLITE_TRANSIENT);
+            if ((rc = td_db_run(db, st)) != 0) goto fail;
+        }
+    }
+    *out = prefs_json(db, user_id);
+    if ((rc = td_db_commit(db)) != 0) {
+        json_decref(*out);
+        *out = NULL;
+    }
+    return rc;
+
+fail:
+    td_db_rollback(db);
+    return rc;
+}
+
+/* ---- watches ------------------------------------------------------------------------------- */
+
+static json_t *watch_json(sqlite3_stmt *st, int first)
+{
+    /* Columns from first: product_id, created_at, title, price_cents, quantity. */
+    const char *title = (const char *)sqlite3_column_text(st, first + 2);
+    return json_pack("{s:s, s:s?, s:o, s:o, s:s}", "productId",
+                     (const char *)sqlite3_column_text(st, first), "title", title, "price",
+                     title ? td_json_money(sqlite3_column_int64(st, first + 3)) : json_null(),
+                     "quantity",
+                     title ? json_integer(sqlite3_column_int64(st, first + 4)) : json_null(),
+                     "createdAt", (const char *)sqlite3_column_text(st, first + 1));
+}
+
+int notif_watch_add(td_db_t *db, const char *user_id, const char *product_id, bool *created,
+                    json_t **out)
+{
+    char now[TD_TIME_LEN + 1];
+    td_time_format(td_now_ms(), now);
+    int rc = td_db_begin(db);
+    if (rc) return rc;
+    sqlite3_stmt *st = td_db_prepare(db, "SELECT 1 FROM products WHERE id = ? AND deleted = 0");
+    sqlite3_bind_text(st, 1, product_id, -1, SQLITE_TRANSIENT);
+    bool known = sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_finalize(st);
+    if (!known) {
+        rc = TD_ENOENT;
+        goto fail;
+    }
+    st = td_db_prepare(db, "INSERT INTO watches (user_id, product_id, created_at) VALUES (?,?,?)"
+                           " ON CONFLICT (user_id, product_id) DO NOTHING");
+    sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, product_id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 3, now, -1, SQLITE_STATIC);
+    if ((rc = td_db_run(db, st)) != 0) goto fail;
+    *created = td_db_changes(db) == 1;
+    st = td_db_prepare(db, "SELECT w.product_id, w.created_at, p.title, p.price_cents, p.quantity"
+                           " FROM watches w JOIN products p ON p.id = w.product_id"
+                           " WHERE w.user_id = ? AND w.product_id = ?");
+    sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, product_id, -1, SQLITE_TRANSIENT);
+    *out = sqlite3_step(st) == SQLITE_ROW ? watch_json(st, 0) : NULL;
+    sqlite3_finalize(st);
+    if (!*out) {
+        rc = TD_EIO;
+        goto fail;
+    }
+    return td_db_commit(db);
+
+fail:
+    td_db_rollback(db);
+    return rc;
+}
+
+int notif_watch_list(td_db_t *db, const char *user_id, int64_t before, int limit, json_t **out)
+{
+    limit = clamp_limit(limit);
+    json_t *items = json_array();
+    int64_t last = 0;
+    bool more = false;
+    td_db_lock(db);
+    sqlite3_stmt *st = td_db_prepare(
+        db, "SELECT w.id, w.product_id, w.created_at, p.title, p.price_cents, p.quantity"
+            " FROM watches w LEFT JOIN products p ON p.id = w.product_id"
+            " WHERE w.user_id = ?1 AND (?2 = 0 OR w.id < ?2) ORDER BY w.id DESC LIMIT ?3");
+    sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 2, before);
+    sqlite3_bind_int(st, 3, limit + 1);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        if ((int)json_array_size(items) == limit) {
+            more = true;
+            break;
+        }
+        last = sqlite3_column_int64(st, 0);
+        json_array_append_new(items, watch_json(st, 1));
+    }
+    sqlite3_finalize(st);
+    td_db_unlock(db);
+    *out = json_pack("{s:o, s:o}", "watches", items, "next",
+                     more ? json_sprintf("%" PRId64, last) : json_null());
+    return 0;
+}
+
+int notif_watch_remove(td_db_t *db, const char *user_id, const char *product_id)
+{
+    int rc = td_db_begin(db);
+    if (rc) return rc;
+    sqlite3_stmt *st = td_db_prepare(db, "DELETE FROM watches WHERE user_id = ? AND product_id = ?");
+    sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, product_id, -1, SQLITE_TRANSIENT);
+    if ((rc = td_db_run(db, st)) != 0) {
+        td_db_rollback(db);
+        return rc;
+    }
+    if (td_db_changes(db) == 0) {
+        td_db_rollback(db);
+        return TD_ENOENT;
+    }
+    return td_db_commit(db);
+}

@@ -1,0 +1,150 @@
+/* The notifications domain: the rule table that turns domain events into
+ * notifications (one entry per event type: who is notified, title, body),
+ * the state kept from earlier events so texts are human sentences
+ * (product titles, user names), the inbox (exactly one notification per
+ * causing ce_id and user, seq per user from 1 without gaps), preferences
+ * (muted types, newProducts) and product watches. Events that concern many
+ * users fan out through a job table worked off in chunks, so a product
+ * with 10,000 watchers never holds the consumer or the database for long.
+ * No HTTP and no Kafka here: routes.c, events.c and stream.c call these
+ * functions, and the unit tests call them on an in-memory database. Every
+ * function may be called from any thread (the database's mutex serialises
+ * them). */
+#ifndef TIDINGS_NOTIFICATIONS_H
+#define TIDINGS_NOTIFICATIONS_H
+
+#include <jansson.h>
+
+#include "tidings/config.h"
+#include "tidings/db.h"
+#include "tidings/envelope.h"
+
+/* The notifications database's schema, for td_service_db / td_db_open. */
+extern const td_migration_t notif_migrations[];
+extern const size_t notif_migration_cnt;
+
+/* ---- the rule table ------------------------------------------------------ */
+
+/* Who a rule notifies. */
+typedef enum notif_audience {
+    NOTIF_TO_USER,         /* the user named by data.userId */
+    NOTIF_TO_NEW_PRODUCTS, /* every user with newProducts on */
+    NOTIF_TO_WATCHERS,     /* every user watching data.productId */
+} notif_audience_t;
+
+/* One row of SPEC section 2's table. Templates take {field} from the
+ * event data (money fields printed as money, "2258" or "19.99"), plus
+ * {product} (the title of data.productId as last seen on the products
+ * topic) and {reasonText} (data.reason for people); a [bracketed part] is
+ * left out when a field inside it is absent (optional event fields). */
+typedef struct notif_rule {
+    const char *type;                /* the event type (ce_type) */
+    bool (*when)(const json_t *data); /* NULL = always; the first entry of a
+                                        type that holds wins, so an event
+                                        makes at most one notification per user */
+    notif_audience_t to;
+    const char *fields; /* required data fields, space-separated; checked
+                           by name: *Id UUIDs, quantities integers, prices
+                           and totals money, anything else strings */
+    const char *title;
+    const char *body;
+} notif_rule_t;
+
+extern const notif_rule_t notif_rules[];
+extern const size_t notif_rule_cnt;
+
+/* The rule an event of type with data triggers, or NULL (none applies,
+ * e.g. an update that neither lowers the price nor restocks). */
+const notif_rule_t *notif_rule_match(const char *type, const json_t *data);
+/* True when type has an entry in the rule table (what may be muted). */
+bool notif_type_known(const char *type);
+/* The event types the service consumes (the rule table's and those whose
+ * facts it keeps), each once, into out (at most max); returns the count. */
+size_t notif_handled_types(const char **out, size_t max);
+/* Checks data against rule->fields. 0 or TD_EINVAL with the reason. */
+int notif_rule_check(const notif_rule_t *rule, const json_t *data, char *errstr, size_t errlen);
+/* Fills tpl from vars (see notif_rule_t). Caller frees. NULL with errstr
+ * when a required field is missing (a bug in a template or the check). */
+char *notif_render(const char *tpl, const json_t *vars, char *errstr, size_t errlen);
+
+/* ---- applying events ------------------------------------------------------ */
+
+/* A channel beyond the inbox and the live stream (Web Push, webhooks):
+ * called for every new notification inside the transaction that creates
+ * it, so a channel can queue its deliveries atomically with it. n is the
+ * notification object (borrowed). 0, or an error that rolls the whole
+ * transaction back (and the event or chunk is retried). */
+typedef int (*notif_deliver_fn)(void *arg, td_db_t *db, const json_t *n);
+
+typedef struct notif {
+    td_db_t *db;
+    const td_config_t *cfg;  /* topic prefix for the outbox */
+    int fanout_chunk;        /* recipients per fan-out transaction, 0 = 250 */
+    notif_deliver_fn deliver; /* NULL = inbox and stream only */
+    void *deliver_arg;
+    /* Called inside the transaction that queued fan-out work; the worker
+     * it wakes then waits on the database lock until that commits. */
+    void (*wake)(void *arg);
+    void *wake_arg;
+} notif_t;
+
+/* Applies one consumed event inside the caller's transaction (the
+ * consumer's): keeps the state it needs (users, products), and creates the
+ * notification of the matching rule for one user, or queues a fan-out job
+ * whose recipients are fixed now (watchers / newProducts users, muted ones
+ * left out). 0; TD_EINVAL with the reason for bad event data; TD_EIO. */
+int notif_apply(notif_t *n, const td_event_t *ev, char *errstr, size_t errlen);
+
+/* Works off one chunk of the oldest fan-out job in its own transaction.
+ * *created gets the notifications made. 1 when work remains, 0 when none,
+ * or a negative error. Any thread; the service runs it on a worker. */
+int notif_fanout_step(notif_t *n, size_t *created);
+/* Recipients still waiting in fan-out jobs. */
+int64_t notif_fanout_pending(td_db_t *db);
+
+/* ---- the inbox ------------------------------------------------------------ */
+
+#define NOTIF_PAGE_DEFAULT 50
+#define NOTIF_PAGE_MAX     500
+
+/* One page of user's notifications, newest first, older than cursor
+ * before_seq (0 = from the newest): *out = {notifications:[...], unread,
+ * next} (next = the seq to pass on as text, or null). Caller owns *out. */
+int notif_list(td_db_t *db, const char *user_id, int64_t before_seq, int limit, json_t **out);
+/* Marks one read (keeps the first readAt). *out = the notification.
+ * TD_ENOENT if it is not user's (or not at all). */
+int notif_mark_read(td_db_t *db, const char *user_id, const char *id, json_t **out);
+/* Marks every unread one of user's read; *count gets how many. */
+int notif_mark_all_read(td_db_t *db, const char *user_id, int64_t *count);
+/* Deletes one (a tombstone stays so the event can never recreate it and
+ * seq keeps its meaning). TD_ENOENT if it is not user's. */
+int notif_delete(td_db_t *db, const char *user_id, const char *id);
+/* user's notifications with seq > after_seq in seq order (deleted ones
+ * left out), at most limit: a JSON array, caller owns it. For replay. */
+int notif_after(td_db_t *db, const char *user_id, int64_t after_seq, int limit, json_t **out);
+/* The highest seq user has (0 when none). */
+int notif_last_seq(td_db_t *db, const char *user_id, int64_t *out);
+
+/* ---- preferences and watches --------------------------------------------- */
+
+/* {muted:[...], newProducts} of user (defaults: nothing muted, off). */
+int notif_prefs_get(td_db_t *db, const char *user_id, json_t **out);
+/* Applies a PUT body: muted (an array of rule-table event types, replaced
+ * as a whole) and/or newProducts (a bool); a field left out keeps its
+ * value. TD_EINVAL with the reason for anything else; *out = the result. */
+int notif_prefs_put(td_db_t *db, const char *user_id, const json_t *body, json_t **out,
+                    char *errstr, size_t errlen);
+
+/* Watches product_id for user. *created is false when it was watched
+ * already (nothing changes). TD_ENOENT for a product never seen on the
+ * products topic or deleted. *out = {productId, title, price, quantity,
+ * createdAt}. */
+int notif_watch_add(td_db_t *db, const char *user_id, const char *product_id, bool *created,
+                    json_t **out);
+/* {watches:[...], next}, newest first, paged by the cursor before (0 =
+ * from the newest). */
+int notif_watch_list(td_db_t *db, const char *user_id, int64_t before, int limit, json_t **out);
+/* TD_ENOENT when user did not watch it. */
+int notif_watch_remove(td_db_t *db, const char *user_id, const char *product_id);
+
+#endif

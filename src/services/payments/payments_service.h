@@ -1,0 +1,41 @@
+/* The payments service as a whole: its database, outbox relay, consumer
+ * (group "tidings-payments" on the reservations topic) and HTTP server,
+ * started and stopped in-process by main.c and by the integration tests.
+ * Start and stop from one thread; the service runs on its own threads in
+ * between. */
+#ifndef TIDINGS_PAYMENTS_SERVICE_H
+#define TIDINGS_PAYMENTS_SERVICE_H
+
+#include "tidings/bus.h"
+#include "tidings/config.h"
+#include "tidings/db.h"
+#include "tidings/http.h"
+
+typedef struct payments_service payments_service_t;
+
+/* Opens <data>/payments.db, starts the relay, the consumer and the HTTP
+ * server on td_config_port(cfg, TD_SVC_PAYMENTS) (0 = any free port). cfg
+ * is borrowed and must outlive the service. NULL with errstr on failure. */
+payments_service_t *payments_service_start(const td_config_t *cfg, char *errstr, size_t errlen);
+/* The HTTP port actually bound. */
+int payments_service_port(const payments_service_t *svc);
+/* Graceful stop: HTTP (finishing requests in flight), consumer, relay
+ * (flushing the outbox), database. NULL is fine. */
+void payments_service_stop(payments_service_t *svc);
+
+/* What routes.c and events.c get as their ctx: borrowed, alive while the
+ * service runs. */
+typedef struct payments_ctx {
+    const td_config_t *cfg;
+    td_db_t *db;
+} payments_ctx_t;
+
+/* routes.c: GET /payments/{orderId}. */
+extern const td_route_t payments_routes[];
+extern const size_t payments_route_cnt;
+
+/* events.c: ProductReservedEvent. */
+extern const td_handler_t payments_handlers[];
+extern const size_t payments_handler_cnt;
+
+#endif

@@ -1,0 +1,38 @@
+/* The products service's Kafka handlers, the reservation side of the order
+ * saga: an OrderCreatedEvent (topic orders) reserves stock, a
+ * PaymentFailedEvent (topic payments) returns it. Each decodes what it
+ * needs and calls reserve.c inside the consumer's transaction, so the stock
+ * change, the reservation row, the inbox row and the outgoing event commit
+ * together. The other event types on those topics are skipped. */
+#include "products/events.h"
+
+#include "products/reserve.h"
+
+static int on_order_created(void *ctx, td_db_t *db, const td_event_t *ev, char *errstr,
+                            size_t errlen)
+{
+    const td_config_t *cfg = ctx;
+    reserve_request_t req;
+    int err = td_data_uuid(ev->data, "orderId", &req.order_id, errstr, errlen);
+    if (!err) err = td_data_uuid(ev->data, "userId", &req.user_id, errstr, errlen);
+    if (!err) err = td_data_uuid(ev->data, "productId", &req.product_id, errstr, errlen);
+    if (!err) err = td_data_int(ev->data, "quantity", &req.quantity, errstr, errlen);
+    if (err) return err;
+    return reserve_stock(db, cfg, ev, &req, NULL, errstr, errlen);
+}
+
+static int on_payment_failed(void *ctx, td_db_t *db, const td_event_t *ev, char *errstr,
+                             size_t errlen)
+{
+    const td_config_t *cfg = ctx;
+    const char *order_id;
+    int err = td_data_uuid(ev->data, "orderId", &order_id, errstr, errlen);
+    if (err) return err;
+    return reserve_release(db, cfg, ev, order_id, NULL, errstr, errlen);
+}
+
+const td_handler_t products_handlers[] = {
+    {"OrderCreatedEvent", on_order_created},
+    {"PaymentFailedEvent", on_payment_failed},
+};
+const size_t products_handler_cnt = TD_ARRAY_SIZE(products_handlers);

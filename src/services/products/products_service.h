@@ -1,0 +1,39 @@
+/* The products service as a whole: its database, outbox relay, consumer
+ * (group "tidings-products" on the orders and payments topics, with the
+ * reservation handlers of events.h) and HTTP server (the catalogue API),
+ * started and stopped in-process by main.c and by the integration tests.
+ * Start and stop from one thread; the service runs on its own threads in
+ * between. */
+#ifndef TIDINGS_PRODUCTS_SERVICE_H
+#define TIDINGS_PRODUCTS_SERVICE_H
+
+#include "tidings/bus.h"
+#include "tidings/config.h"
+#include "tidings/db.h"
+#include "tidings/http.h"
+
+typedef struct products_service products_service_t;
+
+/* Opens <data>/products.db, starts the relay, the consumer and the HTTP
+ * server on td_config_port(cfg, TD_SVC_PRODUCTS) (0 = any free port). cfg
+ * is borrowed and must outlive the service. NULL with errstr on failure. */
+products_service_t *products_service_start(const td_config_t *cfg, char *errstr, size_t errlen);
+/* The HTTP port actually bound. */
+int products_service_port(const products_service_t *svc);
+/* The service's database (tests inspect it). Borrowed. */
+td_db_t *products_service_db(const products_service_t *svc);
+/* Graceful stop: HTTP (finishing requests in flight), consumer, relay
+ * (flushing the outbox), database. NULL is fine. */
+void products_service_stop(products_service_t *svc);
+
+/* What routes.c gets as req->ctx: borrowed, alive while the service runs. */
+typedef struct products_ctx {
+    const td_config_t *cfg;
+    td_db_t *db;
+} products_ctx_t;
+
+/* routes.c: the catalogue API of SPEC section 2. */
+extern const td_route_t products_routes[];
+extern const size_t products_route_cnt;
+
+#endif

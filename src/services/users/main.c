@@ -1,0 +1,21 @@
+/* `tidings users`: the users service as a process, or the one-shot
+ * `tidings users --create-admin EMAIL`. Wiring only. */
+#include "../../cli/cli.h"
+#include "tidings/service.h"
+#include "users/users_service.h"
+
+static void *start(const td_config_t *cfg, char *errstr, size_t errlen)
+{
+    return users_service_start(cfg, errstr, errlen);
+}
+
+static void stop(void *svc)
+{
+    users_service_stop(svc);
+}
+
+int users_main(int argc, char **argv)
+{
+    if (users_wants_create_admin(argc, argv)) return users_create_admin_main(argc, argv);
+    return td_service_main("users", argc, argv, start, stop);
+}

@@ -1,0 +1,229 @@
+/* The users service's lifecycle: database, the admin account, outbox relay
+ * and HTTP server, started in dependency order and stopped in reverse, so
+ * nothing runs against a resource already gone. Shared by main.c and the
+ * integration tests. Also the one-shot --create-admin command, which needs
+ * only the database: its event is published by the relay of the next
+ * service start. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tidings/auth.h"
+#include "tidings/log.h"
+#include "tidings/service.h"
+#include "users/users.h"
+#include "users/users_service.h"
+
+/* How long a stop waits for the outbox to be delivered. */
+#define RELAY_STOP_TIMEOUT_MS 5000
+
+struct users_service {
+    users_ctx_t ctx;
+    td_db_t *db;
+    td_relay_t *relay;
+    td_http_t *http;
+    td_readiness_t ready;
+};
+
+/* Makes sure email is an admin with password. Hashing happens before the
+ * transaction; an account whose password already matches is left alone,
+ * so a restart with the same TIDINGS_ADMIN_PASSWORD changes nothing. */
+static int ensure_admin(td_db_t *db, const td_config_t *cfg, const char *email,
+                        const char *password, users_user_t *out, bool *created, char *errstr,
+                        size_t errlen)
+{
+    char hash[TD_PASSWORD_HASH_MAX];
+    *created = false;
+    int rc = users_password_check(password, errstr, errlen);
+    if (rc) return rc;
+    if (users_find_by_email(db, email, out) == 0) {
+        bool same = !strcmp(out->role, "admin") && td_password_verify(out->password_hash, password);
+        if (same) return 0;
+        users_user_clear(out);
+    }
+    if (td_password_hash(password, hash) != 0)
+        return td_errf(errstr, errlen, TD_EIO, "cannot hash the admin password");
+    rc = users_ensure_admin(db, cfg, email, hash, td_now_ms(), created, out);
+    if (rc) return td_errf(errstr, errlen, rc, "cannot create the admin account %s", email);
+    return 0;
+}
+
+users_service_t *users_service_start(const td_config_t *cfg, char *errstr, size_t errlen)
+{
+    users_service_t *svc = td_calloc(1, sizeof *svc);
+
+    svc->db = td_service_db(cfg, users_migrations, users_migration_cnt, errstr, errlen);
+    if (!svc->db) goto fail;
+    svc->ctx.cfg = cfg;
+    svc->ctx.db = svc->db;
+
+    if (cfg->admin_password) {
+        users_user_t admin;
+        bool created;
+        char err[256];
+        if (ensure_admin(svc->db, cfg, USERS_ADMIN_EMAIL, cfg->admin_password, &admin, &created,
+                         err, sizeof(err)) != 0) {
+            td_errf(errstr, errlen, TD_EINVAL, "TIDINGS_ADMIN_PASSWORD: %s", err);
+            goto fail;
+        }
+        td_info("users: admin %s %s (%s)", USERS_ADMIN_EMAIL, created ? "created" : "present",
+                admin.id);
+        users_user_clear(&admin);
+    }
+
+    svc->relay = td_relay_start(cfg, svc->db, errstr, errlen);
+    if (!svc->relay) goto fail;
+    svc->ready.db = svc->db;
+    svc->ready.relay = svc->relay;
+
+    td_http_opts_t hopts = {
+        .service = "users",
+        .addr = cfg->listen_addr ? cfg->listen_addr : "127.0.0.1",
+        .port = td_config_port(cfg, TD_SVC_USERS),
+        .routes = users_routes,
+        .route_cnt = users_route_cnt,
+        .ctx = &svc->ctx,
+        .secret = cfg->secret,
+        .secret_len = cfg->secret_len,
+        .ready = td_readiness_check,
+        .ready_arg = &svc->ready,
+    };
+    svc->http = td_http_start(&hopts, errstr, errlen);
+    if (!svc->http) goto fail;
+
+    td_info("users: listening on %s:%d", hopts.addr, td_http_port(svc->http));
+    return svc;
+fail:
+    users_service_stop(svc);
+    return NULL;
+}
+
+int users_service_port(const users_service_t *svc)
+{
+    return td_http_port(svc->http);
+}
+
+td_db_t *users_service_db(const users_service_t *svc)
+{
+    return svc->db;
+}
+
+void users_service_stop(users_service_t *svc)
+{
+    if (!svc) return;
+    if (svc->http) td_http_stop(svc->http);
+    if (svc->relay) td_relay_stop(svc->relay, RELAY_STOP_TIMEOUT_MS);
+    if (svc->db) td_db_close(svc->db);
+    free(svc);
+}
+
+/* ---- --create-admin ---------------------------------------------------- */
+
+/* The EMAIL of "--create-admin EMAIL" or "--create-admin=EMAIL" at argv[i]
+ * (NULL if argv[i] is not that flag); *used gets how many args it took. */
+static const char *create_admin_arg(int argc, char **argv, int i, int *used)
+{
+    static const char flag[] = "--create-admin";
+    *used = 0;
+    if (!strcmp(argv[i], flag)) {
+        *used = i + 1 < argc ? 2 : 1;
+        return i + 1 < argc ? argv[i + 1] : "";
+    }
+    if (!strncmp(argv[i], flag, sizeof(flag) - 1) && argv[i][sizeof(flag) - 1] == '=') {
+        *used = 1;
+        return argv[i] + sizeof(flag);
+    }
+    return NULL;
+}
+
+bool users_wants_create_admin(int argc, char **argv)
+{
+    int used;
+    for (int i = 1; i < argc && strcmp(argv[i], "--"); i++)
+        if (create_admin_arg(argc, argv, i, &used)) return true;
+    return false;
+}
+
+/* One line from stdin without its line end; NULL at EOF. Caller frees. */
+static char *read_password_line(void)
+{
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n = getline(&line, &cap, stdin);
+    if (n < 0) {
+        free(line);
+        return NULL;
+    }
+    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = '\0';
+    return line;
+}
+
+int users_create_admin_main(int argc, char **argv)
+{
+    td_config_t cfg;
+    char err[512], email[USERS_EMAIL_MAX + 1];
+    const char *raw_email = NULL;
+    char *password = NULL;
+    td_db_t *db = NULL;
+    int rc = 1;
+    memset(&cfg, 0, sizeof(cfg));
+
+    /* The other flags go to the common configuration parser. */
+    char **rest = td_calloc((size_t)argc + 1, sizeof(*rest));
+    int rest_cnt = 0;
+    for (int i = 0; i < argc; i++) {
+        int used = 0;
+        const char *e = i > 0 ? create_admin_arg(argc, argv, i, &used) : NULL;
+        if (e) {
+            raw_email = e;
+            i += used - 1;
+            continue;
+        }
+        rest[rest_cnt++] = argv[i];
+    }
+    td_log_init("users", TD_LOG_WARN, false);
+    if (td_config_load(&cfg, "users", rest_cnt, rest, NULL, err, sizeof(err)) != 0) {
+        fprintf(stderr, "tidings users: %s\n", err);
+        goto out;
+    }
+    td_log_init("users", cfg.log_level > TD_LOG_WARN ? cfg.log_level : TD_LOG_WARN, false);
+    if (!raw_email || !*raw_email) {
+        fprintf(stderr, "tidings users: --create-admin needs an EMAIL\n");
+        goto out;
+    }
+    if (users_email_normalize(raw_email, email, sizeof(email), err, sizeof(err)) != 0) {
+        fprintf(stderr, "tidings users: %s\n", err);
+        goto out;
+    }
+    password = cfg.admin_password ? td_strdup(cfg.admin_password) : read_password_line();
+    if (!password) {
+        fprintf(stderr, "tidings users: no password: set TIDINGS_ADMIN_PASSWORD or give it "
+                        "as one line on stdin\n");
+        goto out;
+    }
+    db = td_service_db(&cfg, users_migrations, users_migration_cnt, err, sizeof(err));
+    if (!db) {
+        fprintf(stderr, "tidings users: %s\n", err);
+        goto out;
+    }
+    users_user_t admin;
+    bool created;
+    if (ensure_admin(db, &cfg, email, password, &admin, &created, err, sizeof(err)) != 0) {
+        fprintf(stderr, "tidings users: %s\n", err);
+        goto out;
+    }
+    printf("%s\n", admin.id);
+    fflush(stdout);
+    fprintf(stderr, "tidings users: %s is %s admin\n", email, created ? "a new" : "now an");
+    users_user_clear(&admin);
+    rc = 0;
+out:
+    if (db) td_db_close(db);
+    if (password) {
+        memset(password, 0, strlen(password));
+        free(password);
+    }
+    free(rest);
+    td_config_free(&cfg);
+    return rc;
+}

@@ -1,0 +1,125 @@
+/* The outbox under broker trouble. Rows committed while no relay runs (a
+ * crash between commit and publish) are published when a relay starts.
+ * Produce requests failing with retriable errors (and dropped connections)
+ * many times, and with a permanent error that fails the delivery reports
+ * and sends the rows back to the relay's own retry, still end with every
+ * event on the topic exactly once (by ce_id), read back with an
+ * independent consumer. */
+#include "bus_test.h"
+
+#include <librdkafka/rdkafka_mock.h>
+
+#define EARLY       50  /* committed before any relay runs */
+#define LATE        200 /* committed while the errors are being injected */
+#define TOTAL       (EARLY + LATE)
+#define PRODUCE_API 0 /* ApiKey of ProduceRequest */
+
+static const rd_kafka_resp_err_t retriable[] = {
+    RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+    RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+    RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+    RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE,
+    RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+    RD_KAFKA_RESP_ERR__TRANSPORT, /* the broker drops the connection */
+};
+
+/* Errors pushed onto each broker's own stack, so the test can check at
+ * the end that every one of them was really hit. */
+static void push_broker_errors(rd_kafka_mock_cluster_t *mc, int per_broker)
+{
+    for (int b = 1; b <= 3; b++)
+        for (int i = 0; i < per_broker; i++)
+            assert_int_equal(rd_kafka_mock_broker_push_request_error_rtts(
+                                 mc, b, PRODUCE_API, 1,
+                                 retriable[(size_t)(b + i) % TD_ARRAY_SIZE(retriable)], 0),
+                             0);
+}
+
+static size_t broker_errors_left(rd_kafka_mock_cluster_t *mc)
+{
+    size_t total = 0;
+    for (int b = 1; b <= 3; b++) {
+        size_t cnt = 0;
+        assert_int_equal(rd_kafka_mock_broker_error_stack_cnt(mc, b, PRODUCE_API, &cnt), 0);
+        total += cnt;
+    }
+    return total;
+}
+
+static td_event_t *new_event(int n)
+{
+    char key[TD_UUID_LEN + 1];
+    td_uuid_new(key);
+    return td_event_new("orders", "TestEvent", key, json_pack("{s:i}", "n", n));
+}
+
+static void test_produce_errors(void **state)
+{
+    (void)state;
+    bt_env_t env;
+    bt_setup(&env, "0002-outbox-produce-errors");
+    rd_kafka_mock_cluster_t *mc = td_broker_mock(env.broker);
+    td_db_t *db = bt_db(&env, "producer.db");
+    td_event_t *evs[TOTAL];
+    for (int i = 0; i < TOTAL; i++) evs[i] = new_event(i);
+
+    /* 1. Committed, then "crash": no relay. Nothing is on the topic. */
+    bt_publish(db, &env.cfg, evs, EARLY, 5);
+    assert_int_equal(td_outbox_backlog(db), EARLY);
+    ts_records_t none = ts_read_topic(env.cfg.brokers, "tidings.orders", 0, 300, 5000);
+    assert_int_equal(none.cnt, 0);
+    ts_records_free(&none);
+
+    /* 2. A relay starts into a storm of retriable errors. */
+    push_broker_errors(mc, 8);
+    rd_kafka_mock_push_request_errors(mc, PRODUCE_API, 6, retriable[0], retriable[1], retriable[2],
+                                      retriable[3], retriable[4], retriable[5]);
+    td_relay_t *relay = bt_relay(&env, db);
+    for (int i = EARLY; i < EARLY + LATE / 2; i += 4) {
+        bt_publish(db, &env.cfg, evs + i, 4, 4);
+        if (i % 20 == 0) push_broker_errors(mc, 1);
+    }
+
+    /* 3. A permanent error: the delivery reports fail, the rows stay, and
+     * the relay publishes them again after its backoff. */
+    assert_int_equal(td_relay_drain(relay, 60000), 0);
+    char labels[128];
+    td_metric_labels(labels, sizeof(labels), "topic", "tidings.orders", NULL);
+    double errors_before = td_metric_value("tidings_produce_errors_total", labels);
+    fprintf(stderr, "DEBUG left=%zu before=%f\n", broker_errors_left(mc), errors_before);
+    rd_kafka_mock_push_request_errors(mc, PRODUCE_API, 2,
+                                      RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+                                      RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
+    bt_publish(db, &env.cfg, evs + EARLY + LATE / 2, LATE / 2, 10);
+
+    assert_int_equal(td_relay_drain(relay, 60000), 0);
+    assert_true(td_metric_value("tidings_produce_errors_total", labels) > errors_before);
+    assert_int_equal(broker_errors_left(mc), 0);
+    assert_int_equal(td_outbox_backlog(db), 0);
+
+    /* Every event exactly once on the topic. */
+    ts_records_t recs = ts_read_topic(env.cfg.brokers, "tidings.orders", TOTAL, 500, 30000);
+    assert_int_equal(recs.cnt, TOTAL);
+    int seen[TOTAL] = {0};
+    for (size_t r = 0; r < recs.cnt; r++) {
+        const char *id = bt_header(recs.recs[r], "ce_id");
+        int found = -1;
+        for (int i = 0; i < TOTAL && found < 0; i++)
+            if (!strcmp(evs[i]->id, id)) found = i;
+        assert_true(found >= 0);
+        seen[found]++;
+    }
+    for (int i = 0; i < TOTAL; i++) assert_int_equal(seen[i], 1);
+    ts_records_free(&recs);
+
+    td_relay_stop(relay, 5000);
+    for (int i = 0; i < TOTAL; i++) td_event_free(evs[i]);
+    td_db_close(db);
+    bt_teardown(&env);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_produce_errors)};
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
