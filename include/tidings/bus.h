@@ -108,6 +108,10 @@ int64_t td_consumer_processed(td_consumer_t *cons);
 /* Total lag over assigned partitions (high watermark - position), -1 if
  * unknown. */
 int64_t td_consumer_lag(td_consumer_t *cons);
+/* True while the group has assigned this consumer at least one partition
+ * (false before the first assignment and during an eager rebalance):
+ * from then on records produced reach it. Any thread. */
+bool td_consumer_assigned(td_consumer_t *cons);
 
 /* ---- topics ------------------------------------------------------------ */
 

@@ -174,10 +174,14 @@ static int pick_topics(kread_t *kr, const rd_kafka_metadata_t *md, const kread_o
             if (!mt && plen && !strncmp(name, kr->cfg->topic_prefix, plen))
                 mt = meta_topic(md, name);
             if (!mt) {
+                char known[256] = "";
+                for (size_t k = 0; td_spec_topics[k]; k++)
+                    snprintf(known + strlen(known), sizeof(known) - strlen(known), "%s%s",
+                             k ? ", " : "", td_spec_topics[k]);
                 td_errf(errstr, errlen, TD_ENOENT,
-                        "unknown topic '%s': %s does not exist on %s (topics are the short "
-                        "names of SPEC section 3, e.g. orders or orders.DLT)",
-                        name, full, kr->cfg->brokers);
+                        "unknown topic '%s': %s does not exist on %s (the topics are %s, "
+                        "each also with .DLT)",
+                        name, full, kr->cfg->brokers, known);
                 free(full);
                 return TD_ENOENT;
             }
@@ -225,13 +229,15 @@ kread_t *kread_open(const td_config_t *cfg, const kread_opts_t *opts, char *errs
     if (!conf) goto fail;
     /* librdkafka wants a group id even for manual assignment; a fresh one
      * keeps this reader apart from everyone, and nothing is committed. */
-    char uuid[TD_UUID_LEN + 1], group[64];
+    char uuid[TD_UUID_LEN + 1], group[64], wait[16];
     td_uuid_new(uuid);
     snprintf(group, sizeof(group), "tidings-cli-%s", uuid);
+    snprintf(wait, sizeof(wait), "%d", cfg->fetch_wait_ms > 0 ? cfg->fetch_wait_ms : 100);
     if (td_kafka_set(conf, "group.id", group, errstr, errlen) ||
         td_kafka_set(conf, "enable.auto.commit", "false", errstr, errlen) ||
         td_kafka_set(conf, "enable.auto.offset.store", "false", errstr, errlen) ||
         td_kafka_set(conf, "enable.partition.eof", "true", errstr, errlen) ||
+        td_kafka_set(conf, "fetch.wait.max.ms", wait, errstr, errlen) ||
         td_kafka_set(conf, "auto.offset.reset", "earliest", errstr, errlen)) {
         rd_kafka_conf_destroy(conf);
         goto fail;
@@ -244,10 +250,17 @@ kread_t *kread_open(const td_config_t *cfg, const kread_opts_t *opts, char *errs
     }
     rd_kafka_poll_set_consumer(kr->rk);
 
-    rd_kafka_resp_err_t kerr = rd_kafka_metadata(kr->rk, 1, NULL, &md, KREAD_META_TIMEOUT_MS);
+    /* The embedded broker is on loopback: when it does not answer at once,
+     * the brokers file is most likely left over from one that is gone. */
+    rd_kafka_resp_err_t kerr = rd_kafka_metadata(kr->rk, 1, NULL, &md,
+                                                 cfg->brokers_embedded ? KREAD_META_TIMEOUT_MS / 2
+                                                                       : KREAD_META_TIMEOUT_MS);
     if (kerr) {
-        td_errf(errstr, errlen, TD_EAGAIN, "cannot reach Kafka at %s: %s", cfg->brokers,
-                rd_kafka_err2str(kerr));
+        char *file = cfg->brokers_embedded ? td_data_path(cfg, "brokers") : NULL;
+        td_errf(errstr, errlen, TD_EAGAIN, "cannot reach Kafka at %s: %s%s%s%s", cfg->brokers,
+                rd_kafka_err2str(kerr), file ? " (the list is from " : "", file ? file : "",
+                file ? "; is `tidings run` or `tidings broker` still running?)" : "");
+        free(file);
         goto fail;
     }
     if (pick_topics(kr, md, opts, errstr, errlen)) goto fail;
@@ -265,7 +278,8 @@ kread_t *kread_open(const td_config_t *cfg, const kread_opts_t *opts, char *errs
         }
         kp->high = high;
         kp->done = opts->until_caught_up && (!opts->from_beginning || low >= high);
-        if (!kp->done) kr->remaining++;
+        if (kp->done) continue; /* nothing to read there */
+        kr->remaining++;
         rd_kafka_topic_partition_list_add(assign, kr->full[kp->topic], kp->partition)->offset =
             opts->from_beginning ? RD_KAFKA_OFFSET_BEGINNING : high;
     }

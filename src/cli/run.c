@@ -124,10 +124,14 @@ static const char *level_color(const char *level)
     return "\033[32m";
 }
 
-/* Appends " k=v" for the fields that are not already on the line. */
+/* Appends " k=v" for the fields a person wants on the console; ids and
+ * request details stay in the raw JSON of the log file. */
 static void append_fields(char **line, json_t *obj)
 {
-    static const char *const skip[] = {"time", "ts", "level", "service", "msg", "message", NULL};
+    static const char *const skip[] = {
+        "time",       "ts",      "level",    "service",        "msg",         "message",
+        "request_id", "ip",      "route",    "method",         "path",        "status",
+        "trace_id",   "span_id", "event_id", "correlation_id", "duration_ms", NULL};
     const char *key;
     json_t *val;
     json_object_foreach(obj, key, val)
@@ -139,6 +143,12 @@ static void append_fields(char **line, json_t *obj)
         char *text = json_is_string(val) ? td_strdup(json_string_value(val)) : td_json_dumps(val);
         char *next = td_asprintf("%s %s=%s", *line, key, text);
         free(text);
+        free(*line);
+        *line = next;
+    }
+    json_t *ms = json_object_get(obj, "duration_ms");
+    if (json_is_number(ms)) {
+        char *next = td_asprintf("%s (%.1f ms)", *line, json_number_value(ms));
         free(*line);
         *line = next;
     }
@@ -156,10 +166,11 @@ static void show_line(run_t *r, const char *name, const char *line)
     }
     json_t *obj = json_loads(line, JSON_REJECT_DUPLICATES, NULL);
     char *text, *out;
-    const char *level = "info", *time = NULL;
+    const char *level = "", *time = NULL;
     if (json_is_object(obj)) {
         const char *msg = json_string_value(json_object_get(obj, "msg"));
         if (!msg) msg = json_string_value(json_object_get(obj, "message"));
+        level = "info";
         if (json_string_value(json_object_get(obj, "level")))
             level = json_string_value(json_object_get(obj, "level"));
         time = json_string_value(json_object_get(obj, "time"));
@@ -175,10 +186,10 @@ static void show_line(run_t *r, const char *name, const char *line)
     snprintf(lvl, sizeof(lvl), "%s", level);
     for (char *p = lvl; *p; p++) *p = (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
     if (r->color)
-        out = td_asprintf("\033[90m%s\033[0m %s%-13s\033[0m| %s%-5s\033[0m %s\n", clock,
+        out = td_asprintf("\033[90m%s\033[0m %s%-14s\033[0m| %s%-5s\033[0m %s\n", clock,
                           svc_color(name), name, level_color(level), lvl, text);
     else
-        out = td_asprintf("%s%s%-13s| %-5s %s\n", clock, *clock ? " " : "", name, lvl, text);
+        out = td_asprintf("%s%s%-14s| %-5s %s\n", clock, *clock ? " " : "", name, lvl, text);
     write_all(STDOUT_FILENO, out, strlen(out));
     free(out);
     free(text);

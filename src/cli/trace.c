@@ -1,15 +1,14 @@
 /* `tidings trace ID`: the causal tree of the events about one order, user,
- * product or event. The choice of events and the tree are td_causal_build's
- * (tidings/causal.h), so that this command and the web service's event-flow
- * view answer alike; this file reads the topics and prints.
+ * product or event. Which events belong and how they hang together is
+ * td_causal_build's (tidings/causal.h), so that this command and the web
+ * service's event-flow view answer alike; this file reads the topics and
+ * prints.
  *
- * Reading keeps only candidates, not the whole bus: events that match ID (or
- * the correlation id of the event ID names) and every event sharing a
- * correlation id with one of those, since causes and reactions carry the
- * correlation id along (td_event_set_cause). Whenever that filter grows
- * after a record was passed over, the read starts again from the beginning
- * with the larger filter, which ends after two or three reads because the
- * filter only grows. */
+ * Reading keeps only candidates, not the whole bus: the events that match ID
+ * and, once the event whose ce_id is ID has been seen, the events of its
+ * correlation group. Group members read before that event were passed over,
+ * so then the topics are read once more from the beginning with the group
+ * known: two reads at most, and memory bounded by the answer. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,8 +23,7 @@
 #include "tidings/log.h"
 #include "tidings/uuid.h"
 
-#define TRACE_POLL_MS    200
-#define TRACE_MAX_PASSES 5
+#define TRACE_POLL_MS 200
 
 /* A dead letter seen for an event: where and why. */
 typedef struct dead_letter {
@@ -37,9 +35,7 @@ typedef struct dead_letter {
 typedef struct trace_read {
     const char *query;
     char *query_corr; /* correlation id of the event whose ce_id is the query */
-    char **corrs;     /* correlation ids of the candidates so far */
-    size_t corr_cnt;
-    bool grew;        /* the filter grew after a record was passed over */
+    bool missed;      /* query_corr was found after a record was passed over */
     bool passed_over; /* some record was passed over in this read */
     td_event_t **evs; /* candidates, owned; .DLT copies included */
     size_t cnt, cap;
@@ -51,15 +47,16 @@ static void trace_usage(FILE *out)
 {
     fprintf(out, "usage: tidings trace ID [--json] [--brokers LIST] [--data DIR]\n\n"
                  "Prints the causal tree of the events about ID: an order id, a user id, a\n"
-                 "product id, any event key, or an event id (which stands for the whole chain\n"
-                 "it belongs to). An event is about ID when ID is its ce_id, ce_correlationid,\n"
-                 "ce_subject (the key) or its data's orderId, userId or productId; the events\n"
-                 "that caused those and the reactions to them belong too. Each event hangs\n"
-                 "under its cause (ce_causationid), siblings in time order, one line each:\n"
-                 "time, service, type, topic partition@offset, delay from its cause, event id.\n"
-                 "A header per correlation id gives the number of events and the total span.\n"
-                 "Reads every topic from the beginning up to its end at the start; commits\n"
-                 "nothing.\n\n"
+                 "product id (any event key), a correlation id or an event id. An event is\n"
+                 "about ID when ID is its ce_id, its ce_correlationid or its ce_subject (the\n"
+                 "key); for an event id, the whole correlation group of that event (the saga it\n"
+                 "is part of) belongs too. Each event hangs under the event that caused it\n"
+                 "(ce_causationid), siblings in time order, one line each: time, service, type,\n"
+                 "topic partition@offset, delay from its cause, event id. A header per\n"
+                 "correlation id gives the number of events and the total span. Dead letters\n"
+                 "and repeated publications of an event are noted on its line.\n"
+                 "Reads every topic and its .DLT from the beginning up to its end at the start;\n"
+                 "commits nothing.\n\n"
                  "options:\n"
                  "  --json            one JSON object: per correlation id the events in tree\n"
                  "                    order, each with its depth and parent\n"
@@ -83,19 +80,6 @@ static bool is_dlt(const char *topic)
     return n > 4 && !strcmp(topic + n - 4, ".DLT");
 }
 
-static bool known_corr(const trace_read_t *tr, const char *corr)
-{
-    if (streq(corr, tr->query) || streq(corr, tr->query_corr)) return true;
-    for (size_t i = 0; i < tr->corr_cnt; i++)
-        if (!strcmp(tr->corrs[i], corr)) return true;
-    return false;
-}
-
-static void filter_grew(trace_read_t *tr)
-{
-    if (tr->passed_over) tr->grew = true;
-}
-
 /* Keeps m's event if it is a candidate (see the top of the file). */
 static void consider(trace_read_t *tr, kread_msg_t *m)
 {
@@ -103,18 +87,11 @@ static void consider(trace_read_t *tr, kread_msg_t *m)
     if (!ev) return; /* not a CloudEvent: nothing to link it by */
     if (!tr->query_corr && !strcmp(ev->id, tr->query) && ev->correlationid) {
         tr->query_corr = td_strdup(ev->correlationid);
-        filter_grew(tr);
+        tr->missed = tr->passed_over;
     }
-    bool seed = td_causal_matches(ev, tr->query) ||
-                (tr->query_corr && td_causal_matches(ev, tr->query_corr));
-    if (!seed && !(ev->correlationid && known_corr(tr, ev->correlationid))) {
+    if (!td_causal_matches(ev, tr->query) && !streq(ev->correlationid, tr->query_corr)) {
         tr->passed_over = true;
         return;
-    }
-    if (ev->correlationid && !known_corr(tr, ev->correlationid)) {
-        tr->corrs = td_realloc(tr->corrs, (tr->corr_cnt + 1) * sizeof(*tr->corrs));
-        tr->corrs[tr->corr_cnt++] = td_strdup(ev->correlationid);
-        filter_grew(tr);
     }
     if (is_dlt(m->topic)) {
         const char *reason = td_record_header_str(m->rec, "tidings_dlt_reason");
@@ -149,8 +126,6 @@ static void trace_read_free(trace_read_t *tr)
     clear_candidates(tr);
     free(tr->evs);
     free(tr->dlts);
-    for (size_t i = 0; i < tr->corr_cnt; i++) free(tr->corrs[i]);
-    free(tr->corrs);
     free(tr->query_corr);
 }
 
@@ -162,7 +137,7 @@ static int read_pass(const td_config_t *cfg, trace_read_t *tr, char *errstr, siz
     if (!kr) return TD_EIO;
     int rc = 0;
     clear_candidates(tr);
-    tr->grew = tr->passed_over = false;
+    tr->missed = tr->passed_over = false;
     for (;;) {
         if (kread_interrupted()) {
             rc = td_errf(errstr, errlen, TD_EAGAIN, "interrupted");
@@ -191,64 +166,19 @@ static const char *service_of(const td_event_t *ev)
     return ev->source;
 }
 
-static const char *corr_of(const td_event_t *ev)
+static bool new_group(const td_causal_t *chain, size_t k)
 {
-    return ev->correlationid ? ev->correlationid : ev->id;
+    return k == 0 || strcmp(chain->nodes[k - 1].group, chain->nodes[k].group);
 }
 
-/* The print order of a chain: its nodes grouped by the correlation id of
- * their root, groups in order of their first event, the tree order kept
- * inside each group. */
-typedef struct layout {
-    size_t *order;      /* chain indices in print order */
-    const char **group; /* per chain index: its group's correlation id */
-} layout_t;
-
-static layout_t layout_new(const td_causal_t *chain)
+/* Events of the group starting at node k (groups are contiguous): count
+ * and time span. */
+static size_t group_extent(const td_causal_t *chain, size_t k, int64_t *span)
 {
-    size_t n = chain->cnt;
-    layout_t lay = {td_calloc(n + 1, sizeof(size_t)), td_calloc(n + 1, sizeof(char *))};
-    bool *taken = td_calloc(n + 1, sizeof(*taken));
-    /* A parent always comes before its children in the chain. */
-    for (size_t i = 0; i < n; i++)
-        lay.group[i] = chain->nodes[i].parent < 0 ? corr_of(chain->nodes[i].ev)
-                                                  : lay.group[chain->nodes[i].parent];
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (taken[i]) continue;
-        for (size_t j = i; j < n; j++)
-            if (!taken[j] && !strcmp(lay.group[j], lay.group[i])) {
-                taken[j] = true;
-                lay.order[o++] = j;
-            }
-    }
-    free(taken);
-    return lay;
-}
-
-static void layout_free(layout_t *lay)
-{
-    free(lay->order);
-    free(lay->group);
-}
-
-static const char *group_at(const layout_t *lay, size_t k)
-{
-    return lay->group[lay->order[k]];
-}
-
-static bool new_group(const layout_t *lay, size_t k)
-{
-    return k == 0 || strcmp(group_at(lay, k - 1), group_at(lay, k));
-}
-
-/* Events of the group starting at print position k: count and time span. */
-static size_t group_extent(const td_causal_t *chain, const layout_t *lay, size_t k, int64_t *span)
-{
-    int64_t lo = chain->nodes[lay->order[k]].time_ms, hi = lo;
+    int64_t lo = chain->nodes[k].time_ms, hi = lo;
     size_t j = k;
-    for (; j < chain->cnt && !strcmp(group_at(lay, j), group_at(lay, k)); j++) {
-        int64_t t = chain->nodes[lay->order[j]].time_ms;
+    for (; j < chain->cnt && !strcmp(chain->nodes[j].group, chain->nodes[k].group); j++) {
+        int64_t t = chain->nodes[j].time_ms;
         if (t < lo) lo = t;
         if (t > hi) hi = t;
     }
@@ -277,15 +207,14 @@ static char *printable(const char *s)
     return kread_printable(s, strlen(s), 200);
 }
 
-static void print_text(const td_config_t *cfg, const trace_read_t *tr, const td_causal_t *chain,
-                       const layout_t *lay)
+static void print_text(const td_config_t *cfg, const trace_read_t *tr, const td_causal_t *chain)
 {
     for (size_t k = 0; k < chain->cnt; k++) {
-        const td_causal_node_t *n = &chain->nodes[lay->order[k]];
-        if (new_group(lay, k)) {
+        const td_causal_node_t *n = &chain->nodes[k];
+        if (new_group(chain, k)) {
             int64_t span;
-            size_t cnt = group_extent(chain, lay, k, &span);
-            char *g = printable(group_at(lay, k));
+            size_t cnt = group_extent(chain, k, &span);
+            char *g = printable(n->group);
             printf("%scorrelation %s: %zu event%s, span %lld ms\n", k ? "\n" : "", g, cnt,
                    cnt == 1 ? "" : "s", (long long)span);
             free(g);
@@ -322,20 +251,19 @@ static json_t *jstr(const char *s)
     return j;
 }
 
-static void print_json(const td_config_t *cfg, const trace_read_t *tr, const td_causal_t *chain,
-                       const layout_t *lay)
+static void print_json(const td_config_t *cfg, const trace_read_t *tr, const td_causal_t *chain)
 {
     json_t *out = json_object(), *groups = json_array(), *events = NULL;
     json_object_set_new(out, "query", jstr(tr->query));
     json_object_set_new(out, "count", json_integer((json_int_t)chain->cnt));
     for (size_t k = 0; k < chain->cnt; k++) {
-        const td_causal_node_t *n = &chain->nodes[lay->order[k]];
-        if (new_group(lay, k)) {
+        const td_causal_node_t *n = &chain->nodes[k];
+        if (new_group(chain, k)) {
             int64_t span;
-            size_t cnt = group_extent(chain, lay, k, &span);
+            size_t cnt = group_extent(chain, k, &span);
             json_t *g = json_object();
             events = json_array();
-            json_object_set_new(g, "correlationid", jstr(group_at(lay, k)));
+            json_object_set_new(g, "correlationid", jstr(n->group));
             json_object_set_new(g, "count", json_integer((json_int_t)cnt));
             json_object_set_new(g, "spanMs", json_integer(span));
             json_object_set_new(g, "events", events);
@@ -395,7 +323,6 @@ int cli_trace_main(int argc, char **argv)
     const char *id = NULL;
     trace_read_t tr = {0};
     td_causal_t chain = {0};
-    layout_t lay = {0};
     memset(&cfg, 0, sizeof(cfg));
 
     if (td_config_wants_help(argc, argv)) {
@@ -435,16 +362,10 @@ int cli_trace_main(int argc, char **argv)
     kread_catch_signals();
 
     rc = 1;
-    for (int pass = 0;; pass++) {
-        if (read_pass(&cfg, &tr, err, sizeof(err))) {
-            fprintf(stderr, "tidings trace: %s\n", err);
-            goto out;
-        }
-        if (!tr.grew) break;
-        if (pass + 1 == TRACE_MAX_PASSES) {
-            td_warn("the set of events kept growing; showing what %d reads found", pass + 1);
-            break;
-        }
+    if (read_pass(&cfg, &tr, err, sizeof(err)) ||
+        (tr.missed && read_pass(&cfg, &tr, err, sizeof(err)))) {
+        fprintf(stderr, "tidings trace: %s\n", err);
+        goto out;
     }
     if (!td_causal_build((const td_event_t *const *)tr.evs, tr.cnt, id, &chain)) {
         char *q = printable(id);
@@ -452,16 +373,14 @@ int cli_trace_main(int argc, char **argv)
         free(q);
         goto out;
     }
-    lay = layout_new(&chain);
     if (as_json)
-        print_json(&cfg, &tr, &chain, &lay);
+        print_json(&cfg, &tr, &chain);
     else
-        print_text(&cfg, &tr, &chain, &lay);
+        print_text(&cfg, &tr, &chain);
     rc = 0;
 
 out:
     fflush(stdout);
-    layout_free(&lay);
     td_causal_free(&chain);
     trace_read_free(&tr);
     td_config_free(&cfg);

@@ -56,6 +56,7 @@ struct td_consumer {
     atomic_bool connected;
     atomic_llong processed;
     atomic_llong lag;
+    atomic_int assigned; /* partitions assigned now (td_consumer_assigned) */
 
     /* Consumer thread only (the rebalance callback runs in its poll). */
     part_state_t *parts;
@@ -163,7 +164,13 @@ static void cons_refresh_lag(td_consumer_t *cons)
                 RD_KAFKA_RESP_ERR_NO_ERROR ||
             hi < 0)
             continue;
-        int64_t pos = tp->offset >= 0 ? tp->offset : lo;
+        /* No position yet (nothing fetched since the assignment): the
+         * committed offset, else the start of the partition. */
+        int64_t pos = tp->offset;
+        if (pos < 0) {
+            const part_state_t *p = part_find(cons, tp->topic, tp->partition, false);
+            pos = p && p->last >= 0 ? p->last + 1 : lo;
+        }
         if (pos < 0) continue;
         if (hi > pos) lag += hi - pos;
         known = true;
@@ -241,12 +248,17 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             rd_kafka_error_destroy(e);
         } else if (aerr) {
             td_error("consumer %s: assign failed: %s", cons->group, rd_kafka_err2str(aerr));
+        } else if (cooperative) {
+            atomic_fetch_add(&cons->assigned, parts->cnt);
+        } else {
+            atomic_store(&cons->assigned, parts->cnt);
         }
         return;
     }
     if (err != RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
         td_error("consumer %s: rebalance error: %s", cons->group, rd_kafka_err2str(err));
         rd_kafka_assign(rk, NULL);
+        atomic_store(&cons->assigned, 0);
         parts_clear(cons);
         return;
     }
@@ -262,6 +274,10 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             td_warn("consumer %s: commit at revoke failed: %s", cons->group,
                     rd_kafka_err2str(cerr));
     }
+    if (cooperative)
+        atomic_fetch_sub(&cons->assigned, parts->cnt);
+    else
+        atomic_store(&cons->assigned, 0);
     if (cooperative) {
         rd_kafka_error_t *e = rd_kafka_incremental_unassign(rk, parts);
         if (e) rd_kafka_error_destroy(e);
@@ -532,6 +548,7 @@ td_consumer_t *td_consumer_start(const td_config_t *cfg, const td_consumer_opts_
     atomic_init(&cons->connected, false);
     atomic_init(&cons->processed, 0);
     atomic_init(&cons->lag, -1);
+    atomic_init(&cons->assigned, 0);
     cons->db = opts->db;
     cons->ctx = opts->ctx;
     cons->group = td_strdup(opts->group);
@@ -632,4 +649,9 @@ int64_t td_consumer_processed(td_consumer_t *cons)
 int64_t td_consumer_lag(td_consumer_t *cons)
 {
     return atomic_load(&cons->lag);
+}
+
+bool td_consumer_assigned(td_consumer_t *cons)
+{
+    return cons && atomic_load(&cons->assigned) > 0;
 }

@@ -146,6 +146,43 @@ static char *url_decode(const char *s, size_t n)
     return out;
 }
 
+/* Strict UTF-8 (no overlong forms, no surrogates, at most U+10FFFF):
+ * decoded paths and query values reach JSON, which accepts nothing else. */
+static bool utf8_valid(const char *str)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    while (*s) {
+        unsigned c = *s;
+        size_t n;
+        unsigned min;
+        if (c < 0x80) {
+            s++;
+            continue;
+        } else if ((c & 0xe0) == 0xc0) {
+            n = 1;
+            min = 0x80;
+            c &= 0x1f;
+        } else if ((c & 0xf0) == 0xe0) {
+            n = 2;
+            min = 0x800;
+            c &= 0x0f;
+        } else if ((c & 0xf8) == 0xf0) {
+            n = 3;
+            min = 0x10000;
+            c &= 0x07;
+        } else {
+            return false;
+        }
+        for (size_t i = 1; i <= n; i++) {
+            if ((s[i] & 0xc0) != 0x80) return false;
+            c = (c << 6) | (s[i] & 0x3f);
+        }
+        if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff)) return false;
+        s += n + 1;
+    }
+    return true;
+}
+
 static double elapsed_s(const struct timespec *start)
 {
     struct timespec now;
@@ -357,7 +394,11 @@ const char *td_req_query(const td_req_t *req, const char *name)
     if (MHD_lookup_connection_value_n(req->conn, MHD_GET_ARGUMENT_KIND, name, strlen(name), &val,
                                       &vlen) != MHD_YES)
         return NULL;
-    return val ? val : ""; /* "?flag" has no value but is present */
+    if (!val) return ""; /* "?flag" has no value but is present */
+    /* Handlers put query values into JSON and SQL: one that is not UTF-8
+     * (or hides a NUL) cannot be meant, so it reads as absent. */
+    if (strlen(val) != vlen || !utf8_valid(val)) return NULL;
+    return val;
 }
 
 const char *td_req_header(const td_req_t *req, const char *name)
@@ -500,6 +541,10 @@ static bool segs_split(const char *raw, size_t len, path_segs_t *ps)
     for (size_t i = 1; i <= len; i++) {
         if (i == len || raw[i] == '/') {
             char *seg = url_decode(raw + start, i - start);
+            if (seg && !utf8_valid(seg)) {
+                free(seg);
+                seg = NULL;
+            }
             if (!seg) {
                 segs_free(ps);
                 return false;
@@ -766,7 +811,7 @@ static enum MHD_Result dispatch(request_state_t *st)
         if (!is_json_type(td_req_header(req, "Content-Type")))
             return send_error(st, 415, "request body must be application/json");
         json_error_t jerr;
-        json_t *j = json_loadb(st->body, st->body_len, JSON_REJECT_DUPLICATES, &jerr);
+        json_t *j = json_loadb(st->body, st->body_len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
         if (!j) {
             char msg[300];
             snprintf(msg, sizeof(msg), "request body is not valid JSON: %s", jerr.text);

@@ -47,6 +47,10 @@ rd_kafka_conf_t *td_kafka_conf(const td_config_t *cfg, char *errstr, size_t errl
         td_kafka_set(conf, "reconnect.backoff.max.ms", "2000", errstr, errlen) != 0 ||
         td_kafka_set(conf, "socket.keepalive.enable", "true", errstr, errlen) != 0)
         goto fail;
+    /* librdkafka's own tracing ("cgrp,fetch", "all") for operators chasing
+     * a client problem; its lines are logged at debug level. */
+    const char *debug = getenv("TIDINGS_KAFKA_DEBUG");
+    if (debug && *debug && td_kafka_set(conf, "debug", debug, errstr, errlen) != 0) goto fail;
     free(client_id);
     rd_kafka_conf_set_log_cb(conf, kafka_log_cb);
     return conf;

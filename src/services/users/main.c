@@ -1,5 +1,7 @@
 /* `tidings users`: the users service as a process, or the one-shot
  * `tidings users --create-admin EMAIL`. Wiring only. */
+#include <stdio.h>
+
 #include "../../cli/cli.h"
 #include "tidings/service.h"
 #include "users/users_service.h"
@@ -16,6 +18,13 @@ static void stop(void *svc)
 
 int users_main(int argc, char **argv)
 {
+    if (td_config_wants_help(argc, argv)) {
+        td_config_usage(stdout, "users");
+        printf("\n  --create-admin EMAIL   create (or promote) an admin account with the password\n"
+               "                         from TIDINGS_ADMIN_PASSWORD or one line on stdin,\n"
+               "                         print its userId and exit\n");
+        return 0;
+    }
     if (users_wants_create_admin(argc, argv)) return users_create_admin_main(argc, argv);
     return td_service_main("users", argc, argv, start, stop);
 }

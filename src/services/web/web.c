@@ -120,8 +120,7 @@ static json_t *event_json(const td_record_t *rec, const td_event_t *ev, const ch
     json_object_set_new(o, "topic", safe_cstr(short_topic(rec->topic, prefix)));
     json_object_set_new(o, "partition", json_integer(rec->partition));
     json_object_set_new(o, "offset", json_integer(rec->offset));
-    json_object_set_new(o, "key",
-                        rec->key ? safe_string(rec->key, rec->key_len) : json_null());
+    json_object_set_new(o, "key", rec->key ? safe_string(rec->key, rec->key_len) : json_null());
     if (ev) {
         json_object_set_new(o, "time", json_string(ev->time));
         json_object_set_new(o, "type", safe_cstr(ev->type));
@@ -191,14 +190,16 @@ static uint64_t first_seq(const web_store_t *st)
     return st->last - st->cnt + 1;
 }
 
-void web_store_follow(web_store_t *st, uint64_t after, void (*start)(void *arg), web_emit_fn emit,
-                      void *arg)
+uint64_t web_store_each(web_store_t *st, uint64_t after, size_t max, web_emit_fn emit, void *arg)
 {
     pthread_mutex_lock(&st->lock);
-    if (start) start(arg);
-    uint64_t from = after + 1 > first_seq(st) ? after + 1 : first_seq(st);
-    for (uint64_t s = from; s <= st->last && emit; s++) emit(arg, s, slot(st, s)->json);
+    uint64_t s = after + 1 > first_seq(st) ? after + 1 : first_seq(st), done = s - 1;
+    for (size_t n = 0; s <= st->last && n < max; s++, n++) {
+        emit(arg, s, slot(st, s)->json);
+        done = s;
+    }
     pthread_mutex_unlock(&st->lock);
+    return done;
 }
 
 static void append_entry(json_t *arr, const entry_t *e)
@@ -255,9 +256,9 @@ json_t *web_store_trace(web_store_t *st, const char *id)
             const td_causal_node_t *node = &chain.nodes[i];
             json_t *o = json_loads(ents[node->index]->json, 0, NULL);
             if (!o) continue;
-            json_object_set_new(o, "parent", node->parent >= 0
-                                                 ? safe_cstr(chain.nodes[node->parent].ev->id)
-                                                 : json_null());
+            json_object_set_new(o, "parent",
+                                node->parent >= 0 ? safe_cstr(chain.nodes[node->parent].ev->id)
+                                                  : json_null());
             json_object_set_new(o, "depth", json_integer(node->depth));
             json_object_set_new(o, "delayMs",
                                 node->parent >= 0 ? json_integer(node->delay_ms) : json_null());

@@ -5,8 +5,8 @@
  * parsed envelope (for causal chains) and as the JSON the API serves.
  *
  * No HTTP, no Kafka: records come in as td_record_t. Thread-safe: one mutex
- * guards the store; the callbacks below run under it, so a publisher and a
- * follower see every event exactly once and in order. */
+ * guards the store; the callbacks below run under it, so that events are
+ * handed on in sequence order. */
 #ifndef TIDINGS_WEB_H
 #define TIDINGS_WEB_H
 
@@ -36,12 +36,10 @@ typedef void (*web_emit_fn)(void *arg, uint64_t seq, const char *json);
  * Returns its sequence number (1, 2, ...). */
 uint64_t web_store_add(web_store_t *st, const td_record_t *rec, web_emit_fn emit, void *arg);
 
-/* Under the lock: start(arg) (may be NULL), then emit for every stored
- * event after seq `after`, oldest first. Whatever is added afterwards
- * comes after these, so a follower that subscribes in start misses
- * nothing and gets nothing twice. */
-void web_store_follow(web_store_t *st, uint64_t after, void (*start)(void *arg), web_emit_fn emit,
-                      void *arg);
+/* Under the lock: emit for each stored event after seq `after`, oldest
+ * first, at most max of them. Returns the last sequence number emitted
+ * (`after` when none; the oldest held minus one when `after` is older). */
+uint64_t web_store_each(web_store_t *st, uint64_t after, size_t max, web_emit_fn emit, void *arg);
 
 /* A page of events as {"events":[...], "next":"<seq>"|null, "last":<seq>}:
  * with has_after, those after seq `after`, oldest first, up to limit (next

@@ -44,8 +44,7 @@ extern const size_t web_route_cnt;
  * one), into ctx->store, publishing each event to ctx->hub under key "*".
  * New partitions and topics are picked up by a periodic metadata check. */
 typedef struct web_reader web_reader_t;
-web_reader_t *web_reader_start(const td_config_t *cfg, web_ctx_t *ctx, char *errstr,
-                               size_t errlen);
+web_reader_t *web_reader_start(const td_config_t *cfg, web_ctx_t *ctx, char *errstr, size_t errlen);
 /* A td_ready_fn: true while the reader has fresh metadata from a broker and
  * every topic it knows of assigned. */
 bool web_reader_ready(void *reader, char *why, size_t whylen);

@@ -1,0 +1,132 @@
+/* The durable outbound delivery queue: Web Push messages and webhook POSTs
+ * that a service owes to the outside world, kept in the service's own
+ * database (table td_delivery) and sent by worker threads with libcurl, off
+ * the consumer's path so a slow receiver never stalls consumption.
+ *
+ *  - A delivery is enqueued inside the caller's transaction, together with
+ *    the state change that caused it (a notification and its deliveries
+ *    commit together or not at all).
+ *  - Workers claim due rows, POST them outside the database lock and
+ *    record the outcome: 2xx -> done (row deleted); Web Push 404/410 -> the
+ *    subscription is gone (the gone callback runs in the same transaction
+ *    that deletes the row); 408, 429, 5xx, timeouts and connection errors
+ *    -> retried after cfg->delivery_backoff_ms doubling per try (with
+ *    jitter, at most 5 minutes), never before a Retry-After; any other
+ *    status -> a permanent failure. After cfg->delivery_max_attempts tries,
+ *    or a permanent failure, the row is kept as 'failed' and its origin
+ *    record goes to <origin topic>.DLT through the outbox, in the
+ *    transaction that marks it failed.
+ *  - At least once: the queue survives a restart; a row that was in flight
+ *    when the process died is sent again at the next start. Every try of a
+ *    delivery carries the same body and X-Tidings-Event-Id, so a receiver
+ *    can deduplicate.
+ *
+ * One td_delivery_t per database. Metrics: tidings_deliveries_total
+ * {channel, result = success | retry | gone | failed}, the send duration
+ * tidings_delivery_seconds{channel} and the gauge tidings_delivery_pending. */
+#ifndef TIDINGS_DELIVERY_H
+#define TIDINGS_DELIVERY_H
+
+#include "tidings/config.h"
+#include "tidings/db.h"
+#include "tidings/record.h"
+#include "tidings/webpush.h"
+
+#define TD_DELIVERY_WEBPUSH "webpush"
+#define TD_DELIVERY_WEBHOOK "webhook"
+
+/* Longest backoff between two tries. */
+#define TD_DELIVERY_BACKOFF_MAX_MS (5 * 60 * 1000)
+/* Longest Retry-After honoured; a longer one is cut to this. */
+#define TD_DELIVERY_RETRY_AFTER_MAX_MS (60 * 60 * 1000)
+/* TTL and Urgency of the Web Push messages td_delivery_enqueue_webpush
+ * makes (RFC 8030 section 5.2 and 5.3). */
+#define TD_DELIVERY_PUSH_TTL_S   86400
+#define TD_DELIVERY_PUSH_URGENCY "normal"
+
+/* Creates the td_delivery table if it does not exist. Call it right after
+ * td_db_open (td_delivery_start calls it too), before the first enqueue.
+ * 0 or TD_EIO. Takes the lock. */
+int td_delivery_init(td_db_t *db);
+
+typedef struct td_delivery_msg {
+    const char *channel;        /* TD_DELIVERY_WEBPUSH or TD_DELIVERY_WEBHOOK */
+    const char *target_id;      /* the subscription's or the webhook's id */
+    const char *event_id;       /* the notification id: X-Tidings-Event-Id */
+    const char *url;            /* the push endpoint or webhook URL */
+    const char *const *headers; /* NULL-terminated "Name: value" list, or NULL */
+    const void *body;           /* sent as is on every try */
+    size_t body_len;
+    const void *secret; /* webhook: the HMAC key; NULL for webpush */
+    size_t secret_len;
+    /* The record that goes to <origin->topic>.DLT (key, value and headers
+     * kept, reason headers added) if the delivery fails: normally the
+     * NotificationCreatedEvent record (td_event_to_record on the
+     * notifications topic). Required. */
+    const td_record_t *origin;
+} td_delivery_msg_t;
+
+/* Adds a delivery, due now. Must be called inside a td_db_begin
+ * transaction on db; msg and everything it points to stay the caller's.
+ * Webpush rows get their Authorization (VAPID) at each try; webhook rows
+ * get X-Tidings-Event-Id, X-Tidings-Timestamp and X-Tidings-Signature at
+ * each try. 0, TD_EINVAL (errstr) for a malformed msg, TD_EIO. Wakes the
+ * database's workers, who start once the transaction commits. */
+int td_delivery_enqueue(td_db_t *db, const td_delivery_msg_t *msg, char *errstr, size_t errlen);
+
+/* A Web Push delivery of payload to one subscription: encrypted here
+ * (RFC 8291, so every try sends the same bytes), with TTL
+ * TD_DELIVERY_PUSH_TTL_S, Urgency normal, Content-Encoding aes128gcm.
+ * Same rules as td_delivery_enqueue; TD_EINVAL for bad keys or a payload
+ * over TD_WEBPUSH_MAX_PAYLOAD. The encryption takes about 0.1 ms of the
+ * caller's transaction. */
+int td_delivery_enqueue_webpush(td_db_t *db, const char *subscription_id, const char *endpoint,
+                                const char *p256dh, const char *auth, const char *event_id,
+                                const void *payload, size_t len, const td_record_t *origin,
+                                char *errstr, size_t errlen);
+/* A webhook delivery of a JSON body (the notification) to url, signed with
+ * secret (a string; its bytes are the HMAC key). Same rules. */
+int td_delivery_enqueue_webhook(td_db_t *db, const char *webhook_id, const char *url,
+                                const char *secret, const char *event_id, const void *body,
+                                size_t len, const td_record_t *origin, char *errstr, size_t errlen);
+
+/* Drops the pending deliveries to one target (a deleted subscription or
+ * webhook). Inside the caller's transaction. Returns the number dropped
+ * (>= 0) or TD_EIO. A try already in flight still completes. */
+int td_delivery_cancel(td_db_t *db, const char *channel, const char *target_id);
+
+/* Rows by state: "pending" (waiting or in flight) or "failed". -1 on a
+ * database error. Takes the lock. */
+int64_t td_delivery_count(td_db_t *db, const char *state);
+
+/* Called by a worker when a push service answers 404 or 410 for a
+ * subscription: inside the transaction that deletes that target's
+ * pending deliveries, on a worker thread, holding the database lock
+ * (so: SQL on db only). Return 0, or an error to roll back and retry the
+ * delivery later. */
+typedef int (*td_delivery_gone_fn)(void *ctx, td_db_t *db, const char *channel,
+                                   const char *target_id);
+
+typedef struct td_delivery_opts {
+    td_db_t *db;              /* the service's database (borrowed; outlives stop) */
+    const td_config_t *cfg;   /* attempts, backoff, VAPID subject (borrowed) */
+    const td_vapid_t *vapid;  /* signs webpush tries; NULL: webpush rows fail */
+    td_delivery_gone_fn gone; /* may be NULL */
+    void *ctx;                /* passed to gone */
+    unsigned threads;         /* worker threads, 0 = 2 */
+    int timeout_ms;           /* per request, 0 = 10000 */
+    int idle_ms;              /* re-check for due rows at least this often, 0 = 1000 */
+} td_delivery_opts_t;
+
+typedef struct td_delivery td_delivery_t;
+
+/* Creates the table if needed, puts rows left in flight by a previous
+ * process back in the queue, and starts the workers. NULL with errstr. */
+td_delivery_t *td_delivery_start(const td_delivery_opts_t *opts, char *errstr, size_t errlen);
+/* Stops the workers: tries in flight are cut short and stay queued (the
+ * cut try does not count as an attempt). The database stays open. */
+void td_delivery_stop(td_delivery_t *dlv);
+/* Wakes the workers now (enqueue does it anyway). Any thread. */
+void td_delivery_kick(td_delivery_t *dlv);
+
+#endif

@@ -1,0 +1,952 @@
+/* The outbound delivery queue (see tidings/delivery.h): Web Push and
+ * webhook requests owed to the outside world, as rows of td_delivery in
+ * the service's database, sent by worker threads with libcurl.
+ *
+ * A worker claims one due row in a short transaction (inflight = 1,
+ * attempts + 1: the attempt is counted before the request leaves, so a
+ * process that crashes mid-send in a loop still runs out of attempts),
+ * sends it with the database unlocked, and records the outcome in a second
+ * transaction. A row still marked in flight at start belongs to a process
+ * that died: it is put back as due. Each worker drives its one easy handle
+ * through a multi handle so that td_delivery_stop can wake it out of a
+ * request at once (curl_multi_wakeup) instead of waiting for a timeout.
+ *
+ * What is fixed at enqueue and what at send time: a Web Push body is
+ * encrypted once, at enqueue, so every try sends the same bytes (the push
+ * service and the browser see one message however often we retry) and the
+ * queue never holds the plaintext or the subscription's keys. The VAPID
+ * token is signed at each try: it expires (RFC 8292 allows 24 h) and a
+ * retry may come hours later. Likewise a webhook is signed at each try
+ * with the current time in X-Tidings-Timestamp, so a receiver that refuses
+ * old timestamps (to stop replays) still takes our late retries; its
+ * X-Tidings-Event-Id and body never change. */
+#include "tidings/delivery.h"
+
+#include <curl/curl.h>
+#include <inttypes.h>
+#include <openssl/rand.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "tidings/bus.h"
+#include "tidings/log.h"
+#include "tidings/metrics.h"
+#include "tidings/webhook.h"
+
+#define DEFAULT_THREADS    2
+#define DEFAULT_TIMEOUT_MS 10000
+#define DEFAULT_IDLE_MS    1000
+#define CONNECT_TIMEOUT_MS 5000
+/* A claim older than this is taken to be lost (a failed write of the
+ * outcome), and the row is due again. */
+#define STALE_CLAIM_EXTRA_MS 60000
+#define ERROR_SNIPPET        200
+
+static const char delivery_schema[] =
+    "CREATE TABLE IF NOT EXISTS td_delivery ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " channel TEXT NOT NULL CHECK (channel IN ('webpush', 'webhook')),"
+    " target_id TEXT NOT NULL,"
+    " event_id TEXT NOT NULL,"
+    " url TEXT NOT NULL,"
+    " headers TEXT NOT NULL," /* "Name: value\n" lines */
+    " body BLOB NOT NULL,"
+    " secret BLOB,"
+    " state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'failed')),"
+    " inflight INTEGER NOT NULL DEFAULT 0,"
+    " claimed_ms INTEGER,"
+    " attempts INTEGER NOT NULL DEFAULT 0,"
+    " next_at_ms INTEGER NOT NULL,"
+    " created_ms INTEGER NOT NULL,"
+    " last_status INTEGER,"
+    " last_error TEXT,"
+    " failed_ms INTEGER,"
+    " origin_topic TEXT NOT NULL,"
+    " origin_partition INTEGER NOT NULL,"
+    " origin_offset INTEGER NOT NULL,"
+    " origin_key BLOB,"
+    " origin_value BLOB,"
+    " origin_headers BLOB);"
+    "CREATE INDEX IF NOT EXISTS td_delivery_due ON td_delivery(state, next_at_ms);"
+    "CREATE INDEX IF NOT EXISTS td_delivery_target ON td_delivery(channel, target_id);";
+
+typedef struct worker {
+    struct td_delivery *dlv;
+    pthread_t thread;
+    CURLM *multi;
+    CURL *easy;
+} worker_t;
+
+struct td_delivery {
+    td_db_t *db;
+    const td_config_t *cfg;
+    const td_vapid_t *vapid;
+    td_delivery_gone_fn gone;
+    void *ctx;
+    int timeout_ms;
+    int idle_ms;
+
+    worker_t *workers;
+    size_t worker_cnt;
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* CLOCK_MONOTONIC */
+    uint64_t kicks;    /* bumped by each kick, under mu */
+    atomic_bool stopping;
+
+    struct td_delivery *next; /* in the registry */
+};
+
+/* The running deliveries by database, so that td_delivery_enqueue (which
+ * only has the db) can wake the right workers. */
+static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct td_delivery *registry;
+
+/* ---- the table --------------------------------------------------------- */
+
+int td_delivery_init(td_db_t *db)
+{
+    td_db_lock(db);
+    int rc = td_db_exec(db, delivery_schema);
+    td_db_unlock(db);
+    return rc;
+}
+
+/* Prepares sql on the delivery table, creating the table first when a
+ * service enqueues before anything made it (inside the caller's
+ * transaction, where SQLite DDL is transactional too). */
+static sqlite3_stmt *prepare(td_db_t *db, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(td_db_sqlite(db), sql, -1, &st, NULL) == SQLITE_OK) return st;
+    sqlite3_finalize(st);
+    if (td_db_exec(db, delivery_schema) != 0) return NULL;
+    return td_db_prepare(db, sql);
+}
+
+static bool header_ok(const char *h)
+{
+    const char *colon = strchr(h, ':');
+    if (!colon || colon == h) return false;
+    for (const char *p = h; *p; p++)
+        if (*p == '\r' || *p == '\n') return false; /* no header injection */
+    return true;
+}
+
+static void wake_db(td_db_t *db)
+{
+    pthread_mutex_lock(&registry_mu);
+    for (struct td_delivery *d = registry; d; d = d->next)
+        if (d->db == db) td_delivery_kick(d);
+    pthread_mutex_unlock(&registry_mu);
+}
+
+int td_delivery_enqueue(td_db_t *db, const td_delivery_msg_t *msg, char *errstr, size_t errlen)
+{
+    bool webpush = msg->channel && !strcmp(msg->channel, TD_DELIVERY_WEBPUSH);
+    bool webhook = msg->channel && !strcmp(msg->channel, TD_DELIVERY_WEBHOOK);
+    if (!webpush && !webhook)
+        return td_errf(errstr, errlen, TD_EINVAL, "unknown delivery channel '%s'",
+                       msg->channel ? msg->channel : "(null)");
+    if (!msg->target_id || !*msg->target_id || !msg->event_id || !*msg->event_id || !msg->url ||
+        !*msg->url)
+        return td_errf(errstr, errlen, TD_EINVAL, "a delivery needs target_id, event_id, url");
+    if (!msg->body && msg->body_len)
+        return td_errf(errstr, errlen, TD_EINVAL, "delivery body is NULL");
+    if (webhook && !msg->secret)
+        return td_errf(errstr, errlen, TD_EINVAL, "a webhook delivery needs its secret");
+    if (!msg->origin || !msg->origin->topic)
+        return td_errf(errstr, errlen, TD_EINVAL, "a delivery needs its origin record");
+
+    size_t cap = 1, used = 0;
+    for (const char *const *h = msg->headers; h && *h; h++) {
+        if (!header_ok(*h)) return td_errf(errstr, errlen, TD_EINVAL, "bad header '%.60s'", *h);
+        cap += strlen(*h) + 1;
+    }
+    char *headers = td_malloc(cap);
+    for (const char *const *h = msg->headers; h && *h; h++)
+        used += (size_t)sprintf(headers + used, "%s\n", *h);
+    headers[used] = '\0';
+
+    size_t hlen = 0;
+    void *hblob = td_headers_encode(msg->origin, &hlen);
+    int64_t now = td_now_ms();
+    int rc = TD_EIO;
+    sqlite3_stmt *st = prepare(
+        db, "INSERT INTO td_delivery(channel, target_id, event_id, url, headers, body, secret,"
+            " next_at_ms, created_ms, origin_topic, origin_partition, origin_offset, origin_key,"
+            " origin_value, origin_headers) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+    if (!st) goto out;
+    static const char empty[1];
+    sqlite3_bind_text(st, 1, msg->channel, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, msg->target_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, msg->event_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, msg->url, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, headers, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 6, msg->body ? msg->body : empty, (int)msg->body_len, SQLITE_STATIC);
+    if (msg->secret)
+        sqlite3_bind_blob(st, 7, msg->secret_len ? msg->secret : empty, (int)msg->secret_len,
+                          SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 7);
+    sqlite3_bind_int64(st, 8, now);
+    sqlite3_bind_int64(st, 9, now);
+    sqlite3_bind_text(st, 10, msg->origin->topic, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 11, msg->origin->partition);
+    sqlite3_bind_int64(st, 12, msg->origin->offset);
+    if (msg->origin->key)
+        sqlite3_bind_blob(st, 13, msg->origin->key, (int)msg->origin->key_len, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 13);
+    if (msg->origin->value)
+        sqlite3_bind_blob(st, 14, msg->origin->value, (int)msg->origin->value_len, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 14);
+    sqlite3_bind_blob(st, 15, hblob, (int)hlen, SQLITE_STATIC);
+    rc = td_db_run(db, st) == 0 ? 0 : TD_EIO;
+    if (rc != 0) td_errf(errstr, errlen, TD_EIO, "cannot queue the delivery");
+out:
+    free(hblob);
+    free(headers);
+    /* The workers wake now and block on the database lock, which the
+     * caller holds until its commit: they see the row as soon as it is
+     * committed, and nothing if it is rolled back. */
+    if (rc == 0) wake_db(db);
+    return rc;
+}
+
+int td_delivery_enqueue_webpush(td_db_t *db, const char *subscription_id, const char *endpoint,
+                                const char *p256dh, const char *auth, const char *event_id,
+                                const void *payload, size_t len, const td_record_t *origin,
+                                char *errstr, size_t errlen)
+{
+    unsigned char *body = NULL;
+    size_t body_len = 0;
+    int rc = td_webpush_encrypt(p256dh, auth, payload, len, &body, &body_len, errstr, errlen);
+    if (rc != 0) return rc;
+    char ttl[40];
+    snprintf(ttl, sizeof(ttl), "TTL: %d", TD_DELIVERY_PUSH_TTL_S);
+    const char *const headers[] = {ttl, "Urgency: " TD_DELIVERY_PUSH_URGENCY,
+                                   "Content-Encoding: aes128gcm",
+                                   "Content-Type: application/octet-stream", NULL};
+    td_delivery_msg_t msg = {
+        .channel = TD_DELIVERY_WEBPUSH,
+        .target_id = subscription_id,
+        .event_id = event_id,
+        .url = endpoint,
+        .headers = headers,
+        .body = body,
+        .body_len = body_len,
+        .origin = origin,
+    };
+    rc = td_delivery_enqueue(db, &msg, errstr, errlen);
+    free(body);
+    return rc;
+}
+
+int td_delivery_enqueue_webhook(td_db_t *db, const char *webhook_id, const char *url,
+                                const char *secret, const char *event_id, const void *body,
+                                size_t len, const td_record_t *origin, char *errstr, size_t errlen)
+{
+    const char *const headers[] = {"Content-Type: application/json; charset=utf-8", NULL};
+    td_delivery_msg_t msg = {
+        .channel = TD_DELIVERY_WEBHOOK,
+        .target_id = webhook_id,
+        .event_id = event_id,
+        .url = url,
+        .headers = headers,
+        .body = body,
+        .body_len = len,
+        .secret = secret,
+        .secret_len = secret ? strlen(secret) : 0,
+        .origin = origin,
+    };
+    return td_delivery_enqueue(db, &msg, errstr, errlen);
+}
+
+int td_delivery_cancel(td_db_t *db, const char *channel, const char *target_id)
+{
+    sqlite3_stmt *st = prepare(
+        db, "DELETE FROM td_delivery WHERE channel = ? AND target_id = ? AND state = 'pending'");
+    if (!st) return TD_EIO;
+    sqlite3_bind_text(st, 1, channel, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, target_id, -1, SQLITE_STATIC);
+    if (td_db_run(db, st) != 0) return TD_EIO;
+    return td_db_changes(db);
+}
+
+int64_t td_delivery_count(td_db_t *db, const char *state)
+{
+    td_db_lock(db);
+    int64_t n = -1;
+    sqlite3_stmt *st = prepare(db, "SELECT count(*) FROM td_delivery WHERE state = ?");
+    if (st) {
+        sqlite3_bind_text(st, 1, state, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) == SQLITE_ROW) n = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+    }
+    td_db_unlock(db);
+    return n;
+}
+
+/* ---- one try ------------------------------------------------------------ */
+
+typedef struct job {
+    int64_t id;
+    char *channel, *target_id, *event_id, *url, *headers;
+    unsigned char *body;
+    size_t body_len;
+    unsigned char *secret; /* NULL for webpush */
+    size_t secret_len;
+    int attempts; /* including this try */
+} job_t;
+
+static void job_clear(job_t *job)
+{
+    free(job->channel);
+    free(job->target_id);
+    free(job->event_id);
+    free(job->url);
+    free(job->headers);
+    free(job->body);
+    if (job->secret) memset(job->secret, 0, job->secret_len);
+    free(job->secret);
+    memset(job, 0, sizeof(*job));
+}
+
+static char *column_text(sqlite3_stmt *st, int col)
+{
+    const unsigned char *t = sqlite3_column_text(st, col);
+    return td_strdup(t ? (const char *)t : "");
+}
+
+static unsigned char *column_blob(sqlite3_stmt *st, int col, size_t *len)
+{
+    const void *b = sqlite3_column_blob(st, col);
+    *len = (size_t)sqlite3_column_bytes(st, col);
+    unsigned char *out = td_malloc(*len + 1);
+    if (*len) memcpy(out, b, *len);
+    out[*len] = '\0';
+    return out;
+}
+
+enum verdict { V_SUCCESS, V_GONE, V_RETRY, V_FAIL, V_ABORTED };
+
+static const char *const verdict_metric[] = {"success", "gone", "retry", "failed", NULL};
+
+typedef struct outcome {
+    enum verdict verdict;
+    long status;            /* HTTP status, 0 when none */
+    int64_t retry_after_ms; /* from Retry-After, -1 when absent */
+    char error[ERROR_SNIPPET + 400];
+} outcome_t;
+
+typedef struct response {
+    int64_t retry_after_ms;
+    char snippet[ERROR_SNIPPET + 1];
+    size_t snippet_len;
+} response_t;
+
+/* Retry-After (RFC 9110 section 10.2.3): delay-seconds or an HTTP-date. */
+static int64_t parse_retry_after(const char *v)
+{
+    while (*v == ' ' || *v == '\t') v++;
+    if (*v >= '0' && *v <= '9') {
+        char *end = NULL;
+        long long s = strtoll(v, &end, 10);
+        while (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n') end++;
+        if (*end || s < 0) return -1;
+        if (s > TD_DELIVERY_RETRY_AFTER_MAX_MS / 1000) return TD_DELIVERY_RETRY_AFTER_MAX_MS;
+        return (int64_t)s * 1000;
+    }
+    time_t t = curl_getdate(v, NULL);
+    if (t == (time_t)-1) return -1;
+    int64_t ms = (int64_t)t * 1000 - td_now_ms();
+    if (ms < 0) ms = 0;
+    return ms > TD_DELIVERY_RETRY_AFTER_MAX_MS ? TD_DELIVERY_RETRY_AFTER_MAX_MS : ms;
+}
+
+static size_t on_header(char *buf, size_t size, size_t n, void *arg)
+{
+    response_t *resp = arg;
+    size_t len = size * n;
+    static const char name[] = "retry-after:";
+    if (len >= 5 && !strncmp(buf, "HTTP/", 5)) {
+        resp->retry_after_ms = -1; /* a new response (after a 1xx) starts */
+    } else if (len > sizeof(name) - 1 && !strncasecmp(buf, name, sizeof(name) - 1)) {
+        char *v = td_strndup(buf + sizeof(name) - 1, len - (sizeof(name) - 1));
+        resp->retry_after_ms = parse_retry_after(v);
+        free(v);
+    }
+    return len;
+}
+
+static size_t on_body(char *buf, size_t size, size_t n, void *arg)
+{
+    response_t *resp = arg;
+    size_t len = size * n;
+    for (size_t i = 0; i < len && resp->snippet_len < ERROR_SNIPPET; i++) {
+        unsigned char c = (unsigned char)buf[i];
+        resp->snippet[resp->snippet_len++] = c >= 0x20 && c < 0x7f ? (char)c : ' ';
+    }
+    resp->snippet[resp->snippet_len] = '\0';
+    return len;
+}
+
+static enum verdict classify_status(const job_t *job, long status)
+{
+    if (status >= 200 && status < 300) return V_SUCCESS;
+    /* RFC 8030 section 7.3: the subscription has expired or never was.
+     * Only push services say so; a webhook URL answering 404 is more
+     * likely a misconfigured receiver, which its owner should hear about
+     * through the dead-letter topic rather than lose the webhook. */
+    if (!strcmp(job->channel, TD_DELIVERY_WEBPUSH) && (status == 404 || status == 410))
+        return V_GONE;
+    if (status == 408 || status == 429 || status >= 500) return V_RETRY;
+    return V_FAIL;
+}
+
+static bool permanent_curl_error(CURLcode cc)
+{
+    return cc == CURLE_UNSUPPORTED_PROTOCOL || cc == CURLE_URL_MALFORMAT;
+}
+
+/* Sends job once. Runs without the database lock. */
+static void send_job(worker_t *w, const job_t *job, outcome_t *out)
+{
+    struct td_delivery *dlv = w->dlv;
+    char err[256];
+    struct curl_slist *hdrs = NULL;
+    response_t resp = {.retry_after_ms = -1};
+    char *auth = NULL;
+
+    memset(out, 0, sizeof(*out));
+    out->retry_after_ms = -1;
+
+    /* The stored headers, then the per-try ones. */
+    for (char *line = job->headers, *nl; *line; line = nl + 1) {
+        nl = strchr(line, '\n');
+        if (!nl) break;
+        *nl = '\0';
+        hdrs = curl_slist_append(hdrs, line);
+        *nl = '\n';
+    }
+    int64_t now_s = td_now_ms() / 1000;
+    if (!strcmp(job->channel, TD_DELIVERY_WEBPUSH)) {
+        char *value = dlv->vapid ? td_vapid_header(dlv->vapid, job->url, dlv->cfg->vapid_subject,
+                                                   now_s, err, sizeof(err))
+                                 : NULL;
+        if (!value) {
+            out->verdict = V_FAIL;
+            snprintf(out->error, sizeof(out->error), "cannot sign the VAPID header: %s",
+                     dlv->vapid ? err : "no VAPID key");
+            goto out;
+        }
+        auth = td_asprintf("Authorization: %s", value);
+        free(value);
+        hdrs = curl_slist_append(hdrs, auth);
+    } else {
+        char *sig = td_webhook_sign(job->secret, job->secret_len, now_s, job->body, job->body_len);
+        char *h = td_asprintf(TD_WEBHOOK_HDR_EVENT_ID ": %s", job->event_id);
+        hdrs = curl_slist_append(hdrs, h);
+        free(h);
+        h = td_asprintf(TD_WEBHOOK_HDR_TIMESTAMP ": %" PRId64, now_s);
+        hdrs = curl_slist_append(hdrs, h);
+        free(h);
+        h = td_asprintf(TD_WEBHOOK_HDR_SIGNATURE ": %s", sig);
+        hdrs = curl_slist_append(hdrs, h);
+        free(h);
+        free(sig);
+    }
+    /* No "Expect: 100-continue" round trip for bodies over 1 KiB. */
+    hdrs = curl_slist_append(hdrs, "Expect:");
+
+    CURL *c = w->easy;
+    curl_easy_reset(c);
+    curl_easy_setopt(c, CURLOPT_URL, job->url);
+    curl_easy_setopt(c, CURLOPT_POST, 1L);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, (const char *)job->body);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)job->body_len);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(c, CURLOPT_USERAGENT, "tidings/" TIDINGS_VERSION);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)dlv->timeout_ms);
+    curl_easy_setopt(
+        c, CURLOPT_CONNECTTIMEOUT_MS,
+        (long)(dlv->timeout_ms < CONNECT_TIMEOUT_MS ? dlv->timeout_ms : CONNECT_TIMEOUT_MS));
+    /* Endpoints come from users: no proxy from the environment, no
+     * redirects (a 3xx is an answer, not a hop), http(s) only. */
+    curl_easy_setopt(c, CURLOPT_PROXY, "");
+    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &resp);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &resp);
+
+    CURLcode cc = CURLE_OK;
+    curl_multi_add_handle(w->multi, c);
+    for (;;) {
+        int running = 0;
+        if (curl_multi_perform(w->multi, &running) != CURLM_OK) {
+            cc = CURLE_FAILED_INIT;
+            break;
+        }
+        if (!running) {
+            int left = 0;
+            CURLMsg *m;
+            while ((m = curl_multi_info_read(w->multi, &left)))
+                if (m->msg == CURLMSG_DONE) cc = m->data.result;
+            break;
+        }
+        if (atomic_load(&dlv->stopping)) {
+            out->verdict = V_ABORTED;
+            break;
+        }
+        curl_multi_poll(w->multi, NULL, 0, 1000, NULL);
+    }
+    curl_multi_remove_handle(w->multi, c);
+    if (out->verdict == V_ABORTED) {
+        snprintf(out->error, sizeof(out->error), "cut short by stop");
+        goto out;
+    }
+
+    if (cc != CURLE_OK) {
+        out->verdict = permanent_curl_error(cc) ? V_FAIL : V_RETRY;
+        snprintf(out->error, sizeof(out->error), "%s", curl_easy_strerror(cc));
+        goto out;
+    }
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
+    out->verdict = classify_status(job, out->status);
+    out->retry_after_ms = resp.retry_after_ms;
+    if (out->verdict != V_SUCCESS)
+        snprintf(out->error, sizeof(out->error), "HTTP %ld%s%s", out->status,
+                 resp.snippet_len ? ": " : "", resp.snippet);
+
+out:
+    free(auth);
+    curl_slist_free_all(hdrs);
+}
+
+/* ---- recording the outcome --------------------------------------------- */
+
+static int64_t random_between(int64_t lo, int64_t hi)
+{
+    uint32_t r = 0;
+    if (hi <= lo || RAND_bytes((unsigned char *)&r, sizeof(r)) != 1) return lo;
+    return lo + (int64_t)(r % (uint64_t)(hi - lo + 1));
+}
+
+/* The wait before try attempts + 1: base * 2^(attempts - 1), +-20 %
+ * jitter (so that deliveries that failed together do not retry together),
+ * at most TD_DELIVERY_BACKOFF_MAX_MS, and never before Retry-After. */
+static int64_t backoff_ms(int64_t base, int attempts, int64_t retry_after_ms)
+{
+    int64_t d = base > 0 ? base : 1;
+    for (int i = 1; i < attempts && d < TD_DELIVERY_BACKOFF_MAX_MS; i++) d *= 2;
+    if (d > TD_DELIVERY_BACKOFF_MAX_MS) d = TD_DELIVERY_BACKOFF_MAX_MS;
+    d = random_between(d - d / 5, d + d / 5);
+    if (d > TD_DELIVERY_BACKOFF_MAX_MS) d = TD_DELIVERY_BACKOFF_MAX_MS;
+    if (retry_after_ms > d) d = retry_after_ms;
+    return d;
+}
+
+static void count(const job_t *job, enum verdict v)
+{
+    char labels[128];
+    td_metric_labels(labels, sizeof(labels), "channel", job->channel, "result", verdict_metric[v],
+                     NULL);
+    td_metric_inc("tidings_deliveries_total", labels);
+}
+
+static int set_error(td_db_t *db, const char *sql, const job_t *job, const outcome_t *out,
+                     int64_t when)
+{
+    sqlite3_stmt *st = td_db_prepare(db, sql);
+    sqlite3_bind_int64(st, 1, when);
+    if (out->status)
+        sqlite3_bind_int64(st, 2, out->status);
+    else
+        sqlite3_bind_null(st, 2);
+    sqlite3_bind_text(st, 3, out->error, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, job->id);
+    return td_db_run(db, st);
+}
+
+/* Marks job failed and dead-letters its origin record, in the caller's
+ * transaction. A row already gone (cancelled meanwhile) is left alone. */
+static int fail_job(struct td_delivery *dlv, const job_t *job, const outcome_t *out, bool *done)
+{
+    td_db_t *db = dlv->db;
+    *done = false;
+    sqlite3_stmt *st = td_db_prepare(
+        db, "SELECT origin_topic, origin_partition, origin_offset, origin_key, origin_value,"
+            " origin_headers FROM td_delivery WHERE id = ? AND state = 'pending'");
+    sqlite3_bind_int64(st, 1, job->id);
+    int step = sqlite3_step(st);
+    if (step != SQLITE_ROW) {
+        sqlite3_finalize(st);
+        return step == SQLITE_DONE ? 0 : TD_EIO;
+    }
+    char *topic = column_text(st, 0);
+    td_record_t *dlt = td_record_new("");
+    free(dlt->topic);
+    dlt->topic = td_asprintf("%s.DLT", topic);
+    int64_t part = sqlite3_column_int64(st, 1), off = sqlite3_column_int64(st, 2);
+    if (sqlite3_column_type(st, 3) != SQLITE_NULL)
+        td_record_set_key(dlt, sqlite3_column_blob(st, 3), (size_t)sqlite3_column_bytes(st, 3));
+    if (sqlite3_column_type(st, 4) != SQLITE_NULL)
+        td_record_set_value(dlt, sqlite3_column_blob(st, 4), (size_t)sqlite3_column_bytes(st, 4));
+    int rc =
+        td_headers_decode(dlt, sqlite3_column_blob(st, 5), (size_t)sqlite3_column_bytes(st, 5));
+    sqlite3_finalize(st);
+    if (rc != 0) td_warn("delivery %" PRId64 ": origin headers are corrupt, dropped", job->id);
+
+    char num[32];
+    char *reason = td_asprintf("%s delivery %s after %d attempt%s: %s", job->channel,
+                               out->verdict == V_FAIL ? "rejected" : "gave up", job->attempts,
+                               job->attempts == 1 ? "" : "s", out->error);
+    td_record_add_header_str(dlt, "tidings_dlt_reason", reason);
+    td_record_add_header_str(dlt, "tidings_dlt_original_topic", topic);
+    snprintf(num, sizeof(num), "%" PRId64, part);
+    td_record_add_header_str(dlt, "tidings_dlt_original_partition", num);
+    snprintf(num, sizeof(num), "%" PRId64, off);
+    td_record_add_header_str(dlt, "tidings_dlt_original_offset", num);
+    td_record_add_header_str(dlt, "tidings_dlt_channel", job->channel);
+    td_record_add_header_str(dlt, "tidings_dlt_target", job->target_id);
+    snprintf(num, sizeof(num), "%d", job->attempts);
+    td_record_add_header_str(dlt, "tidings_dlt_attempts", num);
+    rc = td_outbox_add_record(db, dlt);
+    if (rc == 0)
+        rc = set_error(db,
+                       "UPDATE td_delivery SET state = 'failed', inflight = 0, failed_ms = ?,"
+                       " last_status = ?, last_error = ? WHERE id = ?",
+                       job, out, td_now_ms());
+    if (rc == 0) {
+        *done = true;
+        td_warn("delivery %" PRId64 " of %s to %s %s failed, sent to %s: %s", job->id,
+                job->event_id, job->channel, job->target_id, dlt->topic, reason);
+    }
+    free(reason);
+    td_record_free(dlt);
+    free(topic);
+    return rc;
+}
+
+/* The one transaction that records what happened to job. */
+static int record_outcome(struct td_delivery *dlv, const job_t *job, outcome_t *out)
+{
+    td_db_t *db = dlv->db;
+    int rc = td_db_begin(db);
+    if (rc != 0) return rc;
+    sqlite3_stmt *st;
+    bool counted = true;
+
+    if (out->verdict == V_GONE && dlv->gone) {
+        rc = dlv->gone(dlv->ctx, db, job->channel, job->target_id);
+        if (rc != 0) {
+            /* The service could not forget the subscription now: keep
+             * the delivery and ask again after a backoff. */
+            td_db_rollback(db);
+            rc = td_db_begin(db);
+            if (rc != 0) return rc;
+            out->verdict = V_RETRY;
+            snprintf(out->error + strlen(out->error), sizeof(out->error) - strlen(out->error),
+                     " (gone callback failed)");
+        }
+    }
+    if (out->verdict == V_RETRY && job->attempts >= dlv->cfg->delivery_max_attempts)
+        out->verdict = V_FAIL;
+
+    switch (out->verdict) {
+    case V_SUCCESS:
+        st = td_db_prepare(db, "DELETE FROM td_delivery WHERE id = ?");
+        sqlite3_bind_int64(st, 1, job->id);
+        rc = td_db_run(db, st);
+        break;
+    case V_GONE:
+        /* Every queued message to a gone subscription would be refused. */
+        rc = td_delivery_cancel(db, job->channel, job->target_id);
+        if (rc > 0) rc = 0;
+        if (rc == 0)
+            td_info("delivery %" PRId64 ": %s %s is gone (HTTP %ld), its deliveries dropped",
+                    job->id, job->channel, job->target_id, out->status);
+        break;
+    case V_RETRY: {
+        int64_t wait =
+            backoff_ms(dlv->cfg->delivery_backoff_ms, job->attempts, out->retry_after_ms);
+        rc = set_error(db,
+                       "UPDATE td_delivery SET inflight = 0, next_at_ms = ?, last_status = ?,"
+                       " last_error = ? WHERE id = ? AND state = 'pending'",
+                       job, out, td_now_ms() + wait);
+        td_debug("delivery %" PRId64 " of %s to %s: try %d failed (%s), next in %" PRId64 " ms",
+                 job->id, job->event_id, job->channel, job->attempts, out->error, wait);
+        break;
+    }
+    case V_FAIL: {
+        bool done = false;
+        rc = fail_job(dlv, job, out, &done);
+        counted = done;
+        break;
+    }
+    case V_ABORTED:
+        /* Not this row's fault: it is due again at once, and the try we
+         * cut does not use up one of its attempts. */
+        st = td_db_prepare(db, "UPDATE td_delivery SET inflight = 0, next_at_ms = ?,"
+                               " attempts = max(attempts - 1, 0) WHERE id = ?");
+        sqlite3_bind_int64(st, 1, td_now_ms());
+        sqlite3_bind_int64(st, 2, job->id);
+        rc = td_db_run(db, st);
+        counted = false;
+        break;
+    }
+    if (rc != 0) {
+        td_db_rollback(db);
+        return TD_EIO;
+    }
+    rc = td_db_commit(db);
+    if (rc == 0 && counted) count(job, out->verdict);
+    return rc;
+}
+
+/* ---- workers ------------------------------------------------------------ */
+
+/* Claims the next due row into job: true if there was one; else
+ * *next_due_ms gets when the earliest waiting row is due (INT64_MAX if
+ * none). */
+static bool claim(struct td_delivery *dlv, job_t *job, int64_t *next_due_ms)
+{
+    td_db_t *db = dlv->db;
+    *next_due_ms = INT64_MAX;
+    if (td_db_begin(db) != 0) {
+        *next_due_ms = td_now_ms() + dlv->idle_ms;
+        return false;
+    }
+    int64_t now = td_now_ms();
+    int64_t stale = now - dlv->timeout_ms - STALE_CLAIM_EXTRA_MS;
+    sqlite3_stmt *st = td_db_prepare(
+        db, "SELECT id, channel, target_id, event_id, url, headers, body, secret, attempts"
+            " FROM td_delivery WHERE state = 'pending' AND next_at_ms <= ?"
+            " AND (inflight = 0 OR claimed_ms < ?) ORDER BY next_at_ms, id LIMIT 1");
+    sqlite3_bind_int64(st, 1, now);
+    sqlite3_bind_int64(st, 2, stale);
+    bool found = false;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        found = true;
+        job->id = sqlite3_column_int64(st, 0);
+        job->channel = column_text(st, 1);
+        job->target_id = column_text(st, 2);
+        job->event_id = column_text(st, 3);
+        job->url = column_text(st, 4);
+        job->headers = column_text(st, 5);
+        job->body = column_blob(st, 6, &job->body_len);
+        if (sqlite3_column_type(st, 7) != SQLITE_NULL)
+            job->secret = column_blob(st, 7, &job->secret_len);
+        job->attempts = sqlite3_column_int(st, 8) + 1;
+    }
+    sqlite3_finalize(st);
+
+    int rc = 0;
+    if (found) {
+        st = td_db_prepare(db, "UPDATE td_delivery SET inflight = 1, claimed_ms = ?,"
+                               " attempts = attempts + 1 WHERE id = ?");
+        sqlite3_bind_int64(st, 1, now);
+        sqlite3_bind_int64(st, 2, job->id);
+        rc = td_db_run(db, st);
+    } else {
+        st = td_db_prepare(db, "SELECT min(next_at_ms) FROM td_delivery"
+                               " WHERE state = 'pending' AND inflight = 0");
+        if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
+            *next_due_ms = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+    }
+    if (rc != 0) {
+        td_db_rollback(db);
+    } else {
+        rc = td_db_commit(db);
+    }
+    if (rc != 0) {
+        job_clear(job);
+        *next_due_ms = td_now_ms() + dlv->idle_ms;
+        return false;
+    }
+    return found;
+}
+
+static void wait_for_work(struct td_delivery *dlv, uint64_t seen, int64_t next_due_ms)
+{
+    int64_t now = td_now_ms();
+    int64_t wait = dlv->idle_ms;
+    if (next_due_ms != INT64_MAX && next_due_ms - now < wait) wait = next_due_ms - now;
+    if (wait <= 0) return;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += wait / 1000;
+    ts.tv_nsec += (long)(wait % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&dlv->mu);
+    while (dlv->kicks == seen && !atomic_load(&dlv->stopping))
+        if (pthread_cond_timedwait(&dlv->cv, &dlv->mu, &ts) != 0) break;
+    pthread_mutex_unlock(&dlv->mu);
+}
+
+static void *worker_main(void *arg)
+{
+    worker_t *w = arg;
+    struct td_delivery *dlv = w->dlv;
+    while (!atomic_load(&dlv->stopping)) {
+        pthread_mutex_lock(&dlv->mu);
+        uint64_t seen = dlv->kicks;
+        pthread_mutex_unlock(&dlv->mu);
+
+        job_t job = {0};
+        int64_t next_due = INT64_MAX;
+        if (!claim(dlv, &job, &next_due)) {
+            wait_for_work(dlv, seen, next_due);
+            continue;
+        }
+        outcome_t out;
+        int64_t t0 = td_mono_ms();
+        send_job(w, &job, &out);
+        if (out.verdict != V_ABORTED) {
+            char labels[64];
+            td_metric_labels(labels, sizeof(labels), "channel", job.channel, NULL);
+            td_metric_observe("tidings_delivery_seconds", labels,
+                              (double)(td_mono_ms() - t0) / 1000.0);
+        }
+        if (record_outcome(dlv, &job, &out) != 0) {
+            /* The row stays claimed; the stale-claim rule hands it out
+             * again later, so it is delayed, never lost. */
+            td_error("delivery %" PRId64 ": cannot record the outcome (%s)", job.id, out.error);
+            td_sleep_ms(100);
+        }
+        job_clear(&job);
+    }
+    return NULL;
+}
+
+static double pending_gauge(void *arg)
+{
+    struct td_delivery *dlv = arg;
+    return (double)td_delivery_count(dlv->db, "pending");
+}
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+
+static void curl_init_once(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+td_delivery_t *td_delivery_start(const td_delivery_opts_t *opts, char *errstr, size_t errlen)
+{
+    if (!opts->db || !opts->cfg) {
+        td_errf(errstr, errlen, TD_EINVAL, "delivery needs a database and a configuration");
+        return NULL;
+    }
+    pthread_once(&curl_once, curl_init_once);
+    if (td_delivery_init(opts->db) != 0) {
+        td_errf(errstr, errlen, TD_EIO, "cannot create the delivery table");
+        return NULL;
+    }
+    /* Rows in flight belong to a process that died mid-send: whether the
+     * receiver got them is unknown, so they go again (at least once). */
+    td_db_lock(opts->db);
+    int rc = td_db_exec(opts->db, "UPDATE td_delivery SET inflight = 0 WHERE inflight = 1");
+    td_db_unlock(opts->db);
+    if (rc != 0) {
+        td_errf(errstr, errlen, TD_EIO, "cannot reset the delivery queue");
+        return NULL;
+    }
+
+    struct td_delivery *dlv = td_calloc(1, sizeof(*dlv));
+    dlv->db = opts->db;
+    dlv->cfg = opts->cfg;
+    dlv->vapid = opts->vapid;
+    dlv->gone = opts->gone;
+    dlv->ctx = opts->ctx;
+    dlv->timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : DEFAULT_TIMEOUT_MS;
+    dlv->idle_ms = opts->idle_ms > 0 ? opts->idle_ms : DEFAULT_IDLE_MS;
+    pthread_mutex_init(&dlv->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&dlv->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    atomic_init(&dlv->stopping, false);
+
+    td_metric_describe("tidings_deliveries_total", "counter",
+                       "Web Push and webhook delivery tries by channel and result");
+    td_metric_describe("tidings_delivery_seconds", "histogram",
+                       "Duration of one Web Push or webhook request");
+    td_metric_describe("tidings_delivery_pending", "gauge",
+                       "Web Push and webhook deliveries waiting or in flight");
+    td_metric_gauge_fn("tidings_delivery_pending", "", pending_gauge, dlv);
+
+    size_t n = opts->threads ? opts->threads : DEFAULT_THREADS;
+    dlv->workers = td_calloc(n, sizeof(worker_t));
+    for (size_t i = 0; i < n; i++) {
+        worker_t *w = &dlv->workers[i];
+        w->dlv = dlv;
+        w->multi = curl_multi_init();
+        w->easy = curl_easy_init();
+        if (!w->multi || !w->easy || pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+            if (w->easy) curl_easy_cleanup(w->easy);
+            if (w->multi) curl_multi_cleanup(w->multi);
+            td_errf(errstr, errlen, TD_EIO, "cannot start delivery worker %zu", i);
+            dlv->worker_cnt = i;
+            td_delivery_stop(dlv);
+            return NULL;
+        }
+        dlv->worker_cnt = i + 1;
+    }
+
+    pthread_mutex_lock(&registry_mu);
+    dlv->next = registry;
+    registry = dlv;
+    pthread_mutex_unlock(&registry_mu);
+    return dlv;
+}
+
+void td_delivery_kick(td_delivery_t *dlv)
+{
+    pthread_mutex_lock(&dlv->mu);
+    dlv->kicks++;
+    pthread_cond_broadcast(&dlv->cv);
+    pthread_mutex_unlock(&dlv->mu);
+}
+
+void td_delivery_stop(td_delivery_t *dlv)
+{
+    if (!dlv) return;
+    pthread_mutex_lock(&registry_mu);
+    for (struct td_delivery **p = &registry; *p; p = &(*p)->next)
+        if (*p == dlv) {
+            *p = dlv->next;
+            break;
+        }
+    pthread_mutex_unlock(&registry_mu);
+
+    atomic_store(&dlv->stopping, true);
+    td_delivery_kick(dlv);
+    for (size_t i = 0; i < dlv->worker_cnt; i++) curl_multi_wakeup(dlv->workers[i].multi);
+    for (size_t i = 0; i < dlv->worker_cnt; i++) {
+        worker_t *w = &dlv->workers[i];
+        pthread_join(w->thread, NULL);
+        curl_easy_cleanup(w->easy);
+        curl_multi_cleanup(w->multi);
+    }
+    td_metric_unregister(dlv);
+    free(dlv->workers);
+    pthread_cond_destroy(&dlv->cv);
+    pthread_mutex_destroy(&dlv->mu);
+    free(dlv);
+}

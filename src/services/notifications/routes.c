@@ -1,0 +1,231 @@
+/* The notifications HTTP API (SPEC section 2): the inbox, preferences and
+ * watches, plus the live stream (stream.c). Everything is the caller's
+ * own: another user's notification id answers 404 exactly like one that
+ * does not exist, so ids leak nothing. Parsing and access live here; the
+ * state changes are the domain's (notifications.c). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "notifications/notifications.h"
+#include "notifications/notifications_service.h"
+#include "tidings/json.h"
+
+/* A positive decimal integer and nothing else (no sign, no spaces). */
+static bool parse_positive(const char *s, int64_t max, int64_t *out)
+{
+    if (!s || !*s || strlen(s) > 19) return false;
+    for (const char *p = s; *p; p++)
+        if (*p < '0' || *p > '9') return false;
+    errno = 0;
+    long long v = strtoll(s, NULL, 10);
+    if (errno || v < 1 || v > max) return false;
+    *out = v;
+    return true;
+}
+
+/* ?after= and ?limit= of a list. false with 400 set. */
+static bool page_args(td_req_t *req, td_resp_t *resp, int64_t *after, int *limit)
+{
+    int64_t lim = NOTIF_PAGE_DEFAULT;
+    const char *q = td_req_query(req, "limit");
+    if (q && !parse_positive(q, NOTIF_PAGE_MAX, &lim)) {
+        td_resp_error(resp, 400, "limit must be an integer between 1 and %d", NOTIF_PAGE_MAX);
+        return false;
+    }
+    *limit = (int)lim;
+    *after = 0;
+    q = td_req_query(req, "after");
+    if (q && !parse_positive(q, INT64_MAX, after)) {
+        td_resp_error(resp, 400, "after must be a cursor from a previous page's next");
+        return false;
+    }
+    return true;
+}
+
+static void list_notifications(td_req_t *req, td_resp_t *resp)
+{
+    notif_ctx_t *ctx = req->ctx;
+    int64_t after;
+    int limit;
+    if (!td_req_auth(req, resp, false) || !page_args(req, resp, &after, &limit)) return;
+    json_t *out;
+    int rc = notif_list(ctx->db, req->auth.sub, after, limit, &out);
+    if (rc) {
+        td_resp_errno(resp, rc, "the notifications could not be read");
+        return;
+    }
+    td_resp_json(resp, 200, out);
+}
+
+/* The {id} of the path, when it can name a notification at all. */
+static const char *notification_id(td_req_t *req, td_resp_t *resp)
+{
+    const char *id = td_req_param(req, "id");
+    if (!id || !td_uuid_valid(id)) {
+        td_resp_error(resp, 404, "notification not found");
+        return NULL;
+    }
+    return id;
+}
+
+static void read_notification(td_req_t *req, td_resp_t *resp)
+{
+    notif_ctx_t *ctx = req->ctx;
+    if (!td_req_auth(req, resp, false)) return;
+    const char *id = notification_id(req, resp);
+    if (!id) return;
+    json_t *out;
+    int rc = notif_mark_read(ctx->db, req->auth.sub, id, &out);
+    if (rc == TD_ENOENT) {
+        td_resp_error(resp, 404, "notification not found");
+        return;
+    }
+    if (rc) {
+        td_resp_errno(resp, rc, "the notification could not be updated");
+        return;
+    }
+    td_resp_json(resp, 200, out);
+}
+
+static void read_all(td_req_t *req, td_resp_t *resp)
+{
+    notif_ctx_t *ctx = req->ctx;
+    if (!td_req_auth(req, resp, false)) return;
+    int64_t cnt;
+    int rc = notif_mark_all_read(ctx->db, req->auth.sub, &cnt);
+    if (rc) {
+        td_resp_errno(resp, rc, "the notifications could not be updated");
+        return;
+    }
+    td_resp_json(resp, 200, json_pack("{s:I, s:i}", "read", (json_int_t)cnt, "unread", 0));
+}
+
+static void delete_notification(td_req_t *req, td_resp_t *resp)
+{
+    notif_ctx_t *ctx = req->ctx;
+    if (!td_req_auth(req, resp, false)) return;
+    const char *id = notification_id(req, resp);
+    if (!id) return;
+    int rc = notif_delete(ctx->db, req->auth.sub, id);
+    if (rc == TD_ENOENT) {
+        td_resp_error(resp, 404, "notification not found");
+        return;
+    }
+    if (rc) {
+        td_resp_errno(resp, rc, "the notification could not be deleted");
+        return;
+    }
+    td_resp_empty(resp, 204);
+}
+
+static void get_preferences(td_req_t *req, td_resp_t *resp)
+{
+    notif_ctx_t *ctx = req->ctx;
+    if (!td_req_auth(req, resp, false)) return;
+    json_t *out;
+    int rc = notif_prefs_get(ctx->db, req->auth.sub, &out);
+    if (rc) {
+        td_resp_errno(resp, rc, "the preferences could not be read");
+        return;
+    }
+    td_resp_json(resp, 200, out);
+}
+
+static void put_preferences(td_req_t *req, td_resp_t *resp)
+{
+    notif_ctx_t *ctx = req->ctx;
+    if (!td_req_auth(req, resp, false) || !td_req_body(req, resp)) return;
+    json_t *out = NULL;
+    char err[256] = "";
+    int rc = notif_prefs_put(ctx->db, req->auth.sub, req->body, &out, err, sizeof(err));
+    if (rc) {
+        td_resp_errno(resp, rc, rc == TD_EINVAL ? err : "the preferences could not be saved");
+        return;
+    }
+    td_resp_json(resp, 200, out);
+}
+
+/* A product we never saw on the products topic gets 404: the service
+ * reads that topic from the beginning, so it knows every product the
+ * catalogue has (within retention), and a watch that can never fire is
+ * far more likely a typo than a product created in the last milliseconds. */
+static void post_watch(td_req_t *req, td_resp_t *resp)
+{
+    notif_ctx_t *ctx = req->ctx;
+    static const char *const allowed[] = {"productId", NULL};
+    char err[256];
+    const char *product_id;
+    if (!td_req_auth(req, resp, false) || !td_req_body(req, resp)) return;
+    if (td_json_only_fields(req->body, allowed, err, sizeof(err)) ||
+        td_json_req_string(req->body, "productId", 64, &product_id, err, sizeof(err))) {
+        td_resp_error(resp, 400, "%s", err);
+        return;
+    }
+    if (!td_uuid_valid(product_id)) {
+        td_resp_error(resp, 400, "productId must be a UUID (lowercase, hyphenated)");
+        return;
+    }
+    bool created;
+    json_t *out;
+    int rc = notif_watch_add(ctx->db, req->auth.sub, product_id, &created, &out);
+    if (rc == TD_ENOENT) {
+        td_resp_error(resp, 404, "product not found");
+        return;
+    }
+    if (rc) {
+        td_resp_errno(resp, rc, "the watch could not be saved");
+        return;
+    }
+    /* Watching twice is not an error: the second answer is 200. */
+    td_resp_json(resp, created ? 201 : 200, out);
+}
+
+static void list_watches(td_req_t *req, td_resp_t *resp)
+{
+    notif_ctx_t *ctx = req->ctx;
+    int64_t after;
+    int limit;
+    if (!td_req_auth(req, resp, false) || !page_args(req, resp, &after, &limit)) return;
+    json_t *out;
+    int rc = notif_watch_list(ctx->db, req->auth.sub, after, limit, &out);
+    if (rc) {
+        td_resp_errno(resp, rc, "the watches could not be read");
+        return;
+    }
+    td_resp_json(resp, 200, out);
+}
+
+static void delete_watch(td_req_t *req, td_resp_t *resp)
+{
+    notif_ctx_t *ctx = req->ctx;
+    if (!td_req_auth(req, resp, false)) return;
+    const char *product_id = td_req_param(req, "productId");
+    int rc = product_id && td_uuid_valid(product_id)
+                 ? notif_watch_remove(ctx->db, req->auth.sub, product_id)
+                 : TD_ENOENT;
+    if (rc == TD_ENOENT) {
+        td_resp_error(resp, 404, "you are not watching this product");
+        return;
+    }
+    if (rc) {
+        td_resp_errno(resp, rc, "the watch could not be removed");
+        return;
+    }
+    td_resp_empty(resp, 204);
+}
+
+const td_route_t notif_routes[] = {
+    {"GET", "/notifications", list_notifications},
+    {"GET", "/notifications/stream", notif_stream_get},
+    {"POST", "/notifications/read-all", read_all},
+    {"POST", "/notifications/{id}/read", read_notification},
+    {"DELETE", "/notifications/{id}", delete_notification},
+    {"GET", "/preferences", get_preferences},
+    {"PUT", "/preferences", put_preferences},
+    {"POST", "/watches", post_watch},
+    {"GET", "/watches", list_watches},
+    {"DELETE", "/watches/{productId}", delete_watch},
+};
+const size_t notif_route_cnt = TD_ARRAY_SIZE(notif_routes);

@@ -1,0 +1,255 @@
+/* The web service's HTTP edge: the pages (static files of the web dir),
+ * /config.json that tells the pages where each service's API is, and the
+ * event-flow API (recent events, their live stream, causal chains). The
+ * pages call the other services directly; those answer CORS, so this
+ * service needs no proxy. The base URLs use the host name the browser used
+ * to reach us, so the shop also works when opened by a machine name. */
+#include <errno.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "tidings/json.h"
+#include "tidings/log.h"
+#include "web/web_service.h"
+
+#define STATIC_MAX_BYTES (8 * 1024 * 1024)
+#define REPLAY_MAX       2000 /* events a reconnecting stream gets at most */
+#define REPLAY_PAGE      100
+#define SSE_RETRY_MS     2000
+
+/* Parses a whole decimal string into *out; false for anything else. */
+static bool parse_u64(const char *s, uint64_t *out)
+{
+    if (!s || !*s || strlen(s) > 19) return false;
+    uint64_t v = 0;
+    for (const char *p = s; *p; p++) {
+        if (*p < '0' || *p > '9') return false;
+        v = v * 10 + (uint64_t)(*p - '0');
+    }
+    *out = v;
+    return true;
+}
+
+/* The host part of the request's Host header when it is a plain name or
+ * address, else the listen address (0.0.0.0 means this machine). */
+static void pick_host(td_req_t *req, const td_config_t *cfg, char *out, size_t len)
+{
+    const char *h = td_req_header(req, "Host");
+    if (h && *h && strlen(h) < 256) {
+        size_t n = 0;
+        if (h[0] == '[') {
+            const char *end = strchr(h, ']');
+            n = end ? (size_t)(end - h) + 1 : 0;
+        } else {
+            const char *colon = strchr(h, ':');
+            n = colon ? (size_t)(colon - h) : strlen(h);
+        }
+        bool ok = n > 0;
+        for (size_t i = 0; i < n && ok; i++) {
+            char c = h[i];
+            ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                 c == '.' || c == '-' || c == ':' || c == '[' || c == ']';
+        }
+        if (ok) {
+            snprintf(out, len, "%.*s", (int)n, h);
+            return;
+        }
+    }
+    const char *addr = cfg->listen_addr ? cfg->listen_addr : "127.0.0.1";
+    if (!strcmp(addr, "0.0.0.0") || !*addr) addr = "127.0.0.1";
+    if (strchr(addr, ':'))
+        snprintf(out, len, "[%s]", addr);
+    else
+        snprintf(out, len, "%s", addr);
+}
+
+static void get_config(td_req_t *req, td_resp_t *resp)
+{
+    web_ctx_t *ctx = req->ctx;
+    char host[300];
+    pick_host(req, ctx->cfg, host, sizeof(host));
+    json_t *services = json_object();
+    for (int s = 0; s < TD_SVC__COUNT; s++) {
+        char *url = td_asprintf("http://%s:%d", host, td_config_port(ctx->cfg, (td_service_t)s));
+        json_object_set_new(services, td_service_name((td_service_t)s), json_string(url));
+        free(url);
+    }
+    json_t *body = json_pack("{s:o, s:o, s:s, s:s}", "services", services, "paymentLimit",
+                             td_json_money(ctx->cfg->payment_limit), "adminEmail",
+                             "admin@tidings.local", "version", TIDINGS_VERSION);
+    td_resp_json(resp, 200, body);
+    td_resp_header(resp, "Cache-Control", "no-store");
+}
+
+static void get_events(td_req_t *req, td_resp_t *resp)
+{
+    web_ctx_t *ctx = req->ctx;
+    const char *after_s = td_req_query(req, "after"), *limit_s = td_req_query(req, "limit");
+    uint64_t after = 0, limit = WEB_LIST_DEFAULT_LIMIT;
+    if (after_s && !parse_u64(after_s, &after)) {
+        td_resp_error(resp, 400, "after must be an event sequence number");
+        return;
+    }
+    if (limit_s && (!parse_u64(limit_s, &limit) || limit < 1 || limit > WEB_LIST_MAX_LIMIT)) {
+        td_resp_error(resp, 400, "limit must be an integer from 1 to %d", WEB_LIST_MAX_LIMIT);
+        return;
+    }
+    td_resp_json(resp, 200, web_store_list(ctx->store, after_s != NULL, after, (size_t)limit));
+}
+
+static void replay_send(void *arg, uint64_t seq, const char *json)
+{
+    char id[32];
+    snprintf(id, sizeof(id), "%llu", (unsigned long long)seq);
+    td_sse_stream_send(arg, "event", id, json);
+}
+
+/* One page of a reconnecting stream's history (td_sse_replay_fn). */
+static int replay_next(void *arg, td_sse_stream_t *st, int64_t *last_id)
+{
+    web_ctx_t *ctx = arg;
+    uint64_t last = web_store_each(ctx->store, (uint64_t)*last_id, REPLAY_PAGE, replay_send, st);
+    *last_id = (int64_t)last;
+    return last < web_store_last(ctx->store) ? 1 : 0;
+}
+
+/* Live events as SSE (id = the event's sequence number). A reconnect
+ * (Last-Event-ID, or ?after=) first gets what it missed, at most the last
+ * REPLAY_MAX; a new stream starts live. */
+static void get_stream(td_req_t *req, td_resp_t *resp)
+{
+    web_ctx_t *ctx = req->ctx;
+    const char *from = td_req_header(req, "Last-Event-ID");
+    if (!from || !*from) from = td_req_query(req, "after");
+    uint64_t after = 0;
+    if (from && (!parse_u64(from, &after) || after > INT64_MAX)) {
+        td_resp_error(resp, 400, "Last-Event-ID / after must be an event sequence number");
+        return;
+    }
+    if (!from) {
+        td_sse_open(ctx->hub, req, resp, "*", SSE_RETRY_MS);
+        return;
+    }
+    uint64_t last = web_store_last(ctx->store);
+    if (last > REPLAY_MAX && after < last - REPLAY_MAX) after = last - REPLAY_MAX;
+    td_sse_replay_t replay = {
+        .next = replay_next,
+        .arg = ctx,
+        .after = (int64_t)after,
+        .contiguous = true,
+    };
+    td_sse_open_replay(ctx->hub, req, resp, "*", SSE_RETRY_MS, &replay);
+}
+
+static void get_trace(td_req_t *req, td_resp_t *resp)
+{
+    web_ctx_t *ctx = req->ctx;
+    const char *id = td_req_param(req, "id");
+    if (!id || !*id || strlen(id) > 200) {
+        td_resp_error(resp, 400, "id must be 1 to 200 characters");
+        return;
+    }
+    json_t *chain = web_store_trace(ctx->store, id);
+    if (!chain) {
+        td_resp_error(resp, 404, "no event among the last %zu matches this id",
+                      web_store_count(ctx->store));
+        return;
+    }
+    td_resp_json(resp, 200, chain);
+}
+
+static const char *content_type(const char *path)
+{
+    static const struct {
+        const char *ext, *type;
+    } types[] = {
+        {".html", "text/html; charset=utf-8"},
+        {".css", "text/css; charset=utf-8"},
+        {".js", "text/javascript; charset=utf-8"},
+        {".mjs", "text/javascript; charset=utf-8"},
+        {".json", "application/json; charset=utf-8"},
+        {".webmanifest", "application/manifest+json"},
+        {".svg", "image/svg+xml"},
+        {".png", "image/png"},
+        {".ico", "image/x-icon"},
+        {".txt", "text/plain; charset=utf-8"},
+    };
+    const char *dot = strrchr(path, '.');
+    for (size_t i = 0; dot && i < TD_ARRAY_SIZE(types); i++)
+        if (!strcmp(dot, types[i].ext)) return types[i].type;
+    return "application/octet-stream";
+}
+
+/* A request path that names a file inside the web dir: no "..", no hidden
+ * files, no backslashes or control characters. */
+static bool safe_rel_path(const char *rel)
+{
+    if (strlen(rel) > 512) return false;
+    const char *seg = rel;
+    for (const char *p = rel;; p++) {
+        if (*p == '/' || !*p) {
+            if (p == seg && *p) return false; /* empty segment: "//" */
+            if (seg[0] == '.') return false;  /* ".", "..", hidden files */
+            if (!*p) break;
+            seg = p + 1;
+            continue;
+        }
+        if ((unsigned char)*p < 0x20 || *p == '\\' || *p == 0x7f) return false;
+    }
+    return true;
+}
+
+static void get_static(td_req_t *req, td_resp_t *resp)
+{
+    web_ctx_t *ctx = req->ctx;
+    if (!ctx->web_dir) {
+        td_resp_error(resp, 404,
+                      "the web pages are not installed here (set TIDINGS_WEB_DIR to the web/ "
+                      "directory)");
+        return;
+    }
+    const char *path = req->path && req->path[0] == '/' ? req->path + 1 : "";
+    char *rel = (!*path || path[strlen(path) - 1] == '/') ? td_asprintf("%sindex.html", path)
+                                                          : td_strdup(path);
+    char *full = NULL, *data = NULL;
+    char real[PATH_MAX];
+    struct stat sb;
+    if (!safe_rel_path(rel)) {
+        td_resp_error(resp, 404, "no such page");
+        goto out;
+    }
+    full = td_asprintf("%s/%s", ctx->web_dir, rel);
+    size_t dl = strlen(ctx->web_dir);
+    if (!realpath(full, real) || strncmp(real, ctx->web_dir, dl) || real[dl] != '/' ||
+        stat(real, &sb) < 0 || !S_ISREG(sb.st_mode) || sb.st_size > STATIC_MAX_BYTES) {
+        td_resp_error(resp, 404, "no such page");
+        goto out;
+    }
+    size_t len = 0;
+    data = td_read_file(real, &len);
+    if (!data) {
+        td_resp_error(resp, 500, "cannot read %s: %s", rel, strerror(errno));
+        goto out;
+    }
+    td_resp_data(resp, 200, content_type(real), data, len);
+    td_resp_header(resp, "Cache-Control", "no-cache");
+    td_resp_header(resp, "X-Content-Type-Options", "nosniff");
+out:
+    free(data);
+    free(full);
+    free(rel);
+}
+
+const td_route_t web_routes[] = {
+    {"GET", "/config.json", get_config},
+    {"GET", "/api/events", get_events},
+    {"GET", "/api/events/stream", get_stream},
+    {"GET", "/api/trace/{id}", get_trace},
+    {"GET", "/", get_static},
+    {"GET", "/{*path}", get_static},
+};
+const size_t web_route_cnt = TD_ARRAY_SIZE(web_routes);

@@ -1,0 +1,555 @@
+#!/usr/bin/python3
+"""The order saga with real processes: `tidings broker`, `users`, `products`,
+`orders` and `payments` on free ports, talked to only over HTTP and Kafka.
+
+Several users place 200 orders at once: some within stock and the payment
+limit, some over the limit (payment declined, stock returned), some for more
+than the stock, some for a product that does not exist. Every order must
+reach APPROVED or REJECTED within a bounded wait; each product's stock must
+equal its initial stock minus the quantities of its approved orders; each
+approved order's total and payment must be quantity x price; and on Kafka,
+each order's events must form exactly the saga's causal chain: one
+correlation id (the orderId, also the key), each causation id naming the
+event reacted to and published after it, one trace, one event per fact.
+
+0041_saga_crash.py runs the same with a service killed (kill -9) and
+restarted in the middle; `run(crash=...)` is shared with it.
+"""
+import concurrent.futures
+import json
+import os
+import random
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+from kafka import KafkaConsumer, TopicPartition
+
+BIN = os.environ.get("TIDINGS_BIN", "tidings")
+TMP = os.environ.get("TIDINGS_TEST_TMP") or "/tmp"
+PREFIX = "tidings."
+LIMIT_CENTS = 50000  # TIDINGS_PAYMENT_LIMIT=500.00
+ORDER_COUNT = 200
+SETTLE_S = 240  # bound for every order to be final (a killed consumer's
+                # partitions come back after its session times out, 45 s)
+SERVICES = ["users", "products", "orders", "payments"]
+
+
+def log(msg):
+    print("[%s] %s" % (time.strftime("%H:%M:%S"), msg), flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cents(text):
+    """"19.99" / "120" -> integer cents, without floating point."""
+    whole, _, frac = str(text).partition(".")
+    return int(whole) * 100 + int((frac + "00")[:2])
+
+
+def money_cents(value):
+    """A JSON number as parsed (int or float) -> cents, exactly: the
+    number's shortest repr has at most 2 decimals."""
+    return cents(repr(value)) if isinstance(value, float) else int(value) * 100
+
+
+class System:
+    """The processes of one test run, each with its log file."""
+
+    def __init__(self, name):
+        os.makedirs(TMP, exist_ok=True)
+        self.dir = tempfile.mkdtemp(prefix=name + ".", dir=TMP)
+        self.procs = {}
+        self.logs = {}
+        self.ports = {s: free_port() for s in SERVICES}
+        self.admin_password = "admin-" + secrets.token_hex(8)
+        self.env = dict(os.environ)
+        self.env.update({
+            "TIDINGS_SECRET": secrets.token_urlsafe(36),
+            "TIDINGS_ADMIN_PASSWORD": self.admin_password,
+            "TIDINGS_PAYMENT_LIMIT": "500.00",
+            "TIDINGS_LOG_LEVEL": "info",
+            "TIDINGS_LOG_FORMAT": "json",
+        })
+        self.brokers = None
+
+    def _spawn(self, name, args):
+        logf = open(os.path.join(self.dir, name + ".log"), "ab")
+        self.logs[name] = logf
+        return subprocess.Popen([BIN] + args, env=self.env, stdout=logf, stderr=logf,
+                                stdin=subprocess.DEVNULL)
+
+    def start_broker(self):
+        path = os.path.join(self.dir, "brokers")
+        self.procs["broker"] = self._spawn("broker", ["broker", "--data", self.dir])
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if self.procs["broker"].poll() is not None:
+                raise RuntimeError("tidings broker exited: " + self.tail("broker"))
+            if os.path.exists(path):
+                text = open(path).read().strip()
+                if text:
+                    self.brokers = text
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("tidings broker wrote no bootstrap list")
+
+    def start(self, svc):
+        self.procs[svc] = self._spawn(svc, [svc, "--data", self.dir, "--brokers", self.brokers,
+                                            "--port", str(self.ports[svc])])
+
+    def url(self, svc, path):
+        return "http://127.0.0.1:%d%s" % (self.ports[svc], path)
+
+    def wait_ready(self, svc, timeout=60):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.procs[svc].poll() is not None:
+                raise RuntimeError("%s exited: %s" % (svc, self.tail(svc)))
+            try:
+                with urllib.request.urlopen(self.url(svc, "/readyz"), timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, OSError):
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("%s not ready after %d s: %s" % (svc, timeout, self.tail(svc)))
+
+    def kill9(self, svc):
+        p = self.procs[svc]
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+
+    def tail(self, name, n=20):
+        try:
+            with open(os.path.join(self.dir, name + ".log"), "rb") as f:
+                return "\n" + "\n".join(f.read().decode("utf-8", "replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def stop(self):
+        for name, p in reversed(list(self.procs.items())):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for name, p in self.procs.items():
+            t = time.time()
+            try:
+                p.wait(timeout=10)
+                if time.time() - t > 2:
+                    log("%s took %.1f s to stop" % (name, time.time() - t))
+            except subprocess.TimeoutExpired:
+                log("%s did not stop within 10 s of SIGTERM: killed" % name)
+                p.kill()
+                p.wait()
+        for f in self.logs.values():
+            f.close()
+
+
+def http(method, url, token=None, body=None, retry_s=0):
+    """(status, parsed JSON or None). Connection errors are retried for
+    retry_s seconds (a service being restarted), then raised."""
+    data = json.dumps(body).encode() if body is not None else None
+    deadline = time.time() + retry_s
+    while True:
+        req = urllib.request.Request(url, data=data, method=method)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        if token:
+            req.add_header("Authorization", "Bearer " + token)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                raw = r.read()
+                return r.status, json.loads(raw) if raw else None
+        except urllib.error.HTTPError as e:
+            raw = e.read()
+            try:
+                return e.code, json.loads(raw) if raw else None
+            except ValueError:
+                return e.code, None
+        except (urllib.error.URLError, ConnectionError, OSError):
+            if time.time() >= deadline:
+                raise
+            time.sleep(0.1)
+
+
+def expect(status, want, what, body):
+    if status != want:
+        raise AssertionError("%s: HTTP %s, expected %s: %s" % (what, status, want, body))
+
+
+# ---- Kafka -------------------------------------------------------------------
+
+
+def read_topics(brokers, shorts):
+    """Every record of the topics, from the beginning to the end offsets of
+    now, as dicts."""
+    topics = [PREFIX + s for s in shorts]
+    c = KafkaConsumer(bootstrap_servers=brokers.split(","), enable_auto_commit=False,
+                      group_id=None, consumer_timeout_ms=1000)
+    try:
+        parts = []
+        for t in topics:
+            ps = None
+            deadline = time.time() + 20
+            while not ps and time.time() < deadline:
+                ps = c.partitions_for_topic(t)
+                if not ps:
+                    time.sleep(0.2)
+            if not ps:
+                raise RuntimeError("topic %s not found" % t)
+            parts += [TopicPartition(t, p) for p in sorted(ps)]
+        c.assign(parts)
+        c.seek_to_beginning(*parts)
+        end = c.end_offsets(parts)
+        out = []
+        deadline = time.time() + 60
+        while any(c.position(tp) < end[tp] for tp in parts):
+            if time.time() > deadline:
+                raise RuntimeError("reading %s timed out" % topics)
+            for tp, recs in c.poll(timeout_ms=500).items():
+                for r in recs:
+                    if r.offset >= end[tp]:
+                        continue
+                    h = {k: (v.decode() if v is not None else None) for k, v in r.headers}
+                    out.append({
+                        "topic": r.topic[len(PREFIX):], "partition": r.partition,
+                        "offset": r.offset, "key": r.key.decode() if r.key else None,
+                        "headers": h, "id": h.get("ce_id"), "type": h.get("ce_type"),
+                        "corr": h.get("ce_correlationid"), "cause": h.get("ce_causationid"),
+                        "time": h.get("ce_time"), "trace": h.get("traceparent"),
+                        "data": json.loads(r.value) if r.value else None,
+                    })
+        return out
+    finally:
+        c.close()
+
+
+# Each saga, by the order's outcome: (type, topic, type of its cause).
+CHAINS = {
+    "APPROVED": [("OrderCreatedEvent", "orders", None),
+                 ("ProductReservedEvent", "reservations", "OrderCreatedEvent"),
+                 ("PaymentProcessedEvent", "payments", "ProductReservedEvent"),
+                 ("OrderApprovedEvent", "orders", "PaymentProcessedEvent")],
+    "limit_exceeded": [("OrderCreatedEvent", "orders", None),
+                       ("ProductReservedEvent", "reservations", "OrderCreatedEvent"),
+                       ("PaymentFailedEvent", "payments", "ProductReservedEvent"),
+                       ("ProductReservationCancelledEvent", "reservations", "PaymentFailedEvent"),
+                       ("OrderRejectedEvent", "orders", "PaymentFailedEvent")],
+    "out_of_stock": [("OrderCreatedEvent", "orders", None),
+                     ("ProductReservationFailedEvent", "reservations", "OrderCreatedEvent"),
+                     ("OrderRejectedEvent", "orders", "ProductReservationFailedEvent")],
+}
+CHAINS["unknown_product"] = CHAINS["out_of_stock"]
+
+
+def group_events(records):
+    """orderId -> {ce_id: first record with that id}; and the count of
+    records that repeat an id (an outbox re-publish after a crash)."""
+    by_order = {}
+    repeats = 0
+    for r in records:
+        evs = by_order.setdefault(r["corr"], {})
+        if r["id"] in evs:
+            repeats += 1
+            if (evs[r["id"]]["data"], evs[r["id"]]["type"]) != (r["data"], r["type"]):
+                raise AssertionError("ce_id %s reused for different content" % r["id"])
+            continue
+        evs[r["id"]] = r
+    return by_order, repeats
+
+
+def check_chain(order, evs):
+    """The events of one order are exactly its saga, in causal order."""
+    oid = order["orderId"]
+    outcome = order["status"] if order["status"] == "APPROVED" else order["reason"]
+    chain = CHAINS[outcome]
+    by_type = {}
+    for e in evs.values():
+        if e["type"] in by_type:
+            raise AssertionError("order %s: two %s events (%s, %s)"
+                                 % (oid, e["type"], by_type[e["type"]]["id"], e["id"]))
+        by_type[e["type"]] = e
+    want = sorted(t for t, _, _ in chain)
+    if sorted(by_type) != want:
+        raise AssertionError("order %s (%s): events %s, expected %s"
+                             % (oid, outcome, sorted(by_type), want))
+    trace_ids = {e["trace"].split("-")[1] for e in evs.values()}
+    if len(trace_ids) != 1:
+        raise AssertionError("order %s: %d traces" % (oid, len(trace_ids)))
+    for typ, topic, cause_type in chain:
+        e = by_type[typ]
+        if e["topic"] != topic or e["key"] != oid or e["corr"] != oid:
+            raise AssertionError("order %s: %s on %s key %s corr %s"
+                                 % (oid, typ, e["topic"], e["key"], e["corr"]))
+        if e["data"].get("orderId") != oid:
+            raise AssertionError("order %s: %s data names %s" % (oid, typ, e["data"]))
+        if cause_type is None:
+            if e["cause"] is not None:
+                raise AssertionError("order %s: %s has a cause" % (oid, typ))
+            continue
+        cause = by_type[cause_type]
+        if e["cause"] != cause["id"]:
+            raise AssertionError("order %s: %s caused by %s, expected %s (%s)"
+                                 % (oid, typ, e["cause"], cause["id"], cause_type))
+        if e["trace"].split("-")[2] == cause["trace"].split("-")[2]:
+            raise AssertionError("order %s: %s reuses its cause's span" % (oid, typ))
+        # Published after its cause: later in the same partition, and never
+        # stamped earlier.
+        if e["topic"] == cause["topic"]:
+            if e["partition"] != cause["partition"] or e["offset"] <= cause["offset"]:
+                raise AssertionError("order %s: %s at %d/%d before its cause at %d/%d"
+                                     % (oid, typ, e["partition"], e["offset"],
+                                        cause["partition"], cause["offset"]))
+        if e["time"] < cause["time"]:
+            raise AssertionError("order %s: %s at %s before its cause at %s"
+                                 % (oid, typ, e["time"], cause["time"]))
+    return by_type
+
+
+# ---- the run -----------------------------------------------------------------
+
+
+def plan_orders(rng, products, ghost):
+    """ORDER_COUNT (product index or ghost, quantity) pairs, shuffled."""
+    plan = []
+    per = (ORDER_COUNT - 8) // len(products)
+    for i, p in enumerate(products):
+        plan += [(i, rng.randint(1, p["maxq"])) for _ in range(per)]
+    plan += [(0, 1000000)] * 4 + [(2, 999)] * 2  # more than the stock
+    plan += [(ghost, 1)] * 2                     # no such product
+    plan += [(0, 1)] * (ORDER_COUNT - len(plan))
+    rng.shuffle(plan)
+    return plan
+
+
+def run(name, crash=None):
+    """The whole scenario; crash is None or a list of (after_n_orders,
+    service) to kill -9 and restart while orders are being placed."""
+    rng = random.Random(4040)
+    sysm = System(name)
+    ok = False
+    try:
+        sysm.start_broker()
+        log("broker at %s, data in %s" % (sysm.brokers, sysm.dir))
+        for svc in SERVICES:
+            sysm.start(svc)
+        for svc in SERVICES:
+            sysm.wait_ready(svc)
+        log("services ready")
+
+        st, body = http("POST", sysm.url("users", "/login"), body={
+            "email": "admin@tidings.local", "password": sysm.admin_password})
+        expect(st, 200, "admin login", body)
+        admin = body["token"]
+        assert body["role"] == "admin", body
+
+        users = []
+        for i in range(6):
+            email = "buyer%d-%s@example.com" % (i, secrets.token_hex(3))
+            st, body = http("POST", sysm.url("users", "/users"),
+                            body={"email": email, "password": "correct horse %d" % i,
+                                  "name": "Buyer %d" % i})
+            expect(st, 201, "POST /users", body)
+            st, body = http("POST", sysm.url("users", "/login"),
+                            body={"email": email, "password": "correct horse %d" % i})
+            expect(st, 200, "POST /login", body)
+            users.append({"id": body["userId"], "token": body["token"]})
+
+        products = [
+            {"title": "Lamp", "price": "9.99", "stock": 120, "maxq": 4},
+            {"title": "Chair", "price": "120", "stock": 200, "maxq": 6},  # 5+ over the limit
+            {"title": "Pencil", "price": "0.5", "stock": 30, "maxq": 3},  # runs out
+            {"title": "Desk", "price": "250", "stock": 60, "maxq": 3},    # 2 = the limit
+        ]
+        for p in products:
+            st, body = http("POST", sysm.url("products", "/products"), token=admin,
+                            body={"title": p["title"], "price": json.loads(p["price"]),
+                                  "quantity": p["stock"]})
+            expect(st, 201, "POST /products", body)
+            p["id"] = body["productId"]
+            p["cents"] = cents(p["price"])
+        ghost = len(products)
+        ghost_id = str(uuid.uuid4())
+        plan = plan_orders(rng, products, ghost)
+
+        # Place the orders from several threads at once.
+        placed = []
+        placed_lock = threading.Lock()
+        kill_at = dict(crash or [])
+        progress = threading.Condition()
+        done_count = [0]
+
+        def place(i):
+            pidx, qty = plan[i]
+            user = users[i % len(users)]
+            pid = ghost_id if pidx == ghost else products[pidx]["id"]
+            st, body = http("POST", sysm.url("orders", "/orders"), token=user["token"],
+                            body={"productId": pid, "quantity": qty}, retry_s=120)
+            expect(st, 202, "POST /orders", body)
+            assert body["status"] == "PENDING", body
+            with placed_lock:
+                placed.append({"orderId": body["orderId"], "user": user, "pidx": pidx,
+                               "qty": qty})
+            with progress:
+                done_count[0] += 1
+                progress.notify_all()
+
+        t0 = time.time()
+        with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+            futures = [pool.submit(place, i) for i in range(len(plan))]
+            for n, svc in sorted(kill_at.items()):
+                with progress:
+                    progress.wait_for(lambda: done_count[0] >= n, timeout=120)
+                log("kill -9 %s after %d orders" % (svc, done_count[0]))
+                sysm.kill9(svc)
+                time.sleep(0.5)
+                sysm.start(svc)
+                log("%s restarted" % svc)
+            for f in futures:
+                f.result()
+        log("%d orders placed in %.1f s" % (len(placed), time.time() - t0))
+        assert len(placed) == ORDER_COUNT
+        for svc in (kill_at.values() if crash else []):
+            sysm.wait_ready(svc, timeout=120)
+
+        # Every order ends final within the bound. The orders service's own
+        # lists are the truth: they also hold any order whose 202 was lost.
+        deadline = time.time() + SETTLE_S
+        while True:
+            orders = {}
+            for u in users:
+                after = None
+                while True:
+                    path = "/orders?limit=500" + ("&after=" + after if after else "")
+                    st, body = http("GET", sysm.url("orders", path), token=u["token"],
+                                    retry_s=60)
+                    expect(st, 200, "GET /orders", body)
+                    for o in body["orders"]:
+                        assert o["userId"] == u["id"], o
+                        orders[o["orderId"]] = o
+                    after = body["next"]
+                    if after is None:
+                        break
+            pending = [o for o in orders.values() if o["status"] == "PENDING"]
+            if not pending:
+                break
+            if time.time() > deadline:
+                raise AssertionError("%d orders still PENDING after %d s, e.g. %s"
+                                     % (len(pending), SETTLE_S, pending[0]))
+            time.sleep(0.5)
+        log("all %d orders final after %.1f s" % (len(orders), time.time() - t0))
+        for p in placed:
+            assert p["orderId"] in orders, "placed order %s missing" % p["orderId"]
+        if not crash:
+            assert len(orders) == ORDER_COUNT, len(orders)
+
+        # Outcomes follow the rules, and stock is conserved.
+        pid_index = {p["id"]: i for i, p in enumerate(products)}
+        approved_qty = [0] * len(products)
+        outcomes = {}
+        for o in orders.values():
+            key = o["status"] if o["status"] == "APPROVED" else o.get("reason")
+            outcomes[key] = outcomes.get(key, 0) + 1
+            pidx = pid_index.get(o["productId"], ghost)
+            if pidx == ghost:
+                assert o["status"] == "REJECTED" and o["reason"] == "unknown_product", o
+                continue
+            amount = o["quantity"] * products[pidx]["cents"]
+            if o["status"] == "APPROVED":
+                approved_qty[pidx] += o["quantity"]
+                assert money_cents(o["total"]) == amount, o
+                assert amount <= LIMIT_CENTS, o
+                assert "reason" not in o, o
+            else:
+                assert o["status"] == "REJECTED", o
+                assert o["reason"] in ("limit_exceeded", "out_of_stock"), o
+                assert "total" not in o, o
+                if o["reason"] == "limit_exceeded":
+                    assert amount > LIMIT_CENTS, o
+                if o["quantity"] > products[pidx]["stock"]:
+                    assert o["reason"] == "out_of_stock", o
+        log("outcomes: %s" % outcomes)
+        for k in ("APPROVED", "limit_exceeded", "out_of_stock", "unknown_product"):
+            assert outcomes.get(k, 0) > 0, "no %s order in %s" % (k, outcomes)
+        for i, p in enumerate(products):
+            st, body = http("GET", sysm.url("products", "/products/" + p["id"]), retry_s=60)
+            expect(st, 200, "GET /products/{id}", body)
+            want = p["stock"] - approved_qty[i]
+            assert body["quantity"] == want, \
+                "%s: stock %s, expected %d - %d" % (p["title"], body["quantity"], p["stock"],
+                                                   approved_qty[i])
+            assert want >= 0
+        log("stock conserved: %s" % [(p["title"], p["stock"] - q)
+                                      for p, q in zip(products, approved_qty)])
+
+        # Payments: approved ones processed with the total, declined ones
+        # failed, and nobody else's visible.
+        other = users[0]
+        for o in orders.values():
+            st, body = http("GET", sysm.url("payments", "/payments/" + o["orderId"]),
+                            token=admin, retry_s=60)
+            if o["status"] == "APPROVED":
+                expect(st, 200, "GET /payments", body)
+                assert body["status"] == "PROCESSED", body
+                assert money_cents(body["amount"]) == money_cents(o["total"]), (body, o)
+            elif o["reason"] == "limit_exceeded":
+                expect(st, 200, "GET /payments", body)
+                assert body["status"] == "FAILED", body
+            else:
+                expect(st, 404, "GET /payments (never charged)", body)
+            if o["userId"] != other["id"]:
+                st, body = http("GET", sysm.url("payments", "/payments/" + o["orderId"]),
+                                token=other["token"])
+                expect(st, 404, "someone else's payment", body)
+                st, body = http("GET", sysm.url("orders", "/orders/" + o["orderId"]),
+                                token=other["token"])
+                expect(st, 404, "someone else's order", body)
+
+        # Kafka: each order's saga, complete, causal, one correlation id.
+        deadline = time.time() + 60
+        while True:
+            records = read_topics(sysm.brokers, ["orders", "reservations", "payments"])
+            by_order, repeats = group_events(records)
+            try:
+                for o in orders.values():
+                    check_chain(o, by_order.get(o["orderId"], {}))
+                break
+            except AssertionError:
+                # The last events may still be in an outbox: wait, bounded.
+                if time.time() > deadline:
+                    raise
+                time.sleep(1)
+        stray = set(by_order) - set(orders)
+        assert not stray, "events for orders nobody placed: %s" % sorted(stray)[:3]
+        log("%d saga events on Kafka in causal order (%d re-published copies)"
+            % (sum(len(v) for v in by_order.values()), repeats))
+        log("reading DLT")
+        dlt = read_topics(sysm.brokers, ["orders.DLT", "reservations.DLT", "payments.DLT"])
+        assert not dlt, "dead-lettered: %s" % [(r["type"], r["headers"].get(
+            "tidings_dlt_reason")) for r in dlt]
+        ok = True
+    finally:
+        sysm.stop()
+        if ok:
+            shutil.rmtree(sysm.dir, ignore_errors=True)
+        else:
+            for name in ["broker"] + SERVICES:
+                sys.stderr.write("---- %s log (%s):%s\n" % (name, sysm.dir, sysm.tail(name)))
+
+
+if __name__ == "__main__":
+    run("0040_saga")
+    log("PASS")

@@ -1,0 +1,277 @@
+/* Server-Sent Events without a socket: the exact frame text (ids, events,
+ * multi-line data, comments), routing by key, keepalives (a round now and
+ * the hub's timer), the replay seam (held live frames, nothing lost and
+ * nothing twice), the buffer cap of a client that does not read, and
+ * closing the hub. Streams here are the internal connection-less kind;
+ * the HTTP side is covered by the notifications stream tests. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tidings/metrics.h"
+#include "tidings/sse.h"
+
+/* Everything the stream has now; *ended when it is over. Caller frees. */
+static char *drain(td_sse_stream_t *st, bool *ended)
+{
+    char *all = td_strdup("");
+    size_t len = 0;
+    char buf[7]; /* small on purpose: frames span reads */
+    long n;
+    *ended = false;
+    while ((n = td__sse_stream_read(st, buf, sizeof(buf))) > 0) {
+        all = td_realloc(all, len + (size_t)n + 1);
+        memcpy(all + len, buf, (size_t)n);
+        len += (size_t)n;
+        all[len] = '\0';
+    }
+    if (n < 0) *ended = true;
+    return all;
+}
+
+static void expect(td_sse_stream_t *st, const char *want)
+{
+    bool ended;
+    char *got = drain(st, &ended);
+    assert_false(ended);
+    assert_string_equal(got, want);
+    free(got);
+}
+
+static void test_frames(void **state)
+{
+    (void)state;
+    struct {
+        const char *event, *id, *data, *want;
+    } cases[] = {
+        {"notification", "7", "{\"a\":1}", "id: 7\nevent: notification\ndata: {\"a\":1}\n\n"},
+        {NULL, NULL, "x", "data: x\n\n"},
+        {NULL, NULL, "a\nb\r\nc\rd", "data: a\ndata: b\ndata: c\ndata: d\n\n"},
+        {NULL, NULL, "", "data: \n\n"},
+        {NULL, NULL, "end\n", "data: end\ndata: \n\n"},
+        {"ev\r\nil", "1\n2", "x", "id: 12\nevent: evil\ndata: x\n\n"},
+        {"ping", NULL, NULL, "event: ping\n\n"},
+    };
+    for (size_t i = 0; i < TD_ARRAY_SIZE(cases); i++) {
+        char *f = td_sse_frame(cases[i].event, cases[i].id, cases[i].data);
+        assert_string_equal(f, cases[i].want);
+        free(f);
+    }
+    char *c = td_sse_comment("keepalive");
+    assert_string_equal(c, ": keepalive\n\n");
+    free(c);
+    c = td_sse_comment("two\nlines");
+    assert_string_equal(c, ": two\n: lines\n\n");
+    free(c);
+}
+
+static void test_streams_get_their_key_only(void **state)
+{
+    (void)state;
+    td_sse_hub_t *hub = td_sse_hub_new(60);
+    td_sse_stream_t *a = td__sse_stream_new(hub, "alice", 2500, NULL);
+    td_sse_stream_t *a2 = td__sse_stream_new(hub, "alice", 2500, NULL);
+    td_sse_stream_t *b = td__sse_stream_new(hub, "bob", 1000, NULL);
+    td_sse_stream_t *all = td__sse_stream_new(hub, "*", 1000, NULL);
+    assert_int_equal(td_sse_count(hub), 4);
+    expect(a, "retry: 2500\n\n");
+    expect(a, "");
+    expect(b, "retry: 1000\n\n");
+    expect(all, "retry: 1000\n\n");
+
+    assert_int_equal(td_sse_publish(hub, "alice", "n", "1", "for alice"), 3);
+    assert_int_equal(td_sse_publish(hub, "bob", "n", "1", "for bob"), 2);
+    assert_int_equal(td_sse_publish(hub, "carol", "n", "1", "nobody"), 1);
+    expect(a, "id: 1\nevent: n\ndata: for alice\n\n");
+    expect(a2, "retry: 2500\n\nid: 1\nevent: n\ndata: for alice\n\n");
+    expect(b, "id: 1\nevent: n\ndata: for bob\n\n");
+    expect(all, "id: 1\nevent: n\ndata: for alice\n\nid: 1\nevent: n\ndata: for bob\n\n"
+                "id: 1\nevent: n\ndata: nobody\n\n");
+
+    /* A live stream (no replay) does not filter ids: the web's event-flow
+     * page sends whatever comes. */
+    td_sse_publish(hub, "bob", NULL, "1", "again");
+    expect(b, "id: 1\ndata: again\n\n");
+
+    td__sse_hub_keepalive(hub);
+    expect(a, ": keepalive\n\n");
+    expect(b, ": keepalive\n\n");
+
+    td__sse_stream_free(a);
+    assert_int_equal(td_sse_count(hub), 3);
+    assert_int_equal(td_sse_publish(hub, "alice", "n", "2", "x"), 2);
+    td__sse_stream_free(a2);
+    td__sse_stream_free(b);
+    td__sse_stream_free(all);
+    assert_int_equal(td_sse_count(hub), 0);
+    td_sse_hub_free(hub);
+}
+
+static void test_keepalive_timer(void **state)
+{
+    (void)state;
+    td_sse_hub_t *hub = td_sse_hub_new(1);
+    td_sse_stream_t *st = td__sse_stream_new(hub, "k", 1000, NULL);
+    expect(st, "retry: 1000\n\n");
+    /* Bounded wait for the timer's round (due after 1 s). */
+    char *got = NULL;
+    bool ended;
+    int64_t deadline = td_mono_ms() + 5000;
+    while (td_mono_ms() < deadline) {
+        got = drain(st, &ended);
+        if (*got) break;
+        free(got);
+        got = NULL;
+        td_sleep_ms(20);
+    }
+    assert_non_null(got);
+    assert_string_equal(got, ": keepalive\n\n");
+    free(got);
+    td__sse_stream_free(st);
+    td_sse_hub_free(hub);
+}
+
+/* A replay over a fake history 1..history, pages of page_size. */
+typedef struct fake_history {
+    int history;
+    int page_size;
+    int calls;
+    td_sse_hub_t *hub;
+    bool publish_during; /* live frames arrive while the replay runs */
+    bool freed;
+} fake_history_t;
+
+static int fake_next(void *arg, td_sse_stream_t *st, int64_t *last_id)
+{
+    fake_history_t *h = arg;
+    h->calls++;
+    if (h->publish_during && h->calls == 1) {
+        /* Committed and published while the replay reads: 5 is also in
+         * the history, 6 is not. */
+        td_sse_publish(h->hub, "u", "n", "5", "five");
+        td_sse_publish(h->hub, "u", "n", "6", "six");
+    }
+    int sent = 0;
+    for (int64_t id = *last_id + 1; id <= h->history && sent < h->page_size; id++, sent++) {
+        char buf[32];
+        snprintf(buf, sizeof(buf), "%lld", (long long)id);
+        td_sse_stream_send(st, "n", buf, "old");
+        *last_id = id;
+    }
+    return *last_id < h->history ? 1 : 0;
+}
+
+static void fake_free(void *arg)
+{
+    ((fake_history_t *)arg)->freed = true;
+}
+
+static void test_replay_seam_has_no_gap_and_no_duplicate(void **state)
+{
+    (void)state;
+    td_sse_hub_t *hub = td_sse_hub_new(60);
+    fake_history_t h = {.history = 5, .page_size = 2, .hub = hub, .publish_during = true};
+    td_sse_replay_t replay = {fake_next, &h, fake_free, 2};
+    td_sse_stream_t *st = td__sse_stream_new(hub, "u", 1000, &replay);
+    /* Live frames before the replay even starts: held. */
+    td_sse_publish(hub, "u", "n", "4", "four");
+    bool ended;
+    char *got = drain(st, &ended);
+    assert_false(ended);
+    assert_string_equal(got, "retry: 1000\n\n"
+                             "id: 3\nevent: n\ndata: old\n\n"
+                             "id: 4\nevent: n\ndata: old\n\n"
+                             "id: 5\nevent: n\ndata: old\n\n"
+                             "id: 6\nevent: n\ndata: six\n\n");
+    free(got);
+    assert_int_equal(h.calls, 2);
+
+    /* Live now: a redelivered frame is dropped, the next one passes. */
+    td_sse_publish(hub, "u", "n", "6", "six again");
+    td_sse_publish(hub, "u", "n", "7", "seven");
+    expect(st, "id: 7\nevent: n\ndata: seven\n\n");
+    td__sse_stream_free(st);
+    assert_true(h.freed);
+    td_sse_hub_free(hub);
+}
+
+static int live_from_10(void *arg, td_sse_stream_t *st, int64_t *last_id)
+{
+    (void)arg;
+    (void)st;
+    *last_id = 10; /* nothing to replay: start after what exists */
+    return 0;
+}
+
+static void test_live_stream_starts_after_a_floor(void **state)
+{
+    (void)state;
+    td_sse_hub_t *hub = td_sse_hub_new(60);
+    td_sse_replay_t replay = {live_from_10, NULL, NULL, -1};
+    td_sse_stream_t *st = td__sse_stream_new(hub, "u", 1000, &replay);
+    td_sse_publish(hub, "u", "n", "9", "old, published late");
+    td_sse_publish(hub, "u", "n", "11", "new");
+    expect(st, "retry: 1000\n\nid: 11\nevent: n\ndata: new\n\n");
+    td__sse_stream_free(st);
+    td_sse_hub_free(hub);
+}
+
+static void test_a_client_that_does_not_read_is_ended(void **state)
+{
+    (void)state;
+    td_sse_hub_t *hub = td_sse_hub_new(60);
+    td_sse_stream_t *st = td__sse_stream_new(hub, "slow", 1000, NULL);
+    char *big = td_malloc(64 * 1024);
+    memset(big, 'x', 64 * 1024 - 1);
+    big[64 * 1024 - 1] = '\0';
+    for (int i = 0; i < 40; i++) td_sse_publish(hub, "slow", NULL, NULL, big);
+    free(big);
+    bool ended;
+    char *got = drain(st, &ended);
+    assert_true(ended);
+    /* What was queued before the cap goes out whole, frame by frame. */
+    size_t len = strlen(got);
+    assert_true(len <= TD_SSE_MAX_BUFFER);
+    assert_true(len > TD_SSE_MAX_BUFFER / 2);
+    assert_string_equal(got + len - 2, "\n\n");
+    free(got);
+    td__sse_stream_free(st);
+    td_sse_hub_free(hub);
+}
+
+static void test_closing_the_hub_ends_streams(void **state)
+{
+    (void)state;
+    td_sse_hub_t *hub = td_sse_hub_new(60);
+    td_sse_stream_t *st = td__sse_stream_new(hub, "u", 1000, NULL);
+    td_sse_publish(hub, "u", NULL, NULL, "last words");
+    td_sse_hub_close(hub);
+    td_sse_publish(hub, "u", NULL, NULL, "too late");
+    bool ended;
+    char *got = drain(st, &ended);
+    assert_true(ended);
+    assert_string_equal(got, "retry: 1000\n\ndata: last words\n\n");
+    free(got);
+    td__sse_stream_free(st);
+    td_sse_hub_free(hub);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_frames),
+        cmocka_unit_test(test_streams_get_their_key_only),
+        cmocka_unit_test(test_keepalive_timer),
+        cmocka_unit_test(test_replay_seam_has_no_gap_and_no_duplicate),
+        cmocka_unit_test(test_live_stream_starts_after_a_floor),
+        cmocka_unit_test(test_a_client_that_does_not_read_is_ended),
+        cmocka_unit_test(test_closing_the_hub_ends_streams),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
