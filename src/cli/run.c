@@ -716,13 +716,15 @@ static void supervise(run_t *r)
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: tidings run [--brokers LIST] [--data DIR] [--json-logs] [options]\n\n"
-                 "Starts the whole shop: the embedded broker (unless brokers are given), then\n"
-                 "users, products, orders, payments, notifications and web as child processes,\n"
-                 "restarting any that dies. Ctrl-C stops everything.\n\n"
-                 "  --json-logs   print the services' raw JSON log lines instead of readable ones\n"
-                 "                (the raw lines are always in <data>/logs/<service>.log)\n\n");
     td_config_usage(out, "run");
+    fprintf(out,
+            "\nStarts the whole shop: the embedded broker (unless brokers are given), then\n"
+            "users, products, orders, payments, notifications and web as child processes,\n"
+            "each restarted with backoff if it dies. The first start on an empty data dir\n"
+            "creates admin@tidings.local (password: TIDINGS_ADMIN_PASSWORD, or generated and\n"
+            "printed once) and a sample catalogue. Ctrl-C stops everything.\n\n"
+            "  --json-logs        print the services' raw JSON log lines instead of readable\n"
+            "                     ones (the raw lines are always in <data>/logs/<service>.log)\n");
 }
 
 static char *generate_password(void)

@@ -30,6 +30,14 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define COMMITTED_WAIT 5000
+/* How long a silent member keeps its partitions. Heartbeats come from
+ * librdkafka's own thread, so a slow handler does not count against it;
+ * only a dead or frozen process does. 6 s (the brokers' default minimum)
+ * instead of Kafka's 45 s lets a restarted service take over its
+ * partitions within seconds, and the embedded broker holds a group that a
+ * member just left for this long minus one second before it rebalances. */
+#define SESSION_TIMEOUT_MS "6000"
+#define HEARTBEAT_MS       "2000"
 
 /* The last offset handed to us per assigned partition, for gap detection.
  * -1 when unknown (nothing committed and nothing read yet). */
@@ -576,7 +584,9 @@ td_consumer_t *td_consumer_start(const td_config_t *cfg, const td_consumer_opts_
         td_kafka_set(conf, "auto.commit.interval.ms", "1000", errstr, errlen) != 0 ||
         td_kafka_set(conf, "auto.offset.reset",
                      opts->offset_reset ? opts->offset_reset : "earliest", errstr, errlen) != 0 ||
-        td_kafka_set(conf, "fetch.wait.max.ms", num, errstr, errlen) != 0)
+        td_kafka_set(conf, "fetch.wait.max.ms", num, errstr, errlen) != 0 ||
+        td_kafka_set(conf, "session.timeout.ms", SESSION_TIMEOUT_MS, errstr, errlen) != 0 ||
+        td_kafka_set(conf, "heartbeat.interval.ms", HEARTBEAT_MS, errstr, errlen) != 0)
         goto fail;
     rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
     rd_kafka_conf_set_error_cb(conf, cons_error_cb);

@@ -580,7 +580,8 @@ static int set_error(td_db_t *db, const char *sql, const job_t *job, const outco
 
 /* Marks job failed and dead-letters its origin record, in the caller's
  * transaction. A row already gone (cancelled meanwhile) is left alone. */
-static int fail_job(struct td_delivery *dlv, const job_t *job, const outcome_t *out, bool *done)
+static int fail_job(struct td_delivery *dlv, const job_t *job, const outcome_t *out, bool exhausted,
+                    bool *done)
 {
     td_db_t *db = dlv->db;
     *done = false;
@@ -609,7 +610,7 @@ static int fail_job(struct td_delivery *dlv, const job_t *job, const outcome_t *
 
     char num[32];
     char *reason = td_asprintf("%s delivery %s after %d attempt%s: %s", job->channel,
-                               out->verdict == V_FAIL ? "rejected" : "gave up", job->attempts,
+                               exhausted ? "gave up" : "rejected", job->attempts,
                                job->attempts == 1 ? "" : "s", out->error);
     td_record_add_header_str(dlt, "tidings_dlt_reason", reason);
     td_record_add_header_str(dlt, "tidings_dlt_original_topic", topic);
@@ -660,8 +661,11 @@ static int record_outcome(struct td_delivery *dlv, const job_t *job, outcome_t *
                      " (gone callback failed)");
         }
     }
-    if (out->verdict == V_RETRY && job->attempts >= dlv->cfg->delivery_max_attempts)
+    bool exhausted = false;
+    if (out->verdict == V_RETRY && job->attempts >= dlv->cfg->delivery_max_attempts) {
         out->verdict = V_FAIL;
+        exhausted = true;
+    }
 
     switch (out->verdict) {
     case V_SUCCESS:
@@ -690,7 +694,7 @@ static int record_outcome(struct td_delivery *dlv, const job_t *job, outcome_t *
     }
     case V_FAIL: {
         bool done = false;
-        rc = fail_job(dlv, job, out, &done);
+        rc = fail_job(dlv, job, out, exhausted, &done);
         counted = done;
         break;
     }

@@ -53,9 +53,9 @@ typedef struct route {
     char *pattern;
     td_route_fn fn;
     enum builtin builtin;
-    char **segs;     /* literal text, or the parameter name */
-    bool *is_param;  /* "{name}" */
-    bool rest;       /* the last segment is "{*name}" */
+    char **segs;    /* literal text, or the parameter name */
+    bool *is_param; /* "{name}" */
+    bool rest;      /* the last segment is "{*name}" */
     size_t seg_cnt;
 } route_t;
 
@@ -92,18 +92,18 @@ struct td_resp {
 /* One request, from the URI-log callback to the completed callback. */
 typedef struct request_state {
     td_http_t *http;
-    char *raw_uri;    /* as sent, with the query */
-    char *path;       /* decoded path, for req->path and the log */
+    char *raw_uri; /* as sent, with the query */
+    char *path;    /* decoded path, for req->path and the log */
     char *method;
     struct timespec start;
-    bool started;     /* the access handler has seen the headers */
-    bool responded;   /* a response was queued */
-    bool counted;     /* holds one http->inflight */
+    bool started;   /* the access handler has seen the headers */
+    bool responded; /* a response was queued */
+    bool counted;   /* holds one http->inflight */
     bool too_large;
     size_t discarded;
     char *body;
     size_t body_len;
-    int status;       /* the status sent */
+    int status; /* the status sent */
     const char *route_label;
     td_req_t req;
     td_resp_t resp;
@@ -192,14 +192,15 @@ static double elapsed_s(const struct timespec *start)
 
 static const char *method_label(const char *m)
 {
-    static const char *const known[] = {"GET",    "HEAD",   "POST",   "PUT",
-                                        "PATCH",  "DELETE", "OPTIONS"};
+    static const char *const known[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"};
     for (size_t i = 0; m && i < TD_ARRAY_SIZE(known); i++)
         if (strcmp(m, known[i]) == 0) return known[i];
     return "OTHER"; /* methods are client text: keep label cardinality bounded */
 }
 
 /* ---- responses ---- */
+
+static void resp_error_msg(td_resp_t *resp, int status, const char *message);
 
 static void resp_clear_body(td_resp_t *resp)
 {
@@ -226,8 +227,7 @@ static void resp_free(td_resp_t *resp)
 }
 
 /* Takes data (malloc'd) as the body. */
-static void resp_take(td_resp_t *resp, int status, const char *content_type, char *data,
-                      size_t len)
+static void resp_take(td_resp_t *resp, int status, const char *content_type, char *data, size_t len)
 {
     resp_clear_body(resp);
     resp->status = status;
@@ -239,7 +239,14 @@ static void resp_take(td_resp_t *resp, int status, const char *content_type, cha
 void td_resp_json(td_resp_t *resp, int status, json_t *body)
 {
     if (!body) {
-        td_resp_empty(resp, status);
+        /* Usually a json_pack that failed on a value that is not UTF-8:
+         * a bug to fix, but the client must not get an empty success. */
+        if (status != 204) {
+            td_error("http: bug: JSON response body for status %d is NULL", status);
+            resp_error_msg(resp, 500, "internal error");
+        } else {
+            td_resp_empty(resp, status);
+        }
         return;
     }
     char *text = td_json_dumps(body);
@@ -410,7 +417,8 @@ const char *td_req_header(const td_req_t *req, const char *name)
 static bool unauthenticated(td_resp_t *resp, const char *message, bool bad_token)
 {
     td_resp_error(resp, 401, "%s", message);
-    td_resp_header(resp, "WWW-Authenticate", bad_token ? "Bearer error=\"invalid_token\"" : "Bearer");
+    td_resp_header(resp, "WWW-Authenticate",
+                   bad_token ? "Bearer error=\"invalid_token\"" : "Bearer");
     return false;
 }
 
@@ -767,8 +775,7 @@ static enum MHD_Result dispatch(request_state_t *st)
         td_resp_header(resp, "Access-Control-Max-Age", "600");
         return send_response(st);
     }
-    if (st->too_large)
-        return send_error(st, 413, "request body is larger than 65536 bytes");
+    if (st->too_large) return send_error(st, 413, "request body is larger than 65536 bytes");
 
     const char *q = strchr(st->raw_uri, '?');
     size_t plen = q ? (size_t)(q - st->raw_uri) : strlen(st->raw_uri);
@@ -811,7 +818,8 @@ static enum MHD_Result dispatch(request_state_t *st)
         if (!is_json_type(td_req_header(req, "Content-Type")))
             return send_error(st, 415, "request body must be application/json");
         json_error_t jerr;
-        json_t *j = json_loadb(st->body, st->body_len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+        json_t *j =
+            json_loadb(st->body, st->body_len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
         if (!j) {
             char msg[300];
             snprintf(msg, sizeof(msg), "request body is not valid JSON: %s", jerr.text);
@@ -840,8 +848,8 @@ static enum MHD_Result dispatch(request_state_t *st)
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size, void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
 {
     td_http_t *http = cls;
     request_state_t *st = *con_cls;
@@ -956,12 +964,14 @@ static void log_request(request_state_t *st, double seconds)
     td_metric_observe("tidings_http_request_duration_seconds", labels, seconds);
 
     const char *path = st->path ? st->path : "";
+    /* Probes come every few seconds: at info they would drown the log, and
+     * a 503 from /readyz is an answer, not a server fault. */
     int level = TD_LOG_INFO;
-    if (st->status >= 500)
-        level = TD_LOG_WARN;
-    else if (strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0 ||
-             strcmp(path, "/metrics") == 0)
+    if (strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0 ||
+        strcmp(path, "/metrics") == 0)
         level = TD_LOG_DEBUG;
+    else if (st->status >= 500)
+        level = TD_LOG_WARN;
     if (level < td_log_level()) return;
 
     char trace_id[33];

@@ -236,13 +236,13 @@ char *td_metric_labels(char *buf, size_t len, ...)
          * label set. */
         size_t m = n;
         bool fits = true;
-#define PUT(c)                                                                                     \
-    do {                                                                                           \
-        if (m + 1 >= len) {                                                                        \
-            fits = false;                                                                          \
-        } else {                                                                                   \
-            buf[m++] = (c);                                                                        \
-        }                                                                                          \
+#define PUT(c)              \
+    do {                    \
+        if (m + 1 >= len) { \
+            fits = false;   \
+        } else {            \
+            buf[m++] = (c); \
+        }                   \
     } while (0)
         if (n > 0) PUT(',');
         for (const char *p = key; *p && fits; p++) PUT(*p);

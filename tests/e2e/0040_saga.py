@@ -141,19 +141,20 @@ class System:
             return ""
 
     def stop(self):
-        for name, p in reversed(list(self.procs.items())):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for name, p in self.procs.items():
-            t = time.time()
-            try:
-                p.wait(timeout=10)
-                if time.time() - t > 2:
-                    log("%s took %.1f s to stop" % (name, time.time() - t))
-            except subprocess.TimeoutExpired:
-                log("%s did not stop within 10 s of SIGTERM: killed" % name)
-                p.kill()
-                p.wait()
+        # The services first (a consumer leaves its group and a relay
+        # flushes on the way out, which needs the broker), then the broker.
+        for group in ([n for n in self.procs if n != "broker"], ["broker"]):
+            for name in group:
+                if self.procs[name].poll() is None:
+                    self.procs[name].send_signal(signal.SIGTERM)
+            for name in group:
+                p = self.procs[name]
+                try:
+                    p.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    log("%s did not stop within 20 s of SIGTERM: killed" % name)
+                    p.kill()
+                    p.wait()
         for f in self.logs.values():
             f.close()
 

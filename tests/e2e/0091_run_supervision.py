@@ -155,7 +155,8 @@ def place_order(urls, product_title, quantity):
     def decided():
         s, o = http("GET", urls["orders"] + "/orders/" + order_id, token=token)
         return o if s == 200 and o["status"] != "PENDING" else None
-    return wait_until("order %s to be decided" % order_id, decided, 60)
+    # A consumer restarted after kill -9 may wait out its old session first.
+    return wait_until("order %s to be decided" % order_id, decided, 100)
 
 
 def main():

@@ -34,6 +34,8 @@ static const unsigned char secret[] = "http-test-secret-0123456789abcde"; /* 32 
 
 static td_http_t *srv;
 static char base[64];
+static int log_fd = -1;
+static char *log_dir;
 static char *log_path;
 static atomic_bool ready_flag = true;
 
@@ -68,8 +70,9 @@ static void post_item(td_req_t *req, td_resp_t *resp)
 
 static void put_item(td_req_t *req, td_resp_t *resp)
 {
-    td_resp_json(resp, 200, json_pack("{s:s, s:b}", "id", td_req_param(req, "id"), "has_body",
-                                      req->body != NULL));
+    td_resp_json(
+        resp, 200,
+        json_pack("{s:s, s:b}", "id", td_req_param(req, "id"), "has_body", req->body != NULL));
 }
 
 static void delete_item(td_req_t *req, td_resp_t *resp)
@@ -102,6 +105,12 @@ static void get_nothing(td_req_t *req, td_resp_t *resp)
     (void)resp; /* a bug: sets no response */
 }
 
+static void get_null_body(td_req_t *req, td_resp_t *resp)
+{
+    (void)req;
+    td_resp_json(resp, 200, json_pack("{s:s}", "bad", "\xff")); /* json_pack fails: NULL */
+}
+
 static void get_conflict(td_req_t *req, td_resp_t *resp)
 {
     (void)req;
@@ -126,6 +135,7 @@ static const td_route_t routes[] = {
     {"GET", "/stream", get_stream},
     {"GET", "/nothing", get_nothing},
     {"GET", "/conflict", get_conflict},
+    {"GET", "/nullbody", get_null_body},
     {"GET", "/ctx", get_ctx},
 };
 
@@ -140,13 +150,12 @@ static bool ready(void *arg, char *why, size_t whylen)
 static int group_setup(void **state)
 {
     (void)state;
-    char *dir = ts_tmpdir("0010-http");
-    log_path = td_asprintf("%s/log", dir);
-    free(dir);
-    int fd = open(log_path, O_CREAT | O_TRUNC | O_WRONLY | O_APPEND | O_CLOEXEC, 0644);
-    if (fd < 0) return -1;
+    log_dir = ts_tmpdir("0010-http");
+    log_path = td_asprintf("%s/log", log_dir);
+    log_fd = open(log_path, O_CREAT | O_TRUNC | O_WRONLY | O_APPEND | O_CLOEXEC, 0644);
+    if (log_fd < 0) return -1;
     td_log_init("http-test", TD_LOG_INFO, true);
-    td_log_set_fd(fd);
+    td_log_set_fd(log_fd);
 
     td_http_opts_t opts = {
         .service = "http-test",
@@ -175,7 +184,12 @@ static int group_teardown(void **state)
 {
     (void)state;
     td_http_stop(srv);
+    td_log_set_fd(2);
+    close(log_fd);
+    unlink(log_path);
+    rmdir(log_dir);
     free(log_path);
+    free(log_dir);
     return 0;
 }
 
@@ -233,7 +247,8 @@ static char *raw_exchange(const void *data, size_t len, bool shut_write, int wai
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     assert_true(fd >= 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)td_http_port(srv))};
+    struct sockaddr_in sin = {.sin_family = AF_INET,
+                              .sin_port = htons((uint16_t)td_http_port(srv))};
     inet_pton(AF_INET, "127.0.0.1", &sin.sin_addr);
     assert_int_equal(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
     size_t off = 0;
@@ -277,12 +292,13 @@ static void test_routing_and_params(void **state)
     (void)state;
     ts_resp_t r = get("/items/abc%20d%C3%A9f%2Fx?q=hello%20world+again&flag");
     assert_int_equal(r.status, 200);
-    assert_string_equal(json_string_value(json_object_get(r.json, "id")), "abc d\xc3\xa9" "f/x");
+    assert_string_equal(json_string_value(json_object_get(r.json, "id")), "abc d\xc3\xa9"
+                                                                          "f/x");
     assert_string_equal(json_string_value(json_object_get(r.json, "q")), "hello world again");
     assert_string_equal(json_string_value(json_object_get(r.json, "flag")), "");
     assert_string_equal(json_string_value(json_object_get(r.json, "route")), "/items/{id}");
-    assert_string_equal(json_string_value(json_object_get(r.json, "path")),
-                        "/items/abc d\xc3\xa9" "f/x");
+    assert_string_equal(json_string_value(json_object_get(r.json, "path")), "/items/abc d\xc3\xa9"
+                                                                            "f/x");
     char ct[128];
     assert_string_equal(ts_resp_header(&r, "Content-Type", ct, sizeof(ct)),
                         "application/json; charset=utf-8");
@@ -329,8 +345,8 @@ static void test_routing_and_params(void **state)
 static void test_not_found_and_method(void **state)
 {
     (void)state;
-    const char *missing[] = {"/nope", "/items/", "/items/1/2", "/pairs/a/y/b", "/",
-                             "/files", "/ITEMS/1"};
+    const char *missing[] = {"/nope", "/items/", "/items/1/2", "/pairs/a/y/b",
+                             "/",     "/files",  "/ITEMS/1"};
     for (size_t i = 0; i < TD_ARRAY_SIZE(missing); i++) {
         ts_resp_t r = get(missing[i]);
         assert_error(&r, 404, "not_found");
@@ -498,6 +514,10 @@ static void test_handler_errors(void **state)
 {
     (void)state;
     ts_resp_t r = get("/nothing");
+    assert_error(&r, 500, "internal");
+    ts_resp_free(&r);
+
+    r = get("/nullbody");
     assert_error(&r, 500, "internal");
     ts_resp_free(&r);
 
@@ -669,10 +689,9 @@ static void test_auth(void **state)
 static void test_cors(void **state)
 {
     (void)state;
-    static const char *const pre[] = {"Origin: http://shop.example",
-                                      "Access-Control-Request-Method: POST",
-                                      "Access-Control-Request-Headers: authorization, content-type",
-                                      NULL};
+    static const char *const pre[] = {
+        "Origin: http://shop.example", "Access-Control-Request-Method: POST",
+        "Access-Control-Request-Headers: authorization, content-type", NULL};
     ts_resp_t r = req("OPTIONS", "/items", NULL, NULL, NULL, pre);
     assert_int_equal(r.status, 204);
     char v[256];
@@ -691,7 +710,9 @@ static void test_cors(void **state)
     ts_resp_free(&r);
 
     /* A server without CORS neither answers preflights nor adds the header. */
-    td_http_opts_t opts = {.service = "nocors", .addr = "127.0.0.1", .routes = routes,
+    td_http_opts_t opts = {.service = "nocors",
+                           .addr = "127.0.0.1",
+                           .routes = routes,
                            .route_cnt = TD_ARRAY_SIZE(routes)};
     char err[256];
     td_http_t *plain = td_http_start(&opts, err, sizeof(err));
@@ -782,8 +803,7 @@ static void test_request_log(void **state)
     free(text);
 
     /* Probes are logged at debug level: not at info. */
-    static const char *const probe[] = {"X-Request-Id: 99999999-2222-4333-8444-555555555555",
-                                        NULL};
+    static const char *const probe[] = {"X-Request-Id: 99999999-2222-4333-8444-555555555555", NULL};
     r = req("GET", "/healthz", NULL, NULL, NULL, probe);
     ts_resp_free(&r);
     /* and a 500 is a warning */
@@ -843,8 +863,8 @@ static void test_hostile_requests(void **state)
     const char *bad_paths[] = {"/items/\xff\xfe", "/items/%ff%fe", "/items/%C0%AF",
                                "/items/%ED%A0%80"};
     for (size_t i = 0; i < TD_ARRAY_SIZE(bad_paths); i++) {
-        char *rq = td_asprintf("GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-                               bad_paths[i]);
+        char *rq =
+            td_asprintf("GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", bad_paths[i]);
         out = raw_exchange(rq, strlen(rq), false, 3000);
         assert_non_null(strstr(out, " 400 "));
         assert_non_null(strstr(out, "invalid_argument"));

@@ -366,13 +366,13 @@ static void test_products_transport(void **state)
      * page, never a crash or a partial answer. */
     const char *absent[] = {"/products?limit=%00", "/products?after=%00", "/products?after=%ff%fe"};
     for (size_t i = 0; i < TD_ARRAY_SIZE(absent); i++) {
-        char *u = td_asprintf("http://127.0.0.1:%d%s", W.pport, absent[i]);
-        ts_resp_t r = ts_http("GET", u, NULL, NULL, NULL, NULL);
-        if (r.status != 200) fail_msg("%s: %ld", absent[i], r.status);
-        assert_int_equal(json_array_size(json_object_get(r.json, "products")), 1);
-        assert_true(json_is_null(json_object_get(r.json, "next")));
-        ts_resp_free(&r);
-        free(u);
+        char *au = td_asprintf("http://127.0.0.1:%d%s", W.pport, absent[i]);
+        ts_resp_t ar = ts_http("GET", au, NULL, NULL, NULL, NULL);
+        if (ar.status != 200) fail_msg("%s: %ld", absent[i], ar.status);
+        assert_int_equal(json_array_size(json_object_get(ar.json, "products")), 1);
+        assert_true(json_is_null(json_object_get(ar.json, "next")));
+        ts_resp_free(&ar);
+        free(au);
     }
     free(item);
 }

@@ -105,19 +105,26 @@ static void test_ten_thousand_watchers_all_get_theirs(void **state)
     assert_int_equal(query_int(db, "SELECT COUNT(*) FROM watches WHERE product_id = ?", pid),
                      WATCHERS);
 
-    /* The price drop, and right behind it an event for someone else. */
+    /* The price drop; while its fan-out runs, the API answers and an event
+     * for someone else is notified. */
     int64_t t0 = td_mono_ms();
     nt_produce(&W, "products", "ProductUpdatedEvent", pid,
                json_pack("{s:s, s:s, s:i, s:i, s:i, s:i}", "productId", pid, "title", "Console",
                          "price", 450, "quantity", 20, "previousPrice", 500, "previousQuantity",
                          20),
                NULL);
-    nt_login(&W, other);
-    assert_true(nt_wait_inbox(&W, other_token, 1));
-    int64_t t_other = td_mono_ms() - t0;
+    deadline = td_mono_ms() + NT_WAIT_MS;
+    while (td_metric_value("tidings_notifications_fanout_pending", NULL) == 0 &&
+           td_mono_ms() < deadline)
+        td_sleep_ms(1);
+    int64_t t_queued = td_mono_ms() - t0;
     int64_t t1 = td_mono_ms();
     size_t n = nt_inbox_count(&W, other_token);
     int64_t t_read = td_mono_ms() - t1;
+    t1 = td_mono_ms();
+    nt_login(&W, other);
+    assert_true(nt_wait_inbox(&W, other_token, 1));
+    int64_t t_other = td_mono_ms() - t1;
     int64_t pending_then = (int64_t)td_metric_value("tidings_notifications_fanout_pending", NULL);
 
     const char *count_sql = "SELECT COUNT(*) FROM notifications WHERE type = ?";
@@ -125,12 +132,12 @@ static void test_ten_thousand_watchers_all_get_theirs(void **state)
     while (query_int(db, count_sql, "ProductUpdatedEvent") < WATCHERS && td_mono_ms() < deadline)
         td_sleep_ms(20);
     int64_t t_all = td_mono_ms() - t0;
-    print_message("fan-out to %d watchers: all made %lld ms after the event; an event behind it "
-                  "notified after %lld ms (%lld recipients still pending then); a GET "
-                  "/notifications in between took %lld ms\n",
-                  WATCHERS, (long long)t_all, (long long)t_other, (long long)pending_then,
-                  (long long)t_read);
-    assert_int_equal(n, 1);
+    print_message("fan-out to %d watchers: queued %lld ms and all made %lld ms after the event; "
+                  "meanwhile a GET /notifications took %lld ms and a sign-in (produce, consume, "
+                  "notify) %lld ms, with %lld recipients still pending\n",
+                  WATCHERS, (long long)t_queued, (long long)t_all, (long long)t_read,
+                  (long long)t_other, (long long)pending_then);
+    assert_int_equal(n, 0);
 
     /* Exactly one each, seq 1 for the inserted watchers. */
     assert_int_equal(query_int(db, count_sql, "ProductUpdatedEvent"), WATCHERS);

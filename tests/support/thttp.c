@@ -154,6 +154,7 @@ void ts_resp_free(ts_resp_t *r)
 
 const char *ts_error_code(const ts_resp_t *r)
 {
-    const char *code = json_string_value(json_object_get(json_object_get(r->json, "error"), "code"));
+    const char *code =
+        json_string_value(json_object_get(json_object_get(r->json, "error"), "code"));
     return code ? code : "";
 }

@@ -165,7 +165,8 @@ static void test_wrong_key(void **state)
 static void test_alg_none_and_other_algs(void **state)
 {
     (void)state;
-    const char *payload = "{\"sub\":\"" USER_ID "\",\"role\":\"admin\",\"iat\":1,\"exp\":9999999999}";
+    const char *payload =
+        "{\"sub\":\"" USER_ID "\",\"role\":\"admin\",\"iat\":1,\"exp\":9999999999}";
     /* alg none with an empty signature. */
     const char *none = "{\"alg\":\"none\",\"typ\":\"JWT\"}";
     char *h = td_b64url_encode(none, strlen(none));
@@ -196,15 +197,15 @@ static void test_bad_claims(void **state)
     (void)state;
     const char *hdr = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";
     const char *bad_payloads[] = {
-        "{\"role\":\"admin\",\"exp\":9999999999}",                          /* no sub */
-        "{\"sub\":\"not-a-uuid\",\"role\":\"admin\",\"exp\":9999999999}",   /* sub not a UUID */
-        "{\"sub\":7,\"role\":\"admin\",\"exp\":9999999999}",                /* sub not a string */
-        "{\"sub\":\"" USER_ID "\",\"exp\":9999999999}",                     /* no role */
-        "{\"sub\":\"" USER_ID "\",\"role\":\"root\",\"exp\":9999999999}",   /* unknown role */
-        "{\"sub\":\"" USER_ID "\",\"role\":\"admin\"}",                     /* no exp */
+        "{\"role\":\"admin\",\"exp\":9999999999}",                        /* no sub */
+        "{\"sub\":\"not-a-uuid\",\"role\":\"admin\",\"exp\":9999999999}", /* sub not a UUID */
+        "{\"sub\":7,\"role\":\"admin\",\"exp\":9999999999}",              /* sub not a string */
+        "{\"sub\":\"" USER_ID "\",\"exp\":9999999999}",                   /* no role */
+        "{\"sub\":\"" USER_ID "\",\"role\":\"root\",\"exp\":9999999999}", /* unknown role */
+        "{\"sub\":\"" USER_ID "\",\"role\":\"admin\"}",                   /* no exp */
         "{\"sub\":\"" USER_ID "\",\"role\":\"admin\",\"exp\":\"9999999999\"}", /* exp string */
-        "{\"sub\":\"" USER_ID "\",\"role\":\"admin\",\"exp\":9999999999.5}", /* exp real */
-        "[1,2,3]",                                                          /* not an object */
+        "{\"sub\":\"" USER_ID "\",\"role\":\"admin\",\"exp\":9999999999.5}",   /* exp real */
+        "[1,2,3]",                                                             /* not an object */
         "not json",
     };
     for (size_t i = 0; i < TD_ARRAY_SIZE(bad_payloads); i++) {
@@ -295,11 +296,11 @@ static void test_b64url(void **state)
     free(enc);
 
     size_t n;
-    assert_null(td_b64url_decode("ab+/", &n));  /* standard alphabet */
-    assert_null(td_b64url_decode("YQ==", &n));  /* padding */
-    assert_null(td_b64url_decode("Y", &n));     /* impossible length */
-    assert_null(td_b64url_decode("YR", &n));    /* non-zero trailing bits */
-    assert_null(td_b64url_decode("Y Q", &n));   /* whitespace */
+    assert_null(td_b64url_decode("ab+/", &n)); /* standard alphabet */
+    assert_null(td_b64url_decode("YQ==", &n)); /* padding */
+    assert_null(td_b64url_decode("Y", &n));    /* impossible length */
+    assert_null(td_b64url_decode("YR", &n));   /* non-zero trailing bits */
+    assert_null(td_b64url_decode("Y Q", &n));  /* whitespace */
     assert_null(td_b64url_decode(NULL, &n));
     unsigned char *d = td_b64url_decode("YQ", &n);
     assert_non_null(d);
@@ -311,11 +312,11 @@ static void test_b64url(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_round_trip),        cmocka_unit_test(test_expired),
-        cmocka_unit_test(test_tampered_payload),  cmocka_unit_test(test_tampered_signature),
-        cmocka_unit_test(test_wrong_key),         cmocka_unit_test(test_alg_none_and_other_algs),
-        cmocka_unit_test(test_bad_claims),        cmocka_unit_test(test_garbage_tokens),
-        cmocka_unit_test(test_password_hash),     cmocka_unit_test(test_b64url),
+        cmocka_unit_test(test_round_trip),       cmocka_unit_test(test_expired),
+        cmocka_unit_test(test_tampered_payload), cmocka_unit_test(test_tampered_signature),
+        cmocka_unit_test(test_wrong_key),        cmocka_unit_test(test_alg_none_and_other_algs),
+        cmocka_unit_test(test_bad_claims),       cmocka_unit_test(test_garbage_tokens),
+        cmocka_unit_test(test_password_hash),    cmocka_unit_test(test_b64url),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

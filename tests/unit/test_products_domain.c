@@ -344,6 +344,7 @@ static void test_create_get_event(void **state)
     products_clear(&p);
     products_clear(&q);
     td_db_close(db);
+    td_config_free(&cfg);
 }
 
 static void test_update_and_delete(void **state)
@@ -404,6 +405,7 @@ static void test_update_and_delete(void **state)
 
     products_clear(&p);
     td_db_close(db);
+    td_config_free(&cfg);
 }
 
 static void test_paging(void **state)
@@ -467,6 +469,7 @@ static void test_paging(void **state)
     for (size_t i = 0; i < cnt; i++) products_clear(&items[i]);
     free(items);
     td_db_close(db);
+    td_config_free(&cfg);
 }
 
 int main(void)

@@ -279,6 +279,7 @@ static void test_register_and_event(void **state)
 
     users_user_clear(&u);
     td_db_close(db);
+    td_config_free(&cfg);
 }
 
 static void test_login_rate_limit_in_db(void **state)
@@ -336,6 +337,7 @@ static void test_login_rate_limit_in_db(void **state)
 
     users_user_clear(&u);
     td_db_close(db);
+    td_config_free(&cfg);
 }
 
 static void test_login_event_optional_fields(void **state)
@@ -382,6 +384,7 @@ static void test_login_event_optional_fields(void **state)
 
     users_user_clear(&u);
     td_db_close(db);
+    td_config_free(&cfg);
 }
 
 static void test_ensure_admin(void **state)
@@ -421,6 +424,7 @@ static void test_ensure_admin(void **state)
     users_user_clear(&c);
     users_user_clear(&p);
     td_db_close(db);
+    td_config_free(&cfg);
 }
 
 int main(void)

@@ -20,7 +20,12 @@
 
 #define RELAY_STOP_TIMEOUT_MS 5000
 #define KEEPALIVE_S           15
-#define FANOUT_CHUNK          250
+/* A chunk holds the database lock for a few milliseconds; between chunks
+ * the worker pauses briefly, because a mutex is not fair: without the
+ * pause it would take the lock straight back, and the HTTP handlers, the
+ * consumer and the relay waiting on it would starve until the job ends. */
+#define FANOUT_CHUNK          200
+#define FANOUT_PAUSE_MS       2
 #define FANOUT_IDLE_MS        1000
 #define FANOUT_RETRY_MS       500
 
@@ -85,8 +90,8 @@ static void *worker_main(void *arg)
     for (;;) {
         int rc = 0;
         size_t made;
-        while (!stopping(svc) && (rc = notif_fanout_step(&svc->ctx.notif, &made)) > 0) {
-        }
+        while (!stopping(svc) && (rc = notif_fanout_step(&svc->ctx.notif, &made)) > 0)
+            td_sleep_ms(FANOUT_PAUSE_MS);
         int64_t pause = FANOUT_IDLE_MS;
         if (rc < 0) {
             td_warn("fan-out: a chunk failed (%s); retrying", td_strerror(rc));

@@ -1,0 +1,450 @@
+#!/usr/bin/python3
+"""Notifications end to end with real processes: `tidings broker`, `users`,
+`products`, `orders`, `payments` and `notifications` on free ports, talked
+to only over HTTP (the stream read as EventSource reads it).
+
+A user registers and signs in, opens GET /notifications/stream, signs in
+again (the sign-in notification arrives on the open stream), orders (the
+"Order received" then "Order confirmed" notifications arrive in order
+within a bounded time), orders more than the stock ("Order rejected
+(out_of_stock)"), opts in to new products and watches one, and the admin
+creates a product, lowers a price, restocks a sold-out product and deletes
+one: every row of SPEC section 2's rule table arrives live. Then the
+stream is dropped, a notification is missed, and a reconnect with
+Last-Event-ID gets exactly that one before live ones; a replay from 0 is
+the inbox in seq order; seq has no gaps; another user's stream sees none
+of it.
+"""
+import http.client as httpclient
+import json
+import os
+import queue
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+BIN = os.environ.get("TIDINGS_BIN", "tidings")
+TMP = os.environ.get("TIDINGS_TEST_TMP") or "/tmp"
+SERVICES = ["users", "products", "orders", "payments", "notifications"]
+EVENT_WAIT_S = 30  # bound for one notification to arrive on a stream
+
+
+def log(msg):
+    print("[%s] %s" % (time.strftime("%H:%M:%S"), msg), flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class System:
+    """The processes of the run, each with its log file."""
+
+    def __init__(self, name):
+        os.makedirs(TMP, exist_ok=True)
+        self.dir = tempfile.mkdtemp(prefix=name + ".", dir=TMP)
+        self.procs = {}
+        self.logs = {}
+        self.ports = {s: free_port() for s in SERVICES}
+        self.admin_password = "admin-" + secrets.token_hex(8)
+        self.env = dict(os.environ)
+        for k in ("TIDINGS_BROKERS", "TIDINGS_DATA_DIR", "TIDINGS_TOPIC_PREFIX"):
+            self.env.pop(k, None)
+        self.env.update({
+            "TIDINGS_SECRET": secrets.token_urlsafe(36),
+            "TIDINGS_ADMIN_PASSWORD": self.admin_password,
+            "TIDINGS_LOG_LEVEL": "info",
+        })
+        self.brokers = None
+
+    def _spawn(self, name, args):
+        logf = open(os.path.join(self.dir, name + ".log"), "ab")
+        self.logs[name] = logf
+        return subprocess.Popen([BIN] + args, env=self.env, stdout=logf, stderr=logf,
+                                stdin=subprocess.DEVNULL)
+
+    def start_broker(self):
+        path = os.path.join(self.dir, "brokers")
+        self.procs["broker"] = self._spawn("broker", ["broker", "--data", self.dir])
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if self.procs["broker"].poll() is not None:
+                raise RuntimeError("tidings broker exited: " + self.tail("broker"))
+            if os.path.exists(path):
+                text = open(path).read().strip()
+                if text:
+                    self.brokers = text
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("tidings broker wrote no bootstrap list")
+
+    def start(self, svc):
+        self.procs[svc] = self._spawn(svc, [svc, "--data", self.dir, "--brokers", self.brokers,
+                                            "--port", str(self.ports[svc])])
+
+    def url(self, svc, path):
+        return "http://127.0.0.1:%d%s" % (self.ports[svc], path)
+
+    def wait_ready(self, svc, timeout=60):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.procs[svc].poll() is not None:
+                raise RuntimeError("%s exited: %s" % (svc, self.tail(svc)))
+            try:
+                with urllib.request.urlopen(self.url(svc, "/readyz"), timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, OSError):
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("%s not ready after %d s: %s" % (svc, timeout, self.tail(svc)))
+
+    def tail(self, name, n=20):
+        try:
+            with open(os.path.join(self.dir, name + ".log"), "rb") as f:
+                return "\n" + "\n".join(f.read().decode("utf-8", "replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def stop(self):
+        for group in ([n for n in self.procs if n != "broker"], ["broker"]):
+            for name in group:
+                if self.procs[name].poll() is None:
+                    self.procs[name].send_signal(signal.SIGTERM)
+            for name in group:
+                p = self.procs[name]
+                try:
+                    p.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    log("%s did not stop within 20 s of SIGTERM: killed" % name)
+                    p.kill()
+                    p.wait()
+        for f in self.logs.values():
+            f.close()
+
+
+def http(method, url, token=None, body=None):
+    """(status, parsed JSON or None)."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", "Bearer " + token)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            raw = r.read()
+            return r.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        try:
+            return e.code, json.loads(raw) if raw else None
+        except ValueError:
+            return e.code, None
+
+
+def expect(status, want, what, body):
+    if status != want:
+        raise AssertionError("%s: HTTP %s, expected %s: %s" % (what, status, want, body))
+
+
+class Stream:
+    """GET /notifications/stream read as EventSource reads it, on a thread:
+    events (id, event, data parsed as JSON) go to a queue."""
+
+    def __init__(self, port, token, last_event_id=None):
+        self.conn = httpclient.HTTPConnection("127.0.0.1", port, timeout=None)
+        headers = {"Accept": "text/event-stream"}
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = str(last_event_id)
+        # The token in the query, as a browser's EventSource must send it.
+        self.conn.request("GET", "/notifications/stream?token=" + token, headers=headers)
+        self.resp = self.conn.getresponse()
+        self.status = self.resp.status
+        self.content_type = self.resp.getheader("Content-Type", "")
+        self.events = queue.Queue()
+        self.retry = None
+        if self.status == 200:
+            threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        ev = {"id": None, "event": None, "data": []}
+        last_id = None
+        try:
+            while True:
+                line = self.resp.readline()
+                if not line:
+                    break
+                line = line.decode("utf-8").rstrip("\n").rstrip("\r")
+                if line == "":
+                    if ev["data"]:
+                        last_id = ev["id"] if ev["id"] is not None else last_id
+                        self.events.put({"id": last_id, "event": ev["event"],
+                                         "data": json.loads("\n".join(ev["data"]))})
+                    ev = {"id": None, "event": None, "data": []}
+                    continue
+                if line.startswith(":"):
+                    continue
+                name, _, value = line.partition(":")
+                value = value[1:] if value.startswith(" ") else value
+                if name == "data":
+                    ev["data"].append(value)
+                elif name == "id":
+                    ev["id"] = value
+                elif name == "event":
+                    ev["event"] = value
+                elif name == "retry":
+                    self.retry = int(value)
+        except (OSError, ValueError, httpclient.HTTPException):
+            pass
+
+    def next(self, timeout=EVENT_WAIT_S):
+        try:
+            return self.events.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def expect(self, title, what, timeout=EVENT_WAIT_S):
+        """The next event: a notification titled title. Returns its data."""
+        t0 = time.time()
+        ev = self.next(timeout)
+        if ev is None:
+            raise AssertionError("%s: no notification on the stream within %d s (want %r)"
+                                 % (what, timeout, title))
+        if ev["event"] != "notification" or ev["data"].get("title") != title:
+            raise AssertionError("%s: got %r, want %r" % (what, ev, title))
+        if ev["id"] != str(ev["data"]["seq"]):
+            raise AssertionError("%s: id %r is not the seq of %r" % (what, ev["id"], ev["data"]))
+        log("ok   %s: %r (seq %s) after %.0f ms" % (what, title, ev["id"],
+                                                      (time.time() - t0) * 1000))
+        return ev["data"]
+
+    def quiet(self, seconds):
+        """True when nothing arrives for seconds."""
+        ev = self.next(seconds)
+        if ev is not None:
+            raise AssertionError("unexpected notification: %r" % (ev,))
+        return True
+
+    def close(self):
+        try:
+            self.conn.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.conn.close()
+
+
+def main():
+    sysm = System("e2e-0055")
+    streams = []
+    ok = False
+    try:
+        sysm.start_broker()
+        for svc in SERVICES:
+            sysm.start(svc)
+        for svc in SERVICES:
+            sysm.wait_ready(svc)
+        log("all services ready")
+
+        def url(svc, path):
+            return sysm.url(svc, path)
+
+        st, body = http("POST", url("users", "/login"),
+                        body={"email": "admin@tidings.local", "password": sysm.admin_password})
+        expect(st, 200, "admin login", body)
+        admin = body["token"]
+
+        st, body = http("POST", url("products", "/products"), token=admin,
+                        body={"title": "iPhone 15", "price": 1129, "quantity": 10})
+        expect(st, 201, "POST /products", body)
+        phone = body["productId"]
+
+        # Register and sign in once; the inbox gets "Welcome" and a sign-in.
+        email = "ann-%s@example.com" % uuid.uuid4().hex[:8]
+        st, body = http("POST", url("users", "/users"),
+                        body={"email": email, "password": "correct horse", "name": "Ann"})
+        expect(st, 201, "POST /users", body)
+        ann_id = body["userId"]
+        st, body = http("POST", url("users", "/login"),
+                        body={"email": email, "password": "correct horse"})
+        expect(st, 200, "POST /login", body)
+        ann = body["token"]
+        deadline = time.time() + EVENT_WAIT_S
+        inbox = []
+        while time.time() < deadline:
+            st, body = http("GET", url("notifications", "/notifications"), token=ann)
+            expect(st, 200, "GET /notifications", body)
+            inbox = body["notifications"]
+            if len(inbox) >= 2:
+                break
+            time.sleep(0.1)
+        titles = [n["title"] for n in reversed(inbox)]
+        assert titles == ["Welcome, Ann", "New sign-in to your account"], titles
+        log("ok   the inbox has the welcome and the first sign-in")
+
+        # A second user with a stream of her own, who must see nothing of Ann's.
+        bob_email = "bob-%s@example.com" % uuid.uuid4().hex[:8]
+        st, body = http("POST", url("users", "/users"),
+                        body={"email": bob_email, "password": "correct horse", "name": "Bob"})
+        expect(st, 201, "POST /users (bob)", body)
+        st, body = http("POST", url("users", "/login"),
+                        body={"email": bob_email, "password": "correct horse"})
+        expect(st, 200, "POST /login (bob)", body)
+        bob = body["token"]
+
+        # The stream, opened live; then sign in again.
+        bad = Stream(sysm.ports["notifications"], "not-a-token")
+        assert bad.status == 401, bad.status
+        s = Stream(sysm.ports["notifications"], ann)
+        streams.append(s)
+        assert s.status == 200 and s.content_type.startswith("text/event-stream"), \
+            (s.status, s.content_type)
+        st, body = http("POST", url("users", "/login"),
+                        body={"email": email, "password": "correct horse"})
+        expect(st, 200, "POST /login again", body)
+        t_login = time.time()
+        n = s.expect("New sign-in to your account", "sign-in on the open stream")
+        assert n["userId"] == ann_id and n["seq"] == 3, n
+        log("     sign-in notification %.0f ms after the login answered"
+            % ((time.time() - t_login) * 1000))
+
+        # An order: received, then confirmed, in order.
+        st, body = http("POST", url("orders", "/orders"), token=ann,
+                        body={"productId": phone, "quantity": 2})
+        expect(st, 202, "POST /orders", body)
+        order = body["orderId"]
+        t_order = time.time()
+        n = s.expect("Order received", "order received")
+        assert n["data"]["orderId"] == order and n["body"] == \
+            "We received your order of 2 × iPhone 15.", n
+        n = s.expect("Order confirmed", "order confirmed")
+        assert n["data"]["orderId"] == order, n
+        assert n["body"] == "Your order of 2 × iPhone 15 is confirmed: total 2258.", n["body"]
+        log("     both order notifications within %.0f ms of the order"
+            % ((time.time() - t_order) * 1000))
+
+        # More than the stock: rejected.
+        st, body = http("POST", url("orders", "/orders"), token=ann,
+                        body={"productId": phone, "quantity": 50})
+        expect(st, 202, "POST /orders (too many)", body)
+        s.expect("Order received", "big order received")
+        n = s.expect("Order rejected (out_of_stock)", "big order rejected")
+        assert "not enough stock" in n["body"], n
+
+        # New products (opt-in), and watching the phone.
+        st, body = http("PUT", url("notifications", "/preferences"), token=ann,
+                        body={"newProducts": True})
+        expect(st, 200, "PUT /preferences", body)
+        st, body = http("PUT", url("notifications", "/preferences"), token=ann,
+                        body={"muted": ["NoSuchEvent"]})
+        expect(st, 400, "PUT /preferences (unknown type)", body)
+        st, body = http("POST", url("products", "/products"), token=admin,
+                        body={"title": "Desk Lamp", "price": 19.99, "quantity": 0})
+        expect(st, 201, "POST /products (lamp)", body)
+        lamp = body["productId"]
+        n = s.expect("New in the shop: Desk Lamp", "new product")
+        assert n["body"] == "Desk Lamp is now available for 19.99.", n["body"]
+        for pid in (phone, lamp):
+            st, body = http("POST", url("notifications", "/watches"), token=ann,
+                            body={"productId": pid})
+            expect(st, 201, "POST /watches", body)
+
+        st, body = http("PATCH", url("products", "/products/" + phone), token=admin,
+                        body={"price": 999})
+        expect(st, 200, "PATCH price", body)
+        n = s.expect("Price drop: iPhone 15", "price drop")
+        assert n["body"] == "iPhone 15 now costs 999 instead of 1129.", n["body"]
+        st, body = http("PATCH", url("products", "/products/" + lamp), token=admin,
+                        body={"quantity": 5})
+        expect(st, 200, "PATCH restock", body)
+        s.expect("Back in stock: Desk Lamp", "back in stock")
+        st, body = http("DELETE", url("products", "/products/" + lamp), token=admin)
+        expect(st, 204, "DELETE product", body)
+        n = s.expect("No longer available: Desk Lamp", "deletion")
+
+        # Dropped; a notification missed; back with Last-Event-ID.
+        last_seen = n["seq"]
+        s.close()
+        streams.remove(s)
+        st, body = http("POST", url("users", "/login"),
+                        body={"email": email, "password": "correct horse"})
+        expect(st, 200, "POST /login (while away)", body)
+        deadline = time.time() + EVENT_WAIT_S
+        while time.time() < deadline:
+            st, body = http("GET", url("notifications", "/notifications?limit=1"), token=ann)
+            if body["notifications"] and body["notifications"][0]["seq"] > last_seen:
+                break
+            time.sleep(0.1)
+        s = Stream(sysm.ports["notifications"], ann, last_event_id=last_seen)
+        streams.append(s)
+        n = s.expect("New sign-in to your account", "the missed one, replayed")
+        assert n["seq"] == last_seen + 1, (n, last_seen)
+        st, body = http("POST", url("orders", "/orders"), token=ann,
+                        body={"productId": phone, "quantity": 1})
+        expect(st, 202, "POST /orders (after reconnect)", body)
+        n = s.expect("Order received", "live after the replay")
+        assert n["seq"] == last_seen + 2, n
+        n = s.expect("Order confirmed", "live after the replay")
+        final_seq = n["seq"]
+
+        # The inbox, and a replay of everything, agree; seq has no gaps.
+        st, body = http("GET", url("notifications", "/notifications?limit=500"), token=ann)
+        expect(st, 200, "GET /notifications", body)
+        inbox = list(reversed(body["notifications"]))
+        assert [n["seq"] for n in inbox] == list(range(1, final_seq + 1)), \
+            [n["seq"] for n in inbox]
+        assert body["unread"] == final_seq, body["unread"]
+        everything = Stream(sysm.ports["notifications"], ann, last_event_id=0)
+        streams.append(everything)
+        for want in inbox:
+            got = everything.expect(want["title"], "replay from 0, seq %d" % want["seq"], 10)
+            assert got == want, (got, want)
+        log("ok   a replay from 0 is the inbox, %d notifications" % len(inbox))
+        types = {n["type"] for n in inbox}
+        rules = {"UserRegisteredEvent", "UserLoggedInEvent", "OrderCreatedEvent",
+                 "OrderApprovedEvent", "OrderRejectedEvent", "ProductCreatedEvent",
+                 "ProductUpdatedEvent", "ProductDeletedEvent"}
+        assert types == rules, types ^ rules
+        log("ok   every event type of the rule table reached the stream and the inbox")
+
+        # Bob saw none of it: his own stream, from 0, has only his.
+        bs = Stream(sysm.ports["notifications"], bob, last_event_id=0)
+        streams.append(bs)
+        n = bs.expect("Welcome, Bob", "bob's own")
+        bs.expect("New sign-in to your account", "bob's own")
+        bs.quiet(1)
+        log("ok   bob's stream holds only bob's")
+
+        req = urllib.request.urlopen(url("notifications", "/metrics"), timeout=10)
+        metrics = req.read().decode()
+        for name in ("tidings_notifications_created_total", "tidings_notifications_streams_open",
+                     "tidings_notifications_stream_writes_total",
+                     "tidings_notifications_replayed_total"):
+            assert name in metrics, name
+        log("ok   /metrics has the notification series")
+        ok = True
+    finally:
+        for st_ in streams:
+            st_.close()
+        sysm.stop()
+        if ok:
+            shutil.rmtree(sysm.dir, ignore_errors=True)
+        else:
+            for name in sysm.procs:
+                log("---- %s log:%s" % (name, sysm.tail(name, 30)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
