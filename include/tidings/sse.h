@@ -79,8 +79,7 @@ td_sse_stream_t *td_sse_open_replay(td_sse_hub_t *hub, td_req_t *req, td_resp_t 
 
 /* Queues one frame to one stream now, even while it is held (that is how
  * a replay sends). event and id may be NULL. Any thread. */
-void td_sse_stream_send(td_sse_stream_t *st, const char *event, const char *id,
-                        const char *data);
+void td_sse_stream_send(td_sse_stream_t *st, const char *event, const char *id, const char *data);
 /* Queues one frame to every stream of key ("*" streams get every key's
  * frames too). Returns the number of streams. Any thread. */
 size_t td_sse_publish(td_sse_hub_t *hub, const char *key, const char *event, const char *id,

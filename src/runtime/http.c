@@ -200,6 +200,20 @@ static const char *method_label(const char *m)
 
 /* ---- responses ---- */
 
+/* Client text as a JSON string: jansson refuses invalid UTF-8, so such
+ * bytes are logged as '?' rather than dropping the field. */
+static json_t *text_field(const char *s)
+{
+    json_t *j = json_string(s);
+    if (j) return j;
+    char *copy = td_strdup(s);
+    for (char *p = copy; *p; p++)
+        if ((unsigned char)*p >= 0x80) *p = '?';
+    j = json_string(copy);
+    free(copy);
+    return j;
+}
+
 static void resp_error_msg(td_resp_t *resp, int status, const char *message);
 
 static void resp_clear_body(td_resp_t *resp)
@@ -301,13 +315,9 @@ const char *td_http_error_code(int status)
 
 static void resp_error_msg(td_resp_t *resp, int status, const char *message)
 {
-    json_t *body = json_pack("{s:{s:s, s:s}}", "error", "code", td_http_error_code(status),
-                             "message", message ? message : "");
-    if (!body) {
-        /* message was not UTF-8 (it can quote client text): say less. */
-        body = json_pack("{s:{s:s, s:s}}", "error", "code", td_http_error_code(status), "message",
-                         "(message not printable)");
-    }
+    /* message can quote client text, so it goes through text_field. */
+    json_t *body = json_pack("{s:{s:s, s:o}}", "error", "code", td_http_error_code(status),
+                             "message", text_field(message ? message : ""));
     td_resp_json(resp, status, body);
 }
 
@@ -746,15 +756,12 @@ static bool is_json_type(const char *ct)
     return *ct == '\0' || *ct == ';';
 }
 
+/* Adds method to the comma-separated Allow list unless it is there. */
 static void append_allow(char *allow, size_t len, const char *method)
 {
-    if (strstr(allow, method)) {
-        /* "GET" inside "GET, POST": whole-word check keeps PUT apart from
-         * nothing else, but be exact anyway. */
-        size_t ml = strlen(method);
-        for (const char *p = allow; (p = strstr(p, method)) != NULL; p += ml)
-            if ((p == allow || p[-1] == ' ') && (p[ml] == ',' || p[ml] == '\0')) return;
-    }
+    size_t ml = strlen(method);
+    for (const char *p = allow; (p = strstr(p, method)) != NULL; p += ml)
+        if ((p == allow || p[-1] == ' ') && (p[ml] == ',' || p[ml] == '\0')) return;
     size_t n = strlen(allow);
     snprintf(allow + n, len - n, "%s%s", n ? ", " : "", method);
 }
@@ -935,20 +942,6 @@ static void state_free(request_state_t *st)
     free(st->path);
     free(st->raw_uri);
     free(st);
-}
-
-/* Client text as a JSON string: jansson refuses invalid UTF-8, so such
- * bytes are logged as '?' rather than dropping the field. */
-static json_t *text_field(const char *s)
-{
-    json_t *j = json_string(s);
-    if (j) return j;
-    char *copy = td_strdup(s);
-    for (char *p = copy; *p; p++)
-        if ((unsigned char)*p >= 0x80) *p = '?';
-    j = json_string(copy);
-    free(copy);
-    return j;
 }
 
 static void log_request(request_state_t *st, double seconds)

@@ -41,7 +41,7 @@ struct td_sse_stream {
     frame_t *held_head, *held_tail; /* live frames waiting for the replay */
     size_t held_bytes;
     bool held;
-    bool ordered;   /* numeric ids increase: drop those not above floor */
+    bool ordered; /* numeric ids increase: drop those not above floor */
     bool has_floor;
     int64_t floor;  /* highest numeric id queued */
     bool suspended; /* the reader suspended the connection */

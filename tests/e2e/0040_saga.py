@@ -393,7 +393,12 @@ def run(name, crash=None):
         progress = threading.Condition()
         done_count = [0]
 
+        # With a crash planned, orders trickle in (about 8 s for all), so
+        # that each kill lands while the saga is busy.
+        pace_s = 0.3 if crash else 0
+
         def place(i):
+            time.sleep(pace_s)
             pidx, qty = plan[i]
             user = users[i % len(users)]
             pid = ghost_id if pidx == ghost else products[pidx]["id"]

@@ -206,7 +206,7 @@ class Stream:
                     ev["event"] = value
                 elif name == "retry":
                     self.retry = int(value)
-        except (OSError, ValueError, httpclient.HTTPException):
+        except Exception:  # the stream was closed under the reader: it ends
             pass
 
     def next(self, timeout=EVENT_WAIT_S):

@@ -165,6 +165,24 @@ await step('the shopper watches a product', async () => {
   await kindle.locator('[data-testid=watch].on').waitFor({ timeout: WAIT });
 });
 
+await step('the shopper changes notification settings', async () => {
+  await shopper.click('[data-testid=settings]');
+  const dialog = shopper.locator('[data-testid=prefs-dialog]');
+  await dialog.waitFor({ timeout: WAIT });
+  await shopper.locator('#mute-list input[value=UserLoggedInEvent]').check();
+  await shopper.locator('#pref-new-products').check();
+  await shot(shopper, '06-settings');
+  await shopper.click('#prefs-save');
+  await shopper.locator('[data-testid=toast]', { hasText: 'Settings saved' }).first()
+    .waitFor({ timeout: WAIT });
+  // Saved for real: reopening shows them.
+  await shopper.click('[data-testid=settings]');
+  await shopper.waitForFunction(() =>
+    document.querySelector('#mute-list input[value=UserLoggedInEvent]')?.checked &&
+    document.querySelector('#pref-new-products').checked, null, { timeout: WAIT });
+  await shopper.locator('#prefs-dialog [data-close]').click();
+});
+
 // ---- the admin -----------------------------------------------------------------
 
 const admin = await newPage('admin');
@@ -196,7 +214,7 @@ await step('the admin edits the catalogue; the watcher hears of the price drop',
   await lamp.getByText('Save').click();
   await card(admin, 'Desk Lamp').locator('[data-testid=stock]', { hasText: '7 in stock' })
     .waitFor({ timeout: WAIT });
-  await shot(admin, '06-admin');
+  await shot(admin, '07-admin');
   await lamp.getByText('Delete').click();
   await card(admin, 'Desk Lamp').waitFor({ state: 'detached', timeout: WAIT });
 
@@ -207,7 +225,7 @@ await step('the admin edits the catalogue; the watcher hears of the price drop',
   await card(shopper, 'Kindle Paperwhite').locator('[data-testid=price]', { hasText: '129.99' })
     .waitFor({ timeout: WAIT });
   await openInboxAndFind(shopper, 'Price drop: Kindle Paperwhite');
-  await shot(shopper, '07-price-drop');
+  await shot(shopper, '08-price-drop');
 });
 
 // ---- the event flow ------------------------------------------------------------
@@ -240,7 +258,7 @@ await step('the event-flow page draws the approved order\'s causal chain', async
   // Open one event's details.
   await shopper.locator('[data-testid=chain-event][data-type=PaymentProcessedEvent]').first().click();
   await shopper.locator('.tl-detail pre.json').first().waitFor({ timeout: WAIT });
-  await shot(shopper, '08-flow');
+  await shot(shopper, '09-flow');
 });
 
 await step('the event-flow table receives new events live', async () => {
@@ -257,7 +275,7 @@ await step('the event-flow table receives new events live', async () => {
   await shopper.waitForFunction((n) =>
     document.querySelectorAll('[data-testid=event-row][data-type=UserRegisteredEvent]').length > n,
   before, { timeout: WAIT });
-  await shot(shopper, '09-flow-live');
+  await shot(shopper, '10-flow-live');
 });
 
 await step('no script errors on any page', async () => {

@@ -111,6 +111,12 @@ static void get_null_body(td_req_t *req, td_resp_t *resp)
     td_resp_json(resp, 200, json_pack("{s:s}", "bad", "\xff")); /* json_pack fails: NULL */
 }
 
+static void get_bad_message(td_req_t *req, td_resp_t *resp)
+{
+    (void)req;
+    td_resp_error(resp, 400, "bad value '%s'", "a\xff"); /* quoting client bytes */
+}
+
 static void get_conflict(td_req_t *req, td_resp_t *resp)
 {
     (void)req;
@@ -136,6 +142,7 @@ static const td_route_t routes[] = {
     {"GET", "/nothing", get_nothing},
     {"GET", "/conflict", get_conflict},
     {"GET", "/nullbody", get_null_body},
+    {"GET", "/badmsg", get_bad_message},
     {"GET", "/ctx", get_ctx},
 };
 
@@ -198,9 +205,10 @@ static int group_teardown(void **state)
 static ts_resp_t req(const char *method, const char *path, const char *token, const char *body,
                      const char *ctype, const char *const *hdrs)
 {
-    char url[1024];
-    snprintf(url, sizeof(url), "%s%s", base, path);
-    return ts_http(method, url, token, body, ctype, hdrs);
+    char *url = td_asprintf("%s%s", base, path);
+    ts_resp_t r = ts_http(method, url, token, body, ctype, hdrs);
+    free(url);
+    return r;
 }
 
 static ts_resp_t get(const char *path)
@@ -519,6 +527,11 @@ static void test_handler_errors(void **state)
 
     r = get("/nullbody");
     assert_error(&r, 500, "internal");
+    ts_resp_free(&r);
+
+    r = get("/badmsg");
+    assert_error(&r, 400, "invalid_argument");
+    assert_string_equal(error_message(&r), "bad value 'a?'");
     ts_resp_free(&r);
 
     r = get("/conflict");

@@ -202,8 +202,8 @@ static inline nt_sse_t *nt_sse_open(int port, const char *path, const char *toke
                      "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nAccept: text/event-stream\r\n"
                      "%s%s%s%s%s%s\r\n",
                      path, port, token ? "Authorization: Bearer " : "", token ? token : "",
-                     token ? "\r\n" : "", last_id ? "Last-Event-ID: " : "",
-                     last_id ? last_id : "", last_id ? "\r\n" : "");
+                     token ? "\r\n" : "", last_id ? "Last-Event-ID: " : "", last_id ? last_id : "",
+                     last_id ? "\r\n" : "");
     if (write(s->fd, req, (size_t)n) != n) abort();
     return s;
 }
@@ -364,8 +364,7 @@ static inline bool nt_live_cond(void *arg)
 /* Opens a stream for token's user once the service says its live path
  * runs, and proves it: logs the user in until a sign-in shows up on the
  * stream. Returns the open stream, its events cleared. */
-static inline nt_sse_t *nt_stream_live(const nt_world_t *w, const char *token,
-                                       const char *user_id)
+static inline nt_sse_t *nt_stream_live(const nt_world_t *w, const char *token, const char *user_id)
 {
     if (!ts_wait_until(nt_live_cond, w->svc, NT_WAIT_MS)) abort();
     nt_sse_t *s = nt_sse_open(w->port, "/notifications/stream", token, NULL);

@@ -66,8 +66,8 @@ static void test_ten_thousand_watchers_all_get_theirs(void **state)
 
     /* The product, known once a watch on it succeeds. */
     nt_produce(&W, "products", "ProductCreatedEvent", pid,
-               json_pack("{s:s, s:s, s:i, s:i}", "productId", pid, "title", "Console", "price",
-                         500, "quantity", 20),
+               json_pack("{s:s, s:s, s:i, s:i}", "productId", pid, "title", "Console", "price", 500,
+                         "quantity", 20),
                NULL);
     snprintf(body, sizeof(body), "{\"productId\":\"%s\"}", pid);
     char url[128];
@@ -171,8 +171,7 @@ static void test_ten_thousand_watchers_all_get_theirs(void **state)
     size_t drops = 0;
     for (size_t i = 0; i < recs.cnt; i++) {
         json_t *v = json_loads(recs.recs[i]->value, 0, NULL);
-        if (!strcmp(json_string_value(json_object_get(v, "type")), "ProductUpdatedEvent"))
-            drops++;
+        if (!strcmp(json_string_value(json_object_get(v, "type")), "ProductUpdatedEvent")) drops++;
         json_decref(v);
     }
     assert_int_equal(drops, WATCHERS);

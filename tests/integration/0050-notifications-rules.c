@@ -72,8 +72,8 @@ static json_t *newest(const user_t *u)
     return n;
 }
 
-static long http_status(const char *method, const char *path, const char *token,
-                        const char *body, json_t **json_out)
+static long http_status(const char *method, const char *path, const char *token, const char *body,
+                        json_t **json_out)
 {
     char url[256];
     snprintf(url, sizeof(url), "%s%s", W.url, path);
@@ -118,8 +118,8 @@ static void product_known(const char *pid, const char *title, int64_t cents, int
 static void order_event(const char *type, const user_t *u, const char *order, const char *pid,
                         int qty)
 {
-    json_t *data = json_pack("{s:s, s:s, s:s, s:i}", "orderId", order, "userId", u->id,
-                             "productId", pid, "quantity", qty);
+    json_t *data = json_pack("{s:s, s:s, s:s, s:i}", "orderId", order, "userId", u->id, "productId",
+                             pid, "quantity", qty);
     if (!strcmp(type, "OrderCreatedEvent"))
         json_object_set_new(data, "createdAt", json_string("2026-01-01T00:00:00.000Z"));
     if (!strcmp(type, "OrderApprovedEvent"))
@@ -158,11 +158,13 @@ static void test_every_rule_reaches_the_inbox(void **state)
     json_decref(n);
 
     order_event("OrderCreatedEvent", &ann, order, pid, 2);
-    expect_titles(&ann, 4, "Welcome, Ann|New sign-in to your account|New in the shop: iPhone 15|"
-                           "Order received");
+    expect_titles(&ann, 4,
+                  "Welcome, Ann|New sign-in to your account|New in the shop: iPhone 15|"
+                  "Order received");
     order_event("OrderApprovedEvent", &ann, order, pid, 2);
-    expect_titles(&ann, 5, "Welcome, Ann|New sign-in to your account|New in the shop: iPhone 15|"
-                           "Order received|Order confirmed");
+    expect_titles(&ann, 5,
+                  "Welcome, Ann|New sign-in to your account|New in the shop: iPhone 15|"
+                  "Order received|Order confirmed");
     n = newest(&ann);
     assert_string_equal(json_string_value(json_object_get(n, "body")),
                         "Your order of 2 × iPhone 15 is confirmed: total 2258.");
@@ -184,9 +186,9 @@ static void test_every_rule_reaches_the_inbox(void **state)
     /* The orders and products topics are consumed independently: the
      * rejection may land anywhere among the product rows. */
     assert_non_null(strstr(got, "|Order rejected (out_of_stock)"));
-    assert_non_null(
-        strstr(got, "Price drop: iPhone 15|Back in stock: iPhone 15|No longer available: "
-                    "iPhone 15"));
+    assert_non_null(strstr(got,
+                           "Price drop: iPhone 15|Back in stock: iPhone 15|No longer available: "
+                           "iPhone 15"));
     free(got);
     /* Each topic's events are handled in order and fan-out jobs run in
      * order, so nothing of these can still be on its way. */
@@ -234,8 +236,8 @@ static void test_redelivered_events_make_nothing(void **state)
     product_known(pid, "Lamp", 5000, 5, &carol);
     ev = td_event_new("products", "ProductUpdatedEvent", pid,
                       json_pack("{s:s, s:s, s:i, s:i, s:i, s:i}", "productId", pid, "title", "Lamp",
-                                "price", 40, "quantity", 5, "previousPrice", 50,
-                                "previousQuantity", 5));
+                                "price", 40, "quantity", 5, "previousPrice", 50, "previousQuantity",
+                                5));
     nt_produce_event(&W, "products", ev);
     nt_produce_event(&W, "products", ev);
     product_event("ProductUpdatedEvent", pid, "Lamp", 3000, 5, 4000, 5, NULL);
@@ -350,22 +352,20 @@ static void test_inbox_api(void **state)
     /* Errors. */
     json_t *err;
     assert_int_equal(http_status("GET", "/notifications", NULL, NULL, &err), 401);
-    assert_string_equal(
-        json_string_value(json_object_get(json_object_get(err, "error"), "code")),
-        "unauthenticated");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(err, "error"), "code")),
+                        "unauthenticated");
     json_decref(err);
     assert_int_equal(http_status("GET", "/notifications?limit=0", dan.token, NULL, NULL), 400);
     assert_int_equal(http_status("GET", "/notifications?limit=501", dan.token, NULL, NULL), 400);
     assert_int_equal(http_status("GET", "/notifications?after=x", dan.token, NULL, NULL), 400);
     assert_int_equal(
         http_status("PUT", "/preferences", dan.token, "{\"muted\":[\"NoSuchEvent\"]}", &err), 400);
-    assert_non_null(strstr(json_string_value(json_object_get(json_object_get(err, "error"),
-                                                             "message")),
-                           "NoSuchEvent"));
+    assert_non_null(
+        strstr(json_string_value(json_object_get(json_object_get(err, "error"), "message")),
+               "NoSuchEvent"));
     json_decref(err);
-    assert_int_equal(http_status("PUT", "/preferences", dan.token, "{\"newProducts\":\"yes\"}",
-                                 NULL),
-                     400);
+    assert_int_equal(
+        http_status("PUT", "/preferences", dan.token, "{\"newProducts\":\"yes\"}", NULL), 400);
     assert_int_equal(http_status("PUT", "/preferences", dan.token, "[]", NULL), 400);
     free(dan.token);
     free(eve.token);
@@ -384,8 +384,7 @@ static void test_watches_api(void **state)
                      400);
     assert_int_equal(http_status("POST", "/watches", fay.token, "{}", NULL), 400);
     assert_int_equal(
-        http_status("POST", "/watches", fay.token, "{\"productId\":\"x\",\"extra\":1}", NULL),
-        400);
+        http_status("POST", "/watches", fay.token, "{\"productId\":\"x\",\"extra\":1}", NULL), 400);
     product_known(pid, "Chair", 4999, 2, &fay); /* 201 */
     json_t *w;
     assert_int_equal(http_status("POST", "/watches", fay.token, body, &w), 200);
@@ -396,10 +395,9 @@ static void test_watches_api(void **state)
     json_decref(w);
     assert_int_equal(http_status("GET", "/watches", fay.token, NULL, &w), 200);
     assert_int_equal(json_array_size(json_object_get(w, "watches")), 1);
-    assert_string_equal(
-        json_string_value(json_object_get(json_array_get(json_object_get(w, "watches"), 0),
-                                          "productId")),
-        pid);
+    assert_string_equal(json_string_value(json_object_get(
+                            json_array_get(json_object_get(w, "watches"), 0), "productId")),
+                        pid);
     json_decref(w);
     snprintf(path, sizeof(path), "/watches/%s", pid);
     assert_int_equal(http_status("DELETE", path, fay.token, NULL, NULL), 204);

@@ -42,8 +42,8 @@ static int world_stop(void **state)
 
 static void order_event(const char *type, const char *user, const char *order)
 {
-    json_t *data = json_pack("{s:s, s:s, s:s, s:i}", "orderId", order, "userId", user,
-                             "productId", "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa", "quantity", 1);
+    json_t *data = json_pack("{s:s, s:s, s:s, s:i}", "orderId", order, "userId", user, "productId",
+                             "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa", "quantity", 1);
     if (!strcmp(type, "OrderCreatedEvent"))
         json_object_set_new(data, "createdAt", json_string("2026-01-01T00:00:00.000Z"));
     else
@@ -92,8 +92,7 @@ static void test_order_notifications_arrive_live_in_order(void **state)
     order_event("OrderCreatedEvent", user, order);
     order_event("OrderApprovedEvent", user, order);
     assert_true(nt_sse_wait(s, 2, NT_WAIT_MS));
-    print_message("two order notifications live after %lld ms\n",
-                  (long long)(td_mono_ms() - t1));
+    print_message("two order notifications live after %lld ms\n", (long long)(td_mono_ms() - t1));
     expect_event(s, 0, user, base + 1, "Order received");
     expect_event(s, 1, user, base + 2, "Order confirmed");
     json_t *n = nt_sse_json(s, 1);

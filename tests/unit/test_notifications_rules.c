@@ -158,11 +158,11 @@ static void product_created(fixture_t *f, const char *id, const char *title, int
 static void product_updated(fixture_t *f, const char *id, const char *title, int64_t cents,
                             int quantity, int64_t prev_cents, int prev_quantity)
 {
-    apply_ok(f, event("ProductUpdatedEvent", id,
-                      json_pack("{s:s, s:s, s:o, s:i, s:o, s:i}", "productId", id, "title", title,
-                                "price", td_json_money(cents), "quantity", quantity,
-                                "previousPrice", td_json_money(prev_cents), "previousQuantity",
-                                prev_quantity)));
+    apply_ok(f,
+             event("ProductUpdatedEvent", id,
+                   json_pack("{s:s, s:s, s:o, s:i, s:o, s:i}", "productId", id, "title", title,
+                             "price", td_json_money(cents), "quantity", quantity, "previousPrice",
+                             td_json_money(prev_cents), "previousQuantity", prev_quantity)));
 }
 
 static void watch(fixture_t *f, const char *user, const char *product)
@@ -187,10 +187,10 @@ static void set_prefs(fixture_t *f, const char *user, const char *json)
 static void test_user_registered_welcomes_the_user(void **state)
 {
     fixture_t *f = *state;
-    td_event_t *ev = event("UserRegisteredEvent", ANN,
-                           json_pack("{s:s, s:s, s:s, s:s}", "userId", ANN, "email",
-                                     "ann@example.com", "name", "Ann", "registeredAt",
-                                     "2026-01-01T00:00:00.000Z"));
+    td_event_t *ev =
+        event("UserRegisteredEvent", ANN,
+              json_pack("{s:s, s:s, s:s, s:s}", "userId", ANN, "email", "ann@example.com", "name",
+                        "Ann", "registeredAt", "2026-01-01T00:00:00.000Z"));
     char cause[TD_EVENT_ID_MAX + 1];
     snprintf(cause, sizeof(cause), "%s", ev->id);
     apply_ok(f, ev);
@@ -248,10 +248,10 @@ static void test_order_rows_use_the_product_title(void **state)
                       json_pack("{s:s, s:s, s:s, s:i, s:s}", "orderId", ORDER, "userId", ANN,
                                 "productId", PHONE, "quantity", 2, "createdAt",
                                 "2026-01-01T00:00:00.000Z")));
-    apply_ok(f, event("OrderApprovedEvent", ORDER,
-                      json_pack("{s:s, s:s, s:s, s:i, s:o}", "orderId", ORDER, "userId", ANN,
-                                "productId", PHONE, "quantity", 2, "total",
-                                td_json_money(225800))));
+    apply_ok(f,
+             event("OrderApprovedEvent", ORDER,
+                   json_pack("{s:s, s:s, s:s, s:i, s:o}", "orderId", ORDER, "userId", ANN,
+                             "productId", PHONE, "quantity", 2, "total", td_json_money(225800))));
     apply_ok(f, event("OrderRejectedEvent", ORDER,
                       json_pack("{s:s, s:s, s:s, s:i, s:s}", "orderId", ORDER, "userId", ANN,
                                 "productId", PHONE, "quantity", 2, "reason", "out_of_stock")));
@@ -397,9 +397,9 @@ static void test_redelivery_creates_nothing(void **state)
     watch(f, ANN, PHONE);
     watch(f, BOB, PHONE);
     ev = event("ProductUpdatedEvent", PHONE,
-               json_pack("{s:s, s:s, s:i, s:i, s:i, s:i}", "productId", PHONE, "title",
-                         "iPhone 15", "price", 1000, "quantity", 5, "previousPrice", 1129,
-                         "previousQuantity", 5));
+               json_pack("{s:s, s:s, s:i, s:i, s:i, s:i}", "productId", PHONE, "title", "iPhone 15",
+                         "price", 1000, "quantity", 5, "previousPrice", 1129, "previousQuantity",
+                         5));
     assert_int_equal(apply(f, ev, err, sizeof(err)), 0);
     assert_int_equal(apply(f, ev, err, sizeof(err)), 0);
     assert_int_equal(notif_fanout_pending(f->db), 4);
@@ -441,8 +441,8 @@ static void test_seq_has_no_gaps_and_muted_types_make_nothing(void **state)
     /* Unmuting brings the type back. */
     set_prefs(f, ANN, "{\"muted\":[]}");
     apply_ok(f, event("UserLoggedInEvent", ANN,
-                      json_pack("{s:s, s:s, s:s}", "userId", ANN, "email", "a@b.c",
-                                "loggedInAt", "2026-01-01T00:00:00.000Z")));
+                      json_pack("{s:s, s:s, s:s}", "userId", ANN, "email", "a@b.c", "loggedInAt",
+                                "2026-01-01T00:00:00.000Z")));
     assert_int_equal(notif_last_seq(f->db, ANN, &last), 0);
     assert_int_equal(last, 6);
 }
@@ -466,15 +466,17 @@ static void test_bad_event_data_is_rejected_without_effect(void **state)
         {"ProductUpdatedEvent",
          "{\"productId\":\"" PHONE "\",\"title\":\"x\",\"price\":1,\"quantity\":1}",
          "previousPrice"},
-        {"ProductCreatedEvent", "{\"productId\":\"" PHONE "\",\"title\":7,\"price\":1,"
-                                "\"quantity\":1}",
+        {"ProductCreatedEvent",
+         "{\"productId\":\"" PHONE "\",\"title\":7,\"price\":1,"
+         "\"quantity\":1}",
          "string"},
     };
     for (size_t i = 0; i < TD_ARRAY_SIZE(bad); i++) {
         td_event_t *ev = event(bad[i].type, ANN, json_loads(bad[i].json, 0, NULL));
         char err[256] = "";
         assert_int_equal(apply(f, ev, err, sizeof(err)), TD_EINVAL);
-        if (!strstr(err, bad[i].reason)) fail_msg("%s: '%s' lacks %s", bad[i].type, err, bad[i].reason);
+        if (!strstr(err, bad[i].reason))
+            fail_msg("%s: '%s' lacks %s", bad[i].type, err, bad[i].reason);
         td_event_free(ev);
     }
     assert_int_equal(count_of(f, ANN), 0);
@@ -515,8 +517,8 @@ static void test_every_rule_renders(void **state)
 static void test_render_template_syntax(void **state)
 {
     (void)state;
-    json_t *vars = json_pack("{s:s, s:i, s:o, s:s}", "a", "A", "n", 3, "price", json_real(19.9),
-                             "empty", "");
+    json_t *vars =
+        json_pack("{s:s, s:i, s:o, s:s}", "a", "A", "n", 3, "price", json_real(19.9), "empty", "");
     char err[128];
     char *s = notif_render("x{a}y[ n={n}][ z={zz}][{empty}!] {price}", vars, err, sizeof(err));
     assert_string_equal(s, "xAy n=3 19.90");
@@ -638,9 +640,12 @@ static void test_preferences_are_validated(void **state)
     json_decref(out);
 
     static const char *const bad[] = {
-        "{\"muted\":[\"NoSuchEvent\"]}",   "{\"muted\":\"UserLoggedInEvent\"}",
-        "{\"muted\":[1]}",                 "{\"newProducts\":1}",
-        "{\"colour\":\"red\"}",            "{\"muted\":[\"PaymentProcessedEvent\"]}",
+        "{\"muted\":[\"NoSuchEvent\"]}",
+        "{\"muted\":\"UserLoggedInEvent\"}",
+        "{\"muted\":[1]}",
+        "{\"newProducts\":1}",
+        "{\"colour\":\"red\"}",
+        "{\"muted\":[\"PaymentProcessedEvent\"]}",
     };
     for (size_t i = 0; i < TD_ARRAY_SIZE(bad); i++) {
         json_t *body = json_loads(bad[i], 0, NULL);
@@ -650,8 +655,9 @@ static void test_preferences_are_validated(void **state)
         assert_true(err[0] != '\0');
         json_decref(body);
     }
-    set_prefs(f, ANN, "{\"muted\":[\"UserLoggedInEvent\",\"OrderCreatedEvent\","
-                      "\"UserLoggedInEvent\"],\"newProducts\":true}");
+    set_prefs(f, ANN,
+              "{\"muted\":[\"UserLoggedInEvent\",\"OrderCreatedEvent\","
+              "\"UserLoggedInEvent\"],\"newProducts\":true}");
     set_prefs(f, ANN, "{}");
     assert_int_equal(notif_prefs_get(f->db, ANN, &out), 0);
     s = td_json_dumps(out);
@@ -693,8 +699,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_user_registered_welcomes_the_user, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_login_notifies_with_optional_details, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_login_notifies_with_optional_details, setup, teardown),
         cmocka_unit_test_setup_teardown(test_order_rows_use_the_product_title, setup, teardown),
         cmocka_unit_test_setup_teardown(test_order_of_unknown_product_still_reads_well, setup,
                                         teardown),

@@ -177,7 +177,7 @@ static void test_replay_seam_has_no_gap_and_no_duplicate(void **state)
     (void)state;
     td_sse_hub_t *hub = td_sse_hub_new(60);
     fake_history_t h = {.history = 5, .page_size = 2, .hub = hub, .publish_during = true};
-    td_sse_replay_t replay = {fake_next, &h, fake_free, 2};
+    td_sse_replay_t replay = {fake_next, &h, fake_free, 2, false};
     td_sse_stream_t *st = td__sse_stream_new(hub, "u", 1000, &replay);
     /* Live frames before the replay even starts: held. */
     td_sse_publish(hub, "u", "n", "4", "four");
@@ -213,11 +213,59 @@ static void test_live_stream_starts_after_a_floor(void **state)
 {
     (void)state;
     td_sse_hub_t *hub = td_sse_hub_new(60);
-    td_sse_replay_t replay = {live_from_10, NULL, NULL, -1};
+    td_sse_replay_t replay = {live_from_10, NULL, NULL, -1, false};
     td_sse_stream_t *st = td__sse_stream_new(hub, "u", 1000, &replay);
     td_sse_publish(hub, "u", "n", "9", "old, published late");
     td_sse_publish(hub, "u", "n", "11", "new");
     expect(st, "retry: 1000\n\nid: 11\nevent: n\ndata: new\n\n");
+    td__sse_stream_free(st);
+    td_sse_hub_free(hub);
+}
+
+/* The "database" of a gap-filling stream: ids 1..have. */
+typedef struct fill_history {
+    int have;
+    int calls;
+} fill_history_t;
+
+static int fill_next(void *arg, td_sse_stream_t *st, int64_t *last_id)
+{
+    fill_history_t *h = arg;
+    h->calls++;
+    for (int64_t id = *last_id + 1; id <= h->have; id++) {
+        char buf[32];
+        snprintf(buf, sizeof(buf), "%lld", (long long)id);
+        td_sse_stream_send(st, "n", buf, "from db");
+        *last_id = id;
+    }
+    return 0;
+}
+
+static void test_a_gap_in_contiguous_ids_is_filled_by_replay(void **state)
+{
+    (void)state;
+    td_sse_hub_t *hub = td_sse_hub_new(60);
+    fill_history_t h = {.have = 2};
+    td_sse_replay_t replay = {fill_next, &h, NULL, 0, true};
+    td_sse_stream_t *st = td__sse_stream_new(hub, "u", 1000, &replay);
+    expect(st, "retry: 1000\n\nid: 1\nevent: n\ndata: from db\n\n"
+               "id: 2\nevent: n\ndata: from db\n\n");
+    assert_int_equal(h.calls, 1);
+    td_sse_publish(hub, "u", "n", "3", "live");
+    expect(st, "id: 3\nevent: n\ndata: live\n\n");
+    assert_int_equal(h.calls, 1);
+
+    /* 4 and 5 were made elsewhere and 5's frame comes first: the stream
+     * fills 4 (and 5) from the database, then drops the late frames. */
+    h.have = 5;
+    td_sse_publish(hub, "u", "n", "5", "live five");
+    expect(st, "id: 4\nevent: n\ndata: from db\n\nid: 5\nevent: n\ndata: from db\n\n");
+    assert_int_equal(h.calls, 2);
+    td_sse_publish(hub, "u", "n", "4", "late four");
+    td_sse_publish(hub, "u", "n", "5", "late five");
+    td_sse_publish(hub, "u", "n", "6", "live six");
+    expect(st, "id: 6\nevent: n\ndata: live six\n\n");
+    assert_int_equal(h.calls, 2);
     td__sse_stream_free(st);
     td_sse_hub_free(hub);
 }
@@ -270,6 +318,7 @@ int main(void)
         cmocka_unit_test(test_keepalive_timer),
         cmocka_unit_test(test_replay_seam_has_no_gap_and_no_duplicate),
         cmocka_unit_test(test_live_stream_starts_after_a_floor),
+        cmocka_unit_test(test_a_gap_in_contiguous_ids_is_filled_by_replay),
         cmocka_unit_test(test_a_client_that_does_not_read_is_ended),
         cmocka_unit_test(test_closing_the_hub_ends_streams),
     };

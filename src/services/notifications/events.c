@@ -56,8 +56,7 @@ static int on_notification_created(void *ctx, td_db_t *db, const td_event_t *ev,
      * database is a throw-away in-memory one without a relay. */
     if (td_data_uuid(ev->data, "userId", &user_id, errstr, errlen) != 0 ||
         td_data_int(ev->data, "seq", &seq, errstr, errlen) != 0 || seq < 1) {
-        td_log_event(TD_LOG_WARN, ev, "live: skipping a bad NotificationCreatedEvent: %s",
-                     errstr);
+        td_log_event(TD_LOG_WARN, ev, "live: skipping a bad NotificationCreatedEvent: %s", errstr);
         return 0;
     }
     char *json = td_json_dumps(ev->data);

@@ -215,7 +215,8 @@ static int check_field(const json_t *data, const char *name, char *errstr, size_
     if (is_money_field(name)) return td_data_cents(data, name, &v, errstr, errlen);
     if (strcmp(name, "quantity") == 0 || strcmp(name, "previousQuantity") == 0) {
         int rc = td_data_int(data, name, &v, errstr, errlen);
-        if (rc == 0 && v < 0) return td_errf(errstr, errlen, TD_EINVAL, "field '%s' must be >= 0", name);
+        if (rc == 0 && v < 0)
+            return td_errf(errstr, errlen, TD_EINVAL, "field '%s' must be >= 0", name);
         return rc;
     }
     return td_data_str(data, name, &s, errstr, errlen);
@@ -427,14 +428,13 @@ static json_t *row_json(sqlite3_stmt *st)
     json_t *read_at = sqlite3_column_type(st, 8) == SQLITE_NULL
                           ? json_null()
                           : json_string((const char *)sqlite3_column_text(st, 8));
-    return json_pack("{s:s, s:I, s:s, s:s, s:s, s:s, s:o, s:s, s:o}", "id",
-                     (const char *)sqlite3_column_text(st, 0), "seq",
-                     (json_int_t)sqlite3_column_int64(st, 1), "userId",
-                     (const char *)sqlite3_column_text(st, 2), "type",
-                     (const char *)sqlite3_column_text(st, 3), "title",
-                     (const char *)sqlite3_column_text(st, 4), "body",
-                     (const char *)sqlite3_column_text(st, 5), "data", data, "createdAt",
-                     (const char *)sqlite3_column_text(st, 7), "readAt", read_at);
+    return json_pack(
+        "{s:s, s:I, s:s, s:s, s:s, s:s, s:o, s:s, s:o}", "id",
+        (const char *)sqlite3_column_text(st, 0), "seq", (json_int_t)sqlite3_column_int64(st, 1),
+        "userId", (const char *)sqlite3_column_text(st, 2), "type",
+        (const char *)sqlite3_column_text(st, 3), "title", (const char *)sqlite3_column_text(st, 4),
+        "body", (const char *)sqlite3_column_text(st, 5), "data", data, "createdAt",
+        (const char *)sqlite3_column_text(st, 7), "readAt", read_at);
 }
 
 #define NOTIF_COLUMNS "id, seq, user_id, type, title, body, data, created_at, read_at"
@@ -444,8 +444,8 @@ typedef struct notif_draft {
     const char *type;
     const char *title;
     const char *body;
-    const char *data;         /* JSON object text */
-    const td_event_t *cause;  /* for the cause id and NotificationCreatedEvent's lineage */
+    const char *data;        /* JSON object text */
+    const td_event_t *cause; /* for the cause id and NotificationCreatedEvent's lineage */
 } notif_draft_t;
 
 /* Creates d's notification for user_id inside the caller's transaction,
@@ -469,9 +469,10 @@ static int create_one(notif_t *n, const notif_draft_t *d, const char *user_id, b
     char id[TD_UUID_LEN + 1], now[TD_TIME_LEN + 1];
     td_uuid_new(id);
     td_time_format(td_now_ms(), now);
-    st = td_db_prepare(n->db, "INSERT INTO notifications (id, user_id, seq, type, title, body, data,"
-                              " created_at, cause_id) VALUES (?,?,?,?,?,?,?,?,?)"
-                              " ON CONFLICT (cause_id, user_id) DO NOTHING");
+    st =
+        td_db_prepare(n->db, "INSERT INTO notifications (id, user_id, seq, type, title, body, data,"
+                             " created_at, cause_id) VALUES (?,?,?,?,?,?,?,?,?)"
+                             " ON CONFLICT (cause_id, user_id) DO NOTHING");
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, user_id, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 3, seq);
@@ -486,9 +487,8 @@ static int create_one(notif_t *n, const notif_draft_t *d, const char *user_id, b
 
     json_t *data = json_loads(d->data, 0, NULL);
     obj = json_pack("{s:s, s:I, s:s, s:s, s:s, s:s, s:o, s:s, s:n}", "id", id, "seq",
-                    (json_int_t)seq, "userId", user_id, "type", d->type, "title", d->title,
-                    "body", d->body, "data", data ? data : json_object(), "createdAt", now,
-                    "readAt");
+                    (json_int_t)seq, "userId", user_id, "type", d->type, "title", d->title, "body",
+                    d->body, "data", data ? data : json_object(), "createdAt", now, "readAt");
     ev = td_event_new("notifications", "NotificationCreatedEvent", user_id, json_incref(obj));
     td_event_set_cause(ev, d->cause);
     if ((rc = td_outbox_add(n->db, n->cfg, "notifications", ev)) != 0) goto out;
@@ -680,8 +680,8 @@ int notif_fanout_step(notif_t *n, size_t *created)
         st = td_db_prepare(n->db, "DELETE FROM fanout_jobs WHERE id = ?");
         sqlite3_bind_int64(st, 1, job_id);
     } else {
-        st = td_db_prepare(n->db,
-                           "DELETE FROM fanout_recipients WHERE job_id = ? AND user_id <= ?");
+        st =
+            td_db_prepare(n->db, "DELETE FROM fanout_recipients WHERE job_id = ? AND user_id <= ?");
         sqlite3_bind_int64(st, 1, job_id);
         sqlite3_bind_text(st, 2, last, -1, SQLITE_TRANSIENT);
     }
@@ -733,9 +733,9 @@ int notif_list(td_db_t *db, const char *user_id, int64_t before_seq, int limit, 
     bool more = false;
 
     td_db_lock(db);
-    sqlite3_stmt *st = td_db_prepare(
-        db, "SELECT " NOTIF_COLUMNS " FROM notifications WHERE user_id = ?1 AND deleted = 0"
-            " AND (?2 = 0 OR seq < ?2) ORDER BY seq DESC LIMIT ?3");
+    sqlite3_stmt *st = td_db_prepare(db, "SELECT " NOTIF_COLUMNS
+                                         " FROM notifications WHERE user_id = ?1 AND deleted = 0"
+                                         " AND (?2 = 0 OR seq < ?2) ORDER BY seq DESC LIMIT ?3");
     sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 2, before_seq);
     sqlite3_bind_int(st, 3, limit + 1);
@@ -1029,7 +1029,8 @@ int notif_watch_remove(td_db_t *db, const char *user_id, const char *product_id)
 {
     int rc = td_db_begin(db);
     if (rc) return rc;
-    sqlite3_stmt *st = td_db_prepare(db, "DELETE FROM watches WHERE user_id = ? AND product_id = ?");
+    sqlite3_stmt *st =
+        td_db_prepare(db, "DELETE FROM watches WHERE user_id = ? AND product_id = ?");
     sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 2, product_id, -1, SQLITE_TRANSIENT);
     if ((rc = td_db_run(db, st)) != 0) {

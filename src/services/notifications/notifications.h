@@ -38,7 +38,7 @@ typedef enum notif_audience {
  * topic) and {reasonText} (data.reason for people); a [bracketed part] is
  * left out when a field inside it is absent (optional event fields). */
 typedef struct notif_rule {
-    const char *type;                /* the event type (ce_type) */
+    const char *type;                 /* the event type (ce_type) */
     bool (*when)(const json_t *data); /* NULL = always; the first entry of a
                                         type that holds wins, so an event
                                         makes at most one notification per user */
@@ -78,8 +78,8 @@ typedef int (*notif_deliver_fn)(void *arg, td_db_t *db, const json_t *n);
 
 typedef struct notif {
     td_db_t *db;
-    const td_config_t *cfg;  /* topic prefix for the outbox */
-    int fanout_chunk;        /* recipients per fan-out transaction, 0 = 250 */
+    const td_config_t *cfg;   /* topic prefix for the outbox */
+    int fanout_chunk;         /* recipients per fan-out transaction, 0 = 250 */
     notif_deliver_fn deliver; /* NULL = inbox and stream only */
     void *deliver_arg;
     /* Called inside the transaction that queued fan-out work; the worker

@@ -40,9 +40,9 @@ void notifications_service_stop(notifications_service_t *svc);
 typedef struct notif_ctx {
     const td_config_t *cfg;
     td_db_t *db;
-    notif_t notif;      /* the domain with its hooks */
-    td_sse_hub_t *hub;  /* this instance's live streams, by userId */
-    int64_t live_seen;  /* live records handled (live consumer thread) */
+    notif_t notif;     /* the domain with its hooks */
+    td_sse_hub_t *hub; /* this instance's live streams, by userId */
+    int64_t live_seen; /* live records handled (live consumer thread) */
 } notif_ctx_t;
 
 /* routes.c */

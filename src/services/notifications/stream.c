@@ -17,8 +17,8 @@
 #include "tidings/json.h"
 #include "tidings/metrics.h"
 
-#define STREAM_RETRY_MS  3000
-#define REPLAY_PAGE      200
+#define STREAM_RETRY_MS 3000
+#define REPLAY_PAGE     200
 
 typedef struct replay_state {
     notif_ctx_t *ctx;
