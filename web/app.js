@@ -182,6 +182,7 @@
     c.stock.textContent = p.quantity <= 0 ? 'Out of stock'
       : p.quantity < 5 ? 'Only ' + p.quantity + ' left' : p.quantity + ' in stock';
     c.qty.max = String(Math.max(1, p.quantity));
+    c.qty.hidden = p.quantity <= 0;
     c.buy.disabled = p.quantity <= 0;
     c.buy.textContent = p.quantity > 0 ? 'Buy' : 'Sold out';
     const watching = state.watches.has(p.productId);

@@ -681,6 +681,12 @@ static void supervise(run_t *r)
         for (int s = 0; s < TD_SVC__COUNT; s++) {
             child_t *c = &r->kids[s];
             if (!c->pid && c->restart_at) {
+                /* The old pipe is drained first (so its last lines are not
+                 * lost), unless something else still holds it open. */
+                if (now >= c->restart_at + 5000 && c->fd >= 0) {
+                    close(c->fd);
+                    c->fd = -1;
+                }
                 if (now >= c->restart_at && c->fd < 0) {
                     c->restarts++;
                     int err = spawn(r, c);

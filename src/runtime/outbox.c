@@ -32,6 +32,15 @@
  * out; a row only comes back to us when the broker stayed unusable that
  * long or the error is permanent. */
 #define MESSAGE_TIMEOUT_MS "300000"
+/* One produce request in flight per broker. With more, the idempotent
+ * producer treats a batch as persisted when a later batch of the same
+ * partition is acknowledged, which only holds on a broker that enforces
+ * producer sequence numbers; the embedded broker does not, and a rejected
+ * batch followed by an accepted one was reported persisted and lost (seen
+ * in tests with injected produce errors). Each request still carries the
+ * batches of every partition the broker leads, so throughput stays far
+ * above what the services produce. */
+#define MAX_IN_FLIGHT "1"
 
 /* ---- outbox ------------------------------------------------------------ */
 
@@ -137,6 +146,9 @@ static void relay_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
      * abandoned attempt of the same row: ignore it. */
     if (row->state != ROW_PENDING) return;
     r->outstanding--;
+    td_debug("outbox relay: row %lld -> %s [%d] @%lld: %s (status %d)", (long long)id,
+             rd_kafka_topic_name(msg->rkt), (int)msg->partition, (long long)msg->offset,
+             rd_kafka_err2name(msg->err), (int)rd_kafka_message_status(msg));
     /* Only PERSISTED lets us delete: POSSIBLY_PERSISTED is published
      * again (a duplicate the inbox absorbs beats a loss). */
     if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR &&
@@ -461,6 +473,8 @@ td_relay_t *td_relay_start(const td_config_t *cfg, td_db_t *db, char *errstr, si
         td_kafka_set(r->conf, "acks", "all", errstr, errlen) != 0 ||
         td_kafka_set(r->conf, "partitioner", "murmur2_random", errstr, errlen) != 0 ||
         td_kafka_set(r->conf, "linger.ms", "1", errstr, errlen) != 0 ||
+        td_kafka_set(r->conf, "max.in.flight.requests.per.connection", MAX_IN_FLIGHT, errstr,
+                     errlen) != 0 ||
         td_kafka_set(r->conf, "message.timeout.ms", MESSAGE_TIMEOUT_MS, errstr, errlen) != 0)
         goto fail;
     rd_kafka_conf_set_dr_msg_cb(r->conf, relay_dr_cb);

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "tidings/log.h"
@@ -281,6 +282,9 @@ static void stream_link(td_sse_stream_t *st)
 {
     td_sse_hub_t *hub = st->hub;
     pthread_mutex_lock(&hub->mu);
+    /* Opened while td_sse_hub_close ran: it ends at once instead of
+     * suspending under a server that is stopping. */
+    if (hub->closing) st->closed = true;
     st->next = hub->streams;
     if (hub->streams) hub->streams->prev = st;
     hub->streams = st;
@@ -326,6 +330,16 @@ td_sse_stream_t *td__sse_stream_new(td_sse_hub_t *hub, const char *key, int retr
     return st;
 }
 
+static bool peer_closed(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci) return false;
+    char c;
+    ssize_t n = recv(ci->connect_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
 long td__sse_stream_read(td_sse_stream_t *st, char *buf, size_t max)
 {
     pthread_mutex_lock(&st->mu);
@@ -355,6 +369,14 @@ long td__sse_stream_read(td_sse_stream_t *st, char *buf, size_t max)
             else if (rc == 0)
                 release_held(st, last);
             continue;
+        }
+        /* A client that went away has sent its FIN by now; libmicrohttpd
+         * does not watch a suspended socket, so look before suspending
+         * (else it is noticed only when a later write fails). */
+        if (st->conn && peer_closed(st->conn)) {
+            st->closed = true;
+            pthread_mutex_unlock(&st->mu);
+            return -1;
         }
         /* Nothing now: step out of the event loop until a frame comes. */
         st->suspended = true;

@@ -157,6 +157,7 @@ class System:
                     p.wait()
         for f in self.logs.values():
             f.close()
+        return {name: p.returncode for name, p in self.procs.items()}
 
 
 def http(method, url, token=None, body=None, retry_s=0):
@@ -542,18 +543,25 @@ def run(name, crash=None):
         assert not stray, "events for orders nobody placed: %s" % sorted(stray)[:3]
         log("%d saga events on Kafka in causal order (%d re-published copies)"
             % (sum(len(v) for v in by_order.values()), repeats))
-        log("reading DLT")
         dlt = read_topics(sysm.brokers, ["orders.DLT", "reservations.DLT", "payments.DLT"])
         assert not dlt, "dead-lettered: %s" % [(r["type"], r["headers"].get(
             "tidings_dlt_reason")) for r in dlt]
         ok = True
     finally:
-        sysm.stop()
+        codes = sysm.stop()
+        # A graceful stop exits 0 (leak checkers and sanitizers included).
+        for name, code in codes.items():
+            if code != 0:
+                log("%s exited %s after SIGTERM" % (name, code))
+                if name in ("orders", "payments"):
+                    ok = False
         if ok:
             shutil.rmtree(sysm.dir, ignore_errors=True)
         else:
             for name in ["broker"] + SERVICES:
                 sys.stderr.write("---- %s log (%s):%s\n" % (name, sysm.dir, sysm.tail(name)))
+    if not ok:
+        raise AssertionError("a saga service did not stop cleanly (see its log above)")
 
 
 if __name__ == "__main__":

@@ -46,6 +46,9 @@ async function step(name, fn) {
         .catch(() => {});
     }
     writeFileSync(join(ART, '0090-console.txt'), consoleLines.join('\n') + '\n');
+    const errors = consoleLines.filter((l) => / error: /.test(l)).slice(-10);
+    if (errors.length) console.log('browser console errors:\n  ' + errors.join('\n  '));
+    if (pageErrors.length) console.log('page errors:\n  ' + pageErrors.join('\n  '));
     await browser.close();
     process.exit(1);
   }

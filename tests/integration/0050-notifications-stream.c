@@ -75,6 +75,38 @@ static void expect_event(const nt_sse_t *s, size_t i, const char *user, int64_t 
     json_decref(n);
 }
 
+static double streams_open(void)
+{
+    return td_metric_value("tidings_notifications_streams_open", NULL);
+}
+
+static bool one_stream_open(void *arg)
+{
+    (void)arg;
+    return streams_open() == 1;
+}
+
+/* First, while no stream of an earlier test lingers: a stream whose client
+ * went away is dropped at its next frame (suspended sockets are not
+ * watched, so the stream looks before it suspends again). */
+static void test_a_stream_whose_client_left_is_dropped(void **state)
+{
+    (void)state;
+    char user[TD_UUID_LEN + 1] = "";
+    char *token = nt_token(&W, user);
+    nt_sse_t *s = nt_stream_live(&W, token, user);
+    assert_true(streams_open() == 1);
+    nt_sse_t *gone = nt_sse_open(W.port, "/notifications/stream", token, NULL);
+    assert_int_equal(nt_sse_status(gone), 200);
+    assert_true(streams_open() == 2);
+    nt_sse_close(gone);
+    nt_login(&W, user);
+    assert_true(nt_sse_wait(s, 1, NT_WAIT_MS));
+    assert_true(ts_wait_until(one_stream_open, NULL, NT_WAIT_MS));
+    nt_sse_close(s);
+    free(token);
+}
+
 static void test_order_notifications_arrive_live_in_order(void **state)
 {
     (void)state;
@@ -383,6 +415,7 @@ static void test_a_thousand_idle_streams_need_no_threads(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_a_stream_whose_client_left_is_dropped),
         cmocka_unit_test(test_order_notifications_arrive_live_in_order),
         cmocka_unit_test(test_reconnect_replays_exactly_the_missed_ones),
         cmocka_unit_test(test_out_of_order_frames_are_filled_from_the_database),

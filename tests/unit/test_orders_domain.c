@@ -18,6 +18,7 @@
 #include "orders/orders.h"
 #include "tidings/bus.h"
 #include "tidings/json.h"
+#include "tidings/log.h"
 
 #define USER_A  "6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b"
 #define USER_B  "7a2d3c4b-5e6f-4a70-9b8c-0d1e2f3a4b5c"
@@ -33,6 +34,7 @@ static int setup(void **state)
     fixture_t *f = td_calloc(1, sizeof *f);
     char err[256];
     td_config_defaults(&f->cfg);
+    td_log_init("test", TD_LOG_WARN, false); /* the domain logs every state change */
     f->db = td_db_open(":memory:", orders_migrations, orders_migration_cnt, err, sizeof err);
     assert_non_null(f->db);
     *state = f;

@@ -16,6 +16,7 @@
 #include "payments/payments.h"
 #include "tidings/bus.h"
 #include "tidings/json.h"
+#include "tidings/log.h"
 
 #define USER "6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b"
 
@@ -29,6 +30,7 @@ static int setup(void **state)
     fixture_t *f = td_calloc(1, sizeof *f);
     char err[256];
     td_config_defaults(&f->cfg);
+    td_log_init("test", TD_LOG_WARN, false);        /* the domain logs every state change */
     assert_int_equal(f->cfg.payment_limit, 500000); /* SPEC default 5000.00 */
     f->db = td_db_open(":memory:", payments_migrations, payments_migration_cnt, err, sizeof err);
     assert_non_null(f->db);

@@ -18,6 +18,7 @@
 #include "products/schema.h"
 #include "tidings/bus.h"
 #include "tidings/json.h"
+#include "tidings/log.h"
 
 #define USER    "6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b"
 #define PRODUCT "11111111-2222-4333-8444-555555555555"
@@ -68,6 +69,7 @@ static int setup(void **state)
     fixture_t *f = td_calloc(1, sizeof *f);
     char err[256];
     td_config_defaults(&f->cfg);
+    td_log_init("test", TD_LOG_WARN, false); /* the domain logs every state change */
     f->db = td_db_open(":memory:", migrations, TD_ARRAY_SIZE(migrations), err, sizeof err);
     assert_non_null(f->db);
     add_product(f->db, PRODUCT, 1999, 5, 0, 1);
