@@ -10,8 +10,8 @@
 #include <librdkafka/rdkafka_mock.h>
 
 #define EARLY       50  /* committed before any relay runs */
-#define LATE        200 /* committed while the errors are being injected */
-#define TOTAL       (EARLY + LATE)
+#define LATE        100 /* committed while errors are injected (at least) */
+#define MAX_EVENTS  5000
 #define PRODUCE_API 0 /* ApiKey of ProduceRequest */
 
 static const rd_kafka_resp_err_t retriable[] = {
@@ -53,6 +53,32 @@ static td_event_t *new_event(int n)
     return td_event_new("orders", "TestEvent", key, json_pack("{s:i}", "n", n));
 }
 
+typedef struct events {
+    td_event_t *evs[MAX_EVENTS];
+    int cnt;
+} events_t;
+
+/* Commits cnt new events, per_tx to a transaction. */
+static void publish_more(td_db_t *db, const td_config_t *cfg, events_t *e, int cnt, int per_tx)
+{
+    assert_true(e->cnt + cnt <= MAX_EVENTS);
+    for (int i = 0; i < cnt; i++) e->evs[e->cnt + i] = new_event(e->cnt + i);
+    bt_publish(db, cfg, e->evs + e->cnt, (size_t)cnt, (size_t)per_tx);
+    e->cnt += cnt;
+}
+
+/* Keeps publishing until every error pushed on the brokers was hit. */
+static void publish_until_errors_hit(td_db_t *db, const td_config_t *cfg, events_t *e,
+                                     rd_kafka_mock_cluster_t *mc)
+{
+    int64_t deadline = td_mono_ms() + 60000;
+    while (broker_errors_left(mc) > 0 && td_mono_ms() < deadline) {
+        publish_more(db, cfg, e, 4, 2);
+        td_sleep_ms(20);
+    }
+    assert_int_equal(broker_errors_left(mc), 0);
+}
+
 static void test_produce_errors(void **state)
 {
     (void)state;
@@ -60,29 +86,27 @@ static void test_produce_errors(void **state)
     bt_setup(&env, "0002-outbox-produce-errors");
     rd_kafka_mock_cluster_t *mc = td_broker_mock(env.broker);
     td_db_t *db = bt_db(&env, "producer.db");
-    td_event_t *evs[TOTAL];
-    for (int i = 0; i < TOTAL; i++) evs[i] = new_event(i);
+    events_t *e = td_calloc(1, sizeof(*e));
 
     /* 1. Committed, then "crash": no relay. Nothing is on the topic. */
-    bt_publish(db, &env.cfg, evs, EARLY, 5);
+    publish_more(db, &env.cfg, e, EARLY, 5);
     assert_int_equal(td_outbox_backlog(db), EARLY);
     ts_records_t none = ts_read_topic(env.cfg.brokers, "tidings.orders", 0, 300, 5000);
     assert_int_equal(none.cnt, 0);
     ts_records_free(&none);
 
-    /* 2. A relay starts into a storm of retriable errors. */
+    /* 2. A relay starts into a storm of retriable errors, and more events
+     * are committed while it lasts. */
     push_broker_errors(mc, 8);
     rd_kafka_mock_push_request_errors(mc, PRODUCE_API, 6, retriable[0], retriable[1], retriable[2],
                                       retriable[3], retriable[4], retriable[5]);
     td_relay_t *relay = bt_relay(&env, db);
-    for (int i = EARLY; i < EARLY + LATE / 2; i += 4) {
-        bt_publish(db, &env.cfg, evs + i, 4, 4);
-        if (i % 20 == 0) push_broker_errors(mc, 1);
-    }
+    publish_more(db, &env.cfg, e, LATE, 4);
+    publish_until_errors_hit(db, &env.cfg, e, mc);
+    assert_int_equal(td_relay_drain(relay, 60000), 0);
 
     /* 3. A permanent error: the delivery reports fail, the rows stay, and
      * the relay publishes them again after its backoff. */
-    assert_int_equal(td_relay_drain(relay, 60000), 0);
     char labels[128];
     td_metric_labels(labels, sizeof(labels), "topic", "tidings.orders", NULL);
     double errors_before = td_metric_value("tidings_produce_errors_total", labels);
@@ -91,33 +115,32 @@ static void test_produce_errors(void **state)
             rd_kafka_mock_broker_push_request_error_rtts(
                 mc, b, PRODUCE_API, 1, RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED, 0),
             0);
-    bt_publish(db, &env.cfg, evs + EARLY + LATE / 2, LATE / 2, 10);
-
+    publish_more(db, &env.cfg, e, LATE, 10);
+    publish_until_errors_hit(db, &env.cfg, e, mc);
     assert_int_equal(td_relay_drain(relay, 60000), 0);
     assert_true(td_metric_value("tidings_produce_errors_total", labels) > errors_before);
-    assert_int_equal(broker_errors_left(mc), 0);
     assert_int_equal(td_outbox_backlog(db), 0);
 
     /* Every event exactly once on the topic. */
-    ts_records_t recs = ts_read_topic(env.cfg.brokers, "tidings.orders", TOTAL, 500, 8000);
-    int seen[TOTAL] = {0};
+    ts_records_t recs =
+        ts_read_topic(env.cfg.brokers, "tidings.orders", (size_t)e->cnt, 500, 30000);
+    int *seen = td_calloc((size_t)e->cnt, sizeof(*seen));
     for (size_t r = 0; r < recs.cnt; r++) {
         const char *id = bt_header(recs.recs[r], "ce_id");
         int found = -1;
-        for (int i = 0; i < TOTAL && found < 0; i++)
-            if (!strcmp(evs[i]->id, id)) found = i;
+        for (int i = 0; i < e->cnt && found < 0; i++)
+            if (!strcmp(e->evs[i]->id, id)) found = i;
         assert_true(found >= 0);
         seen[found]++;
     }
-    for (int i = 0; i < TOTAL; i++)
-        if (seen[i] != 1) fprintf(stderr, "DEBUG event %d (%s) seen %d times\n", i, evs[i]->id, seen[i]);
-    for (size_t r = 0; r < recs.cnt; r++) fprintf(stderr, "DEBUG rec %d@%lld %s\n", (int)recs.recs[r]->partition, (long long)recs.recs[r]->offset, bt_header(recs.recs[r], "ce_id"));
-    for (int i = 0; i < TOTAL; i++) assert_int_equal(seen[i], 1);
-    assert_int_equal(recs.cnt, TOTAL);
+    for (int i = 0; i < e->cnt; i++) assert_int_equal(seen[i], 1);
+    assert_int_equal(recs.cnt, e->cnt);
     ts_records_free(&recs);
+    free(seen);
 
     td_relay_stop(relay, 5000);
-    for (int i = 0; i < TOTAL; i++) td_event_free(evs[i]);
+    for (int i = 0; i < e->cnt; i++) td_event_free(e->evs[i]);
+    free(e);
     td_db_close(db);
     bt_teardown(&env);
 }

@@ -62,7 +62,7 @@ static void test_webpush_success(void **state)
     assert_string_equal(dt_header(r, "urgency"), "normal");
     assert_true(strncmp(dt_header(r, "authorization"), "vapid t=", 8) == 0);
 
-    assert_true(dt_metric("webpush", "success") == 1.0);
+    assert_true(dt_metric_is("webpush", "success", 1.0));
     assert_int_equal(td_delivery_count(env->db, "failed"), 0);
     assert_int_equal(dlt_rows(env), 0);
     json_decref(reqs);
@@ -109,7 +109,7 @@ static void test_webhook_success(void **state)
                                        TD_WEBHOOK_TOLERANCE_S),
                      TD_EINVAL);
 
-    assert_true(dt_metric("webhook", "success") == 1.0);
+    assert_true(dt_metric_is("webhook", "success", 1.0));
     free(got);
     json_decref(reqs);
     free(body);
@@ -142,8 +142,8 @@ static void test_gone(void **state)
                      1);
     assert_int_equal(td_delivery_count(env->db, "failed"), 0);
     assert_int_equal(dlt_rows(env), 0);
-    assert_true(dt_metric("webpush", "gone") == 1.0);
-    assert_true(dt_metric("webpush", "success") == 1.0);
+    assert_true(dt_metric_is("webpush", "gone", 1.0));
+    assert_true(dt_metric_is("webpush", "success", 1.0));
     json_decref(n);
 }
 
@@ -160,8 +160,8 @@ static void check_retry_after(dt_env_t *env, const char *path)
     /* The backoff alone would have retried after about 20 ms. */
     int64_t gap = dt_t_ms(reqs, 1) - dt_t_ms(reqs, 0);
     assert_true(gap >= 990);
-    assert_true(dt_metric("webpush", "retry") == 1.0);
-    assert_true(dt_metric("webpush", "success") == 1.0);
+    assert_true(dt_metric_is("webpush", "retry", 1.0));
+    assert_true(dt_metric_is("webpush", "success", 1.0));
     json_decref(reqs);
     json_decref(n);
 }
@@ -207,10 +207,10 @@ static void test_500_then_success(void **state)
         assert_true(json_is_true(json_object_get(r, "sig_ok")));
     }
 
-    assert_true(dt_metric("webpush", "retry") == 2.0);
-    assert_true(dt_metric("webpush", "success") == 1.0);
-    assert_true(dt_metric("webhook", "retry") == 1.0);
-    assert_true(dt_metric("webhook", "success") == 1.0);
+    assert_true(dt_metric_is("webpush", "retry", 2.0));
+    assert_true(dt_metric_is("webpush", "success", 1.0));
+    assert_true(dt_metric_is("webhook", "retry", 1.0));
+    assert_true(dt_metric_is("webhook", "success", 1.0));
     assert_int_equal(td_delivery_count(env->db, "failed"), 0);
     assert_int_equal(dlt_rows(env), 0);
     json_decref(h);
@@ -232,8 +232,8 @@ static void test_hang_times_out_and_retries(void **state)
     /* Not before the timeout (less the time the receiver took to log the
      * first request, which a loaded machine stretches). */
     assert_true(dt_t_ms(reqs, 1) - dt_t_ms(reqs, 0) >= 500);
-    assert_true(dt_metric("webhook", "retry") == 1.0);
-    assert_true(dt_metric("webhook", "success") == 1.0);
+    assert_true(dt_metric_is("webhook", "retry", 1.0));
+    assert_true(dt_metric_is("webhook", "success", 1.0));
     json_decref(reqs);
     json_decref(n);
 }
@@ -271,8 +271,8 @@ static void test_connection_refused(void **state)
     assert_int_equal(dt_sql_int(env, "SELECT attempts FROM td_delivery"), 5);
     assert_int_equal(td_delivery_count(env->db, "pending"), 0);
     assert_int_equal(dlt_rows(env), 1);
-    assert_true(dt_metric("webhook", "retry") == 4.0);
-    assert_true(dt_metric("webhook", "failed") == 1.0);
+    assert_true(dt_metric_is("webhook", "retry", 4.0));
+    assert_true(dt_metric_is("webhook", "failed", 1.0));
     td_record_free(origin);
     free(body);
     json_decref(n);
@@ -333,8 +333,8 @@ static void test_permanent_failure(void **state)
     sqlite3_finalize(st);
     td_db_unlock(env->db);
     assert_int_equal(seen, 2);
-    assert_true(dt_metric("webpush", "failed") == 1.0);
-    assert_true(dt_metric("webhook", "failed") == 1.0);
+    assert_true(dt_metric_is("webpush", "failed", 1.0));
+    assert_true(dt_metric_is("webhook", "failed", 1.0));
     json_decref(n);
 }
 

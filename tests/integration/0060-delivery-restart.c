@@ -101,8 +101,8 @@ static void test_restart(void **state)
     assert_int_equal(td_delivery_count(env.db, "failed"), 0);
     assert_int_equal(dt_sql_int(&env, "SELECT attempts FROM td_delivery WHERE url LIKE '%/hang/%'"),
                      0);
-    assert_true(dt_metric("webpush", "success") == 0.0);
-    assert_true(dt_metric("webhook", "success") == 0.0);
+    assert_true(dt_metric_is("webpush", "success", 0.0));
+    assert_true(dt_metric_is("webhook", "success", 0.0));
 
     /* Queued while no delivery runs. */
     for (int push = 0; push < 2; push++) {
@@ -138,8 +138,8 @@ static void test_restart(void **state)
     assert_int_equal(ok, cnt);
     json_decref(all);
     assert_int_equal(td_delivery_count(env.db, "failed"), 0);
-    assert_true(dt_metric("webpush", "success") == EACH + 1);
-    assert_true(dt_metric("webhook", "success") == EACH + 2);
+    assert_true(dt_metric_is("webpush", "success", EACH + 1));
+    assert_true(dt_metric_is("webhook", "success", EACH + 2));
 
     for (size_t i = 0; i < cnt; i++) json_decref(w[i].n);
     dt_teardown(&env);

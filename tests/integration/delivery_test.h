@@ -357,4 +357,15 @@ static inline double dt_metric(const char *channel, const char *result)
     return td_metric_value("tidings_deliveries_total", labels);
 }
 
+/* True once tidings_deliveries_total{channel,result} is want (bounded: a
+ * worker counts right after the commit the test may already have seen). */
+static inline bool dt_metric_is(const char *channel, const char *result, double want)
+{
+    for (int64_t end = td_mono_ms() + 5000; td_mono_ms() < end; td_sleep_ms(5))
+        if (dt_metric(channel, result) == want) return true;
+    fprintf(stderr, "metric %s/%s is %g, want %g\n", channel, result, dt_metric(channel, result),
+            want);
+    return false;
+}
+
 #endif

@@ -63,6 +63,7 @@ orders_service_t *orders_service_start(const td_config_t *cfg, char *errstr, siz
         .secret_len = cfg->secret_len,
         .ready = td_readiness_check,
         .ready_arg = &svc->ready,
+        .cors = true, /* the storefront calls the APIs directly (web/README.md) */
     };
     svc->http = td_http_start(&hopts, errstr, errlen);
     if (!svc->http) goto fail;
