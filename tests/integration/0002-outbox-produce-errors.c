@@ -41,6 +41,7 @@ static size_t broker_errors_left(rd_kafka_mock_cluster_t *mc)
     for (int b = 1; b <= 3; b++) {
         size_t cnt = 0;
         assert_int_equal(rd_kafka_mock_broker_error_stack_cnt(mc, b, PRODUCE_API, &cnt), 0);
+        if (getenv("DEBUG0002")) fprintf(stderr, "DEBUG broker %d: %zu left\n", b, cnt);
         total += cnt;
     }
     return total;

@@ -1,0 +1,203 @@
+/* What the benchmark programs share: a temporary data dir removed at the
+ * end, a configuration like the tests' (fixed secret, chosen fetch wait,
+ * quiet logs), an embedded broker, a nanosecond clock, percentiles, the
+ * human-readable rows and the final JSON line. Header-only (static inline)
+ * because every bench/<name>.c is its own executable and nothing else is
+ * linked into it but tidings_svc and tidings_rt. All helpers are for the
+ * main thread except bench_now_ns, which any thread may call. */
+#ifndef TIDINGS_BENCH_H
+#define TIDINGS_BENCH_H
+
+#include <ftw.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tidings/broker.h"
+#include "tidings/config.h"
+#include "tidings/json.h"
+#include "tidings/log.h"
+#include "tidings/uuid.h"
+
+/* A monotonic clock in nanoseconds (td_mono_ms is too coarse for one hop). */
+static inline int64_t bench_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static inline double bench_ms_since(int64_t t0_ns)
+{
+    return (double)(bench_now_ns() - t0_ns) / 1e6;
+}
+
+/* A fresh directory under $TMPDIR (or /tmp). Caller frees the string and
+ * removes the tree with bench_rmtree. NULL if it cannot be made. */
+static inline char *bench_tmpdir(const char *name)
+{
+    const char *base = getenv("TMPDIR");
+    if (!base || !*base) base = "/tmp";
+    char *path = td_asprintf("%s/tidings-bench-%s.XXXXXX", base, name);
+    if (!mkdtemp(path)) {
+        fprintf(stderr, "bench: cannot create %s\n", path);
+        free(path);
+        return NULL;
+    }
+    return path;
+}
+
+static inline int bench_rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+/* rm -rf path (only ever a directory bench_tmpdir made). */
+static inline void bench_rmtree(const char *path)
+{
+    if (path && nftw(path, bench_rm_one, 16, FTW_DEPTH | FTW_PHYS) != 0)
+        fprintf(stderr, "bench: could not remove all of %s\n", path);
+}
+
+/* The key every benchmark signs tokens with (32 bytes, as SPEC asks). */
+#define BENCH_SECRET "tidings-bench-secret-0123456789a"
+
+/* Defaults, then what a benchmark needs: its service name, data dir,
+ * brokers (may be NULL until the broker runs), the fetch wait, every HTTP
+ * port 0 (any free port), a fixed secret; logs as text at warn unless
+ * TIDINGS_LOG_LEVEL says otherwise, so the tables stay readable. Free with
+ * td_config_free. */
+static inline void bench_config(td_config_t *cfg, const char *service, const char *dir,
+                                const char *brokers, int fetch_wait_ms)
+{
+    td_config_defaults(cfg);
+    cfg->service = td_strdup(service);
+    free(cfg->data_dir);
+    cfg->data_dir = td_strdup(dir);
+    cfg->brokers = td_strdup(brokers);
+    cfg->fetch_wait_ms = fetch_wait_ms;
+    for (int i = 0; i < TD_SVC__COUNT; i++) cfg->ports[i] = 0;
+    cfg->secret_len = sizeof(BENCH_SECRET) - 1;
+    cfg->secret = td_malloc(sizeof(BENCH_SECRET));
+    memcpy(cfg->secret, BENCH_SECRET, sizeof(BENCH_SECRET));
+    int level = td_log_level_from_name(getenv("TIDINGS_LOG_LEVEL"));
+    cfg->log_level = level >= 0 ? level : TD_LOG_WARN;
+    cfg->log_json = false;
+    td_log_init(service, cfg->log_level, false);
+}
+
+/* The embedded broker as `tidings run` starts it (3 brokers, the SPEC
+ * topics with cfg's partitions). NULL after printing why. */
+static inline td_broker_t *bench_broker(const td_config_t *cfg)
+{
+    char err[512] = "";
+    td_broker_t *broker = td_broker_start(cfg, 3, err, sizeof(err));
+    if (!broker) fprintf(stderr, "bench: embedded broker: %s\n", err);
+    return broker;
+}
+
+/* ---- statistics ---------------------------------------------------------- */
+
+typedef struct bench_stats {
+    size_t n;
+    double min, mean, median, p90, p99, max;
+} bench_stats_t;
+
+static inline int bench_cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Nearest-rank percentile of sorted v (p in 0..100). */
+static inline double bench_pct(const double *v, size_t n, double p)
+{
+    if (n == 0) return 0;
+    size_t rank = (size_t)ceil(p / 100.0 * (double)n);
+    if (rank < 1) rank = 1;
+    if (rank > n) rank = n;
+    return v[rank - 1];
+}
+
+/* Sorts v in place and summarises it. */
+static inline bench_stats_t bench_stats(double *v, size_t n)
+{
+    bench_stats_t s;
+    memset(&s, 0, sizeof(s));
+    s.n = n;
+    if (n == 0) return s;
+    qsort(v, n, sizeof(*v), bench_cmp_double);
+    double sum = 0;
+    for (size_t i = 0; i < n; i++) sum += v[i];
+    s.min = v[0];
+    s.max = v[n - 1];
+    s.mean = sum / (double)n;
+    s.median = bench_pct(v, n, 50);
+    s.p90 = bench_pct(v, n, 90);
+    s.p99 = bench_pct(v, n, 99);
+    return s;
+}
+
+/* v rounded to 3 decimals, so the JSON line stays short. */
+static inline double bench_round3(double v)
+{
+    return round(v * 1000.0) / 1000.0;
+}
+
+/* {"n":..,"min":..,"median":..,"p90":..,"p99":..,"max":..,"mean":..}. New
+ * reference. */
+static inline json_t *bench_stats_json(const bench_stats_t *s)
+{
+    return json_pack("{s:I, s:f, s:f, s:f, s:f, s:f, s:f}", "n", (json_int_t)s->n, "min",
+                     bench_round3(s->min), "median", bench_round3(s->median), "p90",
+                     bench_round3(s->p90), "p99", bench_round3(s->p99), "max",
+                     bench_round3(s->max), "mean", bench_round3(s->mean));
+}
+
+static inline void bench_stats_header(const char *unit)
+{
+    printf("  %-34s %7s %9s %9s %9s %9s %9s  (%s)\n", "", "n", "min", "median", "p90", "p99",
+           "max", unit);
+}
+
+static inline void bench_stats_row(const char *label, const bench_stats_t *s)
+{
+    printf("  %-34s %7zu %9.3f %9.3f %9.3f %9.3f %9.3f\n", label, s->n, s->min, s->median, s->p90,
+           s->p99, s->max);
+}
+
+/* ---- the JSON line -------------------------------------------------------- */
+
+/* {"bench":name,"date":now,"cores":n,"loadavg":l} to which the figures
+ * are added. The 1-minute load average is there because the figures of a
+ * 2-core box move with whatever else runs on it. New reference;
+ * bench_result_print prints and releases it. */
+static inline json_t *bench_result_new(const char *name)
+{
+    char now[TD_TIME_LEN + 1];
+    td_time_format(td_now_ms(), now);
+    double load[1] = {0};
+    if (getloadavg(load, 1) != 1) load[0] = -1;
+    return json_pack("{s:s, s:s, s:I, s:f}", "bench", name, "date", now, "cores",
+                     (json_int_t)sysconf(_SC_NPROCESSORS_ONLN), "loadavg",
+                     round(load[0] * 100) / 100);
+}
+
+/* Prints res as the program's last line (one compact JSON object). */
+static inline void bench_result_print(json_t *res)
+{
+    char *line = td_json_dumps(res);
+    printf("%s\n", line);
+    fflush(stdout);
+    free(line);
+    json_decref(res);
+}
+
+#endif
