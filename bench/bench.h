@@ -19,6 +19,7 @@
 
 #include "tidings/broker.h"
 #include "tidings/config.h"
+#include "tidings/envelope.h"
 #include "tidings/json.h"
 #include "tidings/log.h"
 #include "tidings/uuid.h"
@@ -103,6 +104,39 @@ static inline td_broker_t *bench_broker(const td_config_t *cfg)
     return broker;
 }
 
+/* ---- events ---------------------------------------------------------------- */
+
+/* A typical OrderCreatedEvent (SPEC section 3) for a new order: the event
+ * the benchmarks send when they need a realistic size. Free with
+ * td_event_free. */
+static inline td_event_t *bench_order_created(void)
+{
+    char order_id[TD_UUID_LEN + 1], user_id[TD_UUID_LEN + 1], product_id[TD_UUID_LEN + 1];
+    char now[TD_TIME_LEN + 1];
+    td_uuid_new(order_id);
+    td_uuid_new(user_id);
+    td_uuid_new(product_id);
+    td_time_format(td_now_ms(), now);
+    json_t *data = json_pack("{s:s, s:s, s:s, s:i, s:s}", "orderId", order_id, "userId", user_id,
+                             "productId", product_id, "quantity", 1, "createdAt", now);
+    td_event_t *ev = td_event_new("orders", "OrderCreatedEvent", order_id, data);
+    td_event_set_correlation(ev, order_id);
+    return ev;
+}
+
+/* Bytes of a record as a client sees them: key + value + header names and
+ * values (without Kafka's per-record and per-batch framing). */
+static inline size_t bench_record_bytes(const td_record_t *rec, size_t *value_bytes,
+                                        size_t *header_bytes)
+{
+    size_t h = 0;
+    for (size_t i = 0; i < rec->header_cnt; i++)
+        h += strlen(rec->headers[i].name) + rec->headers[i].len;
+    if (value_bytes) *value_bytes = rec->value_len;
+    if (header_bytes) *header_bytes = h;
+    return rec->key_len + rec->value_len + h;
+}
+
 /* ---- statistics ---------------------------------------------------------- */
 
 typedef struct bench_stats {
@@ -175,19 +209,32 @@ static inline void bench_stats_row(const char *label, const bench_stats_t *s)
 
 /* ---- the JSON line -------------------------------------------------------- */
 
-/* {"bench":name,"date":now,"cores":n,"loadavg":l} to which the figures
- * are added. The 1-minute load average is there because the figures of a
- * 2-core box move with whatever else runs on it. New reference;
- * bench_result_print prints and releases it. */
+static double bench_load_start = -1;
+
+static inline double bench_loadavg(void)
+{
+    double load[1] = {0};
+    return getloadavg(load, 1) == 1 ? round(load[0] * 100) / 100 : -1;
+}
+
+/* Call first: remembers the load average before the benchmark adds its
+ * own, because the figures of a 2-core box move with whatever else runs
+ * on it. */
+static inline void bench_begin(void)
+{
+    bench_load_start = bench_loadavg();
+}
+
+/* {"bench":name,"date":now,"cores":n,"loadavg_start":l} to which the
+ * figures are added. New reference; bench_result_print prints and
+ * releases it. */
 static inline json_t *bench_result_new(const char *name)
 {
     char now[TD_TIME_LEN + 1];
     td_time_format(td_now_ms(), now);
-    double load[1] = {0};
-    if (getloadavg(load, 1) != 1) load[0] = -1;
     return json_pack("{s:s, s:s, s:I, s:f}", "bench", name, "date", now, "cores",
-                     (json_int_t)sysconf(_SC_NPROCESSORS_ONLN), "loadavg",
-                     round(load[0] * 100) / 100);
+                     (json_int_t)sysconf(_SC_NPROCESSORS_ONLN), "loadavg_start",
+                     bench_load_start);
 }
 
 /* Prints res as the program's last line (one compact JSON object). */

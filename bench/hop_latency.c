@@ -165,6 +165,7 @@ int main(void)
     td_relay_t *relay = NULL;
     double *fast = td_calloc(FAST_EVENTS, sizeof(*fast));
     double *slow = td_calloc(SLOW_EVENTS, sizeof(*slow));
+    bench_begin();
     char *dir = bench_tmpdir("hop");
     if (!dir) return 1;
 
@@ -197,7 +198,8 @@ int main(void)
     }
 
     printf("hop_latency: outbox commit -> relay -> embedded broker (3) -> consumer handler\n");
-    printf("  one event at a time, %d partitions, random keys\n", bcfg.partitions);
+    printf("  one event at a time, %d partitions, random keys; load average at start %.2f\n",
+           bcfg.partitions, bench_load_start);
     if (run_hops(pdb, &pcfg, cdb, &fast_cfg, "bench-hop-fast", FAST_WARMUP, FAST_EVENTS, fast) !=
         0)
         goto out;
