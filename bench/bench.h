@@ -8,6 +8,7 @@
 #ifndef TIDINGS_BENCH_H
 #define TIDINGS_BENCH_H
 
+#include <curl/curl.h>
 #include <ftw.h>
 #include <jansson.h>
 #include <math.h>
@@ -17,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tidings/auth.h"
 #include "tidings/broker.h"
 #include "tidings/config.h"
 #include "tidings/envelope.h"
@@ -137,6 +139,99 @@ static inline size_t bench_record_bytes(const td_record_t *rec, size_t *value_by
     return rec->key_len + rec->value_len + h;
 }
 
+/* ---- HTTP client ---------------------------------------------------------- */
+
+/* One libcurl easy handle reused for every request of one thread, so the
+ * connection is kept alive; the last response body is kept in it. One
+ * thread each. Call curl_global_init once in main before any thread. */
+typedef struct bench_http {
+    CURL *c;
+    char *body; /* last response body, NUL-terminated */
+    size_t len, cap;
+} bench_http_t;
+
+static inline size_t bench_http_on_body(char *data, size_t size, size_t nmemb, void *arg)
+{
+    bench_http_t *h = arg;
+    size_t n = size * nmemb;
+    if (h->len + n + 1 > h->cap) {
+        h->cap = 2 * (h->len + n + 1);
+        h->body = td_realloc(h->body, h->cap);
+    }
+    memcpy(h->body + h->len, data, n);
+    h->len += n;
+    h->body[h->len] = '\0';
+    return n;
+}
+
+static inline void bench_http_init(bench_http_t *h)
+{
+    memset(h, 0, sizeof(*h));
+    h->c = curl_easy_init();
+    h->cap = 4096;
+    h->body = td_malloc(h->cap);
+    h->body[0] = '\0';
+    curl_easy_setopt(h->c, CURLOPT_WRITEFUNCTION, bench_http_on_body);
+    curl_easy_setopt(h->c, CURLOPT_WRITEDATA, h);
+    curl_easy_setopt(h->c, CURLOPT_TIMEOUT_MS, 30000L);
+    curl_easy_setopt(h->c, CURLOPT_NOSIGNAL, 1L);
+}
+
+static inline void bench_http_free(bench_http_t *h)
+{
+    if (h->c) curl_easy_cleanup(h->c);
+    free(h->body);
+    memset(h, 0, sizeof(*h));
+}
+
+/* One request: method GET or POST (body JSON), token NULL or a bearer
+ * token. The HTTP status, or -1 when there was no response (error on
+ * stderr). The body is in h->body until the next request. */
+static inline long bench_http_do(bench_http_t *h, const char *method, const char *url,
+                                 const char *token, const char *body)
+{
+    struct curl_slist *hdrs = NULL;
+    char *auth = NULL;
+    h->len = 0;
+    h->body[0] = '\0';
+    curl_easy_setopt(h->c, CURLOPT_URL, url);
+    if (!strcmp(method, "POST")) {
+        curl_easy_setopt(h->c, CURLOPT_POSTFIELDS, body ? body : "");
+        hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+    } else {
+        curl_easy_setopt(h->c, CURLOPT_HTTPGET, 1L);
+    }
+    if (token) {
+        auth = td_asprintf("Authorization: Bearer %s", token);
+        hdrs = curl_slist_append(hdrs, auth);
+    }
+    curl_easy_setopt(h->c, CURLOPT_HTTPHEADER, hdrs);
+    CURLcode cc = curl_easy_perform(h->c);
+    long status = -1;
+    if (cc == CURLE_OK)
+        curl_easy_getinfo(h->c, CURLINFO_RESPONSE_CODE, &status);
+    else
+        fprintf(stderr, "bench: %s %s: %s\n", method, url, curl_easy_strerror(cc));
+    curl_easy_setopt(h->c, CURLOPT_HTTPHEADER, NULL);
+    curl_slist_free_all(hdrs);
+    free(auth);
+    return status;
+}
+
+/* A token for a new user id (into sub if not NULL) with role, signed with
+ * cfg's secret as the users service would. Caller frees. */
+static inline char *bench_token(const td_config_t *cfg, const char *role, char *sub)
+{
+    td_claims_t c;
+    memset(&c, 0, sizeof(c));
+    td_uuid_new(c.sub);
+    snprintf(c.role, sizeof(c.role), "%s", role);
+    c.iat = td_now_ms() / 1000;
+    c.exp = c.iat + 3600;
+    if (sub) memcpy(sub, c.sub, sizeof(c.sub));
+    return td_jwt_sign(cfg->secret, cfg->secret_len, &c);
+}
+
 /* ---- statistics ---------------------------------------------------------- */
 
 typedef struct bench_stats {
@@ -191,14 +286,14 @@ static inline json_t *bench_stats_json(const bench_stats_t *s)
 {
     return json_pack("{s:I, s:f, s:f, s:f, s:f, s:f, s:f}", "n", (json_int_t)s->n, "min",
                      bench_round3(s->min), "median", bench_round3(s->median), "p90",
-                     bench_round3(s->p90), "p99", bench_round3(s->p99), "max",
-                     bench_round3(s->max), "mean", bench_round3(s->mean));
+                     bench_round3(s->p90), "p99", bench_round3(s->p99), "max", bench_round3(s->max),
+                     "mean", bench_round3(s->mean));
 }
 
 static inline void bench_stats_header(const char *unit)
 {
-    printf("  %-34s %7s %9s %9s %9s %9s %9s  (%s)\n", "", "n", "min", "median", "p90", "p99",
-           "max", unit);
+    printf("  %-34s %7s %9s %9s %9s %9s %9s  (%s)\n", "", "n", "min", "median", "p90", "p99", "max",
+           unit);
 }
 
 static inline void bench_stats_row(const char *label, const bench_stats_t *s)
@@ -233,8 +328,7 @@ static inline json_t *bench_result_new(const char *name)
     char now[TD_TIME_LEN + 1];
     td_time_format(td_now_ms(), now);
     return json_pack("{s:s, s:s, s:I, s:f}", "bench", name, "date", now, "cores",
-                     (json_int_t)sysconf(_SC_NPROCESSORS_ONLN), "loadavg_start",
-                     bench_load_start);
+                     (json_int_t)sysconf(_SC_NPROCESSORS_ONLN), "loadavg_start", bench_load_start);
 }
 
 /* Prints res as the program's last line (one compact JSON object). */

@@ -130,8 +130,7 @@ int main(void)
 
     char *ppath = td_asprintf("%s/producer.db", dir), *cpath = td_asprintf("%s/consumer.db", dir);
     pdb = td_db_open(ppath, NULL, 0, err, sizeof(err));
-    if (pdb)
-        cdb = td_db_open(cpath, consumer_migs, TD_ARRAY_SIZE(consumer_migs), err, sizeof(err));
+    if (pdb) cdb = td_db_open(cpath, consumer_migs, TD_ARRAY_SIZE(consumer_migs), err, sizeof(err));
     free(ppath);
     free(cpath);
     if (!pdb || !cdb) {

@@ -31,7 +31,7 @@ typedef struct hop {
     pthread_cond_t cv;
     int64_t *handled_ns; /* indexed by the event's "n" */
     size_t cap;
-    int64_t handled;     /* events handled so far in this run */
+    int64_t handled; /* events handled so far in this run */
 } hop_t;
 
 static int on_event(void *ctx, td_db_t *db, const td_event_t *ev, char *errstr, size_t errlen)
@@ -68,8 +68,7 @@ static bool wait_handled(hop_t *h, size_t n)
 
 /* Commits one event with number n into the outbox; the time just before
  * the commit into *t0. */
-static int send_one(td_db_t *pdb, const td_config_t *pcfg, const char *topic, size_t n,
-                    int64_t *t0)
+static int send_one(td_db_t *pdb, const td_config_t *pcfg, const char *topic, size_t n, int64_t *t0)
 {
     char key[TD_UUID_LEN + 1];
     td_uuid_new(key);
@@ -134,8 +133,7 @@ static int run_hops(td_db_t *pdb, const td_config_t *pcfg, td_db_t *cdb, const t
             goto out;
         }
         if (!wait_handled(&h, n)) {
-            fprintf(stderr, "hop_latency: event %zu not handled within %d ms\n", n,
-                    HOP_TIMEOUT_MS);
+            fprintf(stderr, "hop_latency: event %zu not handled within %d ms\n", n, HOP_TIMEOUT_MS);
             goto out;
         }
         if (n >= warmup) lat[n - warmup] = (double)(h.handled_ns[n] - t0) / 1e6;
@@ -200,11 +198,9 @@ int main(void)
     printf("hop_latency: outbox commit -> relay -> embedded broker (3) -> consumer handler\n");
     printf("  one event at a time, %d partitions, random keys; load average at start %.2f\n",
            bcfg.partitions, bench_load_start);
-    if (run_hops(pdb, &pcfg, cdb, &fast_cfg, "bench-hop-fast", FAST_WARMUP, FAST_EVENTS, fast) !=
-        0)
+    if (run_hops(pdb, &pcfg, cdb, &fast_cfg, "bench-hop-fast", FAST_WARMUP, FAST_EVENTS, fast) != 0)
         goto out;
-    if (run_hops(pdb, &pcfg, cdb, &slow_cfg, "bench-hop-slow", SLOW_WARMUP, SLOW_EVENTS, slow) !=
-        0)
+    if (run_hops(pdb, &pcfg, cdb, &slow_cfg, "bench-hop-slow", SLOW_WARMUP, SLOW_EVENTS, slow) != 0)
         goto out;
 
     bench_stats_t sf = bench_stats(fast, FAST_EVENTS), ss = bench_stats(slow, SLOW_EVENTS);
@@ -215,8 +211,8 @@ int main(void)
     bench_stats_header("ms");
     bench_stats_row(label_fast, &sf);
     bench_stats_row(label_slow, &ss);
-    printf("  median with %d ms wait / median with %d ms wait: %.1fx\n", SLOW_WAIT_MS,
-           FAST_WAIT_MS, ratio);
+    printf("  median with %d ms wait / median with %d ms wait: %.1fx\n", SLOW_WAIT_MS, FAST_WAIT_MS,
+           ratio);
 
     json_t *res = bench_result_new("hop_latency");
     json_object_set_new(res, "unit", json_string("ms"));

@@ -15,11 +15,11 @@
 #include "bench.h"
 #include "tidings/bus.h"
 
-#define CHUNK          100
-#define MAX_EVENTS     400000
-#define FLUSH_MS       30000
-#define STEADY_FACTOR  1.5 /* keep producing to this multiple of the first drop */
-#define LAG_RATE_CNT   3
+#define CHUNK         100
+#define MAX_EVENTS    400000
+#define FLUSH_MS      30000
+#define STEADY_FACTOR 1.5 /* keep producing to this multiple of the first drop */
+#define LAG_RATE_CNT  3
 
 typedef struct mode {
     const char *name;
@@ -29,9 +29,9 @@ typedef struct mode {
 } prod_mode_t;
 
 typedef struct outcome {
-    int64_t produced;    /* when the log start first moved */
-    int64_t kept_first;  /* hi - lo at that moment */
-    int64_t kept_min;    /* over the checks after it */
+    int64_t produced;   /* when the log start first moved */
+    int64_t kept_first; /* hi - lo at that moment */
+    int64_t kept_min;   /* over the checks after it */
     int64_t kept_max;
 } outcome_t;
 

@@ -146,9 +146,6 @@ static void relay_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
      * abandoned attempt of the same row: ignore it. */
     if (row->state != ROW_PENDING) return;
     r->outstanding--;
-    td_debug("outbox relay: row %lld -> %s [%d] @%lld: %s (status %d)", (long long)id,
-             rd_kafka_topic_name(msg->rkt), (int)msg->partition, (long long)msg->offset,
-             rd_kafka_err2name(msg->err), (int)rd_kafka_message_status(msg));
     /* Only PERSISTED lets us delete: POSSIBLY_PERSISTED is published
      * again (a duplicate the inbox absorbs beats a loss). */
     if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR &&

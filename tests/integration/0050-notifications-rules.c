@@ -75,9 +75,9 @@ static json_t *newest(const user_t *u)
 static long http_status(const char *method, const char *path, const char *token, const char *body,
                         json_t **json_out)
 {
-    char url[256];
-    snprintf(url, sizeof(url), "%s%s", W.url, path);
+    char *url = td_asprintf("%s%s", W.url, path);
     ts_resp_t r = ts_http(method, url, token, body, NULL, NULL);
+    free(url);
     long status = r.status;
     if (json_out) *json_out = r.json ? json_incref(r.json) : NULL;
     ts_resp_free(&r);

@@ -32,9 +32,10 @@ static void on_wake(void *arg)
     ((fixture_t *)arg)->wakes++;
 }
 
-static int on_deliver(void *arg, td_db_t *db, const json_t *n)
+static int on_deliver(void *arg, td_db_t *db, const json_t *n, const td_event_t *ev)
 {
     (void)db;
+    assert_string_equal(ev->type, "NotificationCreatedEvent");
     assert_non_null(json_object_get(n, "seq"));
     ((fixture_t *)arg)->delivered++;
     return 0;

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "notifications/channels.h"
 #include "tidings/bus.h"
 #include "tidings/json.h"
 #include "tidings/log.h"
@@ -96,7 +97,7 @@ static const char schema_v1[] =
     ") WITHOUT ROWID;";
 
 const td_migration_t notif_migrations[] = {
-    {1, schema_v1},
+    {1, schema_v1}, {2, notif_channels_schema}, /* Web Push and webhooks (channels.c) */
 };
 const size_t notif_migration_cnt = TD_ARRAY_SIZE(notif_migrations);
 
@@ -492,7 +493,7 @@ static int create_one(notif_t *n, const notif_draft_t *d, const char *user_id, b
     ev = td_event_new("notifications", "NotificationCreatedEvent", user_id, json_incref(obj));
     td_event_set_cause(ev, d->cause);
     if ((rc = td_outbox_add(n->db, n->cfg, "notifications", ev)) != 0) goto out;
-    if (n->deliver && (rc = n->deliver(n->deliver_arg, n->db, obj)) != 0) goto out;
+    if (n->deliver && (rc = n->deliver(n->deliver_arg, n->db, obj, ev)) != 0) goto out;
 
     char labels[128];
     td_metric_inc("tidings_notifications_created_total",

@@ -72,9 +72,10 @@ char *notif_render(const char *tpl, const json_t *vars, char *errstr, size_t err
 /* A channel beyond the inbox and the live stream (Web Push, webhooks):
  * called for every new notification inside the transaction that creates
  * it, so a channel can queue its deliveries atomically with it. n is the
- * notification object (borrowed). 0, or an error that rolls the whole
- * transaction back (and the event or chunk is retried). */
-typedef int (*notif_deliver_fn)(void *arg, td_db_t *db, const json_t *n);
+ * notification object and ev its NotificationCreatedEvent (what a failed
+ * delivery dead-letters), both borrowed. 0, or an error that rolls the
+ * whole transaction back (and the event or chunk is retried). */
+typedef int (*notif_deliver_fn)(void *arg, td_db_t *db, const json_t *n, const td_event_t *ev);
 
 typedef struct notif {
     td_db_t *db;

@@ -2,10 +2,11 @@
  * consumer that applies the rule table (group "tidings-notifications" on
  * users, products and orders), the fan-out worker, the live consumer that
  * feeds this instance's SSE streams (topic notifications, a group of its
- * own, from the latest offset, with an in-memory inbox), and the HTTP
- * server. Started and stopped in-process by main.c and by the integration
- * tests. Start and stop from one thread; the service runs on its own
- * threads in between. */
+ * own, from the latest offset, with an in-memory inbox), the Web Push and
+ * webhook delivery queue (tidings/delivery.h, with the VAPID key of
+ * channels.h), and the HTTP server. Started and stopped in-process by
+ * main.c and by the integration tests. Start and stop from one thread; the
+ * service runs on its own threads in between. */
 #ifndef TIDINGS_NOTIFICATIONS_SERVICE_H
 #define TIDINGS_NOTIFICATIONS_SERVICE_H
 
@@ -15,11 +16,13 @@
 #include "tidings/db.h"
 #include "tidings/http.h"
 #include "tidings/sse.h"
+#include "tidings/webpush.h"
 
 typedef struct notifications_service notifications_service_t;
 
-/* Opens <data>/notifications.db, starts the relay, the fan-out worker, both
- * consumers and the HTTP server on td_config_port(cfg,
+/* Opens <data>/notifications.db, loads (or makes) the VAPID key, starts
+ * the relay, the fan-out worker, the delivery workers, both consumers and
+ * the HTTP server on td_config_port(cfg,
  * TD_SVC_NOTIFICATIONS) (0 = any free port). cfg is borrowed and must
  * outlive the service. NULL with errstr on failure. */
 notifications_service_t *notifications_service_start(const td_config_t *cfg, char *errstr,
@@ -31,8 +34,9 @@ int notifications_service_port(const notifications_service_t *svc);
  * without waiting for the next one (tests and /readyz). */
 bool notifications_service_live(const notifications_service_t *svc);
 /* Graceful stop: streams ended, HTTP (finishing requests in flight),
- * consumers, fan-out worker, relay (flushing the outbox), database. NULL
- * is fine. */
+ * consumers, fan-out worker, delivery workers (a try in flight is cut and
+ * stays queued for the next start), relay (flushing the outbox),
+ * database. NULL is fine. */
 void notifications_service_stop(notifications_service_t *svc);
 
 /* What routes.c, stream.c and events.c get as their ctx (req->ctx, the
@@ -40,9 +44,10 @@ void notifications_service_stop(notifications_service_t *svc);
 typedef struct notif_ctx {
     const td_config_t *cfg;
     td_db_t *db;
-    notif_t notif;     /* the domain with its hooks */
-    td_sse_hub_t *hub; /* this instance's live streams, by userId */
-    int64_t live_seen; /* live records handled (live consumer thread) */
+    notif_t notif;           /* the domain with its hooks */
+    td_sse_hub_t *hub;       /* this instance's live streams, by userId */
+    const td_vapid_t *vapid; /* the application server's Web Push key */
+    int64_t live_seen;       /* live records handled (live consumer thread) */
 } notif_ctx_t;
 
 /* routes.c */

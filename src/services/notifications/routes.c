@@ -1,13 +1,16 @@
-/* The notifications HTTP API (SPEC section 2): the inbox, preferences and
- * watches, plus the live stream (stream.c). Everything is the caller's
- * own: another user's notification id answers 404 exactly like one that
- * does not exist, so ids leak nothing. Parsing and access live here; the
- * state changes are the domain's (notifications.c). */
+/* The notifications HTTP API (SPEC section 2): the inbox, preferences,
+ * watches, Web Push subscriptions and webhooks, plus the live stream
+ * (stream.c). Everything is the caller's own: another user's notification
+ * or webhook id answers 404 exactly like one that does not exist, so ids
+ * leak nothing, and a webhook's secret is never answered. Parsing and
+ * access live here; the state changes are the domain's (notifications.c,
+ * channels.c). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "notifications/channels.h"
 #include "notifications/notifications.h"
 #include "notifications/notifications_service.h"
 #include "tidings/json.h"
@@ -216,6 +219,110 @@ static void delete_watch(td_req_t *req, td_resp_t *resp)
     td_resp_empty(resp, 204);
 }
 
+/* ---- Web Push and webhooks ------------------------------------------------ */
+
+/* Public: a page needs it before anyone signs in, to subscribe. */
+static void vapid_public_key(td_req_t *req, td_resp_t *resp)
+{
+    notif_ctx_t *ctx = req->ctx;
+    td_resp_json(resp, 200, json_pack("{s:s}", "publicKey", td_vapid_public_b64(ctx->vapid)));
+}
+
+/* An answer for a channel's domain error: the reason for bad input and
+ * for a limit (409), else what could not be done. */
+static void channel_error(td_resp_t *resp, int rc, const char *err, const char *what)
+{
+    if (rc == TD_EINVAL || rc == TD_EEXIST)
+        td_resp_error(resp, rc == TD_EINVAL ? 400 : 409, "%s", err);
+    else
+        td_resp_errno(resp, rc, what);
+}
+
+/* Posting the same endpoint again (a page does it on every visit) updates
+ * it and answers 201 again: the subscription exists as sent. */
+static void post_subscription(td_req_t *req, td_resp_t *resp)
+{
+    notif_ctx_t *ctx = req->ctx;
+    if (!td_req_auth(req, resp, false) || !td_req_body(req, resp)) return;
+    json_t *out;
+    char err[256] = "";
+    int rc = notif_push_subscribe(ctx->db, req->auth.sub, req->body, ctx->cfg->allow_http_endpoints,
+                                  &out, err, sizeof(err));
+    if (rc) {
+        channel_error(resp, rc, err, "the subscription could not be saved");
+        return;
+    }
+    td_resp_json(resp, 201, out);
+}
+
+static void delete_subscription(td_req_t *req, td_resp_t *resp)
+{
+    notif_ctx_t *ctx = req->ctx;
+    if (!td_req_auth(req, resp, false)) return;
+    const char *endpoint = td_req_query(req, "endpoint");
+    if (!endpoint || !*endpoint) {
+        td_resp_error(resp, 400, "endpoint is required (?endpoint=<the subscription's URL>)");
+        return;
+    }
+    int rc = notif_push_unsubscribe(ctx->db, req->auth.sub, endpoint);
+    if (rc == TD_ENOENT) {
+        td_resp_error(resp, 404, "no push subscription of yours has this endpoint");
+        return;
+    }
+    if (rc) {
+        td_resp_errno(resp, rc, "the subscription could not be removed");
+        return;
+    }
+    td_resp_empty(resp, 204);
+}
+
+static void post_webhook(td_req_t *req, td_resp_t *resp)
+{
+    notif_ctx_t *ctx = req->ctx;
+    if (!td_req_auth(req, resp, false) || !td_req_body(req, resp)) return;
+    json_t *out;
+    char err[256] = "";
+    int rc = notif_webhook_add(ctx->db, req->auth.sub, req->body, ctx->cfg->allow_http_endpoints,
+                               &out, err, sizeof(err));
+    if (rc) {
+        channel_error(resp, rc, err, "the webhook could not be saved");
+        return;
+    }
+    td_resp_json(resp, 201, out);
+}
+
+static void list_webhooks(td_req_t *req, td_resp_t *resp)
+{
+    notif_ctx_t *ctx = req->ctx;
+    int64_t after;
+    int limit;
+    if (!td_req_auth(req, resp, false) || !page_args(req, resp, &after, &limit)) return;
+    json_t *out;
+    int rc = notif_webhook_list(ctx->db, req->auth.sub, after, limit, &out);
+    if (rc) {
+        td_resp_errno(resp, rc, "the webhooks could not be read");
+        return;
+    }
+    td_resp_json(resp, 200, out);
+}
+
+static void delete_webhook(td_req_t *req, td_resp_t *resp)
+{
+    notif_ctx_t *ctx = req->ctx;
+    if (!td_req_auth(req, resp, false)) return;
+    const char *id = td_req_param(req, "webhookId");
+    int rc = id && td_uuid_valid(id) ? notif_webhook_remove(ctx->db, req->auth.sub, id) : TD_ENOENT;
+    if (rc == TD_ENOENT) {
+        td_resp_error(resp, 404, "webhook not found");
+        return;
+    }
+    if (rc) {
+        td_resp_errno(resp, rc, "the webhook could not be removed");
+        return;
+    }
+    td_resp_empty(resp, 204);
+}
+
 const td_route_t notif_routes[] = {
     {"GET", "/notifications", list_notifications},
     {"GET", "/notifications/stream", notif_stream_get},
@@ -227,5 +334,11 @@ const td_route_t notif_routes[] = {
     {"POST", "/watches", post_watch},
     {"GET", "/watches", list_watches},
     {"DELETE", "/watches/{productId}", delete_watch},
+    {"GET", "/webpush/vapid-public-key", vapid_public_key},
+    {"POST", "/webpush/subscriptions", post_subscription},
+    {"DELETE", "/webpush/subscriptions", delete_subscription},
+    {"POST", "/webhooks", post_webhook},
+    {"GET", "/webhooks", list_webhooks},
+    {"DELETE", "/webhooks/{webhookId}", delete_webhook},
 };
 const size_t notif_route_cnt = TD_ARRAY_SIZE(notif_routes);

@@ -1,8 +1,11 @@
-/* The notifications service's lifecycle: database, outbox relay, fan-out
- * worker, SSE hub, the rule consumer, the live consumer and the HTTP
- * server, started in dependency order and stopped in reverse, so nothing
- * runs against a resource already gone. Streams are ended before the HTTP
- * server stops (libmicrohttpd must not stop with suspended connections).
+/* The notifications service's lifecycle: database, VAPID key, outbox
+ * relay, fan-out worker, delivery workers, SSE hub, the rule consumer, the
+ * live consumer and the HTTP server, started in dependency order and
+ * stopped in reverse, so nothing runs against a resource already gone.
+ * Streams are ended before the HTTP server stops (libmicrohttpd must not
+ * stop with suspended connections). The delivery workers start before the
+ * consumers, so what a previous run left queued goes out at once, and stop
+ * before the relay, which publishes the dead letters they write.
  *
  * The fan-out worker is one thread that sleeps until a consumed event
  * queues a job (or a second passes, which also picks up jobs left by a
@@ -12,8 +15,10 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "notifications/channels.h"
 #include "notifications/notifications.h"
 #include "notifications/notifications_service.h"
+#include "tidings/delivery.h"
 #include "tidings/log.h"
 #include "tidings/metrics.h"
 #include "tidings/service.h"
@@ -34,6 +39,8 @@ struct notifications_service {
     td_db_t *db;
     td_db_t *live_db;
     td_relay_t *relay;
+    td_vapid_t *vapid;
+    td_delivery_t *dlv;
     td_consumer_t *cons;
     td_consumer_t *live;
     td_http_t *http;
@@ -142,13 +149,23 @@ notifications_service_t *notifications_service_start(const td_config_t *cfg, cha
     svc->live_db = td_db_open(":memory:", NULL, 0, errstr, errlen);
     if (!svc->live_db) goto fail;
 
+    if (td_delivery_init(svc->db) != 0) {
+        td_errf(errstr, errlen, TD_EIO, "cannot create the delivery queue");
+        goto fail;
+    }
+    svc->vapid = notif_vapid_load(svc->db, getenv(NOTIF_VAPID_ENV), errstr, errlen);
+    if (!svc->vapid) goto fail;
+
     svc->ctx.cfg = cfg;
     svc->ctx.db = svc->db;
     svc->ctx.hub = td_sse_hub_new(KEEPALIVE_S);
+    svc->ctx.vapid = svc->vapid;
     svc->ctx.notif = (notif_t){
         .db = svc->db,
         .cfg = cfg,
         .fanout_chunk = FANOUT_CHUNK,
+        .deliver = notif_channels_deliver,
+        .deliver_arg = (void *)cfg,
         .wake = fanout_wake,
         .wake_arg = svc,
     };
@@ -161,6 +178,15 @@ notifications_service_t *notifications_service_start(const td_config_t *cfg, cha
         goto fail;
     }
     svc->worker_started = true;
+
+    td_delivery_opts_t dopts = {
+        .db = svc->db,
+        .cfg = cfg,
+        .vapid = svc->vapid,
+        .gone = notif_channels_gone,
+    };
+    svc->dlv = td_delivery_start(&dopts, errstr, errlen);
+    if (!svc->dlv) goto fail;
 
     td_handler_t handlers[32];
     td_consumer_opts_t copts = {
@@ -263,10 +289,12 @@ void notifications_service_stop(notifications_service_t *svc)
         pthread_mutex_unlock(&svc->mu);
         pthread_join(svc->worker, NULL);
     }
+    td_delivery_stop(svc->dlv);
     if (svc->relay) td_relay_stop(svc->relay, RELAY_STOP_TIMEOUT_MS);
     if (svc->ctx.hub) td_sse_hub_free(svc->ctx.hub);
     if (svc->live_db) td_db_close(svc->live_db);
     if (svc->db) td_db_close(svc->db);
+    td_vapid_free(svc->vapid);
     pthread_cond_destroy(&svc->cv);
     pthread_mutex_destroy(&svc->mu);
     free(svc);

@@ -8,67 +8,34 @@
 #include "payments/payments.h"
 #include "payments/payments_service.h"
 #include "tidings/log.h"
-#include "tidings/service.h"
-
-/* How long a stop waits for the outbox to be delivered. */
-#define RELAY_STOP_TIMEOUT_MS 5000
+#include "tidings/app.h"
 
 struct payments_service {
     payments_ctx_t ctx;
-    td_db_t *db;
-    td_relay_t *relay;
-    td_consumer_t *cons;
-    td_http_t *http;
-    td_readiness_t ready;
+    td_app_t app;
 };
 
 payments_service_t *payments_service_start(const td_config_t *cfg, char *errstr, size_t errlen)
 {
     static const char *const topics[] = {"reservations"};
     payments_service_t *svc = td_calloc(1, sizeof *svc);
-
-    svc->db = td_service_db(cfg, payments_migrations, payments_migration_cnt, errstr, errlen);
-    if (!svc->db) goto fail;
-    svc->ctx.cfg = cfg;
-    svc->ctx.db = svc->db;
-
-    svc->relay = td_relay_start(cfg, svc->db, errstr, errlen);
-    if (!svc->relay) goto fail;
-
-    td_consumer_opts_t copts = {
-        .group = "tidings-payments",
+    td_app_opts_t opts = {
+        .service = TD_SVC_PAYMENTS,
+        .migs = payments_migrations,
+        .mig_cnt = payments_migration_cnt,
+        .routes = payments_routes,
+        .route_cnt = payments_route_cnt,
+        .ctx = &svc->ctx,
         .topics = topics,
         .topic_cnt = TD_ARRAY_SIZE(topics),
         .handlers = payments_handlers,
         .handler_cnt = payments_handler_cnt,
-        .ctx = &svc->ctx,
-        .db = svc->db,
     };
-    svc->cons = td_consumer_start(cfg, &copts, errstr, errlen);
-    if (!svc->cons) goto fail;
 
-    svc->ready.db = svc->db;
-    svc->ready.relay = svc->relay;
-    svc->ready.cons[0] = svc->cons;
-    svc->ready.cons_cnt = 1;
-
-    td_http_opts_t hopts = {
-        .service = "payments",
-        .addr = cfg->listen_addr ? cfg->listen_addr : "127.0.0.1",
-        .port = td_config_port(cfg, TD_SVC_PAYMENTS),
-        .routes = payments_routes,
-        .route_cnt = payments_route_cnt,
-        .ctx = &svc->ctx,
-        .secret = cfg->secret,
-        .secret_len = cfg->secret_len,
-        .ready = td_readiness_check,
-        .ready_arg = &svc->ready,
-        .cors = true, /* the storefront calls the APIs directly (web/README.md) */
-    };
-    svc->http = td_http_start(&hopts, errstr, errlen);
-    if (!svc->http) goto fail;
-
-    td_info("payments: listening on %s:%d", hopts.addr, td_http_port(svc->http));
+    if (td_app_open(&svc->app, cfg, &opts, errstr, errlen) != 0) goto fail;
+    svc->ctx.cfg = cfg;
+    svc->ctx.db = svc->app.db;
+    if (td_app_serve(&svc->app, &opts, errstr, errlen) != 0) goto fail;
     return svc;
 fail:
     payments_service_stop(svc);
@@ -77,15 +44,12 @@ fail:
 
 int payments_service_port(const payments_service_t *svc)
 {
-    return td_http_port(svc->http);
+    return td_app_port(&svc->app);
 }
 
 void payments_service_stop(payments_service_t *svc)
 {
     if (!svc) return;
-    if (svc->http) td_http_stop(svc->http);
-    if (svc->cons) td_consumer_stop(svc->cons);
-    if (svc->relay) td_relay_stop(svc->relay, RELAY_STOP_TIMEOUT_MS);
-    if (svc->db) td_db_close(svc->db);
+    td_app_close(&svc->app);
     free(svc);
 }

@@ -10,19 +10,15 @@
 
 #include "tidings/auth.h"
 #include "tidings/log.h"
+#include "tidings/app.h"
 #include "tidings/service.h"
 #include "users/users.h"
 #include "users/users_service.h"
 
-/* How long a stop waits for the outbox to be delivered. */
-#define RELAY_STOP_TIMEOUT_MS 5000
 
 struct users_service {
     users_ctx_t ctx;
-    td_db_t *db;
-    td_relay_t *relay;
-    td_http_t *http;
-    td_readiness_t ready;
+    td_app_t app;
 };
 
 /* Makes sure email is an admin with password. Hashing happens before the
@@ -51,17 +47,24 @@ static int ensure_admin(td_db_t *db, const td_config_t *cfg, const char *email,
 users_service_t *users_service_start(const td_config_t *cfg, char *errstr, size_t errlen)
 {
     users_service_t *svc = td_calloc(1, sizeof *svc);
+    td_app_opts_t opts = {
+        .service = TD_SVC_USERS,
+        .migs = users_migrations,
+        .mig_cnt = users_migration_cnt,
+        .routes = users_routes,
+        .route_cnt = users_route_cnt,
+        .ctx = &svc->ctx,
+    };
 
-    svc->db = td_service_db(cfg, users_migrations, users_migration_cnt, errstr, errlen);
-    if (!svc->db) goto fail;
+    if (td_app_open(&svc->app, cfg, &opts, errstr, errlen) != 0) goto fail;
     svc->ctx.cfg = cfg;
-    svc->ctx.db = svc->db;
+    svc->ctx.db = svc->app.db;
 
     if (cfg->admin_password) {
         users_user_t admin;
         bool created;
         char err[256];
-        if (ensure_admin(svc->db, cfg, USERS_ADMIN_EMAIL, cfg->admin_password, &admin, &created,
+        if (ensure_admin(svc->app.db, cfg, USERS_ADMIN_EMAIL, cfg->admin_password, &admin, &created,
                          err, sizeof(err)) != 0) {
             td_errf(errstr, errlen, TD_EINVAL, "TIDINGS_ADMIN_PASSWORD: %s", err);
             goto fail;
@@ -71,28 +74,7 @@ users_service_t *users_service_start(const td_config_t *cfg, char *errstr, size_
         users_user_clear(&admin);
     }
 
-    svc->relay = td_relay_start(cfg, svc->db, errstr, errlen);
-    if (!svc->relay) goto fail;
-    svc->ready.db = svc->db;
-    svc->ready.relay = svc->relay;
-
-    td_http_opts_t hopts = {
-        .service = "users",
-        .addr = cfg->listen_addr ? cfg->listen_addr : "127.0.0.1",
-        .port = td_config_port(cfg, TD_SVC_USERS),
-        .routes = users_routes,
-        .route_cnt = users_route_cnt,
-        .ctx = &svc->ctx,
-        .secret = cfg->secret,
-        .secret_len = cfg->secret_len,
-        .ready = td_readiness_check,
-        .ready_arg = &svc->ready,
-        .cors = true, /* the storefront calls the APIs directly (web/README.md) */
-    };
-    svc->http = td_http_start(&hopts, errstr, errlen);
-    if (!svc->http) goto fail;
-
-    td_info("users: listening on %s:%d", hopts.addr, td_http_port(svc->http));
+    if (td_app_serve(&svc->app, &opts, errstr, errlen) != 0) goto fail;
     return svc;
 fail:
     users_service_stop(svc);
@@ -101,20 +83,18 @@ fail:
 
 int users_service_port(const users_service_t *svc)
 {
-    return td_http_port(svc->http);
+    return td_app_port(&svc->app);
 }
 
 td_db_t *users_service_db(const users_service_t *svc)
 {
-    return svc->db;
+    return svc->app.db;
 }
 
 void users_service_stop(users_service_t *svc)
 {
     if (!svc) return;
-    if (svc->http) td_http_stop(svc->http);
-    if (svc->relay) td_relay_stop(svc->relay, RELAY_STOP_TIMEOUT_MS);
-    if (svc->db) td_db_close(svc->db);
+    td_app_close(&svc->app);
     free(svc);
 }
 
