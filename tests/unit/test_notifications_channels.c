@@ -129,8 +129,7 @@ static int subscribe(fixture_t *f, const char *user, json_t *body, bool allow_ht
 static void subscribe_ok(fixture_t *f, const char *user, const char *endpoint, char *id_out)
 {
     char err[256];
-    int rc = subscribe(f, user, sub_body(f, endpoint, NULL, NULL), false, id_out, err,
-                       sizeof(err));
+    int rc = subscribe(f, user, sub_body(f, endpoint, NULL, NULL), false, id_out, err, sizeof(err));
     if (rc) fail_msg("subscribe %s: %s", endpoint, err);
 }
 
@@ -188,6 +187,14 @@ static td_event_t *login_event(const char *user)
                                   "loggedInAt", "2026-01-01T00:00:00.000Z"));
 }
 
+/* A new sign-in of user, applied. */
+static void login(fixture_t *f, const char *user)
+{
+    td_event_t *ev = login_event(user);
+    apply_ok(f, ev);
+    td_event_free(ev);
+}
+
 /* ---- VAPID key ------------------------------------------------------------ */
 
 static void test_vapid_key_made_once_and_kept(void **state)
@@ -239,7 +246,12 @@ static void test_vapid_key_made_once_and_kept(void **state)
     td_vapid_free(other);
     free(other_priv);
     td_db_close(db);
-    unlink(path);
+    static const char *const suffixes[] = {"", "-wal", "-shm"};
+    for (size_t i = 0; i < TD_ARRAY_SIZE(suffixes); i++) {
+        char *file = td_asprintf("%s%s", path, suffixes[i]);
+        unlink(file);
+        free(file);
+    }
     free(path);
     free(pub);
     rmdir(dir);
@@ -282,16 +294,16 @@ static void test_subscription_validation(void **state)
         {json_pack("{s:s}", "endpoint", ok), false, "keys"},
         {json_pack("{s:s, s:s}", "endpoint", ok, "keys", "x"), false, "keys"},
         {json_pack("{s:s, s:{s:s}}", "endpoint", ok, "keys", "p256dh", f->p256dh), false, "auth"},
-        {json_pack("{s:s, s:{s:s, s:s, s:s}}", "endpoint", ok, "keys", "p256dh", f->p256dh,
-                   "auth", f->auth, "extra", "x"),
+        {json_pack("{s:s, s:{s:s, s:s, s:s}}", "endpoint", ok, "keys", "p256dh", f->p256dh, "auth",
+                   f->auth, "extra", "x"),
          false, "extra"},
         {json_pack("{s:s, s:{s:s, s:i}}", "endpoint", ok, "keys", "p256dh", f->p256dh, "auth", 5),
          false, "auth"},
-        {json_pack("{s:s, s:{s:s, s:s}, s:s}", "endpoint", ok, "keys", "p256dh", f->p256dh,
-                   "auth", f->auth, "userId", BOB),
+        {json_pack("{s:s, s:{s:s, s:s}, s:s}", "endpoint", ok, "keys", "p256dh", f->p256dh, "auth",
+                   f->auth, "userId", BOB),
          false, "userId"},
-        {json_pack("{s:s, s:{s:s, s:s}, s:s}", "endpoint", ok, "keys", "p256dh", f->p256dh,
-                   "auth", f->auth, "expirationTime", "soon"),
+        {json_pack("{s:s, s:{s:s, s:s}, s:s}", "endpoint", ok, "keys", "p256dh", f->p256dh, "auth",
+                   f->auth, "expirationTime", "soon"),
          false, "expirationTime"},
         {json_pack("{s:i, s:{s:s, s:s}}", "endpoint", 7, "keys", "p256dh", f->p256dh, "auth",
                    f->auth),
@@ -309,15 +321,15 @@ static void test_subscription_validation(void **state)
      * with expirationTime null; padded base64url keys. */
     assert_int_equal(subscribe(f, ANN, sub_body(f, ok, NULL, NULL), false, NULL, err, sizeof(err)),
                      0);
-    assert_int_equal(subscribe(f, ANN, sub_body(f, "http://127.0.0.1:9/x", NULL, NULL), true,
-                               NULL, err, sizeof(err)),
+    assert_int_equal(subscribe(f, ANN, sub_body(f, "http://127.0.0.1:9/x", NULL, NULL), true, NULL,
+                               err, sizeof(err)),
                      0);
     assert_int_equal(subscribe(f, ANN, sub_body(f, "http://localhost:9/y", NULL, NULL), true, NULL,
                                err, sizeof(err)),
                      0);
-    json_t *browser = json_pack("{s:s, s:n, s:{s:s, s:s}}", "endpoint",
-                                "https://fcm.googleapis.com/fcm/send/xyz", "expirationTime",
-                                "keys", "p256dh", f->p256dh, "auth", f->auth);
+    json_t *browser =
+        json_pack("{s:s, s:n, s:{s:s, s:s}}", "endpoint", "https://fcm.googleapis.com/fcm/send/xyz",
+                  "expirationTime", "keys", "p256dh", f->p256dh, "auth", f->auth);
     assert_int_equal(subscribe(f, ANN, browser, false, NULL, err, sizeof(err)), 0);
     assert_int_equal(notif_push_count(f->db, ANN), 4);
     free(off_curve);
@@ -336,7 +348,7 @@ static void test_subscription_update_move_and_delete(void **state)
     assert_int_equal(notif_push_count(f->db, ANN), 1);
 
     /* New keys for the same endpoint: the old queued pushes go. */
-    apply_ok(f, login_event(ANN));
+    login(f, ANN);
     assert_int_equal(queued(f, TD_DELIVERY_WEBPUSH), 1);
     char e[256];
     td_vapid_t *ua2 = td_vapid_generate(e, sizeof(e));
@@ -350,7 +362,7 @@ static void test_subscription_update_move_and_delete(void **state)
 
     /* Bob registers the same browser: it is his now, under a new id, and
      * Ann's queued pushes never reach him. */
-    apply_ok(f, login_event(ANN));
+    login(f, ANN);
     assert_int_equal(queued(f, TD_DELIVERY_WEBPUSH), 1);
     subscribe_ok(f, BOB, ep, id3);
     assert_string_not_equal(id1, id3);
@@ -359,7 +371,7 @@ static void test_subscription_update_move_and_delete(void **state)
     assert_int_equal(queued(f, TD_DELIVERY_WEBPUSH), 0);
 
     /* Only the owner removes it; its queued pushes go with it. */
-    apply_ok(f, login_event(BOB));
+    login(f, BOB);
     assert_int_equal(queued(f, TD_DELIVERY_WEBPUSH), 1);
     assert_int_equal(notif_push_unsubscribe(f->db, ANN, ep), TD_ENOENT);
     assert_int_equal(notif_push_count(f->db, BOB), 1);
@@ -422,8 +434,7 @@ static void test_webhook_validation(void **state)
         {json_pack("{s:s, s:s, s:[s]}", "url", url, "secret", long_secret, "events",
                    "UserLoggedInEvent"),
          false, "secret"},
-        {json_pack("{s:s, s:i, s:[s]}", "url", url, "secret", 12345, "events",
-                   "UserLoggedInEvent"),
+        {json_pack("{s:s, s:i, s:[s]}", "url", url, "secret", 12345, "events", "UserLoggedInEvent"),
          false, "secret"},
         {json_pack("{s:s, s:s}", "url", url, "secret", SECRET), false, "events"},
         {json_pack("{s:s, s:s, s:[]}", "url", url, "secret", SECRET, "events"), false, "events"},
@@ -457,12 +468,12 @@ static void test_webhook_validation(void **state)
     char secret256[NOTIF_SECRET_MAX + 1];
     memset(secret256, 'k', NOTIF_SECRET_MAX);
     secret256[NOTIF_SECRET_MAX] = '\0';
-    assert_int_equal(add_hook(f, ANN,
-                              json_pack("{s:s, s:s, s:[s,s,s]}", "url", url, "secret",
-                                        "sixteen-chars!!!", "events", "OrderCreatedEvent",
-                                        "UserLoggedInEvent", "OrderCreatedEvent"),
-                              false, &out, err, sizeof(err)),
-                     0);
+    assert_int_equal(
+        add_hook(f, ANN,
+                 json_pack("{s:s, s:s, s:[s,s,s]}", "url", url, "secret", "sixteen-chars!!!",
+                           "events", "OrderCreatedEvent", "UserLoggedInEvent", "OrderCreatedEvent"),
+                 false, &out, err, sizeof(err)),
+        0);
     assert_true(td_uuid_valid(json_string_value(json_object_get(out, "webhookId"))));
     assert_null(json_object_get(out, "secret"));
     char *events = td_json_dumps(json_object_get(out, "events"));
@@ -498,8 +509,7 @@ static void test_webhook_list_delete_isolation(void **state)
         json_t *w;
         json_array_foreach(items, i, w)
         {
-            assert_string_equal(json_string_value(json_object_get(w, "webhookId")),
-                                ids[4 - seen]);
+            assert_string_equal(json_string_value(json_object_get(w, "webhookId")), ids[4 - seen]);
             assert_null(json_object_get(w, "secret"));
             assert_non_null(json_object_get(w, "createdAt"));
             assert_int_equal(json_array_size(json_object_get(w, "events")), 2);
@@ -537,7 +547,8 @@ static void test_webhook_cap(void **state)
 {
     fixture_t *f = *state;
     char err[256];
-    for (int i = 0; i < NOTIF_MAX_WEBHOOKS; i++) free(hook_ok(f, ANN, "https://h.example.com/", "UserLoggedInEvent"));
+    for (int i = 0; i < NOTIF_MAX_WEBHOOKS; i++)
+        free(hook_ok(f, ANN, "https://h.example.com/", "UserLoggedInEvent"));
     int rc = add_hook(f, ANN,
                       json_pack("{s:s, s:s, s:[s]}", "url", "https://h.example.com/", "secret",
                                 SECRET, "events", "UserLoggedInEvent"),
@@ -665,8 +676,8 @@ static void test_long_notification_is_trimmed_to_fit_a_push(void **state)
                           "cccccccc-cccc-4ccc-8ccc-cccccccccccc", "seq", 1, "userId", ANN, "type",
                           "OrderApprovedEvent", "title", "Order confirmed", "body", body, "data",
                           "createdAt", "2026-01-01T00:00:00.000Z", "readAt");
-    td_event_t *ev = td_event_new("notifications", "NotificationCreatedEvent", ANN,
-                                  json_deep_copy(n));
+    td_event_t *ev =
+        td_event_new("notifications", "NotificationCreatedEvent", ANN, json_deep_copy(n));
     assert_int_equal(td_db_begin(f->db), 0);
     assert_int_equal(notif_channels_deliver(&f->cfg, f->db, n, ev), 0);
     assert_int_equal(td_db_commit(f->db), 0);
@@ -702,7 +713,7 @@ static void test_gone_removes_the_subscription(void **state)
     assert_int_equal(json_array_size(json_object_get(list, "webhooks")), 1);
     json_decref(list);
 
-    apply_ok(f, login_event(ANN));
+    login(f, ANN);
     assert_int_equal(queued(f, TD_DELIVERY_WEBPUSH), 1);
     free(hook);
 }
@@ -712,8 +723,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_vapid_key_made_once_and_kept),
         cmocka_unit_test_setup_teardown(test_subscription_validation, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_subscription_update_move_and_delete, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_subscription_update_move_and_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_subscription_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_webhook_validation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_webhook_list_delete_isolation, setup, teardown),
