@@ -6,7 +6,6 @@
 
 #include <string.h>
 
-#include "tidings/log.h"
 
 /* How long a stop waits for the outbox to be delivered. */
 #define RELAY_STOP_TIMEOUT_MS 5000
@@ -61,9 +60,7 @@ int td_app_serve(td_app_t *app, const td_app_opts_t *opts, char *errstr, size_t 
         .cors = true, /* the storefront calls the APIs directly (web/README.md) */
     };
     app->http = td_http_start(&hopts, errstr, errlen);
-    if (!app->http) return TD_EIO;
-    td_info("%s: listening on %s:%d", name, hopts.addr, td_http_port(app->http));
-    return 0;
+    return app->http ? 0 : TD_EIO;
 }
 
 int td_app_port(const td_app_t *app)

@@ -81,6 +81,14 @@ int td_topics_ensure(const td_config_t *cfg, char *errstr, size_t errlen)
         free(name);
     }
     if (newt_cnt == 0) goto out;
+    /* CreateTopics goes to the controller. The embedded broker names none
+     * (and would let the request wait out its whole timeout), so no
+     * controller means no CreateTopics, as the header promises. */
+    if (rd_kafka_controllerid(rk, 2000) < 0) {
+        td_debug("no Kafka controller known (the embedded broker?): %zu topics not created",
+                 newt_cnt);
+        goto out;
+    }
 
     q = rd_kafka_queue_new(rk);
     rd_kafka_AdminOptions_t *aopts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
