@@ -22,6 +22,13 @@ static bool topic_exists(const struct rd_kafka_metadata *md, const char *name)
     return false;
 }
 
+static bool has_broker(const struct rd_kafka_metadata *md, int32_t id)
+{
+    for (int i = 0; i < md->broker_cnt; i++)
+        if (md->brokers[i].id == id) return true;
+    return false;
+}
+
 static bool unsupported(rd_kafka_resp_err_t err)
 {
     return err == RD_KAFKA_RESP_ERR__UNSUPPORTED_FEATURE ||
@@ -81,10 +88,11 @@ int td_topics_ensure(const td_config_t *cfg, char *errstr, size_t errlen)
         free(name);
     }
     if (newt_cnt == 0) goto out;
-    /* CreateTopics goes to the controller. The embedded broker names none
-     * (and would let the request wait out its whole timeout), so no
-     * controller means no CreateTopics, as the header promises. */
-    if (rd_kafka_controllerid(rk, 2000) < 0) {
+    /* CreateTopics goes to the controller. The embedded broker names one
+     * that is not among its brokers (id 0) and would let the request wait
+     * out its whole timeout: no such controller means no CreateTopics, as
+     * the header promises. */
+    if (!has_broker(md, rd_kafka_controllerid(rk, 2000))) {
         td_debug("no Kafka controller known (the embedded broker?): %zu topics not created",
                  newt_cnt);
         goto out;
