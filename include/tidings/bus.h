@@ -83,14 +83,14 @@ typedef struct td_handler {
 } td_handler_t;
 
 typedef struct td_consumer_opts {
-    const char *group;               /* consumer group id, e.g. "tidings-orders" */
-    const char *const *topics;       /* short names, e.g. {"reservations","payments"} */
+    const char *group;         /* consumer group id, e.g. "tidings-orders" */
+    const char *const *topics; /* short names, e.g. {"reservations","payments"} */
     size_t topic_cnt;
     const td_handler_t *handlers;
     size_t handler_cnt;
-    void *ctx;                       /* passed to the handlers */
-    td_db_t *db;                     /* the service's db: inbox and transactions */
-    const char *offset_reset;        /* NULL = "earliest" */
+    void *ctx;                /* passed to the handlers */
+    td_db_t *db;              /* the service's db: inbox and transactions */
+    const char *offset_reset; /* NULL = "earliest" */
 } td_consumer_opts_t;
 
 typedef struct td_consumer td_consumer_t;

@@ -41,7 +41,7 @@ const char *td_strerror(int err);
 void *td_malloc(size_t n);
 void *td_calloc(size_t count, size_t n);
 void *td_realloc(void *p, size_t n);
-char *td_strdup(const char *s);               /* NULL in, NULL out */
+char *td_strdup(const char *s); /* NULL in, NULL out */
 char *td_strndup(const char *s, size_t n);
 char *td_asprintf(const char *fmt, ...) TD_PRINTF(1, 2);
 char *td_vasprintf(const char *fmt, va_list ap);

@@ -26,27 +26,27 @@ int td_service_from_name(const char *name);
 enum { TD_LOG_DEBUG = 0, TD_LOG_INFO, TD_LOG_WARN, TD_LOG_ERROR };
 
 typedef struct td_config {
-    char *service;           /* short name of the running role, e.g. "orders" */
-    char *brokers;           /* bootstrap list; NULL = not given (embedded) */
-    bool brokers_embedded;   /* brokers came from <data>/brokers (tidings run/broker) */
-    char *data_dir;          /* TIDINGS_DATA_DIR, default ./data */
-    unsigned char *secret;   /* HS256 key bytes (loaded by td_config_load_secret) */
+    char *service;         /* short name of the running role, e.g. "orders" */
+    char *brokers;         /* bootstrap list; NULL = not given (embedded) */
+    bool brokers_embedded; /* brokers came from <data>/brokers (tidings run/broker) */
+    char *data_dir;        /* TIDINGS_DATA_DIR, default ./data */
+    unsigned char *secret; /* HS256 key bytes (loaded by td_config_load_secret) */
     size_t secret_len;
-    char *topic_prefix;      /* TIDINGS_TOPIC_PREFIX, default "tidings." */
-    int partitions;          /* TIDINGS_PARTITIONS, default 6 */
-    int replication;         /* TIDINGS_REPLICATION, default 3 (0 = not set: min(3, brokers)) */
-    int64_t retention_ms;    /* TIDINGS_RETENTION_MS, default 7 days */
-    int64_t payment_limit;   /* TIDINGS_PAYMENT_LIMIT in cents, default 500000 */
-    int log_level;           /* TIDINGS_LOG_LEVEL, default info */
-    bool log_json;           /* TIDINGS_LOG_FORMAT=json|text, default json */
-    char *admin_password;    /* TIDINGS_ADMIN_PASSWORD or NULL */
+    char *topic_prefix;          /* TIDINGS_TOPIC_PREFIX, default "tidings." */
+    int partitions;              /* TIDINGS_PARTITIONS, default 6 */
+    int replication;             /* TIDINGS_REPLICATION, default 3 (0 = not set: min(3, brokers)) */
+    int64_t retention_ms;        /* TIDINGS_RETENTION_MS, default 7 days */
+    int64_t payment_limit;       /* TIDINGS_PAYMENT_LIMIT in cents, default 500000 */
+    int log_level;               /* TIDINGS_LOG_LEVEL, default info */
+    bool log_json;               /* TIDINGS_LOG_FORMAT=json|text, default json */
+    char *admin_password;        /* TIDINGS_ADMIN_PASSWORD or NULL */
     bool allow_http_endpoints;   /* TIDINGS_ALLOW_HTTP_ENDPOINTS */
     int delivery_max_attempts;   /* TIDINGS_DELIVERY_MAX_ATTEMPTS, default 8 */
     int64_t delivery_backoff_ms; /* TIDINGS_DELIVERY_BACKOFF_MS, default 1000 */
-    int fetch_wait_ms;       /* TIDINGS_FETCH_WAIT_MS; default 1 on the embedded broker, else 100 */
-    char *listen_addr;       /* TIDINGS_LISTEN_ADDR, default 127.0.0.1 */
-    int ports[TD_SVC__COUNT];/* TIDINGS_<SERVICE>_PORT, defaults 8080.. */
-    char *vapid_subject;     /* TIDINGS_VAPID_SUBJECT, default mailto:admin@tidings.local */
+    int fetch_wait_ms; /* TIDINGS_FETCH_WAIT_MS; default 1 on the embedded broker, else 100 */
+    char *listen_addr; /* TIDINGS_LISTEN_ADDR, default 127.0.0.1 */
+    int ports[TD_SVC__COUNT]; /* TIDINGS_<SERVICE>_PORT, defaults 8080.. */
+    char *vapid_subject;      /* TIDINGS_VAPID_SUBJECT, default mailto:admin@tidings.local */
 } td_config_t;
 
 /* Fills cfg with defaults, then the environment, then flags from argv

@@ -16,15 +16,15 @@
 #define TD_EVENT_ID_MAX 200
 
 typedef struct td_event {
-    char id[TD_EVENT_ID_MAX + 1];       /* ce_id: a UUID when we made it */
-    char *source;                       /* ce_source: "/tidings/<service>" */
-    char *type;                         /* ce_type: "OrderCreatedEvent" */
-    char time[TD_TIME_LEN + 1];         /* ce_time */
-    char *subject;                      /* ce_subject = the record key */
-    char *correlationid;                /* ce_correlationid, never NULL */
-    char *causationid;                  /* ce_causationid, NULL when a request caused it */
-    td_trace_t trace;                   /* traceparent */
-    json_t *data;                       /* the value: a JSON object, owned */
+    char id[TD_EVENT_ID_MAX + 1]; /* ce_id: a UUID when we made it */
+    char *source;                 /* ce_source: "/tidings/<service>" */
+    char *type;                   /* ce_type: "OrderCreatedEvent" */
+    char time[TD_TIME_LEN + 1];   /* ce_time */
+    char *subject;                /* ce_subject = the record key */
+    char *correlationid;          /* ce_correlationid, never NULL */
+    char *causationid;            /* ce_causationid, NULL when a request caused it */
+    td_trace_t trace;             /* traceparent */
+    json_t *data;                 /* the value: a JSON object, owned */
 
     /* Where it was read from (parsed events only; else NULL/-1). */
     char *topic;
@@ -35,8 +35,7 @@ typedef struct td_event {
 /* A new event: fresh id, ce_time now, new trace, correlation id = subject
  * until set otherwise. service is the short name ("orders"); data (a JSON
  * object) is stolen. Free with td_event_free. */
-td_event_t *td_event_new(const char *service, const char *type, const char *subject,
-                         json_t *data);
+td_event_t *td_event_new(const char *service, const char *type, const char *subject, json_t *data);
 /* Makes ev a reaction to cause: same correlation id, causation id =
  * cause->id, traceparent a child of cause's. */
 void td_event_set_cause(td_event_t *ev, const td_event_t *cause);
@@ -66,10 +65,8 @@ int td_data_str(const json_t *data, const char *field, const char **out, char *e
                 size_t errlen);
 int td_data_uuid(const json_t *data, const char *field, const char **out, char *errstr,
                  size_t errlen);
-int td_data_int(const json_t *data, const char *field, int64_t *out, char *errstr,
-                size_t errlen);
+int td_data_int(const json_t *data, const char *field, int64_t *out, char *errstr, size_t errlen);
 /* Money: a JSON number with at most 2 decimals -> integer cents. */
-int td_data_cents(const json_t *data, const char *field, int64_t *out, char *errstr,
-                  size_t errlen);
+int td_data_cents(const json_t *data, const char *field, int64_t *out, char *errstr, size_t errlen);
 
 #endif

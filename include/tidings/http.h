@@ -19,22 +19,22 @@
 struct MHD_Connection;
 struct MHD_Response;
 
-#define TD_HTTP_MAX_BODY  (64 * 1024)
+#define TD_HTTP_MAX_BODY   (64 * 1024)
 #define TD_HTTP_MAX_PARAMS 4
 
 typedef struct td_req {
-    const char *method;        /* "GET", ... */
-    const char *path;          /* decoded path, no query */
-    const char *route;         /* the matched pattern */
-    json_t *body;              /* the JSON object sent, or NULL when no body */
-    const char *body_raw;      /* raw bytes (NUL-terminated), NULL when none */
+    const char *method;   /* "GET", ... */
+    const char *path;     /* decoded path, no query */
+    const char *route;    /* the matched pattern */
+    json_t *body;         /* the JSON object sent, or NULL when no body */
+    const char *body_raw; /* raw bytes (NUL-terminated), NULL when none */
     size_t body_len;
-    char client_ip[64];        /* peer address */
+    char client_ip[64];               /* peer address */
     char request_id[TD_UUID_LEN + 1]; /* X-Request-Id if valid, else new */
-    td_trace_t trace;          /* from the traceparent header (child), or new */
-    td_claims_t auth;          /* valid after td_req_auth succeeded */
+    td_trace_t trace;                 /* from the traceparent header (child), or new */
+    td_claims_t auth;                 /* valid after td_req_auth succeeded */
     bool authed;
-    void *ctx;                 /* td_http_opts_t.ctx */
+    void *ctx; /* td_http_opts_t.ctx */
     struct MHD_Connection *conn;
     /* internal */
     const char *param_names[TD_HTTP_MAX_PARAMS];
@@ -96,18 +96,18 @@ typedef struct td_route {
 typedef bool (*td_ready_fn)(void *arg, char *why, size_t whylen);
 
 typedef struct td_http_opts {
-    const char *service;          /* for logs and metrics */
-    const char *addr;             /* "127.0.0.1" */
-    int port;                     /* 0 = any free port (see td_http_port) */
+    const char *service; /* for logs and metrics */
+    const char *addr;    /* "127.0.0.1" */
+    int port;            /* 0 = any free port (see td_http_port) */
     const td_route_t *routes;
     size_t route_cnt;
-    void *ctx;                    /* req->ctx */
-    const unsigned char *secret;  /* token key */
+    void *ctx;                   /* req->ctx */
+    const unsigned char *secret; /* token key */
     size_t secret_len;
-    td_ready_fn ready;            /* NULL = always ready */
+    td_ready_fn ready; /* NULL = always ready */
     void *ready_arg;
-    unsigned threads;             /* worker threads, 0 = 4 */
-    bool cors;                    /* answer CORS preflights, allow any origin */
+    unsigned threads; /* worker threads, 0 = 4 */
+    bool cors;        /* answer CORS preflights, allow any origin */
 } td_http_opts_t;
 
 typedef struct td_http td_http_t;

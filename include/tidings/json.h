@@ -30,8 +30,7 @@ void td_money_format(int64_t cents, char *buf, size_t len);
 
 /* TD_EINVAL ("unknown field 'colour'") if obj has a key not in allowed
  * (NULL-terminated list). */
-int td_json_only_fields(const json_t *obj, const char *const *allowed, char *errstr,
-                        size_t errlen);
+int td_json_only_fields(const json_t *obj, const char *const *allowed, char *errstr, size_t errlen);
 /* A required string field: present, a string, 1..max_len characters
  * (UTF-8 code points) after no trimming. TD_EINVAL with "title is
  * required" / "title must be a string" / "title must be at most 200
@@ -40,8 +39,8 @@ int td_json_req_string(const json_t *obj, const char *field, size_t max_len, con
                        char *errstr, size_t errlen);
 /* A required integer field within [min, max]; a real with a fraction, a
  * string or a bool is TD_EINVAL ("quantity must be an integer"). */
-int td_json_req_int(const json_t *obj, const char *field, int64_t min, int64_t max,
-                    int64_t *out, char *errstr, size_t errlen);
+int td_json_req_int(const json_t *obj, const char *field, int64_t min, int64_t max, int64_t *out,
+                    char *errstr, size_t errlen);
 /* Number of UTF-8 code points in s. */
 size_t td_utf8_len(const char *s);
 

@@ -14,13 +14,13 @@ typedef struct td_header {
 } td_header_t;
 
 typedef struct td_record {
-    char *topic;        /* full topic name, with the prefix */
-    int32_t partition;  /* -1 when not (yet) known */
-    int64_t offset;     /* -1 when not (yet) known */
-    int64_t timestamp;  /* ms since the epoch, -1 when unknown */
-    void *key;          /* NULL or key_len bytes + a NUL */
+    char *topic;       /* full topic name, with the prefix */
+    int32_t partition; /* -1 when not (yet) known */
+    int64_t offset;    /* -1 when not (yet) known */
+    int64_t timestamp; /* ms since the epoch, -1 when unknown */
+    void *key;         /* NULL or key_len bytes + a NUL */
     size_t key_len;
-    void *value;        /* NULL or value_len bytes + a NUL */
+    void *value; /* NULL or value_len bytes + a NUL */
     size_t value_len;
     td_header_t *headers;
     size_t header_cnt;

@@ -8,12 +8,12 @@
 
 /* Placeholders for subcommands that are still being built; each is
  * replaced by the real (strong) definition when its file lands. */
-#define TD_NOT_YET(fn)                                                                             \
-    __attribute__((weak)) int fn(int argc, char **argv)                                            \
-    {                                                                                              \
-        (void)argc;                                                                                \
-        fprintf(stderr, "tidings: '%s' is not available in this build\n", argv[0]);                \
-        return 2;                                                                                  \
+#define TD_NOT_YET(fn)                                                              \
+    __attribute__((weak)) int fn(int argc, char **argv)                             \
+    {                                                                               \
+        (void)argc;                                                                 \
+        fprintf(stderr, "tidings: '%s' is not available in this build\n", argv[0]); \
+        return 2;                                                                   \
     }
 TD_NOT_YET(cli_run_main)
 TD_NOT_YET(cli_broker_main)
@@ -45,8 +45,9 @@ static const command_t commands[] = {
     {"events", cli_events_main,
      "events [--topic T] [--from-beginning] [--follow] [--json]\n"
      "                                              decoded events from the topics"},
-    {"trace", cli_trace_main, "trace ID                            the causal chain of an order, "
-                              "user or event"},
+    {"trace", cli_trace_main,
+     "trace ID                            the causal chain of an order, "
+     "user or event"},
 };
 
 static void usage(FILE *out)

@@ -6,7 +6,6 @@
 
 #include <string.h>
 
-
 /* How long a stop waits for the outbox to be delivered. */
 #define RELAY_STOP_TIMEOUT_MS 5000
 

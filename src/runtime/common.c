@@ -86,17 +86,28 @@ int td_errf(char *errstr, size_t errlen, int err, const char *fmt, ...)
 const char *td_strerror(int err)
 {
     switch (err) {
-    case TD_OK: return "ok";
-    case TD_EINVAL: return "invalid argument";
-    case TD_ENOENT: return "not found";
-    case TD_EEXIST: return "already exists";
-    case TD_EPERM: return "not permitted";
-    case TD_EAGAIN: return "temporarily unavailable";
-    case TD_EIO: return "i/o error";
-    case TD_ETIMEDOUT: return "timed out";
-    case TD_EEXPIRED: return "expired";
-    case TD_ELIMIT: return "limit exceeded";
-    default: return "unknown error";
+    case TD_OK:
+        return "ok";
+    case TD_EINVAL:
+        return "invalid argument";
+    case TD_ENOENT:
+        return "not found";
+    case TD_EEXIST:
+        return "already exists";
+    case TD_EPERM:
+        return "not permitted";
+    case TD_EAGAIN:
+        return "temporarily unavailable";
+    case TD_EIO:
+        return "i/o error";
+    case TD_ETIMEDOUT:
+        return "timed out";
+    case TD_EEXPIRED:
+        return "expired";
+    case TD_ELIMIT:
+        return "limit exceeded";
+    default:
+        return "unknown error";
     }
 }
 

@@ -47,10 +47,10 @@ int ts_produce(const char *brokers, const td_record_t *rec);
 
 typedef struct ts_resp {
     long status;
-    char *body;     /* NUL-terminated */
+    char *body; /* NUL-terminated */
     size_t body_len;
-    json_t *json;   /* parsed body, NULL if not JSON */
-    char *headers;  /* raw response headers */
+    json_t *json;  /* parsed body, NULL if not JSON */
+    char *headers; /* raw response headers */
 } ts_resp_t;
 
 /* One blocking request. token adds "Authorization: Bearer"; body with

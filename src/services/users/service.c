@@ -15,7 +15,6 @@
 #include "users/users.h"
 #include "users/users_service.h"
 
-
 struct users_service {
     users_ctx_t ctx;
     td_app_t app;
