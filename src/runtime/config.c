@@ -449,7 +449,9 @@ void td_config_usage(FILE *out, const char *command)
             "  TIDINGS_DELIVERY_BACKOFF_MS   1000\n"
             "  TIDINGS_FETCH_WAIT_MS         1 on the embedded broker, else 100\n"
             "  TIDINGS_LISTEN_ADDR           " DEFAULT_LISTEN "\n"
-            "  TIDINGS_VAPID_SUBJECT         " DEFAULT_VAPID_SUBJECT "\n",
+            "  TIDINGS_VAPID_SUBJECT         " DEFAULT_VAPID_SUBJECT "\n"
+            "  TIDINGS_VAPID_PRIVATE_KEY     (notifications: generated once into its db)\n"
+            "  TIDINGS_KAFKA_DEBUG           (none; librdkafka debug contexts, e.g. cgrp)\n",
             command ? command : "<command>");
     for (int i = 0; i < TD_SVC__COUNT; i++)
         fprintf(out, "  %-29s %d\n", port_vars[i], default_ports[i]);
