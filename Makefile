@@ -3,10 +3,12 @@
 #   make test   install missing packages, build, run every test (ctest)
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 DATA       ?= ./data
 
-.PHONY: all deps build run test test-sanitize format format-check bench clean
+.PHONY: all deps build run test test-sanitize fuzz format format-check bench clean
 
 all: build
 
@@ -33,6 +35,13 @@ test-sanitize: deps
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -j $(JOBS) -LE browser
 
+# The libFuzzer harnesses of tests/fuzz (clang, ASan + UBSan), each run for
+# FUZZ_SECONDS; fails if any of them finds a crash, leak or broken invariant.
+fuzz: deps
+	cmake -S . -B $(FUZZ_BUILD) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DTIDINGS_FUZZ=ON
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_all
+	tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
 FORMAT_FILES = $(shell git ls-files '*.c' '*.h')
 format:
 	clang-format -i $(FORMAT_FILES)
@@ -44,4 +53,4 @@ bench: build
 	@for b in $(BUILD)/bench_*; do echo "== $$b"; $$b || exit 1; done
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -13,6 +13,9 @@ PACKAGES=(
 )
 # The browser test drives Debian's chromium with playwright-core (npm).
 PACKAGES+=(chromium)
+# `make fuzz` builds the libFuzzer harnesses with clang (libFuzzer itself
+# comes with compiler-rt).
+PACKAGES+=(clang libclang-rt-14-dev)
 
 want=("${PACKAGES[@]}")
 # Node.js may come from elsewhere (nodesource); only install Debian's if

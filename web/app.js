@@ -30,6 +30,7 @@
     products: [],
     productsById: new Map(),
     orders: new Map(),        // orderId -> order
+    ordersLoaded: false,      // the session's orders were read (an empty list means none)
     orderPolls: new Map(),    // orderId -> timer
     watches: new Set(),
     notifications: [],        // newest first
@@ -57,6 +58,11 @@
     toast('Something went wrong', e && e.message ? e.message : String(e), 'error');
   }
 
+  // Input the page refuses before asking a service: nothing went wrong yet.
+  function inputToast(message) {
+    toast('Please check your input', message, 'error');
+  }
+
   // ---- session -------------------------------------------------------------
 
   function setSignedIn(s) {
@@ -64,6 +70,8 @@
     $('signed-out').hidden = !!s;
     $('signed-in').hidden = !s;
     $('orders-signed-out').hidden = !!s;
+    $('orders-empty').hidden = true;
+    state.ordersLoaded = false; // until this session's orders are read
     $('who').textContent = s ? (s.name || s.email || 'signed in') : '';
     $('admin-panel').hidden = !(s && s.role === 'admin');
     if (!s) {
@@ -153,8 +161,12 @@
     c.qty = el('input', { type: 'number', min: '1', value: '1', class: 'qty',
                           'aria-label': 'Quantity', 'data-testid': 'qty' });
     c.buy = el('button', { class: 'btn primary', 'data-testid': 'buy' }, 'Buy');
-    c.buy.addEventListener('click', () =>
-      placeOrder(c.product, parseInt(c.qty.value, 10) || 1, c.buy));
+    c.buy.addEventListener('click', () => {
+      // "0", "-2" or "1.5" is a typo to point out, not an order of 1.
+      const quantity = /^\s*\d+\s*$/.test(c.qty.value) ? Number(c.qty.value) : 0;
+      if (quantity < 1) return inputToast('The quantity must be a whole number of at least 1.');
+      placeOrder(c.product, quantity, c.buy);
+    });
     c.watch = el('button', { class: 'btn ghost watch', 'data-testid': 'watch',
                              title: 'Get notified about price drops, restocks and removal' });
     c.watch.addEventListener('click', () => toggleWatch(c.product, c.watch));
@@ -242,6 +254,8 @@
       }
     } catch (e) {
       if (!handleAuthError(e)) errorToast(e);
+    } finally {
+      button.disabled = false; // else the first click is the only one
     }
     renderProducts();
   }
@@ -284,6 +298,7 @@
     try {
       const res = await api('orders', '/orders?limit=50');
       state.orders = new Map((res.orders || []).map((o) => [o.orderId, o]));
+      state.ordersLoaded = true;
       renderOrders();
       for (const o of state.orders.values()) if (o.status === 'PENDING') pollOrder(o.orderId, 0);
     } catch (e) {
@@ -322,7 +337,7 @@
   const REASONS = {
     limit_exceeded: 'over the payment limit',
     out_of_stock: 'out of stock',
-    unknown_product: 'product no longer exists',
+    unknown_product: 'no such product',
   };
 
   function orderItem(o) {
@@ -331,8 +346,12 @@
     const status = el('span', { class: 'status ' + o.status.toLowerCase(),
                                 'data-testid': 'order-status' }, o.status);
     const detail = [];
+    // The total is known once approved; before that (and to explain a
+    // refusal over the limit) an estimate at today's price helps, but not
+    // for an order refused for stock, which never had a price.
     if (o.total !== undefined && o.total !== null) detail.push(formatMoney(o.total));
-    else if (p) detail.push('≈ ' + formatMoney(p.price * o.quantity));
+    else if (p && (o.status === 'PENDING' || o.reason === 'limit_exceeded'))
+      detail.push('≈ ' + formatMoney(Math.round(p.price * 100) * o.quantity / 100));
     if (o.reason) detail.push(REASONS[o.reason] || o.reason);
     return el('li', { class: 'order', 'data-testid': 'order',
                       dataset: { orderId: o.orderId, status: o.status } },
@@ -349,6 +368,7 @@
     const list = [...state.orders.values()].sort((a, b) =>
       String(b.createdAt).localeCompare(String(a.createdAt)));
     $('orders').replaceChildren(...list.map(orderItem));
+    $('orders-empty').hidden = !state.session || !state.ordersLoaded || list.length > 0;
   }
 
   // ---- notifications ---------------------------------------------------------
@@ -494,10 +514,13 @@
   function addTicker(ev) {
     if (!ev.type) return;
     const t = $('ticker');
-    t.prepend(el('li', {},
+    // Two lines, so a long type (ProductReservationCancelledEvent) is read
+    // whole in the narrow side panel instead of ending in an ellipsis.
+    t.prepend(el('li', { title: ev.type + ' on ' + ev.topic },
       el('span', { class: 'dot', style: { background: serviceColor(ev.service) } }),
-      el('span', { class: 'ticker-type' }, ev.type),
-      el('span', { class: 'muted small' }, ev.service + ' · ' + tidings.clock(ev.time))));
+      el('div', { class: 'ticker-main' },
+        el('div', { class: 'ticker-type', 'data-testid': 'ticker-type' }, ev.type),
+        el('div', { class: 'muted small' }, ev.service + ' · ' + tidings.clock(ev.time)))));
     while (t.children.length > 8) t.lastChild.remove();
   }
 
@@ -573,15 +596,21 @@
     const list = $('mute-list');
     list.replaceChildren(...NOTIFICATION_TYPES.map(([type, label]) =>
       el('label', { class: 'check' }, el('input', { type: 'checkbox', value: type }), label)));
-    d.showModal();
+    // The saved settings first, then the dialog: shown earlier, a box the
+    // user ticks could be unticked again by the answer arriving after it,
+    // and Save would store what the user never chose.
+    $('prefs-save').disabled = true;
     try {
       const prefs = await api('notifications', '/preferences');
       $('pref-new-products').checked = !!prefs.newProducts;
       const muted = new Set(prefs.muted || []);
       for (const box of list.querySelectorAll('input')) box.checked = muted.has(box.value);
+      $('prefs-save').disabled = false;
     } catch (e) {
-      if (!handleAuthError(e)) showError('prefs-error', e);
+      if (handleAuthError(e)) return;
+      showError('prefs-error', e);
     }
+    if (!d.open) d.showModal();
     setupPush();
   }
 
@@ -664,8 +693,8 @@
     const title = $('add-title').value.trim();
     const price = parseMoney($('add-price').value);
     const quantity = parseStock($('add-qty').value);
-    if (price === null) return errorToast('Price must be a number with at most 2 decimals.');
-    if (quantity === null) return errorToast('Stock must be a whole number.');
+    if (price === null) return inputToast('Price must be a number with at most 2 decimals.');
+    if (quantity === null) return inputToast('Stock must be a whole number.');
     try {
       await api('products', '/products', { method: 'POST', body: { title, price, quantity } });
       $('add-form').reset();
@@ -704,7 +733,8 @@
     r.product = p;
     r.tr.dataset.title = p.title;
     if (r.title.dataset.dirty !== '1') r.title.value = p.title;
-    if (r.price.dataset.dirty !== '1') r.price.value = String(p.price);
+    // Money with its cents, as the shop shows it: 849.5 is "849.50".
+    if (r.price.dataset.dirty !== '1') r.price.value = p.price.toFixed(2);
     if (r.qty.dataset.dirty !== '1') r.qty.value = String(p.quantity);
   }
 
@@ -714,9 +744,9 @@
     const title = r.title.value.trim();
     const price = parseMoney(r.price.value);
     const quantity = parseStock(r.qty.value);
-    if (!title) return errorToast('The title cannot be empty.');
-    if (price === null) return errorToast('Price must be a number with at most 2 decimals.');
-    if (quantity === null) return errorToast('Stock must be a whole number.');
+    if (!title) return inputToast('The title cannot be empty.');
+    if (price === null) return inputToast('Price must be a number with at most 2 decimals.');
+    if (quantity === null) return inputToast('Stock must be a whole number.');
     if (title !== p.title) body.title = title;
     if (price !== p.price) body.price = price;
     if (quantity !== p.quantity) body.quantity = quantity;

@@ -175,6 +175,17 @@
     return (ms / 60000).toFixed(1) + ' min';
   }
 
+  // "ProductReservationCancelledEvent" with a <wbr> before each inner word,
+  // so a deep row wraps the name instead of cutting it off.
+  function breakable(type) {
+    const out = [];
+    String(type || '').split(/(?=[A-Z])/).forEach((w, i) => {
+      if (i) out.push(el('wbr'));
+      out.push(w);
+    });
+    return out;
+  }
+
   function renderTrace(chain) {
     const evs = chain.events;
     const times = evs.map((e) => Date.parse(e.time));
@@ -234,7 +245,7 @@
       const label = el('div', { class: 'tl-label' }, indent,
         el('span', { class: 'svc', style: { background: color } }, e.service),
         el('span', { class: 'tl-type', title: cause ? 'in reaction to ' + cause : 'started by a request' },
-           e.type),
+           breakable(e.type)),
         el('span', { class: 'tl-delay' },
            p >= 0 ? '+' + fmtMs(e.delayMs) : (e.causationid ? 'cause not seen' : 'request')));
       const r = el('div', { class: 'tl-row' + (state.open.has(e.id) ? ' open' : ''),
@@ -307,8 +318,15 @@
     } catch (_) { /* the stream will fill in */ }
     renderTable();
     openStream();
-    const m = location.hash.match(/^#trace=(.+)$/);
-    if (m) showTrace(decodeURIComponent(m[1]));
+    const fromHash = () => {
+      const m = location.hash.match(/^#trace=(.+)$/);
+      if (m && (!state.trace || state.trace.id !== decodeURIComponent(m[1])))
+        showTrace(decodeURIComponent(m[1]));
+    };
+    // A link or a typed URL that only changes the #trace= part loads no
+    // page, so the chain follows the hash, not just the first load.
+    window.addEventListener('hashchange', fromHash);
+    fromHash();
   }
 
   start();

@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <sodium.h>
@@ -28,9 +29,12 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <arpa/inet.h>
 
 #include "cli.h"
 #include "tidings/auth.h"
@@ -51,6 +55,11 @@ extern char **environ;
 #define LINE_MAX_BYTES    (64 * 1024)
 #define ADMIN_EMAIL       "admin@tidings.local"
 #define SEED_MARKER       "seeded"
+#ifdef TIDINGS_WEB_DIR
+#define WEB_DIR_DEFAULT TIDINGS_WEB_DIR
+#else
+#define WEB_DIR_DEFAULT "none compiled in"
+#endif
 
 typedef struct child {
     const char *name;
@@ -711,17 +720,97 @@ static void supervise(run_t *r)
 
 /* ---- setup ------------------------------------------------------------- */
 
+/* The common usage is a service's: `run` has no port of its own (its
+ * children's come from TIDINGS_<SERVICE>_PORT, and td_config_load refuses
+ * --port for it), so that line is left out, and run's own flag and the
+ * variable only a child reads are added, so the text names exactly what
+ * this command accepts and reads. */
 static void usage(FILE *out)
 {
-    td_config_usage(out, "run");
+    char *common = NULL;
+    size_t len = 0;
+    FILE *mem = open_memstream(&common, &len);
+    if (mem) {
+        td_config_usage(mem, "run");
+        fclose(mem);
+    }
+    for (const char *line = common ? common : ""; *line;) {
+        const char *end = strchr(line, '\n');
+        end = end ? end + 1 : line + strlen(line);
+        if (!strncmp(line, "  --help", 8))
+            fputs("  --json-logs        print the services' raw JSON log lines instead of\n"
+                  "                     readable ones (always in <data>/logs/<service>.log)\n",
+                  out);
+        if (strncmp(line, "  --port ", 9)) fwrite(line, 1, (size_t)(end - line), out);
+        line = end;
+    }
+    free(common);
     fprintf(out,
+            "  TIDINGS_WEB_DIR               (web: the pages in " WEB_DIR_DEFAULT ")\n"
             "\nStarts the whole shop: the embedded broker (unless brokers are given), then\n"
-            "users, products, orders, payments, notifications and web as child processes,\n"
-            "each restarted with backoff if it dies. The first start on an empty data dir\n"
-            "creates admin@tidings.local (password: TIDINGS_ADMIN_PASSWORD, or generated and\n"
-            "printed once) and a sample catalogue. Ctrl-C stops everything.\n\n"
-            "  --json-logs        print the services' raw JSON log lines instead of readable\n"
-            "                     ones (the raw lines are always in <data>/logs/<service>.log)\n");
+            "users, products, orders, payments, notifications and web as child processes\n"
+            "on the ports above, each restarted with backoff if it dies. The first start on\n"
+            "an empty data dir creates admin@tidings.local (password: TIDINGS_ADMIN_PASSWORD,\n"
+            "or generated and printed once) and a sample catalogue. The embedded broker's\n"
+            "bootstrap list goes to <data>/brokers for `tidings events` and `tidings trace`.\n"
+            "Ctrl-C or SIGTERM stops everything.\n");
+}
+
+/* Whether port can be listened on at addr (the children's listen
+ * address, numeric as the HTTP layer takes it). Held by a listener counts
+ * as busy; TIME_WAIT does not, as for the children (SO_REUSEADDR). */
+static bool port_free(const char *addr, int port)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    struct sockaddr_in6 sin6 = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port)};
+    const struct sockaddr *sa;
+    socklen_t len;
+    if (inet_pton(AF_INET, addr, &sin.sin_addr) == 1) {
+        sa = (const struct sockaddr *)&sin;
+        len = sizeof(sin);
+    } else if (inet_pton(AF_INET6, addr, &sin6.sin6_addr) == 1) {
+        sa = (const struct sockaddr *)&sin6;
+        len = sizeof(sin6);
+    } else {
+        return true; /* not numeric: the child says what is wrong with it */
+    }
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return true;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    bool ok = bind(fd, sa, len) == 0 || errno != EADDRINUSE;
+    close(fd);
+    return ok;
+}
+
+/* Every child's port must be its own before anything starts: a port that
+ * another program (often an earlier `tidings run`) holds would answer our
+ * /readyz probes for a child that never got it, and the summary would
+ * present someone else's shop, with an admin password that is not its. */
+static int check_ports(const run_t *r)
+{
+    int bad = 0;
+    for (int s = 0; s < TD_SVC__COUNT; s++) {
+        char var[48];
+        snprintf(var, sizeof(var), "TIDINGS_%s_PORT", td_service_name((td_service_t)s));
+        for (char *p = var; *p; p++) *p = (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
+        for (int o = 0; o < s; o++) {
+            if (r->cfg.ports[o] != r->cfg.ports[s]) continue;
+            fprintf(stderr,
+                    "tidings run: %s and %s are both given port %d; each needs its own (%s)\n",
+                    td_service_name((td_service_t)o), td_service_name((td_service_t)s),
+                    r->cfg.ports[s], var);
+            bad++;
+        }
+        if (!port_free(r->cfg.listen_addr, r->cfg.ports[s])) {
+            fprintf(stderr,
+                    "tidings run: port %d (%s) is already in use on %s; is another tidings "
+                    "running? Stop it, or choose a free port with %s.\n",
+                    r->cfg.ports[s], td_service_name((td_service_t)s), r->cfg.listen_addr, var);
+            bad++;
+        }
+    }
+    return bad ? -1 : 0;
 }
 
 static char *generate_password(void)
@@ -780,6 +869,10 @@ int cli_run_main(int argc, char **argv)
         return 2;
     }
     r->color = !r->json_logs && isatty(STDOUT_FILENO) && !getenv("NO_COLOR");
+    if (check_ports(r) < 0) {
+        td_config_free(&r->cfg);
+        return 1;
+    }
 
     /* Before any thread exists (the broker's, curl's), so all inherit it. */
     sigset_t mask;

@@ -50,6 +50,12 @@ unsigned char *td_b64url_decode(const char *s, size_t *len)
 {
     if (!s) return NULL;
     size_t slen = strlen(s);
+    /* libsodium 1.0.18 (Debian 12) decodes every byte >= 0x80 as '_' (it
+     * compares a plain char), so "ab\xff" would decode like "ab_" and a
+     * token could be altered and still verify: only the alphabet passes. */
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    if (strspn(s, alphabet) != slen) return NULL;
     /* Every 4 characters give at most 3 bytes. */
     size_t cap = slen / 4 * 3 + 3;
     unsigned char *out = td_malloc(cap + 1);

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "tidings/bus.h"
+#include "tidings/fault.h"
 #include "tidings/log.h"
 #include "tidings/metrics.h"
 
@@ -425,7 +426,9 @@ static enum outcome process_once(td_consumer_t *cons, const td_record_t *rec, co
     }
 
     int64_t t0 = td_mono_ms();
-    rc = h->fn(cons->ctx, cons->db, ev, why, sizeof(why));
+    rc = td__fault("consumer.before_handler") ? TD_EAGAIN
+                                              : h->fn(cons->ctx, cons->db, ev, why, sizeof(why));
+    if (rc == 0 && td__fault("consumer.before_commit")) rc = TD_EAGAIN;
     if (rc == 0) {
         if (td_db_commit(cons->db) != 0) return RETRY;
         td_log_event(TD_LOG_DEBUG, ev, "consumer %s: handled %s in %lld ms", cons->group, ev->type,
@@ -461,8 +464,9 @@ static void process(td_consumer_t *cons, const rd_kafka_message_t *msg)
     int64_t backoff = BACKOFF_MIN_MS;
 
     for (;;) {
-        if (process_once(cons, rec, ev, why) == DONE) {
+        if (process_once(cons, rec, ev, why) == DONE && !td__fault("consumer.after_commit")) {
             store_offset(cons, msg);
+            (void)td__fault("consumer.after_offset_store");
             atomic_fetch_add(&cons->processed, 1);
             break;
         }

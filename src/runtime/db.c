@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "tidings/fault.h"
 #include "tidings/log.h"
 
 struct td_db {
@@ -162,11 +163,14 @@ int td_db_commit(td_db_t *db)
 {
     int rc = 0;
     bool dirty = db->dirty;
-    if (sqlite3_exec(db->sq, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+    if (td__fault("db.before_commit") ||
+        sqlite3_exec(db->sq, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
         td_error("database commit failed: %s", sqlite3_errmsg(db->sq));
         if (!sqlite3_get_autocommit(db->sq)) sqlite3_exec(db->sq, "ROLLBACK", NULL, NULL, NULL);
         rc = TD_EIO;
         dirty = false;
+    } else if (td__fault("db.after_commit")) {
+        rc = TD_EIO; /* committed, reported failed: the caller must cope */
     }
     db->in_tx = false;
     db->dirty = false;

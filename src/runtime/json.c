@@ -13,10 +13,46 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The largest real whose 15 significant digits do not round up past
+ * DBL_MAX: 1.7976931348623157e308 prints as 1.79769313486232e+308, which no
+ * JSON reader (jansson included) takes back. */
+#define REAL_PRINTABLE_MAX 1.79769313486231e308
+
+static bool has_unprintable_real(const json_t *j)
+{
+    if (json_is_real(j)) return fabs(json_real_value(j)) > REAL_PRINTABLE_MAX;
+    for (size_t i = 0; i < json_array_size(j); i++)
+        if (has_unprintable_real(json_array_get(j, i))) return true;
+    for (void *it = json_object_iter((json_t *)j); it; it = json_object_iter_next((json_t *)j, it))
+        if (has_unprintable_real(json_object_iter_value(it))) return true;
+    return false;
+}
+
+static void clamp_reals(json_t *j)
+{
+    if (json_is_real(j) && fabs(json_real_value(j)) > REAL_PRINTABLE_MAX)
+        json_real_set(j, json_real_value(j) < 0 ? -REAL_PRINTABLE_MAX : REAL_PRINTABLE_MAX);
+    for (size_t i = 0; i < json_array_size(j); i++) clamp_reals(json_array_get(j, i));
+    for (void *it = json_object_iter(j); it; it = json_object_iter_next(j, it))
+        clamp_reals(json_object_iter_value(it));
+}
+
 char *td_json_dumps(const json_t *j)
 {
     if (!j) return td_strdup("null");
-    char *s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(15) | JSON_ENCODE_ANY);
+    const size_t flags = JSON_COMPACT | JSON_REAL_PRECISION(15) | JSON_ENCODE_ANY;
+    char *s;
+    if (has_unprintable_real(j)) {
+        /* Rare (outside input near DBL_MAX): round those toward zero in a
+         * copy, as 15 digits round every other real, so the text reads back. */
+        json_t *copy = json_deep_copy(j);
+        if (!copy) td_oom();
+        clamp_reals(copy);
+        s = json_dumps(copy, flags);
+        json_decref(copy);
+    } else {
+        s = json_dumps(j, flags);
+    }
     if (!s) td_oom(); /* jansson values are always encodable; only memory can fail */
     return s;
 }

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "tidings/bus.h"
+#include "tidings/fault.h"
 #include "tidings/log.h"
 #include "tidings/metrics.h"
 
@@ -65,6 +66,7 @@ int td_outbox_add_record(td_db_t *db, const td_record_t *rec)
     free(hblob);
     if (rc != 0) return TD_EIO;
     td__db_mark_dirty(db);
+    if (td__fault("outbox.after_insert")) return TD_EIO;
     return 0;
 }
 
@@ -297,6 +299,7 @@ static void count_results(td_relay_t *r, size_t cnt, size_t *ok, size_t *failed)
 
 static void delete_persisted(td_relay_t *r, size_t cnt)
 {
+    if (td__fault("relay.before_delete")) return;
     if (td_db_begin(r->db) != 0) return;
     int rc = 0;
     for (size_t i = 0; i < cnt && rc == 0; i++) {
@@ -307,10 +310,11 @@ static void delete_persisted(td_relay_t *r, size_t cnt)
     }
     /* If this fails the rows are published again later: a duplicate with
      * the same ce_id, never a loss. */
-    if (rc == 0)
-        td_db_commit(r->db);
-    else
+    if (rc == 0) {
+        if (td_db_commit(r->db) == 0) (void)td__fault("relay.after_delete");
+    } else {
         td_db_rollback(r->db);
+    }
 }
 
 /* One batch: > 0 rows published (all of them), 0 nothing to do, or
@@ -341,6 +345,7 @@ static int relay_batch(td_relay_t *r, int64_t deadline, size_t *loaded)
         }
     }
 
+    bool reports_lost = td__fault("relay.after_produce");
     bool purged = false;
     int64_t give_up = 0;
     while (r->outstanding > 0) {
@@ -358,6 +363,10 @@ static int relay_batch(td_relay_t *r, int64_t deadline, size_t *loaded)
         if (purged && now >= give_up) break;
     }
 
+    for (size_t i = 0; reports_lost && i < cnt; i++) {
+        rows[i].state = ROW_FAILED;
+        rows[i].err = RD_KAFKA_RESP_ERR__FAIL;
+    }
     size_t ok, failed;
     count_results(r, cnt, &ok, &failed);
     if (ok) delete_persisted(r, cnt);

@@ -255,7 +255,18 @@ static int url_parse(const char *url, url_parts_t *u, char *errstr, size_t errle
         rc = td_errf(errstr, errlen, TD_EINVAL, "URL must be https");
         goto out;
     }
-    if (!*u->host) rc = td_errf(errstr, errlen, TD_EINVAL, "URL has no host");
+    if (!*u->host) {
+        rc = td_errf(errstr, errlen, TD_EINVAL, "URL has no host");
+        goto out;
+    }
+    /* libcurl percent-decodes the host ("a%EAb" -> "a\xeab"). A host name
+     * is ASCII (browsers give IDNs as punycode), and the origin goes into
+     * the VAPID token's JSON, which takes no invalid UTF-8. */
+    for (const char *p = u->host; *p; p++)
+        if (!isalnum((unsigned char)*p) && !strchr("-._:[]", *p)) {
+            rc = td_errf(errstr, errlen, TD_EINVAL, "URL host has characters not allowed");
+            goto out;
+        }
 out:
     curl_url_cleanup(cu);
     if (rc != 0) url_parts_free(u);

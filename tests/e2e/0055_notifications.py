@@ -330,7 +330,7 @@ def main():
             "We received your order of 2 × iPhone 15.", n
         n = s.expect("Order confirmed", "order confirmed")
         assert n["data"]["orderId"] == order, n
-        assert n["body"] == "Your order of 2 × iPhone 15 is confirmed: total 2258.", n["body"]
+        assert n["body"] == "Your order of 2 × iPhone 15 is confirmed: total 2,258.00.", n["body"]
         log("     both order notifications within %.0f ms of the order"
             % ((time.time() - t_order) * 1000))
 
@@ -364,7 +364,7 @@ def main():
                         body={"price": 999})
         expect(st, 200, "PATCH price", body)
         n = s.expect("Price drop: iPhone 15", "price drop")
-        assert n["body"] == "iPhone 15 now costs 999 instead of 1129.", n["body"]
+        assert n["body"] == "iPhone 15 now costs 999.00 instead of 1,129.00.", n["body"]
         st, body = http("PATCH", url("products", "/products/" + lamp), token=admin,
                         body={"quantity": 5})
         expect(st, 200, "PATCH restock", body)

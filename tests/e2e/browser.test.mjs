@@ -85,6 +85,7 @@ const shopper = await newPage('shopper');
 current = shopper;
 const email = `ada.${Date.now()}@example.com`;
 let approvedId = null;
+let rejectedId = null;
 
 await step('the shop shows the sample catalogue', async () => {
   await shopper.goto(SHOP, { waitUntil: 'domcontentloaded' });
@@ -151,6 +152,7 @@ await step('an order over the payment limit turns REJECTED', async () => {
   }, approvedId, { timeout: WAIT });
   const rejected = shopper.locator('[data-testid=order]').first();
   const id = await rejected.getAttribute('data-order-id');
+  rejectedId = id;
   await shopper.locator(`[data-testid=order][data-order-id="${id}"][data-status=REJECTED]`)
     .waitFor({ timeout: WAIT });
   const text = await rejected.textContent();
@@ -168,12 +170,103 @@ await step('the shopper watches a product', async () => {
   await kindle.locator('[data-testid=watch].on').waitFor({ timeout: WAIT });
 });
 
+await step('a watch can be undone and made again without a reload', async () => {
+  const watch = card(shopper, 'Kindle Paperwhite').locator('[data-testid=watch]');
+  await watch.click({ timeout: 5000 }); // a button left disabled times out here
+  await card(shopper, 'Kindle Paperwhite').locator('[data-testid=watch]:not(.on)')
+    .waitFor({ timeout: WAIT });
+  await shopper.locator('[data-testid=toast]', { hasText: 'Stopped watching' }).first()
+    .waitFor({ timeout: WAIT });
+  await watch.click({ timeout: 5000 });
+  await card(shopper, 'Kindle Paperwhite').locator('[data-testid=watch].on')
+    .waitFor({ timeout: WAIT });
+  if (await watch.isDisabled()) throw new Error('the watch button stays disabled');
+});
+
+await step('a quantity below 1 is refused on the page, not ordered as 1', async () => {
+  const before = await shopper.locator('[data-testid=order]').count();
+  const iphone = card(shopper, 'iPhone 15');
+  await iphone.locator('[data-testid=qty]').fill('0');
+  await iphone.locator('[data-testid=buy]').click();
+  await shopper.locator('[data-testid=toast]', { hasText: 'at least 1' }).first()
+    .waitFor({ timeout: WAIT });
+  const after = await shopper.locator('[data-testid=order]').count();
+  if (after !== before) throw new Error(`an order was placed for quantity 0 (${before} -> ${after})`);
+  await iphone.locator('[data-testid=qty]').fill('1');
+});
+
+await step('a card\'s buttons (Watching included) stay inside it at common widths', async () => {
+  for (const width of [1360, 1280, 1200, 1024, 800, 390]) {
+    await shopper.setViewportSize({ width, height: 900 });
+    const spill = await shopper.evaluate(() => {
+      const out = [];
+      for (const c of document.querySelectorAll('[data-testid=product-card]')) {
+        const box = c.getBoundingClientRect();
+        for (const b of c.querySelectorAll('.card-actions > *')) {
+          if (b.hidden) continue;
+          const r = b.getBoundingClientRect();
+          if (r.right > box.right - 1 || r.left < box.left + 1)
+            out.push(`${c.dataset.title}: "${b.textContent}"`);
+        }
+      }
+      return out;
+    });
+    if (spill.length) throw new Error(`at ${width} px: ${spill.join(', ')}`);
+  }
+  await shopper.setViewportSize({ width: 1360, height: 900 });
+});
+
+await step('the bus ticker shows whole event type names', async () => {
+  await shopper.locator('[data-testid=ticker-type]').first().waitFor({ timeout: WAIT });
+  const cut = await shopper.evaluate(() =>
+    [...document.querySelectorAll('[data-testid=ticker-type]')]
+      .filter((e) => e.scrollWidth > e.clientWidth + 1).map((e) => e.textContent));
+  if (cut.length) throw new Error('cut off: ' + cut.join(', '));
+});
+
+await step('an order refused for stock or an unknown product reads so, with no estimate', async () => {
+  // The sold-out sample product has no Buy button: ask the API as the page
+  // does, then look at the orders list of a fresh page of the same session.
+  const page = await shopper.context().newPage();
+  page.on('pageerror', (e) => pageErrors.push(`shopper-2: ${e.message}`));
+  await page.goto(SHOP, { waitUntil: 'domcontentloaded' });
+  const ids = await page.evaluate(async () => {
+    const list = await tidings.api('products', '/products?limit=500');
+    const deck = list.products.find((p) => p.quantity === 0);
+    const order = (productId) => tidings.api('orders', '/orders',
+      { method: 'POST', body: { productId, quantity: 1 } });
+    return [(await order(deck.productId)).orderId,
+            (await order('00000000-0000-4000-8000-000000000000')).orderId];
+  });
+  await page.reload({ waitUntil: 'domcontentloaded' });
+  for (const [id, reason] of [[ids[0], 'out of stock'], [ids[1], 'no such product']]) {
+    const row = page.locator(`[data-testid=order][data-order-id="${id}"][data-status=REJECTED]`);
+    await row.waitFor({ timeout: WAIT });
+    const text = await row.textContent();
+    if (!text.includes(reason) || text.includes('≈'))
+      throw new Error(`the order row reads "${text}", want "${reason}" and no estimate`);
+  }
+  await page.close();
+});
+
 await step('the shopper changes notification settings', async () => {
+  // The saved settings arrive late (as on a slow network): a box ticked
+  // meanwhile must not be unticked by them.
+  const slow = async (route) => {
+    if (route.request().method() === 'GET') await new Promise((r) => setTimeout(r, 1500));
+    await route.continue();
+  };
+  await shopper.route('**/preferences', slow);
+  const loaded = shopper.waitForResponse((r) => r.url().endsWith('/preferences') &&
+                                         r.request().method() === 'GET', { timeout: WAIT });
   await shopper.click('[data-testid=settings]');
   const dialog = shopper.locator('[data-testid=prefs-dialog]');
   await dialog.waitFor({ timeout: WAIT });
   await shopper.locator('#mute-list input[value=UserLoggedInEvent]').check();
   await shopper.locator('#pref-new-products').check();
+  await loaded; // the slow answer has landed (and been applied) by the time of Save
+  await shopper.evaluate(() => new Promise((r) => requestAnimationFrame(() => r())));
+  await shopper.unroute('**/preferences', slow);
   await shot(shopper, '06-settings');
   await shopper.click('#prefs-save');
   await shopper.locator('[data-testid=toast]', { hasText: 'Settings saved' }).first()
@@ -198,6 +291,11 @@ await step('the admin edits the catalogue; the watcher hears of the price drop',
   await admin.click('#login-submit');
   await admin.locator('[data-testid=admin-panel]').waitFor({ timeout: WAIT });
   await admin.locator('#admin-rows tr').first().waitFor({ timeout: WAIT });
+  // Prices keep their cents in the editor; an empty orders panel says so.
+  const kb = await admin.locator('#admin-rows tr[data-title="Mechanical Keyboard"] ' +
+                                 'input[aria-label=Price]').inputValue();
+  if (kb !== '89.50') throw new Error(`the editor shows the keyboard's price as "${kb}"`);
+  await admin.locator('#orders-empty', { hasText: 'No orders yet' }).waitFor({ timeout: WAIT });
 
   // Lower the watched product's price.
   const row = admin.locator('#admin-rows tr[data-title="Kindle Paperwhite"]');
@@ -205,6 +303,12 @@ await step('the admin edits the catalogue; the watcher hears of the price drop',
   await row.getByText('Save').click();
   await card(admin, 'Kindle Paperwhite').locator('[data-testid=price]', { hasText: '129.99' })
     .waitFor({ timeout: WAIT });
+  // The shopper's page learns of it live. A toast lasts 7 s, so it is
+  // looked for now, not after the admin's next edits (slow on a busy box).
+  current = shopper;
+  await shopper.locator('[data-testid=toast]', { hasText: 'Price drop' }).first()
+    .waitFor({ timeout: WAIT });
+  current = admin;
 
   // Add a product, change its stock, delete it.
   await admin.fill('#add-title', 'Desk Lamp');
@@ -221,10 +325,8 @@ await step('the admin edits the catalogue; the watcher hears of the price drop',
   await lamp.getByText('Delete').click();
   await card(admin, 'Desk Lamp').waitFor({ state: 'detached', timeout: WAIT });
 
-  // The shopper's page learns of the price drop live.
+  // The shopper's page has the new price and the notification in its inbox.
   current = shopper;
-  await shopper.locator('[data-testid=toast]', { hasText: 'Price drop' }).first()
-    .waitFor({ timeout: WAIT });
   await card(shopper, 'Kindle Paperwhite').locator('[data-testid=price]', { hasText: '129.99' })
     .waitFor({ timeout: WAIT });
   await openInboxAndFind(shopper, 'Price drop: Kindle Paperwhite');
@@ -262,6 +364,15 @@ await step('the event-flow page draws the approved order\'s causal chain', async
   await shopper.locator('[data-testid=chain-event][data-type=PaymentProcessedEvent]').first().click();
   await shopper.locator('.tl-detail pre.json').first().waitFor({ timeout: WAIT });
   await shot(shopper, '09-flow');
+});
+
+await step('the event-flow page follows a changed #trace= link', async () => {
+  // Only the hash changes: no page load, the chain must follow anyway.
+  await shopper.evaluate((id) => { location.hash = '#trace=' + id; }, rejectedId);
+  await shopper.locator('[data-testid=trace-outcome]', { hasText: 'REJECTED' })
+    .waitFor({ timeout: WAIT });
+  await shopper.locator('[data-testid=chain-event][data-type=PaymentFailedEvent]').first()
+    .waitFor({ timeout: WAIT });
 });
 
 await step('the event-flow table receives new events live', async () => {

@@ -281,7 +281,7 @@ static void test_create_validation(void **state)
         {"{\"title\":\"x\",\"price\":1}", "quantity is required"},
         {"{\"title\":\"x\",\"price\":1,\"quantity\":1,\"colour\":\"red\"}",
          "unknown field 'colour'"},
-        {"{\"title\":\"\",\"price\":1,\"quantity\":1}", "title is required"},
+        {"{\"title\":\"\",\"price\":1,\"quantity\":1}", "title must not be empty"},
         {"{\"title\":\"   \",\"price\":1,\"quantity\":1}", "title must not be blank"},
         {"{\"title\":\"x\",\"price\":-1,\"quantity\":1}", "price must be >= 0"},
         {"{\"title\":\"x\",\"price\":19.999,\"quantity\":1}", "price must have at most 2 decimals"},

@@ -161,7 +161,7 @@ static void test_ten_thousand_watchers_all_get_theirs(void **state)
     json_t *j = nt_sse_json(stream, 0);
     assert_string_equal(json_string_value(json_object_get(j, "title")), "Price drop: Console");
     assert_string_equal(json_string_value(json_object_get(j, "body")),
-                        "Console now costs 450 instead of 500.");
+                        "Console now costs 450.00 instead of 500.00.");
     json_decref(j);
     nt_sse_close(stream);
 

@@ -152,7 +152,7 @@ static void test_every_rule_reaches_the_inbox(void **state)
     expect_titles(&ann, 3, "Welcome, Ann|New sign-in to your account|New in the shop: iPhone 15");
     json_t *n = newest(&ann);
     assert_string_equal(json_string_value(json_object_get(n, "body")),
-                        "iPhone 15 is now available for 1129.");
+                        "iPhone 15 is now available for 1,129.00.");
     assert_string_equal(json_string_value(json_object_get(json_object_get(n, "data"), "productId")),
                         pid);
     json_decref(n);
@@ -167,7 +167,7 @@ static void test_every_rule_reaches_the_inbox(void **state)
                   "Order received|Order confirmed");
     n = newest(&ann);
     assert_string_equal(json_string_value(json_object_get(n, "body")),
-                        "Your order of 2 × iPhone 15 is confirmed: total 2258.");
+                        "Your order of 2 × iPhone 15 is confirmed: total 2,258.00.");
     assert_string_equal(json_string_value(json_object_get(json_object_get(n, "data"), "orderId")),
                         order);
     assert_string_equal(json_string_value(json_object_get(n, "type")), "OrderApprovedEvent");
@@ -244,7 +244,7 @@ static void test_redelivered_events_make_nothing(void **state)
     expect_titles(&carol, 2, "Price drop: Lamp|Price drop: Lamp");
     json_t *n = newest(&carol);
     assert_string_equal(json_string_value(json_object_get(n, "body")),
-                        "Lamp now costs 30 instead of 40.");
+                        "Lamp now costs 30.00 instead of 40.00.");
     json_decref(n);
     td_event_free(ev);
     free(bob.token);

@@ -148,6 +148,29 @@ static void test_tampered_signature(void **state)
     free(tok);
 }
 
+/* Found by fuzzing: a signature with a '_' replaced by a byte >= 0x80
+ * decoded to the same MAC, so an altered token still verified. */
+static void test_signature_with_non_ascii(void **state)
+{
+    (void)state;
+    td_claims_t c = claims("customer", NOW + 60);
+    char *tok = NULL, *under = NULL;
+    /* Sign until the signature has a '_' to replace (half the tokens do). */
+    for (int i = 0; i < 1000 && !under; i++) {
+        free(tok);
+        c.iat = NOW + i;
+        tok = td_jwt_sign(key, KEY_LEN, &c);
+        under = strchr(strrchr(tok, '.'), '_');
+    }
+    assert_non_null(under);
+    assert_int_equal(td_jwt_verify(key, KEY_LEN, tok, NOW, NULL, NULL, 0), 0);
+    for (int b = 0x80; b <= 0xff; b++) {
+        *under = (char)b;
+        assert_int_equal(td_jwt_verify(key, KEY_LEN, tok, NOW, NULL, NULL, 0), TD_EINVAL);
+    }
+    free(tok);
+}
+
 static void test_wrong_key(void **state)
 {
     (void)state;
@@ -296,13 +319,19 @@ static void test_b64url(void **state)
     free(enc);
 
     size_t n;
+    unsigned char *d;
     assert_null(td_b64url_decode("ab+/", &n)); /* standard alphabet */
     assert_null(td_b64url_decode("YQ==", &n)); /* padding */
     assert_null(td_b64url_decode("Y", &n));    /* impossible length */
     assert_null(td_b64url_decode("YR", &n));   /* non-zero trailing bits */
     assert_null(td_b64url_decode("Y Q", &n));  /* whitespace */
+    /* Found by fuzzing: libsodium 1.0.18 read any byte >= 0x80 as '_'. */
+    assert_non_null(d = td_b64url_decode("__8", &n));
+    free(d);
+    assert_null(td_b64url_decode("\xff_8", &n));
+    assert_null(td_b64url_decode("YWJ\x80", &n));
     assert_null(td_b64url_decode(NULL, &n));
-    unsigned char *d = td_b64url_decode("YQ", &n);
+    d = td_b64url_decode("YQ", &n);
     assert_non_null(d);
     assert_int_equal(n, 1);
     assert_int_equal(d[0], 'a');
@@ -312,11 +341,17 @@ static void test_b64url(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_round_trip),       cmocka_unit_test(test_expired),
-        cmocka_unit_test(test_tampered_payload), cmocka_unit_test(test_tampered_signature),
-        cmocka_unit_test(test_wrong_key),        cmocka_unit_test(test_alg_none_and_other_algs),
-        cmocka_unit_test(test_bad_claims),       cmocka_unit_test(test_garbage_tokens),
-        cmocka_unit_test(test_password_hash),    cmocka_unit_test(test_b64url),
+        cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_expired),
+        cmocka_unit_test(test_tampered_payload),
+        cmocka_unit_test(test_tampered_signature),
+        cmocka_unit_test(test_wrong_key),
+        cmocka_unit_test(test_alg_none_and_other_algs),
+        cmocka_unit_test(test_bad_claims),
+        cmocka_unit_test(test_garbage_tokens),
+        cmocka_unit_test(test_password_hash),
+        cmocka_unit_test(test_b64url),
+        cmocka_unit_test(test_signature_with_non_ascii),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -161,6 +161,19 @@ static void test_dumps(void **state)
     s = td_json_dumps(NULL);
     assert_string_equal(s, "null");
     free(s);
+
+    /* Found by fuzzing: the largest doubles printed with 15 digits rounded
+     * up past DBL_MAX, text that no JSON reader takes back. */
+    json_t *big = json_loads("[1.7976931348623157e308,-1.797693134862315e308,1e308]", 0, NULL);
+    assert_non_null(big);
+    s = td_json_dumps(big);
+    assert_string_equal(s, "[1.79769313486231e308,-1.79769313486231e308,1e308]");
+    json_t *back = json_loads(s, 0, NULL);
+    assert_non_null(back);
+    json_decref(back);
+    free(s);
+    assert_true(json_real_value(json_array_get(big, 0)) == 1.7976931348623157e308); /* untouched */
+    json_decref(big);
 }
 
 static void test_only_fields(void **state)

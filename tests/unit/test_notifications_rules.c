@@ -260,7 +260,7 @@ static void test_order_rows_use_the_product_title(void **state)
     assert_int_equal(json_array_size(arr), 3);
     static const char *const want[][2] = {
         {"Order received", "We received your order of 2 × iPhone 15."},
-        {"Order confirmed", "Your order of 2 × iPhone 15 is confirmed: total 2258."},
+        {"Order confirmed", "Your order of 2 × iPhone 15 is confirmed: total 2,258.00."},
         {"Order rejected (out_of_stock)",
          "Your order of 2 × iPhone 15 was rejected: there is not enough stock."},
     };
@@ -314,7 +314,7 @@ static void test_price_drop_notifies_watchers(void **state)
     watch(f, BOB, PHONE);
     product_updated(f, PHONE, "iPhone 15", 99900, 5, 112900, 5);
     assert_int_equal(drain(f), 2);
-    assert_only(f, ANN, "Price drop: iPhone 15", "iPhone 15 now costs 999 instead of 1129.");
+    assert_only(f, ANN, "Price drop: iPhone 15", "iPhone 15 now costs 999.00 instead of 1,129.00.");
     assert_only(f, BOB, "Price drop: iPhone 15", NULL);
     assert_int_equal(count_of(f, CAROL), 0);
 
@@ -334,7 +334,7 @@ static void test_back_in_stock_notifies_watchers(void **state)
     product_updated(f, PHONE, "iPhone 15", 112900, 7, 112900, 0);
     assert_int_equal(drain(f), 1);
     assert_only(f, ANN, "Back in stock: iPhone 15",
-                "iPhone 15 is back in stock: 7 available at 1129.");
+                "iPhone 15 is back in stock: 7 available at 1,129.00.");
 
     /* Restocked and cheaper at once: one notification, back in stock. */
     product_updated(f, PHONE, "iPhone 15", 112900, 0, 112900, 7);
@@ -530,6 +530,40 @@ static void test_render_template_syntax(void **state)
     json_decref(vars);
 }
 
+/* One money format in every sentence: grouped units and both decimals,
+ * whatever the JSON form of the amount was. */
+static void test_money_reads_naturally(void **state)
+{
+    (void)state;
+    static const struct {
+        int64_t cents;
+        const char *text;
+    } cases[] = {
+        {0, "0.00"},
+        {5, "0.05"},
+        {1999, "19.99"},
+        {8950, "89.50"},
+        {99900, "999.00"},
+        {112900, "1,129.00"},
+        {225800, "2,258.00"},
+        {123456780, "1,234,567.80"},
+        {TD_MONEY_MAX_CENTS, "999,999,999,999.00"},
+    };
+    char buf[32];
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        notif_money_text(cases[i].cents, buf, sizeof(buf));
+        assert_string_equal(buf, cases[i].text);
+    }
+    /* Through a template, an integer price and a real one read alike. */
+    json_t *vars = json_pack("{s:o, s:o}", "price", td_json_money(100000), "previousPrice",
+                             td_json_money(123450));
+    char err[128];
+    char *s = notif_render("{price} instead of {previousPrice}", vars, err, sizeof(err));
+    assert_string_equal(s, "1,000.00 instead of 1,234.50");
+    free(s);
+    json_decref(vars);
+}
+
 /* ---- fan-out ---- */
 
 static void test_fanout_works_in_bounded_chunks(void **state)
@@ -718,6 +752,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test(test_every_rule_renders),
         cmocka_unit_test(test_render_template_syntax),
+        cmocka_unit_test(test_money_reads_naturally),
         cmocka_unit_test_setup_teardown(test_fanout_works_in_bounded_chunks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_inbox_pages_reads_and_deletes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_preferences_are_validated, setup, teardown),

@@ -189,7 +189,8 @@ static void test_create_body(void **state)
                  "unknown field 'colour'");
     expect_error("{\"title\":5,\"price\":1,\"quantity\":1}", false, "title must be a string");
     expect_error("{\"title\":null,\"price\":1,\"quantity\":1}", false, "title must be a string");
-    expect_error("{\"title\":\"\",\"price\":1,\"quantity\":1}", false, "title is required");
+    expect_error("{\"title\":\"\",\"price\":1,\"quantity\":1}", false, "title must not be empty");
+    expect_error("{\"title\":\"\"}", true, "title must not be empty"); /* a PATCH too */
     expect_error("{\"title\":\"x\\u0000y\",\"price\":1,\"quantity\":1}", false,
                  "title must not contain NUL characters");
     expect_error("{\"title\":\"x\",\"price\":1,\"quantity\":-1}", false, "quantity must be >= 0");

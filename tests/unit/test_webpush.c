@@ -416,6 +416,16 @@ static void test_check_endpoint(void **state)
     }
     assert_int_equal(td_webpush_check_endpoint(NULL, true, err, sizeof(err)), TD_EINVAL);
     free(longurl);
+
+    /* Found by fuzzing: libcurl percent-decodes the host, which then put
+     * a byte that is not UTF-8 into the origin and the VAPID token. */
+    char *o = NULL;
+    assert_int_equal(
+        td_webpush_check_endpoint("https://fcm.goog%eapis.com/x", false, err, sizeof(err)),
+        TD_EINVAL);
+    assert_int_equal(td_webpush_origin("https://push%25.example.net/x", &o, err, sizeof(err)),
+                     TD_EINVAL);
+    assert_null(o);
 }
 
 static void test_origin(void **state)

@@ -264,6 +264,25 @@ static void sb_add(strbuf_t *sb, const char *s, size_t n)
     sb->p[sb->len] = '\0';
 }
 
+void notif_money_text(int64_t cents, char *buf, size_t len)
+{
+    /* The JSON form ("2258", "19.9" is 19.90) is for programs; a sentence
+     * that says "total 2258." reads like a count, so people get grouped
+     * units and both decimals. Event money is never negative (the check
+     * refuses it), but a sign costs nothing. */
+    const char *sign = cents < 0 ? "-" : "";
+    uint64_t abs = cents < 0 ? (uint64_t)0 - (uint64_t)cents : (uint64_t)cents;
+    char digits[24], grouped[40];
+    int n = snprintf(digits, sizeof(digits), "%" PRIu64, abs / 100);
+    size_t k = 0;
+    for (int i = 0; i < n; i++) {
+        if (i > 0 && (n - i) % 3 == 0) grouped[k++] = ',';
+        grouped[k++] = digits[i];
+    }
+    grouped[k] = '\0';
+    snprintf(buf, len, "%s%s.%02u", sign, grouped, (unsigned)(abs % 100));
+}
+
 /* The text of vars[name], or NULL when absent (or empty, or not a scalar). */
 static char *value_text(const json_t *vars, const char *name)
 {
@@ -273,7 +292,7 @@ static char *value_text(const json_t *vars, const char *name)
     if (is_money_field(name)) {
         int64_t cents;
         if (!json_is_number(v) || td_json_to_cents(v, name, &cents, NULL, 0) != 0) return NULL;
-        td_money_format(cents, buf, sizeof(buf));
+        notif_money_text(cents, buf, sizeof(buf));
         return td_strdup(buf);
     }
     if (json_is_integer(v)) return td_asprintf("%" JSON_INTEGER_FORMAT, json_integer_value(v));

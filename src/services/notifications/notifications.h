@@ -33,7 +33,7 @@ typedef enum notif_audience {
 } notif_audience_t;
 
 /* One row of SPEC section 2's table. Templates take {field} from the
- * event data (money fields printed as money, "2258" or "19.99"), plus
+ * event data (money fields printed by notif_money_text: "2,258.00"), plus
  * {product} (the title of data.productId as last seen on the products
  * topic) and {reasonText} (data.reason for people); a [bracketed part] is
  * left out when a field inside it is absent (optional event fields). */
@@ -66,6 +66,10 @@ int notif_rule_check(const notif_rule_t *rule, const json_t *data, char *errstr,
 /* Fills tpl from vars (see notif_rule_t). Caller frees. NULL with errstr
  * when a required field is missing (a bug in a template or the check). */
 char *notif_render(const char *tpl, const json_t *vars, char *errstr, size_t errlen);
+/* Money as people read it in a sentence, one format in every notification
+ * text: thousands grouped by commas and always two decimals (225800 ->
+ * "2,258.00", 1999 -> "19.99", 0 -> "0.00"). buf >= 32. */
+void notif_money_text(int64_t cents, char *buf, size_t len);
 
 /* ---- applying events ------------------------------------------------------ */
 

@@ -34,14 +34,14 @@ static bool page_args(td_req_t *req, td_resp_t *resp, int64_t *after, int *limit
     int64_t lim = NOTIF_PAGE_DEFAULT;
     const char *q = td_req_query(req, "limit");
     if (q && !parse_positive(q, NOTIF_PAGE_MAX, &lim)) {
-        td_resp_error(resp, 400, "limit must be an integer between 1 and %d", NOTIF_PAGE_MAX);
+        td_resp_error(resp, 400, "limit must be an integer from 1 to %d", NOTIF_PAGE_MAX);
         return false;
     }
     *limit = (int)lim;
     *after = 0;
     q = td_req_query(req, "after");
     if (q && !parse_positive(q, INT64_MAX, after)) {
-        td_resp_error(resp, 400, "after must be a cursor from a previous page's next");
+        td_resp_error(resp, 400, "after is not a valid cursor");
         return false;
     }
     return true;

@@ -102,7 +102,7 @@ static void list_orders(td_req_t *req, td_resp_t *resp)
     int64_t limit = LIST_LIMIT_DEFAULT, after = 0;
     const char *q = td_req_query(req, "limit");
     if (q && !parse_positive(q, LIST_LIMIT_MAX, &limit)) {
-        td_resp_error(resp, 400, "limit must be an integer between 1 and %d", LIST_LIMIT_MAX);
+        td_resp_error(resp, 400, "limit must be an integer from 1 to %d", LIST_LIMIT_MAX);
         return;
     }
     q = td_req_query(req, "after");

@@ -85,6 +85,9 @@ static int parse_fields(const json_t *body, products_input_t *in, char *errstr, 
     if (rc) return rc;
     const json_t *title = json_object_get(body, "title");
     if (json_is_null(title)) return td_errf(errstr, errlen, TD_EINVAL, "title must be a string");
+    /* "" is there but empty: "required" would puzzle a PATCH that sent it. */
+    if (json_is_string(title) && json_string_length(title) == 0)
+        return td_errf(errstr, errlen, TD_EINVAL, "title must not be empty");
     if (title) {
         rc = td_json_req_string(body, "title", PRODUCTS_TITLE_MAX, &in->title, errstr, errlen);
         if (rc == 0) rc = products_title_check(in->title, errstr, errlen);
