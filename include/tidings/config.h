@@ -81,5 +81,8 @@ char *td_data_path(const td_config_t *cfg, const char *file);
 
 /* The topics of SPEC section 3, short names, NULL-terminated. */
 extern const char *const td_spec_topics[];
+/* The short topic a SPEC event type is written to ("OrderCreatedEvent" ->
+ * "orders"; SPEC section 3), or NULL for a type the SPEC does not name. */
+const char *td_spec_topic_of(const char *type);
 
 #endif

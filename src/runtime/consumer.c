@@ -53,6 +53,7 @@ struct td_consumer {
     td_db_t *db;
     void *ctx;
     char *group;
+    char *prefix;  /* the topic prefix, to check that a type is on its SPEC topic */
     char **topics; /* full names */
     size_t topic_cnt;
     td_handler_t *handlers; /* types copied */
@@ -407,7 +408,26 @@ static enum outcome process_once(td_consumer_t *cons, const td_record_t *rec, co
 
     const td_handler_t *h = find_handler(cons, ev->type);
     if (!h) {
-        count(rec->topic, ev->type, "skipped");
+        /* One label for every unhandled type: types are outside input, and
+         * a label per type would let anyone grow the metrics without end. */
+        count(rec->topic, "(unhandled)", "skipped");
+        return DONE;
+    }
+
+    /* A SPEC type has one topic; the same type anywhere else is not the
+     * event its name says (SPEC section 3), so acting on it would let a
+     * stray record reserve stock or charge a payment. */
+    const char *home = td_spec_topic_of(ev->type);
+    size_t plen = strlen(cons->prefix);
+    if (home && (strncmp(rec->topic, cons->prefix, plen) || strcmp(rec->topic + plen, home))) {
+        snprintf(why, sizeof(why), "%s belongs on topic %s%s, not %s", ev->type, cons->prefix, home,
+                 rec->topic);
+        int rc = dead_letter(cons, rec, ev->id, why);
+        if (rc < 0) return RETRY;
+        if (rc == 1)
+            td_log_event(TD_LOG_WARN, ev, "consumer %s: sent to %s.DLT: %s", cons->group,
+                         rec->topic, why);
+        count(rec->topic, ev->type, rc == 1 ? "dead_lettered" : "duplicate");
         return DONE;
     }
 
@@ -537,6 +557,7 @@ static void consumer_free(td_consumer_t *cons)
     free(cons->handlers);
     parts_clear(cons);
     free(cons->group);
+    free(cons->prefix);
     pthread_cond_destroy(&cons->cv);
     pthread_mutex_destroy(&cons->mu);
     free(cons);
@@ -564,6 +585,7 @@ td_consumer_t *td_consumer_start(const td_config_t *cfg, const td_consumer_opts_
     cons->db = opts->db;
     cons->ctx = opts->ctx;
     cons->group = td_strdup(opts->group);
+    cons->prefix = td_strdup(cfg->topic_prefix ? cfg->topic_prefix : "");
     cons->handlers = td_calloc(opts->handler_cnt, sizeof(*cons->handlers));
     cons->handler_cnt = opts->handler_cnt;
     for (size_t i = 0; i < opts->handler_cnt; i++) {
