@@ -579,7 +579,6 @@ static bool live_cond(world_t *w)
 static int world_start(world_t *w, size_t cap)
 {
     char err[512] = "";
-    w->ep = -1;
     w->dir = bench_tmpdir("sse-streams");
     if (!w->dir) return -1;
     bench_config(&w->bcfg, "broker", w->dir, NULL, 1);
@@ -644,6 +643,7 @@ int main(void)
     int rc = 1;
     world_t w;
     memset(&w, 0, sizeof(w));
+    w.ep = -1;
     bench_begin();
     long nofile = nofile_raise();
     size_t max_streams = nofile > 2 * RESERVE_FDS ? (size_t)(nofile - RESERVE_FDS) / 2 : 0;
@@ -659,7 +659,11 @@ int main(void)
     phase_t ph[1 + 2 * TD_ARRAY_SIZE(SIZES)];
     size_t nph = 0;
 
-    if (cap < (size_t)USERS || world_start(&w, cap) != 0) goto out;
+    if (cap < (size_t)USERS) {
+        fprintf(stderr, "sse_streams: an open-file limit of %ld is too low to run\n", nofile);
+        goto out;
+    }
+    if (world_start(&w, cap) != 0) goto out;
     printf("sse_streams: notifications service in-process, embedded broker (3); the streams are "
            "raw sockets on one epoll loop in the main thread; open-file limit %ld; load average "
            "at start %.2f\n",
@@ -670,7 +674,10 @@ int main(void)
         if (run_phase(&w, sizes[i], USERS, false, &ph[nph++]) != 0) goto out;
         if (run_phase(&w, sizes[i], 1, false, &ph[nph++]) != 0) goto out;
     }
-    if (dr_failures) goto out;
+    if (dr_failures) {
+        fprintf(stderr, "sse_streams: %d events were not delivered\n", dr_failures);
+        goto out;
+    }
 
     printf("  %7s %5s %8s %9s %8s %6s %7s %10s %8s %10s\n", "streams", "users", "open s",
            "opened/s", "threads:", "before", "after", "RSS MiB:", "after", "KiB/stream");
