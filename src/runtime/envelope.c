@@ -310,3 +310,149 @@ int td_data_cents(const json_t *data, const char *field, int64_t *out, char *err
     snprintf(name, sizeof(name), "field '%s'", field);
     return td_json_to_cents(v, name, out, errstr, errlen);
 }
+
+int td_data_check(const json_t *data, const td_field_spec_t *spec, char *errstr, size_t errlen)
+{
+    if (!json_is_object(data))
+        return td_errf(errstr, errlen, TD_EINVAL, "event data must be a JSON object");
+    for (const td_field_spec_t *f = spec; f && f->name; f++) {
+        const char *s;
+        int64_t v, ms;
+        int rc = 0;
+        if (f->optional && !json_object_get(data, f->name)) continue;
+        if (f->optional && json_is_null(json_object_get(data, f->name)))
+            return td_errf(errstr, errlen, TD_EINVAL, "field '%s' must not be null", f->name);
+        switch (f->kind) {
+        case TD_FIELD_STR:
+            if ((rc = td_data_str(data, f->name, &s, errstr, errlen)) != 0) return rc;
+            v = (int64_t)td_utf8_len(s);
+            if (v < f->min)
+                return f->min == 1
+                           ? td_errf(errstr, errlen, TD_EINVAL, "field '%s' is empty", f->name)
+                           : td_errf(errstr, errlen, TD_EINVAL,
+                                     "field '%s' is shorter than %lld characters", f->name,
+                                     (long long)f->min);
+            if (v > f->max)
+                return td_errf(errstr, errlen, TD_EINVAL,
+                               "field '%s' is longer than %lld characters", f->name,
+                               (long long)f->max);
+            break;
+        case TD_FIELD_UUID:
+            rc = td_data_uuid(data, f->name, &s, errstr, errlen);
+            break;
+        case TD_FIELD_INT:
+            if ((rc = td_data_int(data, f->name, &v, errstr, errlen)) != 0) return rc;
+            if (v < f->min || v > f->max)
+                return td_errf(errstr, errlen, TD_EINVAL, "field '%s' must be %lld to %lld",
+                               f->name, (long long)f->min, (long long)f->max);
+            break;
+        case TD_FIELD_MONEY:
+            rc = td_data_cents(data, f->name, &v, errstr, errlen);
+            break;
+        case TD_FIELD_TIME:
+            if ((rc = td_data_str(data, f->name, &s, errstr, errlen)) != 0) return rc;
+            if (td_time_parse(s, &ms) != 0)
+                return td_errf(errstr, errlen, TD_EINVAL, "field '%s' must be an RFC 3339 time",
+                               f->name);
+            break;
+        }
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+/* The bounds are the producers': names 100 and titles 200 characters
+ * (users, products), emails 254 bytes, a login's User-Agent 512 bytes and
+ * ip 64, reasons 64 (orders), an order's quantity 1..1,000,000 (orders),
+ * stock 0..1,000,000,000 (products). */
+#define F_UUID(n)                     \
+    {                                 \
+        n, TD_FIELD_UUID, false, 0, 0 \
+    }
+#define F_STR(n, max)                  \
+    {                                  \
+        n, TD_FIELD_STR, false, 1, max \
+    }
+#define F_OPT_STR(n, max)             \
+    {                                 \
+        n, TD_FIELD_STR, true, 1, max \
+    }
+#define F_INT(n, lo, hi)               \
+    {                                  \
+        n, TD_FIELD_INT, false, lo, hi \
+    }
+#define F_MONEY(n)                     \
+    {                                  \
+        n, TD_FIELD_MONEY, false, 0, 0 \
+    }
+#define F_TIME(n)                     \
+    {                                 \
+        n, TD_FIELD_TIME, false, 0, 0 \
+    }
+#define F_END                           \
+    {                                   \
+        NULL, TD_FIELD_STR, false, 0, 0 \
+    }
+#define F_ORDER_QTY F_INT("quantity", 1, 1000000)
+#define F_STOCK(n)  F_INT(n, 0, 1000000000)
+#define F_REASON    F_STR("reason", 64)
+
+static const td_field_spec_t user_registered[] = {
+    F_UUID("userId"), F_STR("email", 254), F_STR("name", 100), F_TIME("registeredAt"), F_END};
+static const td_field_spec_t user_logged_in[] = {F_UUID("userId"),     F_STR("email", 254),
+                                                 F_TIME("loggedInAt"), F_OPT_STR("userAgent", 512),
+                                                 F_OPT_STR("ip", 64),  F_END};
+static const td_field_spec_t product_created[] = {F_UUID("productId"), F_STR("title", 200),
+                                                  F_MONEY("price"), F_STOCK("quantity"), F_END};
+static const td_field_spec_t product_updated[] = {F_UUID("productId"),
+                                                  F_STR("title", 200),
+                                                  F_MONEY("price"),
+                                                  F_STOCK("quantity"),
+                                                  F_MONEY("previousPrice"),
+                                                  F_STOCK("previousQuantity"),
+                                                  F_END};
+static const td_field_spec_t product_deleted[] = {F_UUID("productId"), F_STR("title", 200), F_END};
+static const td_field_spec_t order_created[] = {F_UUID("orderId"),   F_UUID("userId"),
+                                                F_UUID("productId"), F_ORDER_QTY,
+                                                F_TIME("createdAt"), F_END};
+static const td_field_spec_t product_reserved[] = {F_UUID("orderId"),    F_UUID("userId"),
+                                                   F_UUID("productId"),  F_ORDER_QTY,
+                                                   F_MONEY("unitPrice"), F_END};
+static const td_field_spec_t reservation_failed[] = {
+    F_UUID("orderId"), F_UUID("userId"), F_UUID("productId"), F_ORDER_QTY, F_REASON, F_END};
+static const td_field_spec_t reservation_cancelled[] = {F_UUID("orderId"), F_UUID("userId"),
+                                                        F_UUID("productId"), F_ORDER_QTY, F_END};
+static const td_field_spec_t payment_processed[] = {F_UUID("paymentId"), F_UUID("orderId"),
+                                                    F_UUID("userId"), F_MONEY("amount"), F_END};
+static const td_field_spec_t payment_failed[] = {F_UUID("orderId"), F_UUID("userId"),
+                                                 F_MONEY("amount"), F_REASON, F_END};
+static const td_field_spec_t order_approved[] = {
+    F_UUID("orderId"), F_UUID("userId"), F_UUID("productId"), F_ORDER_QTY, F_MONEY("total"), F_END};
+static const td_field_spec_t order_rejected[] = {
+    F_UUID("orderId"), F_UUID("userId"), F_UUID("productId"), F_ORDER_QTY, F_REASON, F_END};
+
+static const struct {
+    const char *type;
+    const td_field_spec_t *fields;
+} event_fields[] = {
+    {"UserRegisteredEvent", user_registered},
+    {"UserLoggedInEvent", user_logged_in},
+    {"ProductCreatedEvent", product_created},
+    {"ProductUpdatedEvent", product_updated},
+    {"ProductDeletedEvent", product_deleted},
+    {"OrderCreatedEvent", order_created},
+    {"ProductReservedEvent", product_reserved},
+    {"ProductReservationFailedEvent", reservation_failed},
+    {"ProductReservationCancelledEvent", reservation_cancelled},
+    {"PaymentProcessedEvent", payment_processed},
+    {"PaymentFailedEvent", payment_failed},
+    {"OrderApprovedEvent", order_approved},
+    {"OrderRejectedEvent", order_rejected},
+};
+
+const td_field_spec_t *td_event_fields(const char *type)
+{
+    for (size_t i = 0; type && i < TD_ARRAY_SIZE(event_fields); i++)
+        if (!strcmp(event_fields[i].type, type)) return event_fields[i].fields;
+    return NULL;
+}

@@ -605,7 +605,11 @@ int notif_apply(notif_t *n, const td_event_t *ev, char *errstr, size_t errlen)
     const struct keeper *keeper = NULL;
 
     /* Validate everything this type could need before any effect, so bad
-     * data goes to the DLT whichever variant of the rule it would hit. */
+     * data goes to the DLT whichever variant of the rule it would hit:
+     * first the event's whole SPEC shape with the producers' bounds (an
+     * order's quantity >= 1, strings of bounded length, the timestamps),
+     * then what the rules and keepers read. */
+    if ((rc = td_data_check(ev->data, td_event_fields(ev->type), errstr, errlen)) != 0) goto out;
     for (size_t i = 0; i < TD_ARRAY_SIZE(keepers); i++)
         if (strcmp(keepers[i].type, ev->type) == 0) keeper = &keepers[i];
     if (keeper && (rc = check_fields(keeper->fields, ev->data, errstr, errlen)) != 0) goto out;

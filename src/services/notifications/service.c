@@ -37,7 +37,6 @@
 struct notifications_service {
     notif_ctx_t ctx;
     td_db_t *db;
-    td_db_t *live_db;
     td_relay_t *relay;
     td_vapid_t *vapid;
     td_delivery_t *dlv;
@@ -144,11 +143,6 @@ notifications_service_t *notifications_service_start(const td_config_t *cfg, cha
 
     svc->db = td_service_db(cfg, notif_migrations, notif_migration_cnt, errstr, errlen);
     if (!svc->db) goto fail;
-    /* The live consumer's inbox: nothing of it needs to survive a restart
-     * (its group starts at the latest offset every time). */
-    svc->live_db = td_db_open(":memory:", NULL, 0, errstr, errlen);
-    if (!svc->live_db) goto fail;
-
     if (td_delivery_init(svc->db) != 0) {
         td_errf(errstr, errlen, TD_EIO, "cannot create the delivery queue");
         goto fail;
@@ -214,7 +208,15 @@ notifications_service_t *notifications_service_start(const td_config_t *cfg, cha
         .handlers = notif_live_handlers,
         .handler_cnt = notif_live_handler_cnt,
         .ctx = &svc->ctx,
-        .db = svc->live_db,
+        /* The service's own database, not a throw-away in-memory one:
+         * the inbox rows would not need to survive a restart (the group
+         * starts at the latest offset every time), but a record this
+         * consumer cannot parse is dead-lettered through the outbox, and
+         * only a database with a relay publishes it (an in-memory one
+         * without a relay counted it and kept it forever), and only a
+         * durable one keeps it across a crash after the offset is stored.
+         * events.c prunes this consumer's inbox rows. */
+        .db = svc->db,
         .offset_reset = "latest",
     };
     svc->live = td_consumer_start(cfg, &lopts, errstr, errlen);
@@ -292,7 +294,6 @@ void notifications_service_stop(notifications_service_t *svc)
     td_delivery_stop(svc->dlv);
     if (svc->relay) td_relay_stop(svc->relay, RELAY_STOP_TIMEOUT_MS);
     if (svc->ctx.hub) td_sse_hub_free(svc->ctx.hub);
-    if (svc->live_db) td_db_close(svc->live_db);
     if (svc->db) td_db_close(svc->db);
     td_vapid_free(svc->vapid);
     pthread_cond_destroy(&svc->cv);

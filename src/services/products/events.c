@@ -1,7 +1,11 @@
 /* The products service's Kafka handlers, the reservation side of the order
  * saga: an OrderCreatedEvent (topic orders) reserves stock, a
- * PaymentFailedEvent (topic payments) returns it. Each decodes what it
- * needs and calls reserve.c inside the consumer's transaction, so the stock
+ * PaymentFailedEvent (topic payments) returns it. Each checks the whole
+ * SPEC shape of its event first (td_data_check), not only the fields it
+ * uses: an event another consumer dead-letters must have no effect here
+ * either (a PaymentFailedEvent with a bad reason returning stock while
+ * orders refuses it would break stock conservation). Then it calls
+ * reserve.c inside the consumer's transaction, so the stock
  * change, the reservation row, the inbox row and the outgoing event commit
  * together. The other event types on those topics are skipped. */
 #include "products/events.h"
@@ -13,7 +17,8 @@ static int on_order_created(void *ctx, td_db_t *db, const td_event_t *ev, char *
 {
     const td_config_t *cfg = ctx;
     reserve_request_t req;
-    int err = td_data_uuid(ev->data, "orderId", &req.order_id, errstr, errlen);
+    int err = td_data_check(ev->data, td_event_fields(ev->type), errstr, errlen);
+    if (!err) err = td_data_uuid(ev->data, "orderId", &req.order_id, errstr, errlen);
     if (!err) err = td_data_uuid(ev->data, "userId", &req.user_id, errstr, errlen);
     if (!err) err = td_data_uuid(ev->data, "productId", &req.product_id, errstr, errlen);
     if (!err) err = td_data_int(ev->data, "quantity", &req.quantity, errstr, errlen);
@@ -26,7 +31,8 @@ static int on_payment_failed(void *ctx, td_db_t *db, const td_event_t *ev, char 
 {
     const td_config_t *cfg = ctx;
     const char *order_id;
-    int err = td_data_uuid(ev->data, "orderId", &order_id, errstr, errlen);
+    int err = td_data_check(ev->data, td_event_fields(ev->type), errstr, errlen);
+    if (!err) err = td_data_uuid(ev->data, "orderId", &order_id, errstr, errlen);
     if (err) return err;
     return reserve_release(db, cfg, ev, order_id, NULL, errstr, errlen);
 }
