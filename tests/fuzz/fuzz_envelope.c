@@ -8,7 +8,8 @@
  * re-encodes to the same bytes, a refused one leaves the record as it
  * was; an event that parses becomes a record that parses back to the same
  * event (the second time byte for byte, since parsing normalises ce_time
- * and JSON numbers once). */
+ * and JSON numbers once); data that passes td_data_check for its type has
+ * every SPEC field right. */
 #include <jansson.h>
 
 #include "fuzz.h"
@@ -69,6 +70,48 @@ static void read_data(const json_t *data)
     }
 }
 
+/* What a consumer checks before any effect: td_data_check against the
+ * SPEC fields of the event's type. When it passes, every field must be
+ * there with its type and bounds, checked here without it. */
+static void check_fields(const td_event_t *ev)
+{
+    const td_field_spec_t *spec = td_event_fields(ev->type);
+    char err[256] = "";
+    if (!spec) return;
+    int rc = td_data_check(ev->data, spec, err, sizeof(err));
+    if (rc != 0) {
+        FUZZ_CHECK(rc == TD_EINVAL && err[0] != '\0');
+        return;
+    }
+    for (const td_field_spec_t *f = spec; f->name; f++) {
+        const json_t *v = json_object_get(ev->data, f->name);
+        int64_t n, ms;
+        if (f->optional && !v) continue;
+        FUZZ_CHECK(v && !json_is_null(v));
+        switch (f->kind) {
+        case TD_FIELD_STR:
+            FUZZ_CHECK(json_is_string(v));
+            FUZZ_CHECK(strlen(json_string_value(v)) == json_string_length(v));
+            n = (int64_t)td_utf8_len(json_string_value(v));
+            FUZZ_CHECK(n >= f->min && n <= f->max);
+            break;
+        case TD_FIELD_UUID:
+            FUZZ_CHECK(json_is_string(v) && td_uuid_valid(json_string_value(v)));
+            break;
+        case TD_FIELD_INT:
+            FUZZ_CHECK(json_is_integer(v));
+            FUZZ_CHECK(json_integer_value(v) >= f->min && json_integer_value(v) <= f->max);
+            break;
+        case TD_FIELD_MONEY:
+            FUZZ_CHECK(td_json_to_cents(v, f->name, &n, err, sizeof(err)) == 0);
+            break;
+        case TD_FIELD_TIME:
+            FUZZ_CHECK(json_is_string(v) && td_time_parse(json_string_value(v), &ms) == 0);
+            break;
+        }
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     fuzz_in_t in = {data, size};
@@ -119,6 +162,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_CHECK(strlen(ev->time) == TD_TIME_LEN);
     FUZZ_CHECK(ev->partition == 3 && ev->offset == 42);
     read_data(ev->data);
+    check_fields(ev);
 
     td_record_t *rec2 = td_event_to_record(ev, "tidings.fuzz");
     td_event_t *ev2 = td_event_from_record(rec2, err, sizeof(err));

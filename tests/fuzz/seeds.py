@@ -69,7 +69,16 @@ def ce(**over):
 
 ORDER = json.dumps({"orderId": UUID, "productId": UUID, "quantity": 2, "total": 39.98},
                    separators=(",", ":"))
+CREATED = json.dumps({"orderId": UUID, "userId": UUID, "productId": UUID, "quantity": 2,
+                      "createdAt": "2026-11-21T11:19:53.123Z"}, separators=(",", ":"))
+FAILED = json.dumps({"orderId": UUID, "userId": UUID, "amount": 5000.01,
+                     "reason": "payment limit exceeded"}, separators=(",", ":"))
+LOGIN = json.dumps({"userId": UUID, "email": "a@b.c", "loggedInAt": "2026-11-21T11:19:53Z",
+                    "userAgent": "Mozilla/5.0 \u00e9", "ip": None}, separators=(",", ":"))
 write("envelope", {
+    "order-created": envelope(UUID, CREATED, ce()),
+    "payment-failed": envelope(UUID, FAILED, ce(ce_type="PaymentFailedEvent")),
+    "login-null-ip": envelope(UUID, LOGIN, ce(ce_type="UserLoggedInEvent")),
     "valid-order": envelope(UUID, ORDER, ce()),
     "valid-minimal": envelope(None, "{}", ce(ce_subject="<absent>", ce_causationid="<absent>",
                                               ce_correlationid="<absent>", traceparent="<absent>",
