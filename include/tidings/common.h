@@ -57,6 +57,11 @@ typedef struct td_iovec {
  * `return td_errf(errstr, errlen, TD_EINVAL, "price must be >= 0");` */
 int td_errf(char *errstr, size_t errlen, int err, const char *fmt, ...) TD_PRINTF(4, 5);
 
+/* Parses a positive decimal integer made of digits only (no sign, no
+ * spaces) that is at most max: 0 and *out set, else TD_EINVAL with *out
+ * untouched (also on overflow). */
+int td_parse_positive(const char *s, int64_t max, int64_t *out);
+
 /* Wall-clock milliseconds since the Unix epoch, and a monotonic clock. */
 int64_t td_now_ms(void);
 int64_t td_mono_ms(void);

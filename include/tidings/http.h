@@ -62,6 +62,13 @@ bool td_req_admin(td_req_t *req, td_resp_t *resp);
 /* The body, required: false with 400 "request body is required" when
  * there is none. */
 bool td_req_body(td_req_t *req, td_resp_t *resp);
+/* List paging (SPEC: lists default to def and allow at most max).
+ * td_req_limit reads ?limit=: absent gives def, else a positive decimal
+ * 1..max; false with 400 "limit must be an integer from 1 to <max>" set.
+ * td_req_after_seq reads a numeric ?after= cursor: absent gives 0, else a
+ * positive decimal; false with 400 "after is not a valid cursor" set. */
+bool td_req_limit(td_req_t *req, td_resp_t *resp, int def, int max, int *limit);
+bool td_req_after_seq(td_req_t *req, td_resp_t *resp, int64_t *after);
 
 /* Responses. Each replaces what was set before. JSON is stolen. */
 void td_resp_json(td_resp_t *resp, int status, json_t *body);

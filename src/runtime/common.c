@@ -83,6 +83,20 @@ int td_errf(char *errstr, size_t errlen, int err, const char *fmt, ...)
     return err;
 }
 
+int td_parse_positive(const char *s, int64_t max, int64_t *out)
+{
+    if (!s || !*s) return TD_EINVAL;
+    int64_t v = 0;
+    for (const char *p = s; *p; p++) {
+        if (*p < '0' || *p > '9') return TD_EINVAL;
+        if (v > (max - (*p - '0')) / 10) return TD_EINVAL;
+        v = v * 10 + (*p - '0');
+    }
+    if (v < 1) return TD_EINVAL;
+    *out = v;
+    return 0;
+}
+
 const char *td_strerror(int err)
 {
     switch (err) {

@@ -481,6 +481,29 @@ bool td_req_body(td_req_t *req, td_resp_t *resp)
     return false;
 }
 
+bool td_req_limit(td_req_t *req, td_resp_t *resp, int def, int max, int *limit)
+{
+    const char *q = td_req_query(req, "limit");
+    int64_t v = def;
+    if (q && td_parse_positive(q, max, &v) != 0) {
+        td_resp_error(resp, 400, "limit must be an integer from 1 to %d", max);
+        return false;
+    }
+    *limit = (int)v;
+    return true;
+}
+
+bool td_req_after_seq(td_req_t *req, td_resp_t *resp, int64_t *after)
+{
+    const char *q = td_req_query(req, "after");
+    *after = 0;
+    if (q && td_parse_positive(q, INT64_MAX, after) != 0) {
+        td_resp_error(resp, 400, "after is not a valid cursor");
+        return false;
+    }
+    return true;
+}
+
 /* ---- routes ---- */
 
 static void route_free(route_t *r)

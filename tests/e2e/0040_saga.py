@@ -34,6 +34,9 @@ import uuid
 
 from kafka import KafkaConsumer, TopicPartition
 
+sys.path.insert(0, os.path.dirname(__file__))
+from tdharness import log, free_port, http, expect  # noqa: E402
+
 BIN = os.environ.get("TIDINGS_BIN", "tidings")
 TMP = os.environ.get("TIDINGS_TEST_TMP") or "/tmp"
 PREFIX = "tidings."
@@ -42,16 +45,6 @@ ORDER_COUNT = 200
 SETTLE_S = 240  # bound for every order to be final (a killed consumer's
                 # partitions come back after its session times out, 45 s)
 SERVICES = ["users", "products", "orders", "payments"]
-
-
-def log(msg):
-    print("[%s] %s" % (time.strftime("%H:%M:%S"), msg), flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cents(text):
@@ -158,38 +151,6 @@ class System:
         for f in self.logs.values():
             f.close()
         return {name: p.returncode for name, p in self.procs.items()}
-
-
-def http(method, url, token=None, body=None, retry_s=0):
-    """(status, parsed JSON or None). Connection errors are retried for
-    retry_s seconds (a service being restarted), then raised."""
-    data = json.dumps(body).encode() if body is not None else None
-    deadline = time.time() + retry_s
-    while True:
-        req = urllib.request.Request(url, data=data, method=method)
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        if token:
-            req.add_header("Authorization", "Bearer " + token)
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:
-                raw = r.read()
-                return r.status, json.loads(raw) if raw else None
-        except urllib.error.HTTPError as e:
-            raw = e.read()
-            try:
-                return e.code, json.loads(raw) if raw else None
-            except ValueError:
-                return e.code, None
-        except (urllib.error.URLError, ConnectionError, OSError):
-            if time.time() >= deadline:
-                raise
-            time.sleep(0.1)
-
-
-def expect(status, want, what, body):
-    if status != want:
-        raise AssertionError("%s: HTTP %s, expected %s: %s" % (what, status, want, body))
 
 
 # ---- Kafka -------------------------------------------------------------------

@@ -32,20 +32,13 @@ import urllib.error
 import urllib.request
 import uuid
 
+sys.path.insert(0, os.path.dirname(__file__))
+from tdharness import log, free_port, http, expect  # noqa: E402
+
 BIN = os.environ.get("TIDINGS_BIN", "tidings")
 TMP = os.environ.get("TIDINGS_TEST_TMP") or "/tmp"
 SERVICES = ["users", "products", "orders", "payments", "notifications"]
 EVENT_WAIT_S = 30  # bound for one notification to arrive on a stream
-
-
-def log(msg):
-    print("[%s] %s" % (time.strftime("%H:%M:%S"), msg), flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class System:
@@ -132,31 +125,6 @@ class System:
                     p.wait()
         for f in self.logs.values():
             f.close()
-
-
-def http(method, url, token=None, body=None):
-    """(status, parsed JSON or None)."""
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method)
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    if token:
-        req.add_header("Authorization", "Bearer " + token)
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            raw = r.read()
-            return r.status, json.loads(raw) if raw else None
-    except urllib.error.HTTPError as e:
-        raw = e.read()
-        try:
-            return e.code, json.loads(raw) if raw else None
-        except ValueError:
-            return e.code, None
-
-
-def expect(status, want, what, body):
-    if status != want:
-        raise AssertionError("%s: HTTP %s, expected %s: %s" % (what, status, want, body))
 
 
 class Stream:

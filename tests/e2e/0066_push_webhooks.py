@@ -38,6 +38,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+sys.path.insert(0, os.path.dirname(__file__))
+from tdharness import log, free_port, expect  # noqa: E402
+
 BIN = os.environ.get("TIDINGS_BIN", "tidings")
 SRC = os.environ.get("TIDINGS_SRC", os.path.join(os.path.dirname(__file__), "..", ".."))
 TMP = os.environ.get("TIDINGS_TEST_TMP") or "/tmp"
@@ -48,16 +51,6 @@ SUBJECT = "mailto:e2e@tidings.local"
 sys.path.insert(0, os.path.join(SRC, "tests", "integration"))
 import ece_decrypt  # noqa: E402
 import es256_verify  # noqa: E402
-
-
-def log(msg):
-    print("[%s] %s" % (time.strftime("%H:%M:%S"), msg), flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def b64e(b):
@@ -173,11 +166,6 @@ def http(method, url, token=None, body=None):
         return status, json.loads(raw) if raw else None, text
     except ValueError:
         return status, None, text
-
-
-def expect(status, want, what, body):
-    if status != want:
-        raise AssertionError("%s: HTTP %s, expected %s: %s" % (what, status, want, body))
 
 
 class Receiver:

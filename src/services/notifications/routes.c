@@ -5,7 +5,6 @@
  * leak nothing, and a webhook's secret is never answered. Parsing and
  * access live here; the state changes are the domain's (notifications.c,
  * channels.c). */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,36 +14,11 @@
 #include "notifications/notifications_service.h"
 #include "tidings/json.h"
 
-/* A positive decimal integer and nothing else (no sign, no spaces). */
-static bool parse_positive(const char *s, int64_t max, int64_t *out)
-{
-    if (!s || !*s || strlen(s) > 19) return false;
-    for (const char *p = s; *p; p++)
-        if (*p < '0' || *p > '9') return false;
-    errno = 0;
-    long long v = strtoll(s, NULL, 10);
-    if (errno || v < 1 || v > max) return false;
-    *out = v;
-    return true;
-}
-
 /* ?after= and ?limit= of a list. false with 400 set. */
 static bool page_args(td_req_t *req, td_resp_t *resp, int64_t *after, int *limit)
 {
-    int64_t lim = NOTIF_PAGE_DEFAULT;
-    const char *q = td_req_query(req, "limit");
-    if (q && !parse_positive(q, NOTIF_PAGE_MAX, &lim)) {
-        td_resp_error(resp, 400, "limit must be an integer from 1 to %d", NOTIF_PAGE_MAX);
-        return false;
-    }
-    *limit = (int)lim;
-    *after = 0;
-    q = td_req_query(req, "after");
-    if (q && !parse_positive(q, INT64_MAX, after)) {
-        td_resp_error(resp, 400, "after is not a valid cursor");
-        return false;
-    }
-    return true;
+    return td_req_limit(req, resp, NOTIF_PAGE_DEFAULT, NOTIF_PAGE_MAX, limit) &&
+           td_req_after_seq(req, resp, after);
 }
 
 static void list_notifications(td_req_t *req, td_resp_t *resp)

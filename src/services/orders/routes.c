@@ -2,7 +2,6 @@
  * caller's. Parsing and access rules live here; the state changes are the
  * domain's (orders.c). Someone else's order answers 404, exactly like an
  * order that does not exist, so order ids leak nothing. */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,19 +23,6 @@ static json_t *order_json(const order_t *o)
     json_object_set_new(j, "createdAt", json_string(o->created_at));
     json_object_set_new(j, "updatedAt", json_string(o->updated_at));
     return j;
-}
-
-/* A positive decimal integer and nothing else (no sign, no spaces). */
-static bool parse_positive(const char *s, int64_t max, int64_t *out)
-{
-    if (!s || !*s || strlen(s) > 19) return false;
-    for (const char *p = s; *p; p++)
-        if (*p < '0' || *p > '9') return false;
-    errno = 0;
-    long long v = strtoll(s, NULL, 10);
-    if (errno || v < 1 || v > max) return false;
-    *out = v;
-    return true;
 }
 
 static bool is_admin(const td_req_t *req)
@@ -99,17 +85,11 @@ static void list_orders(td_req_t *req, td_resp_t *resp)
     const orders_ctx_t *ctx = req->ctx;
     if (!td_req_auth(req, resp, false)) return;
 
-    int64_t limit = LIST_LIMIT_DEFAULT, after = 0;
-    const char *q = td_req_query(req, "limit");
-    if (q && !parse_positive(q, LIST_LIMIT_MAX, &limit)) {
-        td_resp_error(resp, 400, "limit must be an integer from 1 to %d", LIST_LIMIT_MAX);
+    int limit;
+    int64_t after;
+    if (!td_req_limit(req, resp, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, &limit) ||
+        !td_req_after_seq(req, resp, &after))
         return;
-    }
-    q = td_req_query(req, "after");
-    if (q && !parse_positive(q, INT64_MAX, &after)) {
-        td_resp_error(resp, 400, "after is not a valid cursor");
-        return;
-    }
 
     order_t *list;
     size_t cnt;

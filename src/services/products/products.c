@@ -151,7 +151,7 @@ int products_limit_parse(const char *s, int *limit, char *errstr, size_t errlen)
         *limit = PRODUCTS_LIMIT_DEFAULT;
         return 0;
     }
-    if (!parse_decimal(s, PRODUCTS_LIMIT_MAX, &v) || v < 1)
+    if (td_parse_positive(s, PRODUCTS_LIMIT_MAX, &v) != 0)
         return td_errf(errstr, errlen, TD_EINVAL, "limit must be an integer from 1 to %d",
                        PRODUCTS_LIMIT_MAX);
     *limit = (int)v;

@@ -88,16 +88,14 @@ static void get_config(td_req_t *req, td_resp_t *resp)
 static void get_events(td_req_t *req, td_resp_t *resp)
 {
     web_ctx_t *ctx = req->ctx;
-    const char *after_s = td_req_query(req, "after"), *limit_s = td_req_query(req, "limit");
-    uint64_t after = 0, limit = WEB_LIST_DEFAULT_LIMIT;
+    const char *after_s = td_req_query(req, "after");
+    uint64_t after = 0;
+    int limit;
     if (after_s && !parse_u64(after_s, &after)) {
         td_resp_error(resp, 400, "after must be an event sequence number");
         return;
     }
-    if (limit_s && (!parse_u64(limit_s, &limit) || limit < 1 || limit > WEB_LIST_MAX_LIMIT)) {
-        td_resp_error(resp, 400, "limit must be an integer from 1 to %d", WEB_LIST_MAX_LIMIT);
-        return;
-    }
+    if (!td_req_limit(req, resp, WEB_LIST_DEFAULT_LIMIT, WEB_LIST_MAX_LIMIT, &limit)) return;
     td_resp_json(resp, 200, web_store_list(ctx->store, after_s != NULL, after, (size_t)limit));
 }
 
