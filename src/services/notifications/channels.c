@@ -403,37 +403,17 @@ out:
     return rc;
 }
 
-static int clamp_limit(int limit)
-{
-    if (limit <= 0) return NOTIF_PAGE_DEFAULT;
-    return limit > NOTIF_PAGE_MAX ? NOTIF_PAGE_MAX : limit;
-}
-
 int notif_webhook_list(td_db_t *db, const char *user_id, int64_t before, int limit, json_t **out)
 {
-    limit = clamp_limit(limit);
-    json_t *items = json_array();
-    int64_t last = 0;
-    bool more = false;
+    json_t *next;
     td_db_lock(db);
-    sqlite3_stmt *st =
-        td_db_prepare(db, "SELECT n, id, url, events, created_at FROM webhooks"
-                          " WHERE user_id = ?1 AND (?2 = 0 OR n < ?2) ORDER BY n DESC LIMIT ?3");
-    sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 2, before);
-    sqlite3_bind_int(st, 3, limit + 1);
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        if ((int)json_array_size(items) == limit) {
-            more = true;
-            break;
-        }
-        last = sqlite3_column_int64(st, 0);
-        json_array_append_new(items, webhook_json(st, 1));
-    }
-    sqlite3_finalize(st);
+    json_t *items =
+        notif__page(db,
+                    "SELECT n, id, url, events, created_at FROM webhooks"
+                    " WHERE user_id = ?1 AND (?2 = 0 OR n < ?2) ORDER BY n DESC LIMIT ?3",
+                    user_id, before, limit, 0, webhook_json, 1, &next);
     td_db_unlock(db);
-    *out = json_pack("{s:o, s:o}", "webhooks", items, "next",
-                     more ? json_sprintf("%" PRId64, last) : json_null());
+    *out = json_pack("{s:o, s:o}", "webhooks", items, "next", next);
     return 0;
 }
 

@@ -743,40 +743,52 @@ static int64_t unread_count(td_db_t *db, const char *user_id)
     return cnt;
 }
 
-static int clamp_limit(int limit)
+json_t *notif__page(td_db_t *db, const char *sql, const char *user_id, int64_t before, int limit,
+                    int cursor_col, notif_item_fn item, int first, json_t **next)
 {
-    if (limit <= 0) return NOTIF_PAGE_DEFAULT;
-    return limit > NOTIF_PAGE_MAX ? NOTIF_PAGE_MAX : limit;
-}
-
-int notif_list(td_db_t *db, const char *user_id, int64_t before_seq, int limit, json_t **out)
-{
-    limit = clamp_limit(limit);
+    if (limit <= 0) limit = NOTIF_PAGE_DEFAULT;
+    if (limit > NOTIF_PAGE_MAX) limit = NOTIF_PAGE_MAX;
     json_t *items = json_array();
-    int64_t last_seq = 0;
+    int64_t last = 0;
     bool more = false;
-
-    td_db_lock(db);
-    sqlite3_stmt *st = td_db_prepare(db, "SELECT " NOTIF_COLUMNS
-                                         " FROM notifications WHERE user_id = ?1 AND deleted = 0"
-                                         " AND (?2 = 0 OR seq < ?2) ORDER BY seq DESC LIMIT ?3");
+    sqlite3_stmt *st = td_db_prepare(db, sql);
     sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 2, before_seq);
-    sqlite3_bind_int(st, 3, limit + 1);
+    sqlite3_bind_int64(st, 2, before);
+    sqlite3_bind_int(st, 3, limit + 1); /* one more tells whether a next page exists */
     while (sqlite3_step(st) == SQLITE_ROW) {
         if ((int)json_array_size(items) == limit) {
             more = true;
             break;
         }
-        last_seq = sqlite3_column_int64(st, 1);
-        json_array_append_new(items, row_json(st));
+        last = sqlite3_column_int64(st, cursor_col);
+        json_array_append_new(items, item(st, first));
     }
     sqlite3_finalize(st);
+    *next = more ? json_sprintf("%" PRId64, last) : json_null();
+    return items;
+}
+
+/* row_json as a notif_item_fn: a notification row starts at column 0. */
+static json_t *notification_item(sqlite3_stmt *st, int first)
+{
+    TD_UNUSED(first);
+    return row_json(st);
+}
+
+int notif_list(td_db_t *db, const char *user_id, int64_t before_seq, int limit, json_t **out)
+{
+    json_t *next;
+    td_db_lock(db);
+    json_t *items =
+        notif__page(db,
+                    "SELECT " NOTIF_COLUMNS " FROM notifications WHERE user_id = ?1 AND deleted = 0"
+                    " AND (?2 = 0 OR seq < ?2) ORDER BY seq DESC LIMIT ?3",
+                    user_id, before_seq, limit, 1, notification_item, 0, &next);
     int64_t unread = unread_count(db, user_id);
     td_db_unlock(db);
 
     *out = json_pack("{s:o, s:I, s:o}", "notifications", items, "unread", (json_int_t)unread,
-                     "next", more ? json_sprintf("%" PRId64, last_seq) : json_null());
+                     "next", next);
     return 0;
 }
 
@@ -1022,30 +1034,16 @@ fail:
 
 int notif_watch_list(td_db_t *db, const char *user_id, int64_t before, int limit, json_t **out)
 {
-    limit = clamp_limit(limit);
-    json_t *items = json_array();
-    int64_t last = 0;
-    bool more = false;
+    json_t *next;
     td_db_lock(db);
-    sqlite3_stmt *st = td_db_prepare(
-        db, "SELECT w.id, w.product_id, w.created_at, p.title, p.price_cents, p.quantity"
-            " FROM watches w LEFT JOIN products p ON p.id = w.product_id"
-            " WHERE w.user_id = ?1 AND (?2 = 0 OR w.id < ?2) ORDER BY w.id DESC LIMIT ?3");
-    sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 2, before);
-    sqlite3_bind_int(st, 3, limit + 1);
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        if ((int)json_array_size(items) == limit) {
-            more = true;
-            break;
-        }
-        last = sqlite3_column_int64(st, 0);
-        json_array_append_new(items, watch_json(st, 1));
-    }
-    sqlite3_finalize(st);
+    json_t *items =
+        notif__page(db,
+                    "SELECT w.id, w.product_id, w.created_at, p.title, p.price_cents, p.quantity"
+                    " FROM watches w LEFT JOIN products p ON p.id = w.product_id"
+                    " WHERE w.user_id = ?1 AND (?2 = 0 OR w.id < ?2) ORDER BY w.id DESC LIMIT ?3",
+                    user_id, before, limit, 0, watch_json, 1, &next);
     td_db_unlock(db);
-    *out = json_pack("{s:o, s:o}", "watches", items, "next",
-                     more ? json_sprintf("%" PRId64, last) : json_null());
+    *out = json_pack("{s:o, s:o}", "watches", items, "next", next);
     return 0;
 }
 

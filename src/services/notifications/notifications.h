@@ -112,6 +112,19 @@ int64_t notif_fanout_pending(td_db_t *db);
 #define NOTIF_PAGE_DEFAULT 50
 #define NOTIF_PAGE_MAX     500
 
+/* Makes one list item from the row st, its columns starting at first. */
+typedef json_t *(*notif_item_fn)(sqlite3_stmt *st, int first);
+
+/* One page of one user's rows, newest first, for every list of this
+ * service (inbox, watches, webhooks). sql binds ?1 = user_id, ?2 = before
+ * (0 = from the newest) and ?3 = the row limit, and orders by the column
+ * cursor_col, descending; item makes each entry from the columns from
+ * first on. limit <= 0 is the default, more than NOTIF_PAGE_MAX is the
+ * maximum. Returns the items; *next gets the cursor of the last one as
+ * text when more rows exist, else JSON null. The caller holds the lock. */
+json_t *notif__page(td_db_t *db, const char *sql, const char *user_id, int64_t before, int limit,
+                    int cursor_col, notif_item_fn item, int first, json_t **next);
+
 /* One page of user's notifications, newest first, older than cursor
  * before_seq (0 = from the newest): *out = {notifications:[...], unread,
  * next} (next = the seq to pass on as text, or null). Caller owns *out. */
