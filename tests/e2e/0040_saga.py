@@ -21,24 +21,16 @@ import os
 import random
 import secrets
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 
 from kafka import KafkaConsumer, TopicPartition
 
 sys.path.insert(0, os.path.dirname(__file__))
-from tdharness import log, free_port, http, expect  # noqa: E402
+from tdharness import log, http, expect, System  # noqa: E402
 
-BIN = os.environ.get("TIDINGS_BIN", "tidings")
-TMP = os.environ.get("TIDINGS_TEST_TMP") or "/tmp"
 PREFIX = "tidings."
 LIMIT_CENTS = 50000  # TIDINGS_PAYMENT_LIMIT=500.00
 ORDER_COUNT = 200
@@ -57,100 +49,6 @@ def money_cents(value):
     """A JSON number as parsed (int or float) -> cents, exactly: the
     number's shortest repr has at most 2 decimals."""
     return cents(repr(value)) if isinstance(value, float) else int(value) * 100
-
-
-class System:
-    """The processes of one test run, each with its log file."""
-
-    def __init__(self, name):
-        os.makedirs(TMP, exist_ok=True)
-        self.dir = tempfile.mkdtemp(prefix=name + ".", dir=TMP)
-        self.procs = {}
-        self.logs = {}
-        self.ports = {s: free_port() for s in SERVICES}
-        self.admin_password = "admin-" + secrets.token_hex(8)
-        self.env = dict(os.environ)
-        self.env.update({
-            "TIDINGS_SECRET": secrets.token_urlsafe(36),
-            "TIDINGS_ADMIN_PASSWORD": self.admin_password,
-            "TIDINGS_PAYMENT_LIMIT": "500.00",
-            "TIDINGS_LOG_LEVEL": "info",
-            "TIDINGS_LOG_FORMAT": "json",
-        })
-        self.brokers = None
-
-    def _spawn(self, name, args):
-        logf = open(os.path.join(self.dir, name + ".log"), "ab")
-        self.logs[name] = logf
-        return subprocess.Popen([BIN] + args, env=self.env, stdout=logf, stderr=logf,
-                                stdin=subprocess.DEVNULL)
-
-    def start_broker(self):
-        path = os.path.join(self.dir, "brokers")
-        self.procs["broker"] = self._spawn("broker", ["broker", "--data", self.dir])
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            if self.procs["broker"].poll() is not None:
-                raise RuntimeError("tidings broker exited: " + self.tail("broker"))
-            if os.path.exists(path):
-                text = open(path).read().strip()
-                if text:
-                    self.brokers = text
-                    return
-            time.sleep(0.05)
-        raise RuntimeError("tidings broker wrote no bootstrap list")
-
-    def start(self, svc):
-        self.procs[svc] = self._spawn(svc, [svc, "--data", self.dir, "--brokers", self.brokers,
-                                            "--port", str(self.ports[svc])])
-
-    def url(self, svc, path):
-        return "http://127.0.0.1:%d%s" % (self.ports[svc], path)
-
-    def wait_ready(self, svc, timeout=60):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.procs[svc].poll() is not None:
-                raise RuntimeError("%s exited: %s" % (svc, self.tail(svc)))
-            try:
-                with urllib.request.urlopen(self.url(svc, "/readyz"), timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, OSError):
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("%s not ready after %d s: %s" % (svc, timeout, self.tail(svc)))
-
-    def kill9(self, svc):
-        p = self.procs[svc]
-        os.kill(p.pid, signal.SIGKILL)
-        p.wait()
-
-    def tail(self, name, n=20):
-        try:
-            with open(os.path.join(self.dir, name + ".log"), "rb") as f:
-                return "\n" + "\n".join(f.read().decode("utf-8", "replace").splitlines()[-n:])
-        except OSError:
-            return ""
-
-    def stop(self):
-        # The services first (a consumer leaves its group and a relay
-        # flushes on the way out, which needs the broker), then the broker.
-        for group in ([n for n in self.procs if n != "broker"], ["broker"]):
-            for name in group:
-                if self.procs[name].poll() is None:
-                    self.procs[name].send_signal(signal.SIGTERM)
-            for name in group:
-                p = self.procs[name]
-                try:
-                    p.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    log("%s did not stop within 20 s of SIGTERM: killed" % name)
-                    p.kill()
-                    p.wait()
-        for f in self.logs.values():
-            f.close()
-        return {name: p.returncode for name, p in self.procs.items()}
 
 
 # ---- Kafka -------------------------------------------------------------------
@@ -302,7 +200,7 @@ def run(name, crash=None):
     """The whole scenario; crash is None or a list of (after_n_orders,
     service) to kill -9 and restart while orders are being placed."""
     rng = random.Random(4040)
-    sysm = System(name)
+    sysm = System(name, SERVICES, {"TIDINGS_PAYMENT_LIMIT": "500.00", "TIDINGS_LOG_FORMAT": "json"})
     ok = False
     try:
         sysm.start_broker()

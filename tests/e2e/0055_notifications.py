@@ -19,13 +19,9 @@ import http.client as httpclient
 import json
 import os
 import queue
-import secrets
 import shutil
-import signal
 import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
@@ -33,98 +29,10 @@ import urllib.request
 import uuid
 
 sys.path.insert(0, os.path.dirname(__file__))
-from tdharness import log, free_port, http, expect  # noqa: E402
+from tdharness import log, http, expect, System  # noqa: E402
 
-BIN = os.environ.get("TIDINGS_BIN", "tidings")
-TMP = os.environ.get("TIDINGS_TEST_TMP") or "/tmp"
 SERVICES = ["users", "products", "orders", "payments", "notifications"]
 EVENT_WAIT_S = 30  # bound for one notification to arrive on a stream
-
-
-class System:
-    """The processes of the run, each with its log file."""
-
-    def __init__(self, name):
-        os.makedirs(TMP, exist_ok=True)
-        self.dir = tempfile.mkdtemp(prefix=name + ".", dir=TMP)
-        self.procs = {}
-        self.logs = {}
-        self.ports = {s: free_port() for s in SERVICES}
-        self.admin_password = "admin-" + secrets.token_hex(8)
-        self.env = dict(os.environ)
-        for k in ("TIDINGS_BROKERS", "TIDINGS_DATA_DIR", "TIDINGS_TOPIC_PREFIX"):
-            self.env.pop(k, None)
-        self.env.update({
-            "TIDINGS_SECRET": secrets.token_urlsafe(36),
-            "TIDINGS_ADMIN_PASSWORD": self.admin_password,
-            "TIDINGS_LOG_LEVEL": "info",
-        })
-        self.brokers = None
-
-    def _spawn(self, name, args):
-        logf = open(os.path.join(self.dir, name + ".log"), "ab")
-        self.logs[name] = logf
-        return subprocess.Popen([BIN] + args, env=self.env, stdout=logf, stderr=logf,
-                                stdin=subprocess.DEVNULL)
-
-    def start_broker(self):
-        path = os.path.join(self.dir, "brokers")
-        self.procs["broker"] = self._spawn("broker", ["broker", "--data", self.dir])
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            if self.procs["broker"].poll() is not None:
-                raise RuntimeError("tidings broker exited: " + self.tail("broker"))
-            if os.path.exists(path):
-                text = open(path).read().strip()
-                if text:
-                    self.brokers = text
-                    return
-            time.sleep(0.05)
-        raise RuntimeError("tidings broker wrote no bootstrap list")
-
-    def start(self, svc):
-        self.procs[svc] = self._spawn(svc, [svc, "--data", self.dir, "--brokers", self.brokers,
-                                            "--port", str(self.ports[svc])])
-
-    def url(self, svc, path):
-        return "http://127.0.0.1:%d%s" % (self.ports[svc], path)
-
-    def wait_ready(self, svc, timeout=60):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.procs[svc].poll() is not None:
-                raise RuntimeError("%s exited: %s" % (svc, self.tail(svc)))
-            try:
-                with urllib.request.urlopen(self.url(svc, "/readyz"), timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, OSError):
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("%s not ready after %d s: %s" % (svc, timeout, self.tail(svc)))
-
-    def tail(self, name, n=20):
-        try:
-            with open(os.path.join(self.dir, name + ".log"), "rb") as f:
-                return "\n" + "\n".join(f.read().decode("utf-8", "replace").splitlines()[-n:])
-        except OSError:
-            return ""
-
-    def stop(self):
-        for group in ([n for n in self.procs if n != "broker"], ["broker"]):
-            for name in group:
-                if self.procs[name].poll() is None:
-                    self.procs[name].send_signal(signal.SIGTERM)
-            for name in group:
-                p = self.procs[name]
-                try:
-                    p.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    log("%s did not stop within 20 s of SIGTERM: killed" % name)
-                    p.kill()
-                    p.wait()
-        for f in self.logs.values():
-            f.close()
 
 
 class Stream:
@@ -214,7 +122,7 @@ class Stream:
 
 
 def main():
-    sysm = System("e2e-0055")
+    sysm = System("e2e-0055", SERVICES)
     streams = []
     ok = False
     try:
