@@ -22,7 +22,6 @@ typedef struct td_app_opts {
     size_t topic_cnt;
     const td_handler_t *handlers;
     size_t handler_cnt;
-    void *handler_ctx; /* ctx for handlers when not ctx; NULL = ctx */
 } td_app_opts_t;
 
 typedef struct td_app {

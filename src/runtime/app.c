@@ -37,7 +37,7 @@ int td_app_serve(td_app_t *app, const td_app_opts_t *opts, char *errstr, size_t 
             .topic_cnt = opts->topic_cnt,
             .handlers = opts->handlers,
             .handler_cnt = opts->handler_cnt,
-            .ctx = opts->handler_ctx ? opts->handler_ctx : opts->ctx,
+            .ctx = opts->ctx,
             .db = app->db,
         };
         app->cons = td_consumer_start(cfg, &copts, errstr, errlen);

@@ -9,13 +9,14 @@
  * change, the reservation row, the inbox row and the outgoing event commit
  * together. The other event types on those topics are skipped. */
 #include "products/events.h"
+#include "products/products_service.h"
 
 #include "products/reserve.h"
 
 static int on_order_created(void *ctx, td_db_t *db, const td_event_t *ev, char *errstr,
                             size_t errlen)
 {
-    const td_config_t *cfg = ctx;
+    const td_config_t *cfg = ((const products_ctx_t *)ctx)->cfg;
     reserve_request_t req;
     int err = td_data_check(ev->data, td_event_fields(ev->type), errstr, errlen);
     if (!err) err = td_data_uuid(ev->data, "orderId", &req.order_id, errstr, errlen);
@@ -29,7 +30,7 @@ static int on_order_created(void *ctx, td_db_t *db, const td_event_t *ev, char *
 static int on_payment_failed(void *ctx, td_db_t *db, const td_event_t *ev, char *errstr,
                              size_t errlen)
 {
-    const td_config_t *cfg = ctx;
+    const td_config_t *cfg = ((const products_ctx_t *)ctx)->cfg;
     const char *order_id;
     int err = td_data_check(ev->data, td_event_fields(ev->type), errstr, errlen);
     if (!err) err = td_data_uuid(ev->data, "orderId", &order_id, errstr, errlen);

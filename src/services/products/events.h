@@ -3,8 +3,8 @@
  * "tidings-products", topics "orders" and "payments") with this table.
  *
  * ctx of the consumer (td_consumer_opts_t.ctx) must be the service's
- * `const td_config_t *` (the handlers need the topic prefix for the outbox);
- * it must outlive the consumer. Handlers run on the consumer thread inside
+ * `products_ctx_t *` (the handlers need its cfg for the outbox's topic
+ * prefix); it must outlive the consumer. Handlers run on the consumer thread inside
  * its transaction. */
 #ifndef TIDINGS_PRODUCTS_EVENTS_H
 #define TIDINGS_PRODUCTS_EVENTS_H

@@ -31,9 +31,6 @@ products_service_t *products_service_start(const td_config_t *cfg, char *errstr,
         .topic_cnt = TD_ARRAY_SIZE(topics),
         .handlers = products_handlers,
         .handler_cnt = products_handler_cnt,
-        /* The reservation handlers take the configuration as their ctx
-         * (events.h). */
-        .handler_ctx = (void *)cfg,
     };
 
     if (td_app_open(&svc->app, cfg, &opts, errstr, errlen) != 0) goto fail;
