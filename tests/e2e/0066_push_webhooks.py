@@ -156,6 +156,20 @@ def main():
         token = login["token"]
         nurl = lambda path: sysm.url("notifications", path)  # noqa: E731
 
+        # The channels below must see only the second sign-in, so wait
+        # until the service has made the notifications of the registration
+        # and the first sign-in (the consumer runs behind the requests).
+        deadline = time.time() + WAIT_S
+        while True:
+            st, inbox, raw = http("GET", nurl("/notifications"), token)
+            expect(st, 200, "GET /notifications", raw)
+            if len(inbox["notifications"]) >= 2:
+                break
+            if time.time() > deadline:
+                raise AssertionError("no welcome and sign-in notifications: %s" % raw)
+            time.sleep(0.05)
+        assert [x["seq"] for x in inbox["notifications"]] == [2, 1], raw
+
         # The VAPID key: public, no auth.
         st, vk, raw = http("GET", nurl("/webpush/vapid-public-key"))
         expect(st, 200, "vapid public key", raw)
