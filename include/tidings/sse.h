@@ -77,6 +77,26 @@ typedef struct td_sse_replay {
 td_sse_stream_t *td_sse_open_replay(td_sse_hub_t *hub, td_req_t *req, td_resp_t *resp,
                                     const char *key, int retry_ms, const td_sse_replay_t *replay);
 
+/* Whether a stream shows a frame published with tag (td_sse_publish_tagged;
+ * NULL for td_sse_publish). arg is the stream's filter_arg. Runs under the
+ * hub's locks: it must not call back into the hub. */
+typedef bool (*td_sse_filter_fn)(void *arg, const void *tag);
+
+typedef struct td_sse_opts {
+    const char *key;               /* streams are grouped by it (copied) */
+    int retry_ms;                  /* the "retry:" the stream starts with */
+    const td_sse_replay_t *replay; /* NULL: live from now on */
+    td_sse_filter_fn filter;       /* NULL: every frame published to key */
+    void *filter_arg;              /* the stream's from now on, even on NULL */
+    void (*filter_free)(void *arg);
+} td_sse_opts_t;
+
+/* td_sse_open / td_sse_open_replay with a filter: a published frame that
+ * the filter refuses never reaches this stream. The filter is in place
+ * before the stream is registered, so no frame slips past it. */
+td_sse_stream_t *td_sse_open_opts(td_sse_hub_t *hub, td_req_t *req, td_resp_t *resp,
+                                  const td_sse_opts_t *opts);
+
 /* Queues one frame to one stream now, even while it is held (that is how
  * a replay sends). event and id may be NULL. Any thread. */
 void td_sse_stream_send(td_sse_stream_t *st, const char *event, const char *id, const char *data);
@@ -84,6 +104,11 @@ void td_sse_stream_send(td_sse_stream_t *st, const char *event, const char *id, 
  * frames too). Returns the number of streams. Any thread. */
 size_t td_sse_publish(td_sse_hub_t *hub, const char *key, const char *event, const char *id,
                       const char *data);
+/* td_sse_publish whose frame reaches only the streams whose filter accepts
+ * tag (streams without a filter take every frame). tag is borrowed for the
+ * call. Returns the number of streams that took it. */
+size_t td_sse_publish_tagged(td_sse_hub_t *hub, const char *key, const void *tag, const char *event,
+                             const char *id, const char *data);
 /* Open streams. */
 size_t td_sse_count(td_sse_hub_t *hub);
 

@@ -49,6 +49,9 @@ struct td_sse_stream {
     bool closed;    /* end the response once out is sent */
     td_sse_replay_t replay;
     int64_t replay_last; /* the replay's *last_id between calls */
+    td_sse_filter_fn filter;
+    void *filter_arg;
+    void (*filter_free)(void *arg);
 };
 
 struct td_sse_hub {
@@ -309,6 +312,7 @@ void td__sse_stream_free(td_sse_stream_t *st)
         pthread_mutex_unlock(&hub->mu);
     }
     if (st->replay.free) st->replay.free(st->replay.arg);
+    if (st->filter_free) st->filter_free(st->filter_arg);
     frame_t *f = st->held_head;
     while (f) {
         frame_t *next = f->next;
@@ -399,17 +403,24 @@ static void content_free(void *cls)
 }
 
 static td_sse_stream_t *open_stream(td_sse_hub_t *hub, td_req_t *req, td_resp_t *resp,
-                                    const char *key, int retry_ms, const td_sse_replay_t *replay)
+                                    const td_sse_opts_t *o)
 {
+    const char *key = o->key;
+    int retry_ms = o->retry_ms;
+    const td_sse_replay_t *replay = o->replay;
     pthread_mutex_lock(&hub->mu);
     bool closing = hub->closing;
     pthread_mutex_unlock(&hub->mu);
     if (closing) {
         if (replay && replay->free) replay->free(replay->arg);
+        if (o->filter_free) o->filter_free(o->filter_arg);
         td_resp_error(resp, 503, "the service is shutting down");
         return NULL;
     }
     td_sse_stream_t *st = stream_new(hub, key, retry_ms, replay, req->conn);
+    st->filter = o->filter;
+    st->filter_arg = o->filter_arg;
+    st->filter_free = o->filter_free;
     struct MHD_Response *r =
         MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, content_reader, st, content_free);
     if (!r) {
@@ -436,13 +447,21 @@ static td_sse_stream_t *open_stream(td_sse_hub_t *hub, td_req_t *req, td_resp_t 
 td_sse_stream_t *td_sse_open(td_sse_hub_t *hub, td_req_t *req, td_resp_t *resp, const char *key,
                              int retry_ms)
 {
-    return open_stream(hub, req, resp, key, retry_ms, NULL);
+    td_sse_opts_t o = {.key = key, .retry_ms = retry_ms};
+    return open_stream(hub, req, resp, &o);
 }
 
 td_sse_stream_t *td_sse_open_replay(td_sse_hub_t *hub, td_req_t *req, td_resp_t *resp,
                                     const char *key, int retry_ms, const td_sse_replay_t *replay)
 {
-    return open_stream(hub, req, resp, key, retry_ms, replay);
+    td_sse_opts_t o = {.key = key, .retry_ms = retry_ms, .replay = replay};
+    return open_stream(hub, req, resp, &o);
+}
+
+td_sse_stream_t *td_sse_open_opts(td_sse_hub_t *hub, td_req_t *req, td_resp_t *resp,
+                                  const td_sse_opts_t *opts)
+{
+    return open_stream(hub, req, resp, opts);
 }
 
 void td_sse_stream_send(td_sse_stream_t *st, const char *event, const char *id, const char *data)
@@ -457,11 +476,18 @@ void td_sse_stream_send(td_sse_stream_t *st, const char *event, const char *id, 
 size_t td_sse_publish(td_sse_hub_t *hub, const char *key, const char *event, const char *id,
                       const char *data)
 {
+    return td_sse_publish_tagged(hub, key, NULL, event, id, data);
+}
+
+size_t td_sse_publish_tagged(td_sse_hub_t *hub, const char *key, const void *tag, const char *event,
+                             const char *id, const char *data)
+{
     resume_list_t rl = {0};
     size_t n = 0;
     pthread_mutex_lock(&hub->mu);
     for (td_sse_stream_t *st = hub->streams; st; st = st->next) {
         if (strcmp(st->key, key) != 0 && strcmp(st->key, "*") != 0) continue;
+        if (st->filter && !st->filter(st->filter_arg, tag)) continue;
         pthread_mutex_lock(&st->mu);
         queue_frame(st, true, event, id, data, &rl);
         pthread_mutex_unlock(&st->mu);

@@ -115,12 +115,13 @@ static int refresh(web_reader_t *rd)
 }
 
 /* Runs under the store lock: hands the event to every live stream. */
-static void publish(void *arg, uint64_t seq, const char *json)
+static void publish(void *arg, uint64_t seq, const char *json, const web_vis_t *vis)
 {
     web_ctx_t *ctx = arg;
     char id[32];
     snprintf(id, sizeof(id), "%llu", (unsigned long long)seq);
-    td_sse_publish(ctx->hub, "*", "event", id, json);
+    /* Each stream's filter (routes.c) lets through what its viewer may see. */
+    td_sse_publish_tagged(ctx->hub, "*", vis, "event", id, json);
 }
 
 static void *reader_main(void *arg)
