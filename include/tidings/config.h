@@ -6,6 +6,7 @@
 
 #include <stdio.h>
 
+#include "tidings/catalog.h"
 #include "tidings/common.h"
 
 /* The services, in start order. */
@@ -78,11 +79,5 @@ int td_config_port(const td_config_t *cfg, td_service_t svc);
 char *td_topic_name(const td_config_t *cfg, const char *short_name);
 /* Path of a file in the data dir. Caller frees. */
 char *td_data_path(const td_config_t *cfg, const char *file);
-
-/* The topics of SPEC section 3, short names, NULL-terminated. */
-extern const char *const td_spec_topics[];
-/* The short topic a SPEC event type is written to ("OrderCreatedEvent" ->
- * "orders"; SPEC section 3), or NULL for a type the SPEC does not name. */
-const char *td_spec_topic_of(const char *type);
 
 #endif

@@ -8,6 +8,7 @@
 
 #include <jansson.h>
 
+#include "tidings/catalog.h"
 #include "tidings/record.h"
 #include "tidings/trace.h"
 #include "tidings/uuid.h"
@@ -68,35 +69,5 @@ int td_data_uuid(const json_t *data, const char *field, const char **out, char *
 int td_data_int(const json_t *data, const char *field, int64_t *out, char *errstr, size_t errlen);
 /* Money: a JSON number with at most 2 decimals -> integer cents. */
 int td_data_cents(const json_t *data, const char *field, int64_t *out, char *errstr, size_t errlen);
-
-/* How td_data_check reads one field of event data. */
-typedef enum td_field_kind {
-    TD_FIELD_STR,   /* a string of min..max characters (code points), no NUL */
-    TD_FIELD_UUID,  /* a lowercase UUID (td_uuid_valid) */
-    TD_FIELD_INT,   /* a JSON integer in min..max */
-    TD_FIELD_MONEY, /* money as td_data_cents reads it */
-    TD_FIELD_TIME,  /* an RFC 3339 timestamp (td_time_parse) */
-} td_field_kind_t;
-
-/* One field of an event's data. Lists end with an entry whose name is
- * NULL. An optional field may be absent; when present (even null) it must
- * be right, because a consumer that uses it trusts it. */
-typedef struct td_field_spec {
-    const char *name;
-    td_field_kind_t kind;
-    bool optional;
-    int64_t min, max; /* TD_FIELD_INT: the value; TD_FIELD_STR: the length */
-} td_field_spec_t;
-
-/* Checks every field of spec in data (a JSON object; other keys are
- * allowed): 0, or TD_EINVAL with the first problem in errstr, naming the
- * field as the td_data_* getters do. A handler calls it before any effect,
- * so an event with any bad field has none. */
-int td_data_check(const json_t *data, const td_field_spec_t *spec, char *errstr, size_t errlen);
-/* The data of a SPEC section 3 event type, with the bounds the producing
- * service enforces (so whatever a producer writes, every consumer takes);
- * NULL for a type outside the table (and for NotificationCreatedEvent,
- * whose one consumer reads only userId and seq). Static, thread-safe. */
-const td_field_spec_t *td_event_fields(const char *type);
 
 #endif

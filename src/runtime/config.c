@@ -22,37 +22,6 @@
 #include "tidings/json.h"
 #include "tidings/log.h"
 
-const char *const td_spec_topics[] = {
-    "users", "products", "reservations", "orders", "payments", "notifications", NULL};
-
-/* SPEC section 3: each event type has exactly one topic. */
-static const struct {
-    const char *type;
-    const char *topic;
-} spec_event_topics[] = {
-    {"UserRegisteredEvent", "users"},
-    {"UserLoggedInEvent", "users"},
-    {"ProductCreatedEvent", "products"},
-    {"ProductUpdatedEvent", "products"},
-    {"ProductDeletedEvent", "products"},
-    {"ProductReservedEvent", "reservations"},
-    {"ProductReservationFailedEvent", "reservations"},
-    {"ProductReservationCancelledEvent", "reservations"},
-    {"OrderCreatedEvent", "orders"},
-    {"OrderApprovedEvent", "orders"},
-    {"OrderRejectedEvent", "orders"},
-    {"PaymentProcessedEvent", "payments"},
-    {"PaymentFailedEvent", "payments"},
-    {"NotificationCreatedEvent", "notifications"},
-};
-
-const char *td_spec_topic_of(const char *type)
-{
-    for (size_t i = 0; type && i < TD_ARRAY_SIZE(spec_event_topics); i++)
-        if (!strcmp(spec_event_topics[i].type, type)) return spec_event_topics[i].topic;
-    return NULL;
-}
-
 static const char *const service_names[TD_SVC__COUNT] = {
     "users", "products", "orders", "payments", "notifications", "web",
 };

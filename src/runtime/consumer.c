@@ -417,7 +417,7 @@ static enum outcome process_once(td_consumer_t *cons, const td_record_t *rec, co
     /* A SPEC type has one topic; the same type anywhere else is not the
      * event its name says (SPEC section 3), so acting on it would let a
      * stray record reserve stock or charge a payment. */
-    const char *home = td_spec_topic_of(ev->type);
+    const char *home = td_topic_of(ev->type);
     size_t plen = strlen(cons->prefix);
     if (home && (strncmp(rec->topic, cons->prefix, plen) || strcmp(rec->topic + plen, home))) {
         snprintf(why, sizeof(why), "%s belongs on topic %s%s, not %s", ev->type, cons->prefix, home,

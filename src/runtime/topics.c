@@ -68,10 +68,10 @@ int td_topics_ensure(const td_config_t *cfg, char *errstr, size_t errlen)
     snprintf(retention, sizeof(retention), "%lld", (long long)cfg->retention_ms);
 
     size_t spec_cnt = 0;
-    while (td_spec_topics[spec_cnt]) spec_cnt++;
+    while (td_topics[spec_cnt].name) spec_cnt++;
     newt = td_calloc(spec_cnt * 2, sizeof(*newt));
     for (size_t i = 0; i < spec_cnt * 2; i++) {
-        char *base = td_topic_name(cfg, td_spec_topics[i / 2]);
+        char *base = td_topic_name(cfg, td_topics[i / 2].name);
         char *name = i % 2 ? td_asprintf("%s.DLT", base) : td_strdup(base);
         free(base);
         if (!topic_exists(md, name)) {

@@ -155,9 +155,9 @@ web_reader_t *web_reader_start(const td_config_t *cfg, web_ctx_t *ctx, char *err
     rd->ctx = ctx;
     pthread_mutex_init(&rd->lock, NULL);
     snprintf(rd->why, sizeof(rd->why), "no Kafka metadata yet");
-    for (size_t i = 0; td_spec_topics[i]; i++) {
+    for (size_t i = 0; td_topics[i].name; i++) {
         rd->wanted = td_realloc(rd->wanted, (rd->wanted_cnt + 2) * sizeof(*rd->wanted));
-        char *full = td_topic_name(cfg, td_spec_topics[i]);
+        char *full = td_topic_name(cfg, td_topics[i].name);
         rd->wanted[rd->wanted_cnt++] = full;
         rd->wanted[rd->wanted_cnt++] = td_asprintf("%s.DLT", full);
     }

@@ -166,7 +166,7 @@ static web_vis_t visibility(const td_record_t *rec, const td_event_t *ev, const 
     web_vis_t vis = {0};
     if (!ev || td_record_header(rec, "tidings_dlt_reason")) return vis;
     const char *topic = short_topic(rec->topic, prefix);
-    const char *home = td_spec_topic_of(ev->type);
+    const char *home = td_topic_of(ev->type);
     vis.public = home && !strcmp(home, "products") && !strcmp(topic, home);
     const char *uid = json_string_value(json_object_get(ev->data, "userId"));
     if (!uid && !strcmp(topic, "users")) uid = ev->subject;
