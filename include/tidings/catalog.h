@@ -50,10 +50,10 @@ typedef struct td_field_spec {
     const char *name;
     td_field_kind_t kind;
     bool optional;
-    int64_t min, max;           /* TD_FIELD_INT: the value; TD_FIELD_STR: the length */
-    const char *const *values;  /* TD_FIELD_ENUM: NULL-terminated */
-    bool nullable;              /* JSON null is a value (readAt before it is read) */
-    const char *doc;            /* one line for docs/events.md and AsyncAPI */
+    int64_t min, max;          /* TD_FIELD_INT: the value; TD_FIELD_STR: the length */
+    const char *const *values; /* TD_FIELD_ENUM: NULL-terminated */
+    bool nullable;             /* JSON null is a value (readAt before it is read) */
+    const char *doc;           /* one line for docs/events.md and AsyncAPI */
 } td_field_spec_t;
 
 /* A topic of SPEC section 3 (short name, without TIDINGS_TOPIC_PREFIX). */
@@ -66,12 +66,12 @@ typedef struct td_topic_def {
 
 typedef struct td_event_def {
     td_ev_t ev;
-    const char *type;            /* ce_type, "OrderCreatedEvent" */
-    const char *topic;           /* short name of its one topic */
-    const char *producer;        /* the service that writes it */
-    const char *key;             /* the data field that is the record key */
+    const char *type;     /* ce_type, "OrderCreatedEvent" */
+    const char *topic;    /* short name of its one topic */
+    const char *producer; /* the service that writes it */
+    const char *key;      /* the data field that is the record key */
     const td_field_spec_t *fields;
-    const char *doc;             /* when it happens, one sentence */
+    const char *doc; /* when it happens, one sentence */
 } td_event_def_t;
 
 /* The topics, NULL-name terminated, in SPEC order. */

@@ -48,6 +48,7 @@ typedef struct td_config {
     char *listen_addr; /* TIDINGS_LISTEN_ADDR, default 127.0.0.1 */
     int ports[TD_SVC__COUNT]; /* TIDINGS_<SERVICE>_PORT, defaults 8080.. */
     char *vapid_subject;      /* TIDINGS_VAPID_SUBJECT, default mailto:admin@tidings.local */
+    bool db_sync_normal;      /* TIDINGS_DB_SYNC=normal; default full */
 } td_config_t;
 
 /* Fills cfg with defaults, then the environment, then flags from argv

@@ -12,52 +12,50 @@
 #include "tidings/envelope.h"
 #include "tidings/json.h"
 
-#define F_UUID(n, d)                                   \
-    {                                                  \
-        .name = n, .kind = TD_FIELD_UUID, .doc = d     \
+#define F_UUID(n, d)                               \
+    {                                              \
+        .name = n, .kind = TD_FIELD_UUID, .doc = d \
     }
-#define F_STR(n, mx, d)                                                       \
-    {                                                                         \
-        .name = n, .kind = TD_FIELD_STR, .min = 1, .max = mx, .doc = d        \
+#define F_STR(n, mx, d)                                                \
+    {                                                                  \
+        .name = n, .kind = TD_FIELD_STR, .min = 1, .max = mx, .doc = d \
     }
-#define F_OPT_STR(n, mx, d)                                                                \
-    {                                                                                      \
-        .name = n, .kind = TD_FIELD_STR, .optional = true, .min = 1, .max = mx, .doc = d   \
+#define F_OPT_STR(n, mx, d)                                                              \
+    {                                                                                    \
+        .name = n, .kind = TD_FIELD_STR, .optional = true, .min = 1, .max = mx, .doc = d \
     }
-#define F_INT(n, lo, hi, d)                                                   \
-    {                                                                         \
-        .name = n, .kind = TD_FIELD_INT, .min = lo, .max = hi, .doc = d       \
+#define F_INT(n, lo, hi, d)                                             \
+    {                                                                   \
+        .name = n, .kind = TD_FIELD_INT, .min = lo, .max = hi, .doc = d \
     }
-#define F_MONEY(n, d)                                  \
-    {                                                  \
-        .name = n, .kind = TD_FIELD_MONEY, .doc = d    \
+#define F_MONEY(n, d)                               \
+    {                                               \
+        .name = n, .kind = TD_FIELD_MONEY, .doc = d \
     }
-#define F_TIME(n, d)                                   \
-    {                                                  \
-        .name = n, .kind = TD_FIELD_TIME, .doc = d     \
+#define F_TIME(n, d)                               \
+    {                                              \
+        .name = n, .kind = TD_FIELD_TIME, .doc = d \
     }
-#define F_ENUM(n, v, d)                                            \
-    {                                                              \
-        .name = n, .kind = TD_FIELD_ENUM, .values = v, .doc = d    \
+#define F_ENUM(n, v, d)                                         \
+    {                                                           \
+        .name = n, .kind = TD_FIELD_ENUM, .values = v, .doc = d \
     }
-#define F_END       \
-    {               \
+#define F_END        \
+    {                \
         .name = NULL \
     }
-#define F_ORDER_QTY F_INT("quantity", 1, 1000000, "items ordered")
+#define F_ORDER_QTY   F_INT("quantity", 1, 1000000, "items ordered")
 #define F_STOCK(n, d) F_INT(n, 0, 1000000000, d)
 
 static const char *const reservation_reasons[] = {"out_of_stock", "unknown_product", NULL};
 static const char *const payment_reasons[] = {"limit_exceeded", NULL};
-static const char *const rejection_reasons[] = {"out_of_stock", "unknown_product",
-                                                "limit_exceeded", NULL};
+static const char *const rejection_reasons[] = {"out_of_stock", "unknown_product", "limit_exceeded",
+                                                NULL};
 
 static const td_field_spec_t user_registered[] = {
-    F_UUID("userId", "the new user"),
-    F_STR("email", 254, "the account's address"),
+    F_UUID("userId", "the new user"), F_STR("email", 254, "the account's address"),
     F_STR("name", 100, "the name the user gave"),
-    F_TIME("registeredAt", "when the account was made"),
-    F_END};
+    F_TIME("registeredAt", "when the account was made"), F_END};
 static const td_field_spec_t user_logged_in[] = {
     F_UUID("userId", "who signed in"),
     F_STR("email", 254, "the account's address"),
@@ -66,30 +64,21 @@ static const td_field_spec_t user_logged_in[] = {
     F_OPT_STR("ip", 64, "the client's address"),
     F_END};
 static const td_field_spec_t product_created[] = {
-    F_UUID("productId", "the new product"),
-    F_STR("title", 200, "its name in the shop"),
-    F_MONEY("price", "its price"),
-    F_STOCK("quantity", "items in stock"),
-    F_END};
-static const td_field_spec_t product_updated[] = {
-    F_UUID("productId", "the product"),
-    F_STR("title", 200, "its name after the change"),
-    F_MONEY("price", "its price after the change"),
-    F_STOCK("quantity", "stock after the change"),
-    F_MONEY("previousPrice", "its price before"),
-    F_STOCK("previousQuantity", "stock before"),
-    F_END};
+    F_UUID("productId", "the new product"), F_STR("title", 200, "its name in the shop"),
+    F_MONEY("price", "its price"), F_STOCK("quantity", "items in stock"), F_END};
+static const td_field_spec_t product_updated[] = {F_UUID("productId", "the product"),
+                                                  F_STR("title", 200, "its name after the change"),
+                                                  F_MONEY("price", "its price after the change"),
+                                                  F_STOCK("quantity", "stock after the change"),
+                                                  F_MONEY("previousPrice", "its price before"),
+                                                  F_STOCK("previousQuantity", "stock before"),
+                                                  F_END};
 static const td_field_spec_t product_deleted[] = {
-    F_UUID("productId", "the product"),
-    F_STR("title", 200, "its last name in the shop"),
-    F_END};
+    F_UUID("productId", "the product"), F_STR("title", 200, "its last name in the shop"), F_END};
 static const td_field_spec_t order_created[] = {
-    F_UUID("orderId", "the new order"),
-    F_UUID("userId", "the buyer"),
-    F_UUID("productId", "what is bought"),
-    F_ORDER_QTY,
-    F_TIME("createdAt", "when it was placed"),
-    F_END};
+    F_UUID("orderId", "the new order"),        F_UUID("userId", "the buyer"),
+    F_UUID("productId", "what is bought"),     F_ORDER_QTY,
+    F_TIME("createdAt", "when it was placed"), F_END};
 static const td_field_spec_t product_reserved[] = {
     F_UUID("orderId", "the order"),
     F_UUID("userId", "the buyer"),
@@ -105,30 +94,19 @@ static const td_field_spec_t reservation_failed[] = {
     F_ENUM("reason", reservation_reasons, "why nothing was reserved"),
     F_END};
 static const td_field_spec_t reservation_cancelled[] = {
-    F_UUID("orderId", "the order"),
-    F_UUID("userId", "the buyer"),
-    F_UUID("productId", "the product"),
-    F_ORDER_QTY,
-    F_END};
+    F_UUID("orderId", "the order"), F_UUID("userId", "the buyer"),
+    F_UUID("productId", "the product"), F_ORDER_QTY, F_END};
 static const td_field_spec_t payment_processed[] = {
-    F_UUID("paymentId", "the payment"),
-    F_UUID("orderId", "the order paid"),
-    F_UUID("userId", "the buyer"),
-    F_MONEY("amount", "quantity x unit price"),
-    F_END};
+    F_UUID("paymentId", "the payment"), F_UUID("orderId", "the order paid"),
+    F_UUID("userId", "the buyer"), F_MONEY("amount", "quantity x unit price"), F_END};
 static const td_field_spec_t payment_failed[] = {
-    F_UUID("orderId", "the order"),
-    F_UUID("userId", "the buyer"),
+    F_UUID("orderId", "the order"), F_UUID("userId", "the buyer"),
     F_MONEY("amount", "what would have been charged"),
-    F_ENUM("reason", payment_reasons, "why it was declined"),
-    F_END};
+    F_ENUM("reason", payment_reasons, "why it was declined"), F_END};
 static const td_field_spec_t order_approved[] = {
-    F_UUID("orderId", "the order"),
-    F_UUID("userId", "the buyer"),
-    F_UUID("productId", "the product"),
-    F_ORDER_QTY,
-    F_MONEY("total", "what was charged"),
-    F_END};
+    F_UUID("orderId", "the order"),       F_UUID("userId", "the buyer"),
+    F_UUID("productId", "the product"),   F_ORDER_QTY,
+    F_MONEY("total", "what was charged"), F_END};
 static const td_field_spec_t order_rejected[] = {
     F_UUID("orderId", "the order"),
     F_UUID("userId", "the buyer"),
@@ -185,15 +163,15 @@ static const td_event_def_t events[TD_EV__COUNT] = {
      "A shopper placed an order (POST /orders); the saga starts."},
     {TD_EV_PRODUCT_RESERVED, "ProductReservedEvent", "reservations", "products", "orderId",
      product_reserved, "The stock for an order was set aside."},
-    {TD_EV_PRODUCT_RESERVATION_FAILED, "ProductReservationFailedEvent", "reservations",
-     "products", "orderId", reservation_failed, "Nothing could be reserved for an order."},
+    {TD_EV_PRODUCT_RESERVATION_FAILED, "ProductReservationFailedEvent", "reservations", "products",
+     "orderId", reservation_failed, "Nothing could be reserved for an order."},
     {TD_EV_PRODUCT_RESERVATION_CANCELLED, "ProductReservationCancelledEvent", "reservations",
      "products", "orderId", reservation_cancelled,
      "A reservation was given back after its payment failed."},
     {TD_EV_PAYMENT_PROCESSED, "PaymentProcessedEvent", "payments", "payments", "orderId",
      payment_processed, "The order's total was charged."},
-    {TD_EV_PAYMENT_FAILED, "PaymentFailedEvent", "payments", "payments", "orderId",
-     payment_failed, "The charge was declined (above TIDINGS_PAYMENT_LIMIT)."},
+    {TD_EV_PAYMENT_FAILED, "PaymentFailedEvent", "payments", "payments", "orderId", payment_failed,
+     "The charge was declined (above TIDINGS_PAYMENT_LIMIT)."},
     {TD_EV_ORDER_APPROVED, "OrderApprovedEvent", "orders", "orders", "orderId", order_approved,
      "The saga ended well: stock reserved and paid."},
     {TD_EV_ORDER_REJECTED, "OrderRejectedEvent", "orders", "orders", "orderId", order_rejected,
@@ -301,11 +279,9 @@ int td_data_check(const json_t *data, const td_field_spec_t *spec, char *errstr,
             break;
         }
         case TD_FIELD_OBJECT:
-            if (!jv)
-                return td_errf(errstr, errlen, TD_EINVAL, "field '%s' is missing", f->name);
+            if (!jv) return td_errf(errstr, errlen, TD_EINVAL, "field '%s' is missing", f->name);
             if (!json_is_object(jv))
-                return td_errf(errstr, errlen, TD_EINVAL, "field '%s' must be an object",
-                               f->name);
+                return td_errf(errstr, errlen, TD_EINVAL, "field '%s' must be an object", f->name);
             break;
         }
         if (rc) return rc;

@@ -294,6 +294,12 @@ static int load_env(td_config_t *cfg, bool *fetch_wait_set, char *errstr, size_t
     if ((v = env("TIDINGS_LISTEN_ADDR")) &&
         (rc = parse_listen("TIDINGS_LISTEN_ADDR", v, &cfg->listen_addr, errstr, errlen)))
         return rc;
+    if ((v = env("TIDINGS_DB_SYNC"))) {
+        if (strcmp(v, "full") && strcmp(v, "normal"))
+            return td_errf(errstr, errlen, TD_EINVAL,
+                           "TIDINGS_DB_SYNC: '%.100s' is not one of full, normal", v);
+        cfg->db_sync_normal = !strcmp(v, "normal");
+    }
     if ((v = env("TIDINGS_VAPID_SUBJECT")) &&
         (rc = parse_vapid("TIDINGS_VAPID_SUBJECT", v, &cfg->vapid_subject, errstr, errlen)))
         return rc;
@@ -446,6 +452,7 @@ void td_config_usage(FILE *out, const char *command)
             "  TIDINGS_DELIVERY_BACKOFF_MS   1000\n"
             "  TIDINGS_FETCH_WAIT_MS         1 on the embedded broker, else 100\n"
             "  TIDINGS_LISTEN_ADDR           " DEFAULT_LISTEN "\n"
+            "  TIDINGS_DB_SYNC               full (or normal: safe from crashes, not power cuts)\n"
             "  TIDINGS_VAPID_SUBJECT         " DEFAULT_VAPID_SUBJECT "\n"
             "  TIDINGS_VAPID_PRIVATE_KEY     (notifications: generated once into its db)\n"
             "  TIDINGS_KAFKA_DEBUG           (none; librdkafka debug contexts, e.g. cgrp)\n",
@@ -541,7 +548,7 @@ int td_config_load_secret(td_config_t *cfg, char *errstr, size_t errlen)
         return 0;
     }
 
-    if (td_mkdirs(cfg->data_dir, 0755) != 0) {
+    if (td_mkdirs(cfg->data_dir, 0700) != 0) {
         rc = td_errf(errstr, errlen, TD_EIO, "%s: cannot create the data directory: %s",
                      cfg->data_dir, strerror(errno));
         goto fail;

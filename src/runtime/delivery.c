@@ -111,9 +111,10 @@ static struct td_delivery *registry;
 
 int td_delivery_init(td_db_t *db)
 {
-    td_db_lock(db);
-    int rc = td_db_exec(db, delivery_schema);
-    td_db_unlock(db);
+    static const td_migration_t migs[] = {{1, delivery_schema}};
+    char err[256];
+    int rc = td_db_migrate(db, "delivery", migs, TD_ARRAY_SIZE(migs), err, sizeof(err));
+    if (rc) td_error("%s", err);
     return rc;
 }
 
@@ -124,7 +125,7 @@ static sqlite3_stmt *prepare(td_db_t *db, const char *sql)
 {
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(td_db_sqlite(db), sql, -1, &st, NULL) == SQLITE_OK) return st;
-    sqlite3_finalize(st);
+    td_db_done(st);
     if (td_db_exec(db, delivery_schema) != 0) return NULL;
     return td_db_prepare(db, sql);
 }
@@ -288,7 +289,7 @@ int64_t td_delivery_count(td_db_t *db, const char *state)
     if (st) {
         sqlite3_bind_text(st, 1, state, -1, SQLITE_STATIC);
         if (sqlite3_step(st) == SQLITE_ROW) n = sqlite3_column_int64(st, 0);
-        sqlite3_finalize(st);
+        td_db_done(st);
     }
     td_db_unlock(db);
     return n;
@@ -591,7 +592,7 @@ static int fail_job(struct td_delivery *dlv, const job_t *job, const outcome_t *
     sqlite3_bind_int64(st, 1, job->id);
     int step = sqlite3_step(st);
     if (step != SQLITE_ROW) {
-        sqlite3_finalize(st);
+        td_db_done(st);
         return step == SQLITE_DONE ? 0 : TD_EIO;
     }
     char *topic = column_text(st, 0);
@@ -605,7 +606,7 @@ static int fail_job(struct td_delivery *dlv, const job_t *job, const outcome_t *
         td_record_set_value(dlt, sqlite3_column_blob(st, 4), (size_t)sqlite3_column_bytes(st, 4));
     int rc =
         td_headers_decode(dlt, sqlite3_column_blob(st, 5), (size_t)sqlite3_column_bytes(st, 5));
-    sqlite3_finalize(st);
+    td_db_done(st);
     if (rc != 0) td_warn("delivery %" PRId64 ": origin headers are corrupt, dropped", job->id);
 
     char num[32];
@@ -753,7 +754,7 @@ static bool claim(struct td_delivery *dlv, job_t *job, int64_t *next_due_ms)
             job->secret = column_blob(st, 7, &job->secret_len);
         job->attempts = sqlite3_column_int(st, 8) + 1;
     }
-    sqlite3_finalize(st);
+    td_db_done(st);
 
     int rc = 0;
     if (found) {
@@ -767,7 +768,7 @@ static bool claim(struct td_delivery *dlv, job_t *job, int64_t *next_due_ms)
                                " WHERE state = 'pending' AND inflight = 0");
         if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
             *next_due_ms = sqlite3_column_int64(st, 0);
-        sqlite3_finalize(st);
+        td_db_done(st);
     }
     if (rc != 0) {
         td_db_rollback(db);
@@ -863,9 +864,12 @@ td_delivery_t *td_delivery_start(const td_delivery_opts_t *opts, char *errstr, s
     }
     /* Rows in flight belong to a process that died mid-send: whether the
      * receiver got them is unknown, so they go again (at least once). */
-    td_db_lock(opts->db);
-    int rc = td_db_exec(opts->db, "UPDATE td_delivery SET inflight = 0 WHERE inflight = 1");
-    td_db_unlock(opts->db);
+    int rc = td_db_begin(opts->db);
+    if (rc == 0 &&
+        (rc = td_db_exec(opts->db, "UPDATE td_delivery SET inflight = 0 WHERE inflight = 1")) != 0)
+        td_db_rollback(opts->db);
+    else if (rc == 0)
+        rc = td_db_commit(opts->db);
     if (rc != 0) {
         td_errf(errstr, errlen, TD_EIO, "cannot reset the delivery queue");
         return NULL;

@@ -86,7 +86,7 @@ int64_t td_outbox_backlog(td_db_t *db)
     td_db_lock(db);
     sqlite3_stmt *st = td_db_prepare(db, "SELECT count(*) FROM td_outbox");
     int64_t n = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
-    sqlite3_finalize(st);
+    td_db_done(st);
     td_db_unlock(db);
     return n;
 }
@@ -237,7 +237,7 @@ static size_t load_rows(td_relay_t *r, row_t *rows)
             td_error("outbox row %lld has corrupt headers; publishing it without them",
                      (long long)row->id);
     }
-    sqlite3_finalize(st);
+    td_db_done(st);
     td_db_unlock(r->db);
     return n;
 }

@@ -5,11 +5,14 @@
  * readiness check behind /readyz. */
 #include "tidings/service.h"
 
+#include <dirent.h>
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "tidings/log.h"
 
@@ -56,18 +59,56 @@ bool td_readiness_check(void *arg, char *why, size_t whylen)
     return true;
 }
 
+/* chmod of everything under dir: directories 0700, files 0600. Symbolic
+ * links are left alone (their mode means nothing; their target is not
+ * ours to change). */
+static int tighten(const char *dir, int depth)
+{
+    if (chmod(dir, 0700) != 0) return TD_EIO;
+    DIR *d = opendir(dir);
+    if (!d) return TD_EIO;
+    int rc = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        char *p = td_asprintf("%s/%s", dir, e->d_name);
+        struct stat sb;
+        if (lstat(p, &sb) == 0) {
+            if (S_ISDIR(sb.st_mode) && depth < 4)
+                rc |= tighten(p, depth + 1);
+            else if (S_ISREG(sb.st_mode) && (sb.st_mode & 077) && chmod(p, 0600) != 0)
+                rc = TD_EIO;
+        }
+        free(p);
+    }
+    closedir(d);
+    return rc;
+}
+
+int td_data_dir_secure(const td_config_t *cfg, char *errstr, size_t errlen)
+{
+    umask(077);
+    if (td_mkdirs(cfg->data_dir, 0700) != 0)
+        return td_errf(errstr, errlen, TD_EIO, "cannot create data directory %s: %s", cfg->data_dir,
+                       strerror(errno));
+    if (tighten(cfg->data_dir, 0) != 0)
+        return td_errf(errstr, errlen, TD_EIO, "cannot make data directory %s private (0700): %s",
+                       cfg->data_dir, strerror(errno));
+    return 0;
+}
+
 td_db_t *td_service_db(const td_config_t *cfg, const td_migration_t *migs, size_t mig_cnt,
                        char *errstr, size_t errlen)
 {
-    if (td_mkdirs(cfg->data_dir, 0755) != 0) {
-        td_errf(errstr, errlen, TD_EIO, "cannot create data directory %s", cfg->data_dir);
-        td_error("%s", errstr ? errstr : "cannot create data directory");
+    if (td_data_dir_secure(cfg, errstr, errlen) != 0) {
+        td_error("%s", errstr ? errstr : "cannot create the data directory");
         return NULL;
     }
     char *file = td_asprintf("%s.db", cfg->service ? cfg->service : "tidings");
     char *path = td_data_path(cfg, file);
     td_db_t *db = td_db_open(path, migs, mig_cnt, errstr, errlen);
     if (!db) td_error("%s", errstr ? errstr : "cannot open the database");
+    if (db && cfg->db_sync_normal) td_db_set_full_sync(db, false);
     free(path);
     free(file);
     return db;

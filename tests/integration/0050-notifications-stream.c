@@ -230,7 +230,7 @@ static json_t *insert_as_other_instance(const char *user, int64_t seq)
     sqlite3_bind_text(st, 5, now, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 6, cause, -1, SQLITE_STATIC);
     assert_int_equal(sqlite3_step(st), SQLITE_DONE);
-    sqlite3_finalize(st);
+    td_db_done(st);
     sqlite3_close(db);
     free(path);
     return json_pack("{s:s, s:I, s:s, s:s, s:s, s:s, s:{}, s:s, s:n}", "id", id, "seq",

@@ -330,7 +330,7 @@ static void test_permanent_failure(void **state)
         td_record_free(rec);
         seen++;
     }
-    sqlite3_finalize(st);
+    td_db_done(st);
     td_db_unlock(env->db);
     assert_int_equal(seen, 2);
     assert_true(dt_metric_is("webpush", "failed", 1.0));

@@ -108,7 +108,7 @@ static int64_t sql_int(const char *sql, const char *arg)
     if (arg) sqlite3_bind_text(st, 1, arg, -1, SQLITE_STATIC);
     assert_int_equal(sqlite3_step(st), SQLITE_ROW);
     int64_t v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
+    td_db_done(st);
     sqlite3_close(db);
     free(path);
     return v;

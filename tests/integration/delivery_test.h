@@ -345,7 +345,7 @@ static inline int64_t dt_sql_int(dt_env_t *env, const char *sql)
     td_db_lock(env->db);
     sqlite3_stmt *st = td_db_prepare(env->db, sql);
     int64_t v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
-    sqlite3_finalize(st);
+    td_db_done(st);
     td_db_unlock(env->db);
     return v;
 }

@@ -82,7 +82,7 @@ static int64_t sql_int(fixture_t *f, const char *sql)
     td_db_lock(f->db);
     sqlite3_stmt *st = td_db_prepare(f->db, sql);
     int64_t v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
-    sqlite3_finalize(st);
+    td_db_done(st);
     td_db_unlock(f->db);
     return v;
 }

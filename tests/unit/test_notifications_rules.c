@@ -143,7 +143,7 @@ static int64_t outbox_rows(fixture_t *f)
         f->db, "SELECT COUNT(*) FROM td_outbox WHERE topic = 'tidings.notifications'");
     assert_int_equal(sqlite3_step(st), SQLITE_ROW);
     int64_t n = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
+    td_db_done(st);
     td_db_unlock(f->db);
     return n;
 }
@@ -219,7 +219,7 @@ static void test_user_registered_welcomes_the_user(void **state)
     assert_string_equal(td_record_header_str(rec, "ce_causationid"), cause);
     assert_string_equal(td_record_header_str(rec, "ce_source"), "/tidings/notifications");
     td_record_free(rec);
-    sqlite3_finalize(st);
+    td_db_done(st);
     td_db_unlock(f->db);
 }
 

@@ -46,7 +46,7 @@ static int64_t count(td_db_t *db, const char *sql)
     td_db_lock(db);
     sqlite3_stmt *st = td_db_prepare(db, sql);
     int64_t n = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
-    sqlite3_finalize(st);
+    td_db_done(st);
     td_db_unlock(db);
     return n;
 }
@@ -68,7 +68,7 @@ static td_record_t *outbox_row(td_db_t *db, int idx)
             td_headers_decode(rec, sqlite3_column_blob(st, 3), (size_t)sqlite3_column_bytes(st, 3)),
             0);
     }
-    sqlite3_finalize(st);
+    td_db_done(st);
     td_db_unlock(db);
     return rec;
 }

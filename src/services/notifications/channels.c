@@ -74,7 +74,7 @@ td_vapid_t *notif_vapid_load(td_db_t *db, const char *private_b64, char *errstr,
     sqlite3_stmt *st = td_db_prepare(db, "SELECT private_key FROM vapid_keys WHERE id = 1");
     char *kept =
         sqlite3_step(st) == SQLITE_ROW ? td_strdup((const char *)sqlite3_column_text(st, 0)) : NULL;
-    sqlite3_finalize(st);
+    td_db_done(st);
     if (kept) {
         vapid = td_vapid_from_private(kept, why, sizeof(why));
         if (!vapid)
@@ -118,7 +118,7 @@ static int64_t count_where(td_db_t *db, const char *sql, const char *arg)
     sqlite3_stmt *st = td_db_prepare(db, sql);
     sqlite3_bind_text(st, 1, arg, -1, SQLITE_TRANSIENT);
     int64_t n = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
-    sqlite3_finalize(st);
+    td_db_done(st);
     return n;
 }
 
@@ -195,7 +195,7 @@ int notif_push_subscribe(td_db_t *db, const char *user_id, const json_t *body, b
                     strcmp((const char *)sqlite3_column_text(st, 3), auth) == 0;
         snprintf(created, sizeof(created), "%s", (const char *)sqlite3_column_text(st, 4));
     }
-    sqlite3_finalize(st);
+    td_db_done(st);
 
     if (known && mine) {
         if (!same_keys) {
@@ -257,7 +257,7 @@ int notif_push_unsubscribe(td_db_t *db, const char *user_id, const char *endpoin
     char id[TD_UUID_LEN + 1] = "";
     if (sqlite3_step(st) == SQLITE_ROW)
         snprintf(id, sizeof(id), "%s", (const char *)sqlite3_column_text(st, 0));
-    sqlite3_finalize(st);
+    td_db_done(st);
     if (!*id) {
         td_db_rollback(db);
         return TD_ENOENT;
@@ -528,7 +528,7 @@ static int queue_pushes(delivery_ctx_t *d, td_db_t *db, const char *user_id, con
         }
         if (rc) break;
     }
-    sqlite3_finalize(st);
+    td_db_done(st);
     free(payload);
     if (rc == 0 && step != SQLITE_DONE) rc = TD_EIO;
     return rc;
@@ -556,7 +556,7 @@ static int queue_webhooks(delivery_ctx_t *d, td_db_t *db, const char *user_id, c
             break;
         }
     }
-    sqlite3_finalize(st);
+    td_db_done(st);
     if (rc == 0 && step != SQLITE_DONE) rc = TD_EIO;
     return rc;
 }

@@ -370,7 +370,7 @@ static json_t *event_vars(td_db_t *db, const json_t *data)
         json_t *title = NULL;
         if (sqlite3_step(st) == SQLITE_ROW)
             title = json_string((const char *)sqlite3_column_text(st, 0));
-        sqlite3_finalize(st);
+        td_db_done(st);
         /* A product we never heard of (older than the topic's retention):
          * name it by a short id rather than make no sentence. */
         if (!title) title = json_sprintf("product %.8s", pid);
@@ -483,7 +483,7 @@ static int create_one(notif_t *n, const notif_draft_t *d, const char *user_id, b
         n->db, "SELECT COALESCE(MAX(seq), 0) + 1 FROM notifications WHERE user_id = ?");
     sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
     int64_t seq = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
-    sqlite3_finalize(st);
+    td_db_done(st);
     if (seq < 1) return TD_EIO;
 
     char id[TD_UUID_LEN + 1], now[TD_TIME_LEN + 1];
@@ -530,7 +530,7 @@ static bool is_muted(td_db_t *db, const char *user_id, const char *type)
     sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 2, type, -1, SQLITE_TRANSIENT);
     bool muted = sqlite3_step(st) == SQLITE_ROW;
-    sqlite3_finalize(st);
+    td_db_done(st);
     return muted;
 }
 
@@ -662,7 +662,7 @@ int notif_fanout_step(notif_t *n, size_t *created)
         n->db, "SELECT id, cause_id, correlation_id, traceparent, type, title, body, data"
                " FROM fanout_jobs ORDER BY id LIMIT 1");
     if (sqlite3_step(job) != SQLITE_ROW) {
-        sqlite3_finalize(job);
+        td_db_done(job);
         td_db_rollback(n->db);
         return 0;
     }
@@ -693,7 +693,7 @@ int notif_fanout_step(notif_t *n, size_t *created)
         snprintf(last, sizeof(last), "%s", user_id);
         cnt++;
     }
-    sqlite3_finalize(rcp);
+    td_db_done(rcp);
     if (rc != SQLITE_DONE) {
         rc = rc < 0 ? rc : TD_EIO;
         goto fail;
@@ -710,12 +710,12 @@ int notif_fanout_step(notif_t *n, size_t *created)
         sqlite3_bind_text(st, 2, last, -1, SQLITE_TRANSIENT);
     }
     if ((rc = td_db_run(n->db, st)) != 0) goto fail;
-    sqlite3_finalize(job);
+    td_db_done(job);
     if ((rc = td_db_commit(n->db)) != 0) return rc;
     return 1;
 
 fail:
-    sqlite3_finalize(job);
+    td_db_done(job);
     td_db_rollback(n->db);
     *created = 0;
     return rc;
@@ -726,7 +726,7 @@ int64_t notif_fanout_pending(td_db_t *db)
     td_db_lock(db);
     sqlite3_stmt *st = td_db_prepare(db, "SELECT COUNT(*) FROM fanout_recipients");
     int64_t cnt = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
-    sqlite3_finalize(st);
+    td_db_done(st);
     td_db_unlock(db);
     return cnt;
 }
@@ -739,7 +739,7 @@ static int64_t unread_count(td_db_t *db, const char *user_id)
                                          " WHERE user_id = ? AND read_at IS NULL AND deleted = 0");
     sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
     int64_t cnt = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-    sqlite3_finalize(st);
+    td_db_done(st);
     return cnt;
 }
 
@@ -763,7 +763,7 @@ json_t *notif__page(td_db_t *db, const char *sql, const char *user_id, int64_t b
         last = sqlite3_column_int64(st, cursor_col);
         json_array_append_new(items, item(st, first));
     }
-    sqlite3_finalize(st);
+    td_db_done(st);
     *next = more ? json_sprintf("%" PRId64, last) : json_null();
     return items;
 }
@@ -799,7 +799,7 @@ static json_t *get_one(td_db_t *db, const char *user_id, const char *id)
     sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 2, user_id, -1, SQLITE_TRANSIENT);
     json_t *o = sqlite3_step(st) == SQLITE_ROW ? row_json(st) : NULL;
-    sqlite3_finalize(st);
+    td_db_done(st);
     return o;
 }
 
@@ -875,7 +875,7 @@ int notif_after(td_db_t *db, const char *user_id, int64_t after_seq, int limit, 
     sqlite3_bind_int64(st, 2, after_seq);
     sqlite3_bind_int(st, 3, limit);
     while (sqlite3_step(st) == SQLITE_ROW) json_array_append_new(items, row_json(st));
-    sqlite3_finalize(st);
+    td_db_done(st);
     td_db_unlock(db);
     *out = items;
     return 0;
@@ -889,7 +889,7 @@ int notif_last_seq(td_db_t *db, const char *user_id, int64_t *out)
     sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
     int rc = sqlite3_step(st) == SQLITE_ROW ? 0 : TD_EIO;
     *out = rc == 0 ? sqlite3_column_int64(st, 0) : 0;
-    sqlite3_finalize(st);
+    td_db_done(st);
     td_db_unlock(db);
     return rc;
 }
@@ -901,13 +901,13 @@ static json_t *prefs_json(td_db_t *db, const char *user_id)
     sqlite3_stmt *st = td_db_prepare(db, "SELECT new_products FROM prefs WHERE user_id = ?");
     sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
     bool new_products = sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
+    td_db_done(st);
     json_t *muted = json_array();
     st = td_db_prepare(db, "SELECT type FROM mutes WHERE user_id = ? ORDER BY type");
     sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
     while (sqlite3_step(st) == SQLITE_ROW)
         json_array_append_new(muted, json_string((const char *)sqlite3_column_text(st, 0)));
-    sqlite3_finalize(st);
+    td_db_done(st);
     return json_pack("{s:o, s:b}", "muted", muted, "newProducts", new_products);
 }
 
@@ -1002,7 +1002,7 @@ int notif_watch_add(td_db_t *db, const char *user_id, const char *product_id, bo
     sqlite3_stmt *st = td_db_prepare(db, "SELECT 1 FROM products WHERE id = ? AND deleted = 0");
     sqlite3_bind_text(st, 1, product_id, -1, SQLITE_TRANSIENT);
     bool known = sqlite3_step(st) == SQLITE_ROW;
-    sqlite3_finalize(st);
+    td_db_done(st);
     if (!known) {
         rc = TD_ENOENT;
         goto fail;
@@ -1020,7 +1020,7 @@ int notif_watch_add(td_db_t *db, const char *user_id, const char *product_id, bo
     sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 2, product_id, -1, SQLITE_TRANSIENT);
     *out = sqlite3_step(st) == SQLITE_ROW ? watch_json(st, 0) : NULL;
-    sqlite3_finalize(st);
+    td_db_done(st);
     if (!*out) {
         rc = TD_EIO;
         goto fail;

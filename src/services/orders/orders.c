@@ -133,7 +133,7 @@ static int order_load(td_db_t *db, const char *order_id, order_t *out)
         td_error("orders: reading order %s: %s", order_id, sqlite3_errmsg(td_db_sqlite(db)));
         err = TD_EIO;
     }
-    sqlite3_finalize(st);
+    td_db_done(st);
     return err;
 }
 
@@ -232,7 +232,7 @@ int orders_list(td_db_t *db, const char *user_id, int64_t before_seq, size_t lim
         td_error("orders: listing orders: %s", sqlite3_errmsg(td_db_sqlite(db)));
         err = TD_EIO;
     }
-    sqlite3_finalize(st);
+    td_db_done(st);
     td_db_unlock(db);
 
     if (err) {

@@ -202,7 +202,7 @@ static int find_locked(td_db_t *db, const char *where, const char *arg, users_us
         td_error("users: lookup failed: %s", sqlite3_errmsg(td_db_sqlite(db)));
         ret = TD_EIO;
     }
-    sqlite3_finalize(st);
+    td_db_done(st);
     return ret;
 }
 
@@ -307,7 +307,7 @@ int users_login_begin(td_db_t *db, const char *email, int64_t now_ms, bool *foun
     sqlite3_bind_text(st, 1, email, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int(st, 2, USERS_LOGIN_MAX_FAILS);
     while (sqlite3_step(st) == SQLITE_ROW) recent[n++] = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
+    td_db_done(st);
 
     int64_t blocked = users_login_blocked_ms(recent, n, now_ms);
     if (blocked > 0) {
