@@ -76,11 +76,12 @@ int td_db_savepoint(td_db_t *db);
 int td_db_savepoint_release(td_db_t *db);
 void td_db_savepoint_rollback(td_db_t *db);
 
-/* Inside a unit: fn(arg) runs after the unit's changes are committed, on
- * the thread that called td_db_commit, once it has returned 0 internally
- * (never when the unit rolls back or the commit fails). In order of
- * registration. */
-typedef void (*td_db_after_fn)(void *arg);
+/* Inside a unit: fn(arg, true) runs once the unit's changes are committed,
+ * on the thread that called td_db_commit, before it returns 0; fn(arg,
+ * false) when they are not (the unit, or the savepoint that registered
+ * it, rolled back, or the commit failed), so arg can always be freed. In
+ * order of registration, outside every lock. */
+typedef void (*td_db_after_fn)(void *arg, bool committed);
 void td_db_after_commit(td_db_t *db, td_db_after_fn fn, void *arg);
 
 /* Reads outside a unit: a reader (a consistent snapshot) for this thread

@@ -7,6 +7,7 @@
 #define TIDINGS_ENVELOPE_H
 
 #include <jansson.h>
+#include <librdkafka/rdkafka.h>
 
 #include "tidings/catalog.h"
 #include "tidings/record.h"
@@ -31,6 +32,13 @@ typedef struct td_event {
     char *topic;
     int32_t partition;
     int64_t offset;
+
+    /* A borrowed event (td_event_parse_message): source, type, subject,
+     * correlationid, causationid and topic point into the message it was
+     * parsed from and live as long as that message. data is its own. */
+    bool borrowed;
+    char *scratch;            /* storage of a subject taken from the key */
+    rd_kafka_headers_t *hdrs; /* the message's headers (borrowed events) */
 } td_event_t;
 
 /* A new event: fresh id, ce_time now, new trace, correlation id = subject
@@ -59,6 +67,19 @@ td_record_t *td_event_to_record(const td_event_t *ev, const char *topic);
  * UTF-8 JSON object. NULL with the reason in errstr, never a crash.
  * A missing ce_correlationid defaults to the subject, then the id. */
 td_event_t *td_event_from_record(const td_record_t *rec, char *errstr, size_t errlen);
+
+/* Parses a consumed message into *ev without copying its attributes: the
+ * strings are lent from msg (valid while msg is), the JSON value is parsed
+ * once into ev->data. Validates as td_event_from_record. 0, or TD_EINVAL
+ * with the reason (ev then holds what was parsed so far). Either way the
+ * caller ends it with td_event_clear. */
+int td_event_parse_message(const rd_kafka_message_t *msg, td_event_t *ev, char *errstr,
+                           size_t errlen);
+/* A header of a borrowed event's message as a C string (NULL when absent,
+ * null, or holding a NUL byte). */
+const char *td_event_header(const td_event_t *ev, const char *name);
+/* Frees what ev holds (not ev itself) and zeroes it. */
+void td_event_clear(td_event_t *ev);
 
 /* Typed getters for event data, for handlers. Each returns TD_EINVAL with
  * "field 'quantity' is missing" / "... must be an integer" in errstr. */

@@ -84,6 +84,7 @@ struct td_db {
     /* The unit running now (its thread holds mu). */
     uint32_t unit_marks;
     int sp_depth;
+    size_t sp_after[16]; /* after_cnt when each open savepoint began */
     after_t *afters;
     size_t after_cnt, after_cap;
 
@@ -491,6 +492,12 @@ static after_t *take_afters(td_db_t *db, size_t *cnt)
     return a;
 }
 
+/* Tells the callbacks from..cnt that their changes did not commit. */
+static void afters_cancel(after_t *a, size_t cnt)
+{
+    for (size_t i = 0; i < cnt; i++) a[i].fn(a[i].arg, false);
+}
+
 static void unit_undo(td_db_t *db)
 {
     conn_reset_busy(&db->w);
@@ -518,9 +525,10 @@ int td_db_commit(td_db_t *db)
     after_t *afters = take_afters(db, &after_cnt);
     set_current(db, NULL);
     int rc = finish_unit(db, ok && !db->group_broken);
-    if (rc == 0 && td__fault("db.after_commit")) rc = TD_EIO; /* committed, reported failed */
-    for (size_t i = 0; rc == 0 && i < after_cnt; i++) afters[i].fn(afters[i].arg);
+    /* Committed (or not) as a whole, whatever td_db_commit reports. */
+    for (size_t i = 0; i < after_cnt; i++) afters[i].fn(afters[i].arg, rc == 0);
     free(afters);
+    if (rc == 0 && td__fault("db.after_commit")) rc = TD_EIO; /* committed, reported failed */
     return rc;
 }
 
@@ -529,16 +537,20 @@ void td_db_rollback(td_db_t *db)
     assert(pthread_getspecific(db->cur) == &db->w);
     unit_undo(db);
     if (sqlite3_get_autocommit(db->w.sq)) db->group_broken = true;
-    db->after_cnt = 0;
+    size_t after_cnt;
+    after_t *afters = take_afters(db, &after_cnt);
     set_current(db, NULL);
     (void)finish_unit(db, false);
+    afters_cancel(afters, after_cnt);
+    free(afters);
 }
 
 int td_db_savepoint(td_db_t *db)
 {
     assert(td__db_in_unit(db));
+    assert(db->sp_depth < (int)TD_ARRAY_SIZE(db->sp_after));
     if (conn_exec(&db->w, "SAVEPOINT part") != 0) return TD_EIO;
-    db->sp_depth++;
+    db->sp_after[db->sp_depth++] = db->after_cnt;
     return 0;
 }
 
@@ -554,6 +566,11 @@ void td_db_savepoint_rollback(td_db_t *db)
 {
     assert(td__db_in_unit(db) && db->sp_depth > 0);
     db->sp_depth--;
+    /* What the undone part registered will never commit. (Called with the
+     * writer held; the callbacks only free or queue, by contract.) */
+    size_t from = db->sp_after[db->sp_depth];
+    afters_cancel(db->afters + from, db->after_cnt - from);
+    db->after_cnt = from;
     conn_reset_busy(&db->w);
     if (!sqlite3_get_autocommit(db->w.sq) &&
         (conn_exec(&db->w, "ROLLBACK TO part") != 0 || conn_exec(&db->w, "RELEASE part") != 0))

@@ -223,9 +223,10 @@ typedef struct writer_arg {
     int seen_after; /* rows a reader saw from the after-commit callback */
 } writer_arg_t;
 
-static void after_cb(void *arg)
+static void after_cb(void *arg, bool committed)
 {
     writer_arg_t *w = arg;
+    assert_true(committed);
     /* Runs after the COMMIT: a reader already sees the row. */
     char sql[96];
     snprintf(sql, sizeof(sql), "SELECT count(*) FROM items WHERE name = 'w%d'", w->id);

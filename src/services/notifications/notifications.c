@@ -468,6 +468,21 @@ typedef struct notif_draft {
     const td_event_t *cause; /* for the cause id and NotificationCreatedEvent's lineage */
 } notif_draft_t;
 
+/* A committed notification on its way to this instance's streams. */
+typedef struct local_push {
+    notif_t *n;
+    char user_id[TD_UUID_LEN + 1];
+    int64_t seq;
+    char json[];
+} local_push_t;
+
+static void local_push(void *arg, bool committed)
+{
+    local_push_t *lp = arg;
+    if (committed) lp->n->local(lp->n->local_arg, lp->user_id, lp->seq, lp->json);
+    free(lp);
+}
+
 /* Creates d's notification for user_id inside the caller's transaction,
  * unless it exists already. *made says whether it did. */
 static int create_one(notif_t *n, const notif_draft_t *d, const char *user_id, bool *made)
@@ -509,9 +524,25 @@ static int create_one(notif_t *n, const notif_draft_t *d, const char *user_id, b
     obj = json_pack("{s:s, s:I, s:s, s:s, s:s, s:s, s:o, s:s, s:n}", "id", id, "seq",
                     (json_int_t)seq, "userId", user_id, "type", d->type, "title", d->title, "body",
                     d->body, "data", data ? data : json_object(), "createdAt", now, "readAt");
-    ev = td_event_new("notifications", "NotificationCreatedEvent", user_id, json_incref(obj));
+    ev = td_event_new("notifications", TD_EV_NAME(TD_EV_NOTIFICATION_CREATED), user_id,
+                      json_incref(obj));
     td_event_set_cause(ev, d->cause);
-    if ((rc = td_outbox_add(n->db, n->cfg, "notifications", ev)) != 0) goto out;
+    char *topic = td_topic_name(n->cfg, "notifications");
+    td_record_t *rec = td_event_to_record(ev, topic);
+    free(topic);
+    if (n->instance) td_record_add_header_str(rec, NOTIF_INSTANCE_HEADER, n->instance);
+    rc = td_outbox_add_record(n->db, rec);
+    if (rc == 0 && n->local) {
+        /* The record's value is the notification's JSON text: the frame. */
+        local_push_t *lp = td_malloc(sizeof(*lp) + rec->value_len + 1);
+        lp->n = n;
+        snprintf(lp->user_id, sizeof(lp->user_id), "%s", user_id);
+        lp->seq = seq;
+        memcpy(lp->json, rec->value, rec->value_len + 1);
+        td_db_after_commit(n->db, local_push, lp);
+    }
+    td_record_free(rec);
+    if (rc != 0) goto out;
     if (n->deliver && (rc = n->deliver(n->deliver_arg, n->db, obj, ev)) != 0) goto out;
 
     char labels[128];

@@ -91,7 +91,20 @@ typedef struct notif {
      * it wakes then waits on the database lock until that commits. */
     void (*wake)(void *arg);
     void *wake_arg;
+    /* The local path: called once a new notification is committed, on the
+     * committing thread, with its user, seq and JSON text (borrowed for
+     * the call): this instance's live streams get it at once, without the
+     * round trip through Kafka. NULL = none. */
+    void (*local)(void *arg, const char *user_id, int64_t seq, const char *json);
+    void *local_arg;
+    /* This instance, on the tidings_instance header of every
+     * NotificationCreatedEvent it writes, so that its own live consumer
+     * skips what the local path delivered already. */
+    const char *instance;
 } notif_t;
+
+/* The header naming the instance that wrote a NotificationCreatedEvent. */
+#define NOTIF_INSTANCE_HEADER "tidings_instance"
 
 /* Applies one consumed event inside the caller's transaction (the
  * consumer's): keeps the state it needs (users, products), and creates the
