@@ -35,6 +35,10 @@
  * tidings client shares (client.id = tidings-<service>, logging through
  * td_log). NULL with errstr on a bad setting. Caller owns it. */
 rd_kafka_conf_t *td_kafka_conf(const td_config_t *cfg, char *errstr, size_t errlen);
+/* True when cfg's brokers are librdkafka's mock cluster (the embedded
+ * broker, or any program's rd_kafka_mock_cluster), told by its cluster id;
+ * false when they are not or do not answer within timeout_ms. */
+bool td_kafka_is_mock(const td_config_t *cfg, int timeout_ms);
 /* Sets one property or returns TD_EINVAL with errstr. */
 int td_kafka_set(rd_kafka_conf_t *conf, const char *name, const char *value, char *errstr,
                  size_t errlen);
@@ -109,6 +113,11 @@ typedef struct td_consumer_opts {
      * that are not valid CloudEvents are still dead-lettered through db
      * (which may then not be NULL), once. */
     bool stateless;
+    /* Records whose header skip_header holds exactly skip_value are skipped
+     * before they are parsed (an instance's own records on a topic it also
+     * reads). NULL = none. Copied. */
+    const char *skip_header;
+    const char *skip_value;
 } td_consumer_opts_t;
 
 typedef struct td_consumer td_consumer_t;

@@ -44,8 +44,9 @@ typedef struct td_config {
     bool allow_http_endpoints;   /* TIDINGS_ALLOW_HTTP_ENDPOINTS */
     int delivery_max_attempts;   /* TIDINGS_DELIVERY_MAX_ATTEMPTS, default 8 */
     int64_t delivery_backoff_ms; /* TIDINGS_DELIVERY_BACKOFF_MS, default 1000 */
-    int fetch_wait_ms; /* TIDINGS_FETCH_WAIT_MS; default 1 on the embedded broker, else 100 */
-    char *listen_addr; /* TIDINGS_LISTEN_ADDR, default 127.0.0.1 */
+    int fetch_wait_ms;   /* TIDINGS_FETCH_WAIT_MS; default 1 on the embedded broker, else 100 */
+    bool fetch_wait_set; /* TIDINGS_FETCH_WAIT_MS was given */
+    char *listen_addr;   /* TIDINGS_LISTEN_ADDR, default 127.0.0.1 */
     int ports[TD_SVC__COUNT]; /* TIDINGS_<SERVICE>_PORT, defaults 8080.. */
     char *vapid_subject;      /* TIDINGS_VAPID_SUBJECT, default mailto:admin@tidings.local */
     bool db_sync_normal;      /* TIDINGS_DB_SYNC=normal; default full */

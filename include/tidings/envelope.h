@@ -58,6 +58,11 @@ void td_event_free(td_event_t *ev);
  * compact JSON, every header of SPEC section 3. Caller frees. */
 td_record_t *td_event_to_record(const td_event_t *ev, const char *topic);
 
+/* td_event_to_record with json (len bytes, a JSON object's text that the
+ * caller made) as the value instead of ev->data. */
+td_record_t *td_event_to_record_json(const td_event_t *ev, const char *topic, const char *json,
+                                     size_t len);
+
 /* Parses a record into an event, validating as SPEC section 3 says:
  * ce_specversion "1.0"; ce_id, ce_source, ce_type, ce_time present and
  * well-formed (ce_id any non-empty string of at most 200 bytes, as

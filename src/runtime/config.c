@@ -407,6 +407,7 @@ int td_config_load(td_config_t *cfg, const char *service, int argc, char **argv,
     /* The embedded broker is in-process memory: waiting for a fetch to fill
      * only adds latency there. */
     if (!fetch_wait_set) cfg->fetch_wait_ms = cfg->brokers_embedded ? 1 : 100;
+    cfg->fetch_wait_set = fetch_wait_set;
     return 0;
 
 fail:
@@ -450,7 +451,7 @@ void td_config_usage(FILE *out, const char *command)
             "  TIDINGS_ALLOW_HTTP_ENDPOINTS  0\n"
             "  TIDINGS_DELIVERY_MAX_ATTEMPTS 8\n"
             "  TIDINGS_DELIVERY_BACKOFF_MS   1000\n"
-            "  TIDINGS_FETCH_WAIT_MS         1 on the embedded broker, else 100\n"
+            "  TIDINGS_FETCH_WAIT_MS         1 on a mock (embedded) broker, else 100\n"
             "  TIDINGS_LISTEN_ADDR           " DEFAULT_LISTEN "\n"
             "  TIDINGS_DB_SYNC               full (or normal: safe from crashes, not power cuts)\n"
             "  TIDINGS_VAPID_SUBJECT         " DEFAULT_VAPID_SUBJECT "\n"

@@ -80,6 +80,7 @@ struct td_consumer {
     int64_t next_lag;
     int generation; /* bumped by every revocation */
     bool stateless;
+    char *skip_header, *skip_value;
     batch_t *batch;
 };
 
@@ -426,6 +427,17 @@ static void classify(td_consumer_t *cons, item_t *it)
     const rd_kafka_message_t *msg = it->msg;
     const char *topic = rd_kafka_topic_name(msg->rkt);
     check_gap(cons, msg);
+    if (cons->skip_header) {
+        rd_kafka_headers_t *hdrs = NULL;
+        const void *v = NULL;
+        size_t len = 0;
+        if (rd_kafka_message_headers((rd_kafka_message_t *)msg, &hdrs) == 0 &&
+            rd_kafka_header_get_last(hdrs, cons->skip_header, &v, &len) == 0 && v &&
+            len == strlen(cons->skip_value) && !memcmp(v, cons->skip_value, len)) {
+            it->kind = K_SKIP;
+            return;
+        }
+    }
     if (td_event_parse_message(msg, &it->ev, it->why, sizeof(it->why)) != 0) {
         it->kind = K_DLT;
         snprintf(it->key, sizeof(it->key), "raw:%s:%d:%lld", topic, (int)msg->partition,
@@ -492,20 +504,25 @@ static int dead_letter(td_consumer_t *cons, item_t *it)
     return rc;
 }
 
-/* One record inside the batch's unit, in a savepoint of its own so that a
- * record the handler refuses is dead-lettered alone. 0, or a transient
- * error that rolls the whole batch back. */
+/* A handler refused its event: the batch is run again with that record
+ * dead-lettered in place of its effects. */
+#define REDO 1
+
+/* One record inside the batch's unit. No savepoint per record (each cost
+ * more than the record's own work): when a handler refuses its event, the
+ * whole unit is rolled back and run again with that record going to the
+ * DLT, so a bad record is still dead-lettered alone and the others keep
+ * exactly one effect. 0, REDO, or a transient error that rolls the whole
+ * batch back. */
 static int process_item(td_consumer_t *cons, item_t *it, int64_t now)
 {
     const char *topic = rd_kafka_topic_name(it->msg->rkt);
-    if (td_db_savepoint(cons->db) != 0) return TD_EIO;
-    int dlt_outcome = TD_INBOX_DEAD_LETTERED;
     int rc = inbox_insert(cons->db, it->key, topic,
-                          it->kind == K_DLT ? dlt_outcome : TD_INBOX_HANDLED, now);
-    if (rc < 0) goto fail;
+                          it->kind == K_DLT ? TD_INBOX_DEAD_LETTERED : TD_INBOX_HANDLED, now);
+    if (rc < 0) return rc;
     if (rc == 0) {
         it->result = R_DUPLICATE;
-        return td_db_savepoint_release(cons->db);
+        return 0;
     }
     if (it->kind == K_HANDLE) {
         it->why[0] = '\0';
@@ -514,33 +531,26 @@ static int process_item(td_consumer_t *cons, item_t *it, int64_t now)
                  : it->h->fn(cons->ctx, cons->db, &it->ev, it->why, sizeof(it->why));
         if (rc == 0) {
             it->result = R_HANDLED;
-            return td_db_savepoint_release(cons->db);
+            return 0;
         }
-        td_db_savepoint_rollback(cons->db);
         if (rc != TD_EINVAL) {
             td_log_event(TD_LOG_WARN, &it->ev, "consumer %s: %s failed (%s%s%s); will retry",
                          cons->group, it->ev.type, td_strerror(rc), it->why[0] ? ": " : "",
                          it->why);
             return rc;
         }
-        /* Permanent: the event is bad. Dead-lettered in place of its
-         * effects, with the inbox row that says so. */
+        /* Permanent: the event is bad. */
         if (!it->why[0]) snprintf(it->why, sizeof(it->why), "the handler rejected the event");
         it->kind = K_DLT;
-        if (td_db_savepoint(cons->db) != 0) return TD_EIO;
-        if ((rc = inbox_insert(cons->db, it->key, topic, dlt_outcome, now)) < 0) goto fail;
+        return REDO;
     }
-    if ((rc = dead_letter(cons, it)) != 0) goto fail;
+    if ((rc = dead_letter(cons, it)) != 0) return rc;
     it->result = R_DEAD_LETTERED;
-    return td_db_savepoint_release(cons->db);
-
-fail:
-    td_db_savepoint_rollback(cons->db);
-    return rc ? rc : TD_EIO;
+    return 0;
 }
 
-/* The batch's database work in one unit: 0 when committed, else an error
- * after which nothing of it stays (the batch is retried). */
+/* The batch's database work in one unit: 0 when committed, REDO, or an
+ * error after which nothing of it stays (the batch is retried). */
 static int run_unit(td_consumer_t *cons, batch_t *b)
 {
     bool any = false;
@@ -632,7 +642,10 @@ static void batch_done(td_consumer_t *cons, batch_t *b)
 
         /* One label for every unhandled type: types are outside input, and
          * a label per type would let anyone grow the metrics without end. */
-        const char *type = !it->parsed ? "(invalid)" : it->h ? it->ev.type : "(unhandled)";
+        const char *type = it->kind == K_SKIP && !it->parsed ? "(own)"
+                           : !it->parsed                     ? "(invalid)"
+                           : it->h                           ? it->ev.type
+                                                             : "(unhandled)";
         if (it->result != R_NONE) count(topic, type, result_names[it->result]);
         if (it->result == R_DEAD_LETTERED) {
             if (it->parsed)
@@ -666,6 +679,7 @@ static void process_batch(td_consumer_t *cons, batch_t *b)
     int64_t t0 = td_mono_ms();
     for (;;) {
         int rc = cons->stateless ? run_stateless(cons, b) : run_unit(cons, b);
+        if (rc == REDO) continue; /* at once: a record is now a dead letter */
         /* Committed, offsets not stored: run it again, and the inbox makes
          * it a row of duplicates whose offsets are stored. */
         if (rc == 0 && td__fault("consumer.after_commit")) rc = TD_EAGAIN;
@@ -737,6 +751,8 @@ static void consumer_free(td_consumer_t *cons)
     free(cons->handlers);
     parts_clear(cons);
     free(cons->batch);
+    free(cons->skip_header);
+    free(cons->skip_value);
     free(cons->group);
     free(cons->prefix);
     pthread_cond_destroy(&cons->cv);
@@ -766,6 +782,8 @@ td_consumer_t *td_consumer_start(const td_config_t *cfg, const td_consumer_opts_
     cons->db = opts->db;
     cons->ctx = opts->ctx;
     cons->stateless = opts->stateless;
+    cons->skip_header = opts->skip_value ? td_strdup(opts->skip_header) : NULL;
+    cons->skip_value = cons->skip_header ? td_strdup(opts->skip_value) : NULL;
     cons->batch = td_calloc(1, sizeof(*cons->batch));
     cons->group = td_strdup(opts->group);
     cons->prefix = td_strdup(cfg->topic_prefix ? cfg->topic_prefix : "");

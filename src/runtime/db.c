@@ -27,15 +27,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "tidings/fault.h"
 #include "tidings/log.h"
 
-#define STMT_CACHE      64 /* statements cached per connection */
-#define MAX_HOOKS       16
-#define GROUP_MAX_UNITS 64 /* units sharing one COMMIT at most */
-#define GROUP_MAX_MS    5  /* and at most this long after its first began */
-#define BUSY_TIMEOUT_MS 5000
+#define STMT_CACHE         64 /* statements cached per connection */
+#define MAX_HOOKS          16
+#define GROUP_MAX_UNITS    64 /* units sharing one COMMIT at most */
+#define GROUP_MAX_MS       5  /* and at most this long after its first began */
+#define BUSY_TIMEOUT_MS    5000
+#define CHECKPOINT_PAGES   1000 /* WAL pages that make a checkpoint due */
+#define CHECKPOINT_IDLE_MS 1000
 
 typedef struct slot {
     const char *key; /* the sql pointer it was prepared from */
@@ -98,6 +101,14 @@ struct td_db {
     size_t reader_cnt;
 
     pthread_key_t cur; /* conn_t *: this thread's connection now */
+
+    /* The checkpointer: copies the WAL back into the database file on a
+     * connection of its own, so that no commit waits for it. */
+    conn_t ck;
+    pthread_t ck_thread;
+    bool ck_started, ck_stop, ck_due;
+    pthread_mutex_t ck_mu;
+    pthread_cond_t ck_cv;
     bool sync_full;
 };
 
@@ -173,9 +184,16 @@ static int conn_open(conn_t *c, const char *path, bool reader, char *errstr, siz
     sqlite3_extended_result_codes(c->sq, 1);
     sqlite3_busy_timeout(c->sq, BUSY_TIMEOUT_MS);
     char msg[512];
-    /* A reader may not write: a write there would be outside every unit. */
-    const char *pragmas =
-        reader ? "PRAGMA query_only=1;" : "PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON;";
+    /* A reader may not write: a write there would be outside every unit.
+     * The writer: a page cache that holds a whole batch (SQLite spills
+     * dirty pages to the WAL mid-transaction when it is full, a pwrite per
+     * page; the cache is virtual until used), savepoint journals in memory
+     * (a consumer's batch is a savepoint per record), and no checkpoints
+     * on the commit path (the checkpointer thread does them beside it). */
+    const char *pragmas = reader ? "PRAGMA query_only=1;"
+                                 : "PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON;"
+                                   " PRAGMA cache_size=-65536; PRAGMA temp_store=MEMORY;"
+                                   " PRAGMA wal_autocheckpoint=0;";
     if (exec_err(c->sq, pragmas, msg, sizeof(msg)) != 0)
         return td_errf(errstr, errlen, TD_EIO, "database %s: %s", path, msg);
     return 0;
@@ -303,6 +321,74 @@ static const td_migration_t runtime_migrations[] = {
         "ALTER TABLE td_inbox2 RENAME TO td_inbox;"},
 };
 
+/* ---- the checkpointer -------------------------------------------------------- */
+
+/* sqlite3_wal_hook of the writer: runs inside each COMMIT. */
+static int wal_hook(void *arg, sqlite3 *sq, const char *name, int pages)
+{
+    (void)sq;
+    (void)name;
+    td_db_t *db = arg;
+    if (pages >= CHECKPOINT_PAGES) {
+        pthread_mutex_lock(&db->ck_mu);
+        if (!db->ck_due) {
+            db->ck_due = true;
+            pthread_cond_signal(&db->ck_cv);
+        }
+        pthread_mutex_unlock(&db->ck_mu);
+    }
+    return SQLITE_OK;
+}
+
+static void *checkpoint_main(void *arg)
+{
+    td_db_t *db = arg;
+    pthread_mutex_lock(&db->ck_mu);
+    while (!db->ck_stop) {
+        if (!db->ck_due) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += CHECKPOINT_IDLE_MS / 1000;
+            pthread_cond_timedwait(&db->ck_cv, &db->ck_mu, &ts);
+            if (db->ck_stop) break;
+        }
+        db->ck_due = false;
+        pthread_mutex_unlock(&db->ck_mu);
+        /* PASSIVE: copies what no reader still needs, never waits. */
+        int log = 0, done = 0;
+        int rc = sqlite3_wal_checkpoint_v2(db->ck.sq, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
+        if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+            td_warn("database %s: checkpoint failed: %s", db->path, sqlite3_errmsg(db->ck.sq));
+        pthread_mutex_lock(&db->ck_mu);
+    }
+    pthread_mutex_unlock(&db->ck_mu);
+    return NULL;
+}
+
+static int checkpointer_start(td_db_t *db, char *errstr, size_t errlen)
+{
+    if (conn_open(&db->ck, db->path, false, errstr, errlen) != 0) return TD_EIO;
+    sqlite3_wal_hook(db->w.sq, wal_hook, db);
+    if (pthread_create(&db->ck_thread, NULL, checkpoint_main, db) != 0)
+        return td_errf(errstr, errlen, TD_EIO, "cannot start the checkpoint thread");
+    db->ck_started = true;
+    return 0;
+}
+
+static void checkpointer_stop(td_db_t *db)
+{
+    if (db->ck_started) {
+        pthread_mutex_lock(&db->ck_mu);
+        db->ck_stop = true;
+        pthread_cond_signal(&db->ck_cv);
+        pthread_mutex_unlock(&db->ck_mu);
+        pthread_join(db->ck_thread, NULL);
+        db->ck_started = false;
+    }
+    if (db->w.sq) sqlite3_wal_hook(db->w.sq, NULL, NULL);
+    conn_close(&db->ck);
+}
+
 /* ---- open and close ---------------------------------------------------------- */
 
 td_db_t *td_db_open(const char *path, const td_migration_t *migs, size_t mig_cnt, char *errstr,
@@ -314,6 +400,8 @@ td_db_t *td_db_open(const char *path, const td_migration_t *migs, size_t mig_cnt
     pthread_mutex_init(&db->hook_mu, NULL);
     pthread_mutex_init(&db->rmu, NULL);
     pthread_key_create(&db->cur, NULL);
+    pthread_mutex_init(&db->ck_mu, NULL);
+    pthread_cond_init(&db->ck_cv, NULL);
     atomic_init(&db->waiting, 0);
     db->legacy_hook = -1;
     db->path = td_strdup(path);
@@ -339,6 +427,7 @@ td_db_t *td_db_open(const char *path, const td_migration_t *migs, size_t mig_cnt
         td_errf(errstr, errlen, TD_EIO, "database %s: %s", path, msg);
         goto fail;
     }
+    if (!db->memory && checkpointer_start(db, errstr, errlen) != 0) goto fail;
     return db;
 
 fail:
@@ -359,6 +448,7 @@ void td_db_close(td_db_t *db)
 {
     if (!db) return;
     assert(!db->tx_open && !db->tickets);
+    checkpointer_stop(db);
     for (size_t i = 0; i < db->reader_cnt; i++) {
         conn_close(db->readers[i]);
         free(db->readers[i]);
@@ -368,6 +458,8 @@ void td_db_close(td_db_t *db)
     free(db->afters);
     free(db->path);
     pthread_key_delete(db->cur);
+    pthread_cond_destroy(&db->ck_cv);
+    pthread_mutex_destroy(&db->ck_mu);
     pthread_mutex_destroy(&db->rmu);
     pthread_mutex_destroy(&db->hook_mu);
     pthread_cond_destroy(&db->cv);

@@ -62,11 +62,18 @@ void td_event_free(td_event_t *ev)
 
 td_record_t *td_event_to_record(const td_event_t *ev, const char *topic)
 {
+    char *value = td_json_dumps(ev->data);
+    td_record_t *rec = td_event_to_record_json(ev, topic, value, strlen(value));
+    free(value);
+    return rec;
+}
+
+td_record_t *td_event_to_record_json(const td_event_t *ev, const char *topic, const char *json,
+                                     size_t len)
+{
     td_record_t *rec = td_record_new(topic);
     if (ev->subject) td_record_set_key(rec, ev->subject, strlen(ev->subject));
-    char *value = td_json_dumps(ev->data);
-    td_record_set_value(rec, value, strlen(value));
-    free(value);
+    td_record_set_value(rec, json, len);
 
     char tp[TD_TRACEPARENT_LEN + 1];
     td_trace_format(&ev->trace, tp);

@@ -86,3 +86,21 @@ td_record_t *td_record_from_kafka(const rd_kafka_message_t *msg)
     }
     return rec;
 }
+
+bool td_kafka_is_mock(const td_config_t *cfg, int timeout_ms)
+{
+    char err[512];
+    rd_kafka_conf_t *conf = td_kafka_conf(cfg, err, sizeof(err));
+    if (!conf) return false;
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        return false;
+    }
+    char *id = rd_kafka_clusterid(rk, timeout_ms);
+    /* rdkafka_mock.c names its clusters "mockCluster<hex>". */
+    bool mock = id && !strncmp(id, "mockCluster", 11);
+    if (id) rd_kafka_mem_free(rk, id);
+    rd_kafka_destroy(rk);
+    return mock;
+}

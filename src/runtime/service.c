@@ -146,6 +146,13 @@ int td_service_main(const char *service, int argc, char **argv, td_service_start
         td_error("%s", err);
         goto out;
     }
+    /* A mock cluster holds an empty fetch for the whole fetch.wait.max.ms
+     * instead of answering when data arrives, as Kafka does: there only a
+     * short wait keeps a hop short. */
+    if (!cfg.fetch_wait_set && !cfg.brokers_embedded && td_kafka_is_mock(&cfg, 2000)) {
+        cfg.fetch_wait_ms = 1;
+        td_info("brokers %s are a mock cluster: fetch wait 1 ms", cfg.brokers);
+    }
     /* Before any thread exists, so that every thread inherits the mask and
      * only the sigwait below sees SIGINT/SIGTERM. */
     td_signals_block();

@@ -678,8 +678,16 @@ static void test_long_notification_is_trimmed_to_fit_a_push(void **state)
                           "createdAt", "2026-01-01T00:00:00.000Z", "readAt");
     td_event_t *ev =
         td_event_new("notifications", "NotificationCreatedEvent", ANN, json_deep_copy(n));
+    td_record_t *rec = td_event_to_record(ev, "tidings.notifications");
+    char *json = td_json_dumps(n);
+    notif_made_t m = {.id = "cccccccc-cccc-4ccc-8ccc-cccccccccccc",
+                      .user_id = ANN,
+                      .type = "OrderApprovedEvent",
+                      .seq = 1,
+                      .json = json,
+                      .rec = rec};
     assert_int_equal(td_db_begin(f->db), 0);
-    assert_int_equal(notif_channels_deliver(&f->cfg, f->db, n, ev), 0);
+    assert_int_equal(notif_channels_deliver(&f->cfg, f->db, &m), 0);
     assert_int_equal(td_db_commit(f->db), 0);
     assert_int_equal(queued(f, TD_DELIVERY_WEBPUSH), 1);
     assert_int_equal(queued(f, TD_DELIVERY_WEBHOOK), 1);
@@ -688,6 +696,8 @@ static void test_long_notification_is_trimmed_to_fit_a_push(void **state)
                 TD_WEBPUSH_HEADER_LEN + TD_WEBPUSH_RS);
     assert_true(sql_int(f, "SELECT length(body) FROM td_delivery WHERE channel = 'webhook'") >
                 (int64_t)len);
+    td_record_free(rec);
+    free(json);
     td_event_free(ev);
     json_decref(n);
     free(body);

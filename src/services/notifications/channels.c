@@ -483,26 +483,25 @@ static char *push_payload(const json_t *n)
 
 typedef struct delivery_ctx {
     const td_config_t *cfg;
-    const json_t *n;
-    const td_event_t *ev;
-    td_record_t *origin; /* made on first need */
-    char *json;          /* n as JSON, on first need */
+    const notif_made_t *m;
+    json_t *n; /* m->json parsed, on first need */
 } delivery_ctx_t;
 
 static const td_record_t *origin_of(delivery_ctx_t *d)
 {
-    if (!d->origin) {
-        char *topic = td_topic_name(d->cfg, "notifications");
-        d->origin = td_event_to_record(d->ev, topic);
-        free(topic);
-    }
-    return d->origin;
+    return d->m->rec;
 }
 
 static const char *json_of(delivery_ctx_t *d)
 {
-    if (!d->json) d->json = td_json_dumps(d->n);
-    return d->json;
+    return d->m->json;
+}
+
+static const json_t *object_of(delivery_ctx_t *d)
+{
+    if (!d->n) d->n = json_loads(d->m->json, 0, NULL);
+    if (!d->n) d->n = json_object(); /* we wrote it: cannot happen */
+    return d->n;
 }
 
 static int queue_pushes(delivery_ctx_t *d, td_db_t *db, const char *user_id, const char *id)
@@ -515,7 +514,7 @@ static int queue_pushes(delivery_ctx_t *d, td_db_t *db, const char *user_id, con
     sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
     while ((step = sqlite3_step(st)) == SQLITE_ROW) {
         const char *sub = (const char *)sqlite3_column_text(st, 0);
-        if (!payload) payload = push_payload(d->n);
+        if (!payload) payload = push_payload(object_of(d));
         rc = td_delivery_enqueue_webpush(db, sub, (const char *)sqlite3_column_text(st, 1),
                                          (const char *)sqlite3_column_text(st, 2),
                                          (const char *)sqlite3_column_text(st, 3), id, payload,
@@ -561,17 +560,12 @@ static int queue_webhooks(delivery_ctx_t *d, td_db_t *db, const char *user_id, c
     return rc;
 }
 
-int notif_channels_deliver(void *arg, td_db_t *db, const json_t *n, const td_event_t *ev)
+int notif_channels_deliver(void *arg, td_db_t *db, const struct notif_made *m)
 {
-    delivery_ctx_t d = {.cfg = arg, .n = n, .ev = ev};
-    const char *user_id = json_string_value(json_object_get(n, "userId"));
-    const char *type = json_string_value(json_object_get(n, "type"));
-    const char *id = json_string_value(json_object_get(n, "id"));
-    if (!user_id || !type || !id) return TD_EINVAL; /* not a notification: a bug */
-    int rc = queue_pushes(&d, db, user_id, id);
-    if (rc == 0) rc = queue_webhooks(&d, db, user_id, type, id);
-    td_record_free(d.origin);
-    free(d.json);
+    delivery_ctx_t d = {.cfg = arg, .m = m};
+    int rc = queue_pushes(&d, db, m->user_id, m->id);
+    if (rc == 0) rc = queue_webhooks(&d, db, m->user_id, m->type, m->id);
+    json_decref(d.n);
     return rc;
 }
 

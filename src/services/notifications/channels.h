@@ -89,7 +89,8 @@ int notif_webhook_remove(td_db_t *db, const char *user_id, const char *webhook_i
  * user's webhooks subscribed to n's type. Inside the creating
  * transaction. A subscription whose stored keys no longer encrypt is
  * skipped with a warning, never a reason to lose the notification. */
-int notif_channels_deliver(void *arg, td_db_t *db, const json_t *n, const td_event_t *ev);
+struct notif_made;
+int notif_channels_deliver(void *arg, td_db_t *db, const struct notif_made *m);
 
 /* The delivery queue's gone callback: a push service said 404/410, so the
  * subscription is deleted (inside the queue's transaction). */

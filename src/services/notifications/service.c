@@ -224,6 +224,9 @@ notifications_service_t *notifications_service_start(const td_config_t *cfg, cha
         .db = svc->db,
         .offset_reset = "latest",
         .stateless = true,
+        /* What this instance wrote reached its streams by the local path. */
+        .skip_header = NOTIF_INSTANCE_HEADER,
+        .skip_value = svc->instance,
     };
     svc->live = td_consumer_start(cfg, &lopts, errstr, errlen);
     if (!svc->live) goto fail;
