@@ -316,7 +316,7 @@ static const char *reason_text(const char *reason)
  * {reasonText}. Inside the caller's lock. */
 static json_t *event_vars(td_db_t *db, const json_t *data)
 {
-    json_t *vars = json_deep_copy(data);
+    json_t *vars = json_copy((json_t *)data); /* shallow: members are only added */
     const char *pid = json_string_value(json_object_get(data, "productId"));
     if (pid && !json_object_get(vars, "product")) {
         sqlite3_stmt *st = td_db_prepare(db, "SELECT title FROM products WHERE id = ?");
@@ -598,15 +598,18 @@ static int queue_fanout(notif_t *n, const notif_rule_t *rule, const notif_draft_
 /* The ids a notification is about, for clients to link to. */
 static char *draft_data(const json_t *event_data)
 {
-    json_t *o = json_object();
+    /* UUIDs (the catalogue's format of both) need no escaping. */
     static const char *const ids[] = {"orderId", "productId"};
+    char buf[128] = "{";
+    size_t len = 1;
     for (size_t i = 0; i < TD_ARRAY_SIZE(ids); i++) {
-        json_t *v = json_object_get(event_data, ids[i]);
-        if (json_is_string(v)) json_object_set(o, ids[i], v);
+        const char *v = json_string_value(json_object_get(event_data, ids[i]));
+        if (!v || !td_uuid_valid(v)) continue;
+        len += (size_t)snprintf(buf + len, sizeof(buf) - len, "%s\"%s\":\"%s\"", len > 1 ? "," : "",
+                                ids[i], v);
     }
-    char *s = td_json_dumps(o);
-    json_decref(o);
-    return s;
+    snprintf(buf + len, sizeof(buf) - len, "}");
+    return td_strdup(buf);
 }
 
 int notif_apply(notif_t *n, const td_event_t *ev, char *errstr, size_t errlen)
