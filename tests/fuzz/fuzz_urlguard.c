@@ -107,8 +107,7 @@ static void check_accepted(const char *url, unsigned flags)
         FUZZ_CHECK(cut_cls == -1 || cut_cls == TD_ADDR_PUBLIC);
         /* A name (not a number even without its dot) was looked up. */
         if (cls == -1 && cut_cls == -1 && !(flags & TD_URLGUARD_NO_RESOLVE))
-            FUZZ_CHECK(td_addr_classify(answer_v6 ? AF_INET6 : AF_INET, answer) ==
-                       TD_ADDR_PUBLIC);
+            FUZZ_CHECK(td_addr_classify(answer_v6 ? AF_INET6 : AF_INET, answer) == TD_ADDR_PUBLIC);
     }
     td_url_clear(&u);
 

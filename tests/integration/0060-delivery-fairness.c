@@ -95,8 +95,7 @@ static void test_slow_destination_holds_only_its_share(void **state)
     json_t *reqs = dt_requests(&env->rcv, "/hang/");
     int64_t first = dt_t_ms(reqs, 0);
     size_t early = 0;
-    for (size_t i = 0; i < json_array_size(reqs); i++)
-        early += dt_t_ms(reqs, i) < first + 2500;
+    for (size_t i = 0; i < json_array_size(reqs); i++) early += dt_t_ms(reqs, i) < first + 2500;
     assert_true(early <= 2);
     assert_true(dt_sql_int(env, "SELECT count(*) FROM td_delivery WHERE inflight = 1") <= 2);
     json_decref(reqs);
@@ -216,7 +215,7 @@ static void test_breaker_arithmetic(void **state)
     /* A try that was in flight fails meanwhile: no longer pause. */
     assert_false(td__breaker_record(&b, &p, true, 600));
     assert_int_equal(b.open_until_ms, 1100);
-    assert_int_equal(td__breaker_cap(&b, &p, 1100), 1); /* half open: one probe */
+    assert_int_equal(td__breaker_cap(&b, &p, 1100), 1);  /* half open: one probe */
     assert_true(td__breaker_record(&b, &p, true, 1200)); /* the probe failed */
     assert_int_equal(b.open_until_ms, 1200 + 2000);
     assert_true(td__breaker_record(&b, &p, true, 4000));
