@@ -88,6 +88,25 @@ void td_resp_mhd(td_resp_t *resp, int status, struct MHD_Response *r);
 /* Status set so far (0 if none). */
 int td_resp_status(const td_resp_t *resp);
 
+/* Deferred responses: a handler whose answer needs slow work (password
+ * hashing) hands it to another thread instead of holding an HTTP thread.
+ * It calls td_req_defer, which suspends the connection
+ * (MHD_suspend_connection: the request keeps no thread and no timeout
+ * runs), passes the handle on and returns without setting a response.
+ * The other thread fills td_deferred_resp (and may read td_deferred_req:
+ * both stay valid until td_deferred_done) and calls td_deferred_done once,
+ * which resumes the connection; the HTTP layer then sends that response,
+ * logs and counts the request as for any other. Exactly one
+ * td_deferred_done follows every td_req_defer, and soon: td_http_stop
+ * waits for every deferred request to be answered. td_req_defer only on
+ * the handler's thread, inside the handler; td_deferred_done on any
+ * thread. */
+typedef struct td_deferred td_deferred_t;
+td_deferred_t *td_req_defer(td_req_t *req);
+td_req_t *td_deferred_req(td_deferred_t *d);
+td_resp_t *td_deferred_resp(td_deferred_t *d);
+void td_deferred_done(td_deferred_t *d);
+
 /* The stable code of a status: 400 -> "invalid_argument", ... */
 const char *td_http_error_code(int status);
 

@@ -15,6 +15,7 @@
 #include "tidings/http.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <math.h>
 #include <microhttpd.h>
@@ -72,6 +73,7 @@ struct td_http {
     bool cors;
     int port;
     atomic_int inflight; /* requests received and not yet answered */
+    atomic_int deferred; /* suspended by td_req_defer and not yet answered */
 };
 
 typedef struct header {
@@ -96,9 +98,11 @@ typedef struct request_state {
     char *path;    /* decoded path, for req->path and the log */
     char *method;
     struct timespec start;
-    bool started;   /* the access handler has seen the headers */
-    bool responded; /* a response was queued */
-    bool counted;   /* holds one http->inflight */
+    bool started;              /* the access handler has seen the headers */
+    bool responded;            /* a response was queued */
+    bool counted;              /* holds one http->inflight */
+    bool deferred;             /* td_req_defer suspended it; holds one http->deferred */
+    atomic_bool deferred_done; /* td_deferred_done: the response is set */
     bool too_large;
     size_t discarded;
     char *body;
@@ -868,6 +872,7 @@ static enum MHD_Result dispatch(request_state_t *st)
         builtin_run(http, found->builtin, req, resp);
     else
         found->fn(req, resp);
+    if (st->deferred) return MHD_YES; /* answered by td_deferred_done */
 
     if (resp->status == 0) {
         td_error("http: bug: handler for %s %s set no response", req->method, found->pattern);
@@ -875,6 +880,58 @@ static enum MHD_Result dispatch(request_state_t *st)
     }
     ret = send_response(st);
     return ret;
+}
+
+/* ---- deferred responses ---- */
+
+static request_state_t *state_of(td_req_t *req)
+{
+    return (request_state_t *)(void *)((char *)req - offsetof(request_state_t, req));
+}
+
+td_deferred_t *td_req_defer(td_req_t *req)
+{
+    request_state_t *st = state_of(req);
+    assert(!st->deferred && !st->responded);
+    st->deferred = true;
+    atomic_init(&st->deferred_done, false);
+    atomic_fetch_add(&st->http->deferred, 1);
+    MHD_suspend_connection(req->conn);
+    return (td_deferred_t *)st;
+}
+
+td_req_t *td_deferred_req(td_deferred_t *d)
+{
+    return &((request_state_t *)(void *)d)->req;
+}
+
+td_resp_t *td_deferred_resp(td_deferred_t *d)
+{
+    return &((request_state_t *)(void *)d)->resp;
+}
+
+void td_deferred_done(td_deferred_t *d)
+{
+    request_state_t *st = (request_state_t *)(void *)d;
+    struct MHD_Connection *conn = st->req.conn;
+    atomic_store(&st->deferred_done, true);
+    /* From here on libmicrohttpd owns st again (it may answer and free it
+     * on its own thread before this call returns): conn was read first. */
+    MHD_resume_connection(conn);
+}
+
+/* libmicrohttpd calls the handler again once a deferred request is
+ * resumed: send what td_deferred_done left. */
+static enum MHD_Result deferred_answer(request_state_t *st)
+{
+    if (!atomic_load(&st->deferred_done)) return MHD_YES;
+    st->deferred = false;
+    atomic_fetch_sub(&st->http->deferred, 1);
+    if (st->resp.status == 0) {
+        td_error("http: bug: deferred %s %s set no response", st->req.method, st->route_label);
+        return send_error(st, 500, "internal error");
+    }
+    return send_response(st);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -937,6 +994,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         st->body[st->body_len] = '\0';
         return MHD_YES;
     }
+    if (st->deferred) return deferred_answer(st);
     return dispatch(st);
 }
 
@@ -1020,6 +1078,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                  st->method ? st->method : "?", (int)toe);
     }
     if (st->counted) atomic_fetch_sub(&http->inflight, 1);
+    if (st->deferred) atomic_fetch_sub(&http->deferred, 1); /* the client left meanwhile */
     state_free(st);
 }
 
@@ -1101,6 +1160,7 @@ td_http_t *td_http_start(const td_http_opts_t *opts, char *errstr, size_t errlen
         http->secret_len = opts->secret_len;
     }
     atomic_init(&http->inflight, 0);
+    atomic_init(&http->deferred, 0);
 
     if (opts->port < 0 || opts->port > 65535) {
         td_errf(errstr, errlen, TD_EINVAL, "port %d is out of range", opts->port);
@@ -1198,6 +1258,9 @@ void td_http_stop(td_http_t *http)
     MHD_socket lfd = MHD_quiesce_daemon(http->daemon);
     int64_t deadline = td_mono_ms() + 5000;
     while (atomic_load(&http->inflight) > 0 && td_mono_ms() < deadline) td_sleep_ms(5);
+    /* A suspended connection must be resumed before the daemon stops, and
+     * each deferred request is answered by work already under way. */
+    while (atomic_load(&http->deferred) > 0) td_sleep_ms(5);
     MHD_stop_daemon(http->daemon);
     if (lfd != MHD_INVALID_SOCKET) close(lfd);
     http_free(http);

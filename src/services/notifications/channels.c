@@ -210,8 +210,13 @@ int notif_push_subscribe(td_db_t *db, const char *user_id, const json_t *body, b
             sqlite3_bind_text(st, 3, id, -1, SQLITE_STATIC);
             if ((rc = td_db_run(db, st)) != 0) goto fail;
         }
+    } else if (known) {
+        /* Someone else's: it never moves (SPEC section 5), or anyone who
+         * learnt an endpoint could take its owner's notifications. */
+        rc = td_errf(errstr, errlen, TD_EEXIST,
+                     "this push endpoint is registered by another account");
+        goto fail;
     } else {
-        if (known && (rc = drop_subscription(db, id)) != 0) goto fail;
         int64_t have =
             count_where(db, "SELECT COUNT(*) FROM push_subscriptions WHERE user_id = ?", user_id);
         if (have < 0) {
@@ -515,7 +520,7 @@ static int queue_pushes(delivery_ctx_t *d, td_db_t *db, const char *user_id, con
     while ((step = sqlite3_step(st)) == SQLITE_ROW) {
         const char *sub = (const char *)sqlite3_column_text(st, 0);
         if (!payload) payload = push_payload(object_of(d));
-        rc = td_delivery_enqueue_webpush(db, sub, (const char *)sqlite3_column_text(st, 1),
+        rc = td_delivery_enqueue_webpush(db, user_id, sub, (const char *)sqlite3_column_text(st, 1),
                                          (const char *)sqlite3_column_text(st, 2),
                                          (const char *)sqlite3_column_text(st, 3), id, payload,
                                          strlen(payload), origin_of(d), err, sizeof(err));
@@ -523,6 +528,10 @@ static int queue_pushes(delivery_ctx_t *d, td_db_t *db, const char *user_id, con
             /* Keys that were checked on the way in and no longer work:
              * nothing a retry changes, so this one push is skipped. */
             td_warn("notification %s: push subscription %s skipped: %s", id, sub, err);
+            rc = 0;
+        } else if (rc == TD_ELIMIT) {
+            /* The user's delivery queue is full (the queue counts and
+             * logs it): the notification stands without this push. */
             rc = 0;
         }
         if (rc) break;
@@ -545,13 +554,18 @@ static int queue_webhooks(delivery_ctx_t *d, td_db_t *db, const char *user_id, c
     sqlite3_bind_text(st, 2, type, -1, SQLITE_TRANSIENT);
     while ((step = sqlite3_step(st)) == SQLITE_ROW) {
         const char *body = json_of(d);
-        rc = td_delivery_enqueue_webhook(db, (const char *)sqlite3_column_text(st, 0),
-                                         (const char *)sqlite3_column_text(st, 1),
-                                         (const char *)sqlite3_column_text(st, 2), id, body,
-                                         strlen(body), origin_of(d), err, sizeof(err));
-        if (rc) {
-            td_warn("notification %s: cannot queue webhook %s: %s", id,
-                    (const char *)sqlite3_column_text(st, 0), err);
+        const char *hook = (const char *)sqlite3_column_text(st, 0);
+        rc =
+            td_delivery_enqueue_webhook(db, user_id, hook, (const char *)sqlite3_column_text(st, 1),
+                                        (const char *)sqlite3_column_text(st, 2), id, body,
+                                        strlen(body), origin_of(d), err, sizeof(err));
+        if (rc == TD_ELIMIT) {
+            rc = 0; /* the user's queue is full: as for pushes */
+        } else if (rc == TD_EINVAL) {
+            td_warn("notification %s: webhook %s skipped: %s", id, hook, err);
+            rc = 0;
+        } else if (rc) {
+            td_warn("notification %s: cannot queue webhook %s: %s", id, hook, err);
             break;
         }
     }
