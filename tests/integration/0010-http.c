@@ -175,7 +175,7 @@ static int group_setup(void **state)
         .secret_len = SECRET_LEN,
         .ready = ready,
         .threads = 2,
-        .cors = true,
+        .cors_origins = "http://shop.example",
     };
     char err[256];
     srv = td_http_start(&opts, err, sizeof(err));
@@ -708,29 +708,73 @@ static void test_cors(void **state)
     ts_resp_t r = req("OPTIONS", "/items", NULL, NULL, NULL, pre);
     assert_int_equal(r.status, 204);
     char v[256];
-    assert_string_equal(ts_resp_header(&r, "Access-Control-Allow-Origin", v, sizeof(v)), "*");
+    /* The allowed origin gets its own origin back, never "*". */
+    assert_string_equal(ts_resp_header(&r, "Access-Control-Allow-Origin", v, sizeof(v)),
+                        "http://shop.example");
+    assert_string_equal(ts_resp_header(&r, "Vary", v, sizeof(v)), "Origin");
     assert_non_null(ts_resp_header(&r, "Access-Control-Allow-Headers", v, sizeof(v)));
     assert_non_null(strstr(v, "Authorization"));
     assert_non_null(strstr(v, "Content-Type"));
     assert_non_null(strstr(v, "Last-Event-ID"));
+    assert_non_null(strstr(v, "Idempotency-Key"));
     assert_non_null(ts_resp_header(&r, "Access-Control-Allow-Methods", v, sizeof(v)));
     assert_non_null(strstr(v, "POST"));
     assert_non_null(strstr(v, "DELETE"));
     ts_resp_free(&r);
 
-    r = get("/items/1");
-    assert_string_equal(ts_resp_header(&r, "Access-Control-Allow-Origin", v, sizeof(v)), "*");
+    static const char *const shop[] = {"Origin: http://SHOP.example", NULL};
+    r = req("GET", "/items/1", NULL, NULL, NULL, shop);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(ts_resp_header(&r, "Access-Control-Allow-Origin", v, sizeof(v)),
+                        "http://SHOP.example");
+    assert_non_null(ts_resp_header(&r, "Access-Control-Expose-Headers", v, sizeof(v)));
+    assert_string_equal(ts_resp_header(&r, "Vary", v, sizeof(v)), "Origin");
     ts_resp_free(&r);
 
-    /* A server without CORS neither answers preflights nor adds the header. */
-    td_http_opts_t opts = {.service = "nocors",
+    /* Any other origin: no allow header on the preflight or the answer. */
+    static const char *const evil_pre[] = {"Origin: https://evil.example",
+                                           "Access-Control-Request-Method: DELETE", NULL};
+    r = req("OPTIONS", "/items/1", NULL, NULL, NULL, evil_pre);
+    assert_int_equal(r.status, 204);
+    assert_null(ts_resp_header(&r, "Access-Control-Allow-Origin", v, sizeof(v)));
+    assert_null(ts_resp_header(&r, "Access-Control-Allow-Methods", v, sizeof(v)));
+    assert_null(ts_resp_header(&r, "Access-Control-Allow-Headers", v, sizeof(v)));
+    ts_resp_free(&r);
+    static const char *const evil[] = {"Origin: http://shop.example.evil.example", NULL};
+    r = req("GET", "/items/1", NULL, NULL, NULL, evil);
+    assert_int_equal(r.status, 200);
+    assert_null(ts_resp_header(&r, "Access-Control-Allow-Origin", v, sizeof(v)));
+    assert_string_equal(ts_resp_header(&r, "Vary", v, sizeof(v)), "Origin");
+    ts_resp_free(&r);
+    r = get("/items/1"); /* no Origin: not a cross-origin call */
+    assert_null(ts_resp_header(&r, "Access-Control-Allow-Origin", v, sizeof(v)));
+    ts_resp_free(&r);
+
+    /* "*" only when configured, and then literally. */
+    td_http_opts_t opts = {.service = "anycors",
                            .addr = "127.0.0.1",
                            .routes = routes,
-                           .route_cnt = TD_ARRAY_SIZE(routes)};
+                           .route_cnt = TD_ARRAY_SIZE(routes),
+                           .cors_origins = " http://a.example , * "};
     char err[256];
+    td_http_t *any = td_http_start(&opts, err, sizeof(err));
+    assert_non_null(any);
+    char url[128];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/items", td_http_port(any));
+    r = ts_http("OPTIONS", url, NULL, NULL, NULL, evil_pre);
+    assert_int_equal(r.status, 204);
+    assert_string_equal(ts_resp_header(&r, "Access-Control-Allow-Origin", v, sizeof(v)), "*");
+    assert_non_null(ts_resp_header(&r, "Access-Control-Allow-Methods", v, sizeof(v)));
+    ts_resp_free(&r);
+    td_http_stop(any);
+
+    /* A server without CORS neither answers preflights nor adds the header. */
+    opts = (td_http_opts_t){.service = "nocors",
+                            .addr = "127.0.0.1",
+                            .routes = routes,
+                            .route_cnt = TD_ARRAY_SIZE(routes)};
     td_http_t *plain = td_http_start(&opts, err, sizeof(err));
     assert_non_null(plain);
-    char url[128];
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/items", td_http_port(plain));
     r = ts_http("OPTIONS", url, NULL, NULL, NULL, pre);
     assert_error(&r, 405, "method_not_allowed");
