@@ -451,7 +451,7 @@ static nt_sse_t *open_small_window(const char *token)
 static void test_a_slow_reader_is_cut_and_replays_the_rest(void **state)
 {
     (void)state;
-    enum { N = 500 };
+    enum { N = 1000 };
     char user[TD_UUID_LEN + 1] = "";
     char *token = nt_token(&W, user);
     nt_sse_t *fast = nt_stream_live(&W, token, user);
