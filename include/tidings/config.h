@@ -50,6 +50,12 @@ typedef struct td_config {
     int ports[TD_SVC__COUNT]; /* TIDINGS_<SERVICE>_PORT, defaults 8080.. */
     char *vapid_subject;      /* TIDINGS_VAPID_SUBJECT, default mailto:admin@tidings.local */
     bool db_sync_normal;      /* TIDINGS_DB_SYNC=normal; default full */
+    /* TIDINGS_CORS_ORIGINS: comma-separated origins ("*" = any); default
+     * the web service's own, http://127.0.0.1:<web port> and
+     * http://localhost:<web port> (and the listen address's, when it is a
+     * specific one). */
+    char *cors_origins;
+    int max_streams_per_user; /* TIDINGS_MAX_STREAMS_PER_USER, default 32 */
 } td_config_t;
 
 /* Fills cfg with defaults, then the environment, then flags from argv

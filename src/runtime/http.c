@@ -17,6 +17,7 @@
 #include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <microhttpd.h>
 #include <netdb.h>
@@ -38,9 +39,13 @@
 #include "tidings/metrics.h"
 #include "tidings/uuid.h"
 
-#define DEFAULT_THREADS    4
-#define CONNECTION_LIMIT   16000
-#define CONNECTION_TIMEOUT 120 /* seconds; streams set their own */
+#define DEFAULT_THREADS  4
+#define CONNECTION_LIMIT 16000
+/* Seconds a connection may send nothing while its request is incomplete
+ * (SPEC section 5), or sit idle between keep-alive requests. Handed-over
+ * streams (td_resp_takeover) are no longer libmicrohttpd's and keep their
+ * own keepalive-based timeout. */
+#define CONNECTION_TIMEOUT 30
 /* Body bytes we are willing to read and throw away after the limit was
  * passed (chunked uploads have no Content-Length to refuse early), so the
  * client still gets its 413; past this the connection is simply closed. */
@@ -70,7 +75,10 @@ struct td_http {
     size_t secret_len;
     td_ready_fn ready;
     void *ready_arg;
-    bool cors;
+    bool cors;        /* CORS is on: cors_any or cors_list */
+    bool cors_any;    /* "*" */
+    char **cors_list; /* allowed origins */
+    size_t cors_cnt;
     int port;
     atomic_int inflight; /* requests received and not yet answered */
     atomic_int deferred; /* suspended by td_req_defer and not yet answered */
@@ -89,6 +97,8 @@ struct td_resp {
     struct MHD_Response *mhd;
     header_t *hdrs;
     size_t hdr_cnt;
+    td_takeover_t takeover; /* set by td_resp_takeover until handed over */
+    bool has_takeover;
 };
 
 /* One request, from the URI-log callback to the completed callback. */
@@ -104,6 +114,7 @@ typedef struct request_state {
     bool deferred;             /* td_req_defer suspended it; holds one http->deferred */
     atomic_bool deferred_done; /* td_deferred_done: the response is set */
     bool too_large;
+    bool http10; /* the request line said HTTP/1.0 */
     size_t discarded;
     char *body;
     size_t body_len;
@@ -222,6 +233,10 @@ static void resp_error_msg(td_resp_t *resp, int status, const char *message);
 
 static void resp_clear_body(td_resp_t *resp)
 {
+    if (resp->has_takeover) {
+        resp->has_takeover = false;
+        if (resp->takeover.cancel) resp->takeover.cancel(resp->takeover.arg);
+    }
     free(resp->data);
     resp->data = NULL;
     resp->len = 0;
@@ -384,6 +399,14 @@ void td_resp_mhd(td_resp_t *resp, int status, struct MHD_Response *r)
     resp_clear_body(resp);
     resp->status = status;
     resp->mhd = r;
+}
+
+void td_resp_takeover(td_resp_t *resp, int status, const td_takeover_t *to)
+{
+    resp_clear_body(resp);
+    resp->status = status;
+    resp->takeover = *to;
+    resp->has_takeover = true;
 }
 
 int td_resp_status(const td_resp_t *resp)
@@ -681,6 +704,138 @@ static void add_header(struct MHD_Response *r, const char *name, const char *val
         td_warn("http: dropped response header %s (invalid value)", name);
 }
 
+/* ---- CORS ---- */
+
+/* The request's Origin when this server allows it, else NULL. */
+static const char *cors_allowed(const request_state_t *st)
+{
+    const td_http_t *http = st->http;
+    const char *origin = td_req_header(&st->req, "Origin");
+    if (!http->cors || !origin || !*origin) return NULL;
+    if (http->cors_any) return origin;
+    for (size_t i = 0; i < http->cors_cnt; i++)
+        if (strcasecmp(http->cors_list[i], origin) == 0) return origin;
+    return NULL;
+}
+
+/* Access-Control-Allow-Origin for an allowed origin only: its own, never
+ * "*" unless "*" is configured; Vary: Origin whenever the answer depends
+ * on it, so no cache hands one origin's answer to another. */
+static void cors_headers(request_state_t *st, struct MHD_Response *r)
+{
+    const char *origin = cors_allowed(st);
+    if (!st->http->cors_any) add_header(r, "Vary", "Origin");
+    if (!origin) return;
+    add_header(r, "Access-Control-Allow-Origin", st->http->cors_any ? "*" : origin);
+    add_header(r, "Access-Control-Expose-Headers", "X-Request-Id, Retry-After, traceparent");
+}
+
+/* Parses a TIDINGS_CORS_ORIGINS list into http. */
+static void cors_parse(td_http_t *http, const char *list)
+{
+    if (!list) return;
+    for (const char *p = list; *p;) {
+        size_t n = strcspn(p, ",");
+        const char *a = p, *b = p + n;
+        while (a < b && (*a == ' ' || *a == '\t')) a++;
+        while (b > a && (b[-1] == ' ' || b[-1] == '\t' || b[-1] == '/')) b--;
+        if (b - a == 1 && *a == '*') {
+            http->cors_any = true;
+        } else if (b > a) {
+            http->cors_list =
+                td_realloc(http->cors_list, (http->cors_cnt + 1) * sizeof(*http->cors_list));
+            http->cors_list[http->cors_cnt++] = td_strndup(a, (size_t)(b - a));
+        }
+        p += n;
+        if (*p == ',') p++;
+    }
+    http->cors = http->cors_any || http->cors_cnt > 0;
+}
+
+/* ---- handing a connection over (td_resp_takeover) ---- */
+
+typedef struct head_buf {
+    char *p;
+    size_t len, cap;
+} head_buf_t;
+
+static void head_add(head_buf_t *hb, const char *s, size_t n)
+{
+    if (hb->len + n + 1 > hb->cap) {
+        hb->cap = (hb->len + n + 1) * 2;
+        hb->p = td_realloc(hb->p, hb->cap);
+    }
+    memcpy(hb->p + hb->len, s, n);
+    hb->len += n;
+    hb->p[hb->len] = '\0';
+}
+
+static enum MHD_Result head_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *value)
+{
+    head_buf_t *hb = cls;
+    (void)kind;
+    /* libmicrohttpd refused CR/LF when the header was added; be as
+     * strict here, where nothing else would. */
+    if (!key || !value || strpbrk(key, "\r\n:") || strpbrk(value, "\r\n")) return MHD_YES;
+    head_add(hb, key, strlen(key));
+    head_add(hb, ": ", 2);
+    head_add(hb, value, strlen(value));
+    head_add(hb, "\r\n", 2);
+    return MHD_YES;
+}
+
+/* Writes r's status and headers into a head of our own and gives the
+ * socket to the takeover; libmicrohttpd, answered MHD_NO, then closes its
+ * side of the connection without a byte more (MHD_USE_TURBO: no
+ * shutdown() that would end the stream too). */
+static enum MHD_Result send_takeover(request_state_t *st, struct MHD_Response *r)
+{
+    td_http_t *http = st->http;
+    td_resp_t *resp = &st->resp;
+    td_takeover_t to = resp->takeover;
+    resp->has_takeover = false;
+
+    head_buf_t hb = {0};
+    char line[128];
+    const char *reason = MHD_get_reason_phrase_for((unsigned)resp->status);
+    int n = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", resp->status,
+                     reason && *reason ? reason : "Unknown");
+    head_add(&hb, line, (size_t)n);
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    n = (int)strftime(line, sizeof(line), "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+    head_add(&hb, line, (size_t)n);
+    MHD_get_response_headers(r, head_header, &hb);
+    MHD_destroy_response(r);
+    bool chunked = !st->http10;
+    if (chunked)
+        head_add(&hb, "Transfer-Encoding: chunked\r\n", 28);
+    else
+        head_add(&hb, "Connection: close\r\n", 19);
+    head_add(&hb, "\r\n", 2);
+
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(st->req.conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    int fd = ci ? fcntl(ci->connect_fd, F_DUPFD_CLOEXEC, 0) : -1;
+    st->responded = true;
+    st->status = resp->status;
+    if (fd < 0) {
+        td_warn("http: cannot hand a connection over: %s", ci ? strerror(errno) : "no socket");
+        free(hb.p);
+        if (to.cancel) to.cancel(to.arg);
+        st->status = 503;
+    } else {
+        to.start(to.arg, fd, hb.p, hb.len, chunked);
+    }
+    if (st->counted) {
+        atomic_fetch_sub(&http->inflight, 1);
+        st->counted = false;
+    }
+    return MHD_NO;
+}
+
 static enum MHD_Result send_response(request_state_t *st)
 {
     td_http_t *http = st->http;
@@ -703,12 +858,10 @@ static enum MHD_Result send_response(request_state_t *st)
     char tp[TD_TRACEPARENT_LEN + 1];
     td_trace_format(&st->req.trace, tp);
     add_header(r, "traceparent", tp);
-    if (http->cors) {
-        add_header(r, "Access-Control-Allow-Origin", "*");
-        add_header(r, "Access-Control-Expose-Headers", "X-Request-Id, Retry-After, traceparent");
-    }
+    if (http->cors) cors_headers(st, r);
     for (size_t i = 0; i < resp->hdr_cnt; i++)
         add_header(r, resp->hdrs[i].name, resp->hdrs[i].value);
+    if (resp->has_takeover) return send_takeover(st, r);
 
     enum MHD_Result ret = MHD_queue_response(st->req.conn, (unsigned)resp->status, r);
     MHD_destroy_response(r);
@@ -801,12 +954,17 @@ static enum MHD_Result dispatch(request_state_t *st)
     enum MHD_Result ret;
 
     if (http->cors && strcmp(req->method, "OPTIONS") == 0) {
+        /* A preflight: the allow headers for an allowed origin only, so a
+         * page of any other origin is refused by its browser. */
         td_resp_empty(resp, 204);
-        td_resp_header(resp, "Access-Control-Allow-Methods",
-                       "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS");
-        td_resp_header(resp, "Access-Control-Allow-Headers",
-                       "Authorization, Content-Type, Last-Event-ID, X-Request-Id, traceparent");
-        td_resp_header(resp, "Access-Control-Max-Age", "600");
+        if (cors_allowed(st)) {
+            td_resp_header(resp, "Access-Control-Allow-Methods",
+                           "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS");
+            td_resp_header(resp, "Access-Control-Allow-Headers",
+                           "Authorization, Content-Type, Idempotency-Key, Last-Event-ID, "
+                           "X-Request-Id, traceparent");
+            td_resp_header(resp, "Access-Control-Max-Age", "600");
+        }
         return send_response(st);
     }
     if (st->too_large) return send_error(st, 413, "request body is larger than 65536 bytes");
@@ -940,7 +1098,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 {
     td_http_t *http = cls;
     request_state_t *st = *con_cls;
-    (void)version;
     if (!st) {
         /* Not made by the URI-log callback: cannot happen with the
          * options we pass, but cost nothing to survive. */
@@ -959,6 +1116,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     if (!st->started) {
         st->started = true;
+        st->http10 = version && strcmp(version, MHD_HTTP_VERSION_1_0) == 0;
         req_prepare(st, conn, method);
         /* Refuse a declared oversize body before reading any of it. */
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
@@ -1139,6 +1297,8 @@ static void http_free(td_http_t *http)
 {
     for (size_t i = 0; i < http->route_cnt; i++) route_free(&http->routes[i]);
     free(http->routes);
+    for (size_t i = 0; i < http->cors_cnt; i++) free(http->cors_list[i]);
+    free(http->cors_list);
     free(http->service);
     if (http->secret) OPENSSL_cleanse(http->secret, http->secret_len);
     free(http->secret);
@@ -1153,7 +1313,7 @@ td_http_t *td_http_start(const td_http_opts_t *opts, char *errstr, size_t errlen
     http->ctx = opts->ctx;
     http->ready = opts->ready;
     http->ready_arg = opts->ready_arg;
-    http->cors = opts->cors;
+    cors_parse(http, opts->cors_origins);
     if (opts->secret && opts->secret_len) {
         http->secret = td_malloc(opts->secret_len);
         memcpy(http->secret, opts->secret, opts->secret_len);
@@ -1198,8 +1358,10 @@ td_http_t *td_http_start(const td_http_opts_t *opts, char *errstr, size_t errlen
     struct sockaddr_in6 sin6;
     const struct sockaddr *sa;
     socklen_t salen;
+    /* MHD_USE_TURBO: among its effects, no shutdown() before a close,
+     * which a handed-over socket (td_resp_takeover) must not get. */
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
-                     MHD_USE_ITC | MHD_USE_ERROR_LOG;
+                     MHD_USE_ITC | MHD_USE_ERROR_LOG | MHD_USE_TURBO;
     memset(&sin, 0, sizeof(sin));
     memset(&sin6, 0, sizeof(sin6));
     if (inet_pton(AF_INET, addr, &sin.sin_addr) == 1) {

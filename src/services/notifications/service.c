@@ -261,7 +261,7 @@ notifications_service_t *notifications_service_start(const td_config_t *cfg, cha
         .secret_len = cfg->secret_len,
         .ready = service_ready,
         .ready_arg = svc,
-        .cors = true,
+        .cors_origins = cfg->cors_origins,
     };
     svc->http = td_http_start(&hopts, errstr, errlen);
     if (!svc->http) goto fail;

@@ -177,6 +177,10 @@ static void get_stream(td_req_t *req, td_resp_t *resp)
         .filter = stream_accepts,
         .filter_arg = sv,
         .filter_free = free,
+        /* A signed-in viewer's streams count against their cap; they end
+         * when the token expires (the hub reads req->auth). */
+        .owner = viewer.user_id[0] ? viewer.user_id : NULL,
+        .max_per_owner = ctx->cfg->max_streams_per_user,
     };
     td_sse_replay_t replay;
     if (from) {
