@@ -69,7 +69,7 @@
 /* Longest Retry-After honoured; a longer one is cut to this. */
 #define TD_DELIVERY_RETRY_AFTER_MAX_MS (60 * 60 * 1000)
 /* TTL and Urgency of the Web Push messages td_delivery_enqueue_webpush
- * makes (RFC 8030 section 5.2 and 5.3). */
+ * makes when its hints leave them out (RFC 8030 section 5.2 and 5.3). */
 #define TD_DELIVERY_PUSH_TTL_S   86400
 #define TD_DELIVERY_PUSH_URGENCY "normal"
 
@@ -115,15 +115,17 @@ typedef struct td_delivery_msg {
 int td_delivery_enqueue(td_db_t *db, const td_delivery_msg_t *msg, char *errstr, size_t errlen);
 
 /* A Web Push delivery of payload to one subscription: encrypted here
- * (RFC 8291, so every try sends the same bytes), with TTL
- * TD_DELIVERY_PUSH_TTL_S, Urgency normal, Content-Encoding aes128gcm.
- * Same rules as td_delivery_enqueue; TD_EINVAL for bad keys or a payload
- * over TD_WEBPUSH_MAX_PAYLOAD. The encryption takes about 0.1 ms of the
- * caller's transaction. */
+ * (RFC 8291, so every try sends the same bytes), Content-Encoding
+ * aes128gcm, with the Topic, Urgency and TTL of hints (NULL, or a field
+ * left NULL or 0: no Topic, Urgency TD_DELIVERY_PUSH_URGENCY, TTL
+ * TD_DELIVERY_PUSH_TTL_S). Same rules as td_delivery_enqueue; TD_EINVAL
+ * for bad keys, bad hints or a payload over TD_WEBPUSH_MAX_PAYLOAD. The
+ * encryption takes about 0.1 ms of the caller's transaction. */
 int td_delivery_enqueue_webpush(td_db_t *db, const char *owner, const char *subscription_id,
                                 const char *endpoint, const char *p256dh, const char *auth,
                                 const char *event_id, const void *payload, size_t len,
-                                const td_record_t *origin, char *errstr, size_t errlen);
+                                const td_webpush_hints_t *hints, const td_record_t *origin,
+                                char *errstr, size_t errlen);
 /* A webhook delivery of a JSON body (the notification) to url, signed with
  * secret (a string; its bytes are the HMAC key). Same rules. owner: as in
  * td_delivery_msg_t. */

@@ -81,6 +81,29 @@ int td_webpush_check_endpoint(const char *endpoint, bool allow_http_loopback, ch
  * errstr. */
 int td_webpush_check_keys(const char *p256dh, const char *auth, char *errstr, size_t errlen);
 
+/* ---- message options (RFC 8030 section 5) ---------------------------------- */
+
+/* A Topic header value is at most 32 characters of the base64url alphabet. */
+#define TD_WEBPUSH_TOPIC_LEN 32
+
+/* How one push message is sent: Topic (a push service keeps only the
+ * latest undelivered message of a topic; NULL = none), Urgency ("very-low",
+ * "low", "normal", "high"; NULL = "normal") and TTL in seconds (how long
+ * the push service keeps it for an offline device). */
+typedef struct td_webpush_hints {
+    const char *topic;
+    const char *urgency;
+    int ttl_s;
+} td_webpush_hints_t;
+
+/* The Topic for a name of any length and alphabet (a notification thread
+ * such as "order:<uuid>"): base64url of the first 24 bytes of its
+ * SHA-256, so exactly TD_WEBPUSH_TOPIC_LEN characters, the same for the
+ * same name. out holds TD_WEBPUSH_TOPIC_LEN + 1. Any thread. */
+void td_webpush_topic(const char *name, char *out);
+/* 0 when hints can be sent as headers; TD_EINVAL with errstr if not. */
+int td_webpush_check_hints(const td_webpush_hints_t *hints, char *errstr, size_t errlen);
+
 /* ---- message encryption (RFC 8291) ---------------------------------------- */
 
 /* Encrypts payload (at most TD_WEBPUSH_MAX_PAYLOAD bytes) for the

@@ -379,17 +379,28 @@ out:
 int td_delivery_enqueue_webpush(td_db_t *db, const char *owner, const char *subscription_id,
                                 const char *endpoint, const char *p256dh, const char *auth,
                                 const char *event_id, const void *payload, size_t len,
-                                const td_record_t *origin, char *errstr, size_t errlen)
+                                const td_webpush_hints_t *hints, const td_record_t *origin,
+                                char *errstr, size_t errlen)
 {
+    static const td_webpush_hints_t none = {NULL, NULL, 0};
+    if (!hints) hints = &none;
+    int rc = td_webpush_check_hints(hints, errstr, errlen);
+    if (rc != 0) return rc;
     unsigned char *body = NULL;
     size_t body_len = 0;
-    int rc = td_webpush_encrypt(p256dh, auth, payload, len, &body, &body_len, errstr, errlen);
-    if (rc != 0) return rc;
-    char ttl[40];
-    snprintf(ttl, sizeof(ttl), "TTL: %d", TD_DELIVERY_PUSH_TTL_S);
-    const char *const headers[] = {ttl, "Urgency: " TD_DELIVERY_PUSH_URGENCY,
+    if ((rc = td_webpush_encrypt(p256dh, auth, payload, len, &body, &body_len, errstr, errlen)))
+        return rc;
+    char ttl[40], urgency[40], topic[TD_WEBPUSH_TOPIC_LEN + 8];
+    snprintf(ttl, sizeof(ttl), "TTL: %d", hints->ttl_s > 0 ? hints->ttl_s : TD_DELIVERY_PUSH_TTL_S);
+    snprintf(urgency, sizeof(urgency), "Urgency: %s",
+             hints->urgency ? hints->urgency : TD_DELIVERY_PUSH_URGENCY);
+    snprintf(topic, sizeof(topic), "Topic: %s", hints->topic ? hints->topic : "");
+    const char *const headers[] = {ttl,
+                                   urgency,
                                    "Content-Encoding: aes128gcm",
-                                   "Content-Type: application/octet-stream", NULL};
+                                   "Content-Type: application/octet-stream",
+                                   hints->topic ? topic : NULL,
+                                   NULL};
     td_delivery_msg_t msg = {
         .channel = TD_DELIVERY_WEBPUSH,
         .owner = owner,

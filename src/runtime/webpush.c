@@ -7,6 +7,7 @@
  * the byte. */
 #include "tidings/webpush.h"
 
+#include <assert.h>
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
@@ -510,4 +511,39 @@ int td_webpush_encrypt(const char *p256dh, const char *auth, const void *payload
     free(secret);
     free(pub);
     return rc;
+}
+
+/* ---- message options ------------------------------------------------------------ */
+
+void td_webpush_topic(const char *name, char *out)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    if (EVP_Digest(name, strlen(name), md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen < 24)
+        td_oom();                         /* OpenSSL fails a digest only when out of memory */
+    char *b64 = td_b64url_encode(md, 24); /* 24 bytes: 32 characters, no padding */
+    assert(strlen(b64) == TD_WEBPUSH_TOPIC_LEN);
+    memcpy(out, b64, TD_WEBPUSH_TOPIC_LEN + 1);
+    free(b64);
+}
+
+int td_webpush_check_hints(const td_webpush_hints_t *hints, char *errstr, size_t errlen)
+{
+    static const char *const urgencies[] = {"very-low", "low", "normal", "high"};
+    static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    if (hints->topic) {
+        size_t len = strlen(hints->topic);
+        if (len == 0 || len > TD_WEBPUSH_TOPIC_LEN || strspn(hints->topic, b64url) != len)
+            return td_errf(errstr, errlen, TD_EINVAL,
+                           "a Topic is 1 to 32 characters of the base64url alphabet");
+    }
+    if (hints->urgency) {
+        bool known = false;
+        for (size_t i = 0; i < TD_ARRAY_SIZE(urgencies); i++)
+            known = known || strcmp(hints->urgency, urgencies[i]) == 0;
+        if (!known)
+            return td_errf(errstr, errlen, TD_EINVAL, "unknown Urgency '%.20s'", hints->urgency);
+    }
+    if (hints->ttl_s < 0) return td_errf(errstr, errlen, TD_EINVAL, "TTL must be >= 0");
+    return 0;
 }

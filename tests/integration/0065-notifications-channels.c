@@ -405,12 +405,17 @@ static void test_signin_reaches_push_and_webhook(void **state)
     json_t *plain = json_loads(json_string_value(json_object_get(push, "plaintext")), 0, NULL);
     assert_non_null(plain);
     assert_true(json_equal(plain, n));
-    json_decref(plain);
+    json_t *plain_thread = plain;
     if (!json_is_true(json_object_get(push, "vapid_ok")))
         fail_msg("VAPID: %s", json_string_value(json_object_get(push, "vapid_error")));
     assert_string_equal(dt_header(push, "content-encoding"), "aes128gcm");
     assert_string_equal(dt_header(push, "ttl"), "86400");
-    assert_string_equal(dt_header(push, "urgency"), "normal");
+    /* A sign-in is a security alert (urgent), of the account thread: its
+     * Topic is base64url of the first 24 bytes of SHA-256("account"). */
+    assert_string_equal(dt_header(push, "urgency"), "high");
+    assert_string_equal(dt_header(push, "topic"), "mvIRMpsvyC5e_pBgYscwCCgZsj_oOUvE");
+    assert_string_equal(json_string_value(json_object_get(plain_thread, "thread")), "account");
+    json_decref(plain_thread);
     json_decref(reqs);
 
     /* The webhook: the notification as JSON, signed (verified by the

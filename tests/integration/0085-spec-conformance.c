@@ -376,10 +376,13 @@ static void test_resources_have_exactly_their_spec_fields(void **state)
     ts_resp_free(&r);
 
     json_t *n = wait_notification(W.alice, "Order confirmed");
-    want_keys(n, "id seq userId type title body data createdAt readAt");
+    want_keys(n, "id seq userId type title body data createdAt readAt thread replaces");
     want_uuid(n, "id");
     want_time(n, "createdAt");
     assert_true(json_is_null(json_object_get(n, "readAt")));
+    /* "Order confirmed" replaces "Order received" in the order's thread. */
+    assert_int_equal(strncmp(json_string_value(json_object_get(n, "thread")), "order:", 6), 0);
+    want_uuid(n, "replaces");
     want_keys(json_object_get(n, "data"), "orderId productId");
     json_decref(n);
 

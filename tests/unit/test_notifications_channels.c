@@ -568,6 +568,12 @@ static void test_webhook_cap(void **state)
 
 /* ---- the delivery hook ------------------------------------------------------------- */
 
+/* A sign-in is of the account thread: its Topic is base64url of the first
+ * 24 bytes of SHA-256("account") (python3 -c 'import hashlib,base64;
+ * print(base64.urlsafe_b64encode(hashlib.sha256(b"account").digest()[:24]))'),
+ * and a security alert is urgent. */
+#define ACCOUNT_TOPIC "mvIRMpsvyC5e_pBgYscwCCgZsj_oOUvE"
+
 static void test_new_notification_queues_its_deliveries(void **state)
 {
     fixture_t *f = *state;
@@ -605,8 +611,9 @@ static void test_new_notification_queues_its_deliveries(void **state)
     snprintf(sql, sizeof(sql),
              "SELECT COUNT(*) FROM td_delivery WHERE channel = 'webpush' AND target_id IN"
              " ('%s', '%s') AND headers LIKE '%%Content-Encoding: aes128gcm%%'"
-             " AND headers LIKE '%%TTL: 86400%%' AND headers LIKE '%%Urgency: normal%%'",
-             sub1, sub2);
+             " AND headers LIKE '%%TTL: 86400%%' AND headers LIKE '%%Urgency: high%%'"
+             " AND headers LIKE '%%Topic: %s%%'",
+             sub1, sub2, ACCOUNT_TOPIC);
     assert_int_equal(sql_int(f, sql), 2);
     /* The push body is encrypted: the notification's text is not in it. */
     snprintf(sql, sizeof(sql),
@@ -693,6 +700,7 @@ static void test_long_notification_is_trimmed_to_fit_a_push(void **state)
                       .user_id = ANN,
                       .type = "OrderApprovedEvent",
                       .seq = 1,
+                      .thread = "order:bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb",
                       .json = json,
                       .rec = rec};
     assert_int_equal(td_db_begin(f->db), 0);

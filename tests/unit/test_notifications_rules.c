@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "notifications/notifications.h"
 #include "tidings/config.h"
@@ -39,6 +40,14 @@ static int on_deliver(void *arg, td_db_t *db, const notif_made_t *m)
     json_t *n = json_loads(m->json, 0, NULL);
     assert_non_null(n);
     assert_int_equal(json_integer_value(json_object_get(n, "seq")), m->seq);
+    /* What channels see is what the notification says. */
+    assert_non_null(m->thread);
+    assert_string_equal(json_string_value(json_object_get(n, "thread")), m->thread);
+    json_t *replaces = json_object_get(n, "replaces");
+    if (m->replaces)
+        assert_string_equal(json_string_value(replaces), m->replaces);
+    else
+        assert_true(json_is_null(replaces));
     json_decref(n);
     ((fixture_t *)arg)->delivered++;
     return 0;
@@ -638,7 +647,7 @@ static void test_inbox_pages_reads_and_deletes(void **state)
                       json_pack("{s:s, s:s, s:s}", "userId", BOB, "email", "b@b.c", "loggedInAt",
                                 "2026-01-01T00:00:00.000Z")));
     json_t *page;
-    assert_int_equal(notif_list(f->db, ANN, 0, 3, &page), 0);
+    assert_int_equal(notif_list(f->db, ANN, 0, 3, false, &page), 0);
     json_t *items = json_object_get(page, "notifications");
     assert_int_equal(json_array_size(items), 3);
     assert_int_equal(json_integer_value(json_object_get(json_array_get(items, 0), "seq")), 7);
@@ -649,11 +658,11 @@ static void test_inbox_pages_reads_and_deletes(void **state)
              json_string_value(json_object_get(json_array_get(items, 0), "id")));
     json_decref(page);
 
-    assert_int_equal(notif_list(f->db, ANN, 5, 3, &page), 0);
+    assert_int_equal(notif_list(f->db, ANN, 5, 3, false, &page), 0);
     items = json_object_get(page, "notifications");
     assert_int_equal(json_integer_value(json_object_get(json_array_get(items, 0), "seq")), 4);
     json_decref(page);
-    assert_int_equal(notif_list(f->db, ANN, 2, 3, &page), 0);
+    assert_int_equal(notif_list(f->db, ANN, 2, 3, false, &page), 0);
     assert_int_equal(json_array_size(json_object_get(page, "notifications")), 1);
     assert_true(json_is_null(json_object_get(page, "next")));
     json_decref(page);
@@ -665,7 +674,7 @@ static void test_inbox_pages_reads_and_deletes(void **state)
     json_decref(n);
     assert_int_equal(notif_mark_read(f->db, BOB, first_id, &n), TD_ENOENT);
     assert_int_equal(notif_delete(f->db, BOB, first_id), TD_ENOENT);
-    assert_int_equal(notif_list(f->db, ANN, 0, 50, &page), 0);
+    assert_int_equal(notif_list(f->db, ANN, 0, 50, false, &page), 0);
     assert_int_equal(json_integer_value(json_object_get(page, "unread")), 6);
     json_decref(page);
 
@@ -674,18 +683,215 @@ static void test_inbox_pages_reads_and_deletes(void **state)
     assert_int_equal(cnt, 6);
     assert_int_equal(notif_delete(f->db, ANN, first_id), 0);
     assert_int_equal(notif_delete(f->db, ANN, first_id), TD_ENOENT);
-    assert_int_equal(notif_list(f->db, ANN, 0, 50, &page), 0);
+    assert_int_equal(notif_list(f->db, ANN, 0, 50, false, &page), 0);
     assert_int_equal(json_array_size(json_object_get(page, "notifications")), 6);
     assert_int_equal(json_integer_value(json_object_get(page, "unread")), 0);
     json_decref(page);
     /* Bob's is untouched and a deleted one is not replayed. */
-    assert_int_equal(notif_list(f->db, BOB, 0, 50, &page), 0);
+    assert_int_equal(notif_list(f->db, BOB, 0, 50, false, &page), 0);
     assert_int_equal(json_integer_value(json_object_get(page, "unread")), 1);
     json_decref(page);
     assert_int_equal(count_of(f, ANN), 6);
     int64_t last;
     assert_int_equal(notif_last_seq(f->db, ANN, &last), 0);
     assert_int_equal(last, 7);
+}
+
+/* ---- threads ---- */
+
+static const char *str_of(const json_t *o, const char *field)
+{
+    return json_string_value(json_object_get(o, field));
+}
+
+/* The notifications of a page, newest first, by title. */
+static void assert_titles(const json_t *page, const char *const *titles, size_t cnt)
+{
+    const json_t *items = json_object_get(page, "notifications");
+    assert_int_equal(json_array_size(items), cnt);
+    for (size_t i = 0; i < cnt; i++)
+        assert_string_equal(str_of(json_array_get(items, i), "title"), titles[i]);
+}
+
+static void test_threads_replace_and_collapse(void **state)
+{
+    fixture_t *f = *state;
+    apply_ok(f, event("UserRegisteredEvent", ANN,
+                      json_pack("{s:s, s:s, s:s, s:s}", "userId", ANN, "email", "ann@example.com",
+                                "name", "Ann", "registeredAt", "2026-01-01T00:00:00.000Z")));
+    product_created(f, PHONE, "iPhone 15", 112900, 10);
+    watch(f, ANN, PHONE);
+    apply_ok(f, event("OrderCreatedEvent", ORDER,
+                      json_pack("{s:s, s:s, s:s, s:i, s:s}", "orderId", ORDER, "userId", ANN,
+                                "productId", PHONE, "quantity", 2, "createdAt",
+                                "2026-01-01T00:00:00.000Z")));
+    apply_ok(f, event("UserLoggedInEvent", ANN,
+                      json_pack("{s:s, s:s, s:s}", "userId", ANN, "email", "ann@example.com",
+                                "loggedInAt", "2026-01-01T00:00:01.000Z")));
+    apply_ok(f,
+             event("OrderApprovedEvent", ORDER,
+                   json_pack("{s:s, s:s, s:s, s:i, s:o}", "orderId", ORDER, "userId", ANN,
+                             "productId", PHONE, "quantity", 2, "total", td_json_money(225800))));
+    product_updated(f, PHONE, "iPhone 15", 99900, 10, 112900, 10);
+    assert_int_equal(drain(f), 1);
+
+    /* The inbox keeps all five, seq without gaps; each names its thread
+     * and the one of the thread it supersedes. */
+    json_t *arr = all_of(f, ANN);
+    assert_int_equal(json_array_size(arr), 5);
+    const json_t *welcome = json_array_get(arr, 0), *received = json_array_get(arr, 1),
+                 *signin = json_array_get(arr, 2), *confirmed = json_array_get(arr, 3),
+                 *drop = json_array_get(arr, 4);
+    assert_string_equal(str_of(welcome, "thread"), "account");
+    assert_true(json_is_null(json_object_get(welcome, "replaces")));
+    assert_string_equal(str_of(received, "thread"), "order:" ORDER);
+    assert_true(json_is_null(json_object_get(received, "replaces")));
+    assert_string_equal(str_of(signin, "thread"), "account");
+    assert_string_equal(str_of(signin, "replaces"), str_of(welcome, "id"));
+    assert_string_equal(str_of(confirmed, "title"), "Order confirmed");
+    assert_string_equal(str_of(confirmed, "thread"), "order:" ORDER);
+    assert_string_equal(str_of(confirmed, "replaces"), str_of(received, "id"));
+    assert_string_equal(str_of(drop, "thread"), "product:" PHONE);
+    assert_true(json_is_null(json_object_get(drop, "replaces")));
+    for (size_t i = 0; i < 5; i++)
+        assert_int_equal(json_integer_value(json_object_get(json_array_get(arr, i), "seq")),
+                         (json_int_t)i + 1);
+    assert_int_equal(f->delivered, 5);
+
+    /* Collapsed: the latest of each thread, and unread counts those. */
+    json_t *page;
+    assert_int_equal(notif_list(f->db, ANN, 0, 50, false, &page), 0);
+    assert_int_equal(json_integer_value(json_object_get(page, "unread")), 5);
+    json_decref(page);
+    assert_int_equal(notif_list(f->db, ANN, 0, 50, true, &page), 0);
+    static const char *const latest[] = {"Price drop: iPhone 15", "Order confirmed",
+                                         "New sign-in to your account"};
+    assert_titles(page, latest, 3);
+    assert_int_equal(json_integer_value(json_object_get(page, "unread")), 3);
+    assert_true(json_is_null(json_object_get(page, "next")));
+    json_decref(page);
+
+    /* Pages of the collapsed list go on by seq. */
+    assert_int_equal(notif_list(f->db, ANN, 0, 2, true, &page), 0);
+    assert_titles(page, latest, 2);
+    int64_t next = 0;
+    assert_int_equal(td_parse_positive(str_of(page, "next"), INT64_MAX, &next), 0);
+    json_decref(page);
+    assert_int_equal(notif_list(f->db, ANN, next, 2, true, &page), 0);
+    assert_titles(page, latest + 2, 1);
+    json_decref(page);
+
+    /* Reading the card the user sees takes it off the collapsed count. */
+    json_t *out;
+    assert_int_equal(notif_mark_read(f->db, ANN, str_of(confirmed, "id"), &out), 0);
+    json_decref(out);
+    assert_int_equal(notif_list(f->db, ANN, 0, 50, true, &page), 0);
+    assert_int_equal(json_integer_value(json_object_get(page, "unread")), 2);
+    json_decref(page);
+    assert_int_equal(notif_list(f->db, ANN, 0, 50, false, &page), 0);
+    assert_int_equal(json_integer_value(json_object_get(page, "unread")), 4);
+    json_decref(page);
+
+    /* Deleting the latest shows the one before it again; a later one of
+     * the thread then replaces that one. */
+    assert_int_equal(notif_delete(f->db, ANN, str_of(confirmed, "id")), 0);
+    assert_int_equal(notif_list(f->db, ANN, 0, 50, true, &page), 0);
+    static const char *const after_delete[] = {"Price drop: iPhone 15",
+                                               "New sign-in to your account", "Order received"};
+    assert_titles(page, after_delete, 3);
+    json_decref(page);
+    apply_ok(f, event("OrderRejectedEvent", ORDER,
+                      json_pack("{s:s, s:s, s:s, s:i, s:s}", "orderId", ORDER, "userId", ANN,
+                                "productId", PHONE, "quantity", 2, "reason", "out_of_stock")));
+    assert_int_equal(notif_list(f->db, ANN, 0, 1, false, &page), 0);
+    const json_t *rejected = json_array_get(json_object_get(page, "notifications"), 0);
+    assert_string_equal(str_of(rejected, "replaces"), str_of(received, "id"));
+    json_decref(page);
+
+    /* notif_get answers one, with its thread; another user's is not found. */
+    assert_int_equal(notif_get(f->db, ANN, str_of(drop, "id"), &out), 0);
+    assert_string_equal(str_of(out, "thread"), "product:" PHONE);
+    json_decref(out);
+    assert_int_equal(notif_get(f->db, BOB, str_of(drop, "id"), &out), TD_ENOENT);
+    json_decref(arr);
+}
+
+static void test_thread_of_and_push_hints(void **state)
+{
+    (void)state;
+    char buf[NOTIF_THREAD_LEN + 1];
+    json_t *d = json_pack("{s:s, s:s}", "orderId", ORDER, "productId", PHONE);
+    assert_string_equal(notif_thread_of(d, buf), "order:" ORDER);
+    json_object_del(d, "orderId");
+    assert_string_equal(notif_thread_of(d, buf), "product:" PHONE);
+    json_object_set_new(d, "productId", json_string("not-a-uuid"));
+    assert_string_equal(notif_thread_of(d, buf), "account");
+    assert_string_equal(notif_thread_of(NULL, buf), "account");
+    json_decref(d);
+
+    const char *urgency;
+    int ttl;
+    notif_push_hints("UserLoggedInEvent", &urgency, &ttl);
+    assert_string_equal(urgency, "high");
+    assert_int_equal(ttl, 86400);
+    notif_push_hints("OrderCreatedEvent", &urgency, &ttl);
+    assert_string_equal(urgency, "normal");
+    assert_int_equal(ttl, 3600);
+    notif_push_hints("ProductCreatedEvent", &urgency, &ttl);
+    assert_string_equal(urgency, "low");
+    /* Every rule says both, in RFC 8030's words. */
+    for (size_t i = 0; i < notif_rule_cnt; i++) {
+        const char *u = notif_rules[i].urgency;
+        assert_non_null(u);
+        assert_true(!strcmp(u, "very-low") || !strcmp(u, "low") || !strcmp(u, "normal") ||
+                    !strcmp(u, "high"));
+        assert_true(notif_rules[i].ttl_s > 0);
+    }
+}
+
+/* A database made before threads gets each old notification's thread
+ * from its data when it migrates. */
+static void test_migration_threads_old_notifications(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/td_notif_mig_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    char err[256];
+    td_db_t *db = td_db_open(path, notif_migrations, 2, err, sizeof(err));
+    assert_non_null(db);
+    assert_int_equal(td_db_begin(db), 0);
+    assert_int_equal(
+        sqlite3_exec(td_db_sqlite(db),
+                     "INSERT INTO notifications (id, user_id, seq, type, title, body, data,"
+                     " created_at, cause_id) VALUES"
+                     " ('a', 'u', 1, 'OrderCreatedEvent', 't', 'b', '{\"orderId\":\"" ORDER
+                     "\",\"productId\":\"" PHONE "\"}', 'now', 'c1'),"
+                     " ('b', 'u', 2, 'ProductCreatedEvent', 't', 'b', '{\"productId\":\"" PHONE
+                     "\"}', 'now', 'c2'),"
+                     " ('c', 'u', 3, 'UserLoggedInEvent', 't', 'b', '{}', 'now', 'c3')",
+                     NULL, NULL, NULL),
+        SQLITE_OK);
+    assert_int_equal(td_db_commit(db), 0);
+    td_db_close(db);
+    db = td_db_open(path, notif_migrations, notif_migration_cnt, err, sizeof(err));
+    assert_non_null(db);
+    json_t *arr;
+    assert_int_equal(notif_after(db, "u", 0, 10, &arr), 0);
+    assert_int_equal(json_array_size(arr), 3);
+    assert_string_equal(str_of(json_array_get(arr, 0), "thread"), "order:" ORDER);
+    assert_string_equal(str_of(json_array_get(arr, 1), "thread"), "product:" PHONE);
+    assert_string_equal(str_of(json_array_get(arr, 2), "thread"), "account");
+    assert_true(json_is_null(json_object_get(json_array_get(arr, 0), "replaces")));
+    json_decref(arr);
+    td_db_close(db);
+    unlink(path);
+    char side[sizeof(path) + 8];
+    snprintf(side, sizeof(side), "%s-wal", path);
+    unlink(side);
+    snprintf(side, sizeof(side), "%s-shm", path);
+    unlink(side);
 }
 
 static void test_preferences_are_validated(void **state)
@@ -781,6 +987,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_inbox_pages_reads_and_deletes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_preferences_are_validated, setup, teardown),
         cmocka_unit_test_setup_teardown(test_watches, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_threads_replace_and_collapse, setup, teardown),
+        cmocka_unit_test(test_thread_of_and_push_hints),
+        cmocka_unit_test(test_migration_threads_old_notifications),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -517,13 +517,22 @@ static int queue_pushes(delivery_ctx_t *d, td_db_t *db, const char *user_id, con
     sqlite3_stmt *st = td_db_prepare(
         db, "SELECT id, endpoint, p256dh, auth FROM push_subscriptions WHERE user_id = ?");
     sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
+    /* The thread is the Topic: a push service that still holds "Order
+     * received" for an offline phone replaces it with "Order confirmed". */
+    char topic[TD_WEBPUSH_TOPIC_LEN + 1];
+    td_webpush_hints_t hints = {.topic = NULL};
+    if (d->m->thread) {
+        td_webpush_topic(d->m->thread, topic);
+        hints.topic = topic;
+    }
+    notif_push_hints(d->m->type, &hints.urgency, &hints.ttl_s);
     while ((step = sqlite3_step(st)) == SQLITE_ROW) {
         const char *sub = (const char *)sqlite3_column_text(st, 0);
         if (!payload) payload = push_payload(object_of(d));
         rc = td_delivery_enqueue_webpush(db, user_id, sub, (const char *)sqlite3_column_text(st, 1),
                                          (const char *)sqlite3_column_text(st, 2),
                                          (const char *)sqlite3_column_text(st, 3), id, payload,
-                                         strlen(payload), origin_of(d), err, sizeof(err));
+                                         strlen(payload), &hints, origin_of(d), err, sizeof(err));
         if (rc == TD_EINVAL) {
             /* Keys that were checked on the way in and no longer work:
              * nothing a retry changes, so this one push is skipped. */

@@ -96,8 +96,24 @@ static const char schema_v1[] =
     "  PRIMARY KEY (job_id, user_id)"
     ") WITHOUT ROWID;";
 
+/* Threads: what a notification is about and the one of its thread it
+ * supersedes. Notifications made before get their thread from their data
+ * (what notif_thread_of says) and no replaces. */
+static const char schema_v3[] =
+    "ALTER TABLE notifications ADD COLUMN thread TEXT NOT NULL DEFAULT 'account';"
+    "ALTER TABLE notifications ADD COLUMN replaces TEXT;"
+    "UPDATE notifications SET thread = CASE"
+    "  WHEN json_valid(data) AND json_extract(data, '$.orderId') IS NOT NULL"
+    "    THEN 'order:' || json_extract(data, '$.orderId')"
+    "  WHEN json_valid(data) AND json_extract(data, '$.productId') IS NOT NULL"
+    "    THEN 'product:' || json_extract(data, '$.productId')"
+    "  ELSE 'account' END;"
+    "CREATE INDEX notifications_thread ON notifications (user_id, thread, seq);";
+
 const td_migration_t notif_migrations[] = {
-    {1, schema_v1}, {2, notif_channels_schema}, /* Web Push and webhooks (channels.c) */
+    {1, schema_v1},
+    {2, notif_channels_schema}, /* Web Push and webhooks (channels.c) */
+    {3, schema_v3},
 };
 const size_t notif_migration_cnt = TD_ARRAY_SIZE(notif_migrations);
 
@@ -118,29 +134,35 @@ static bool back_in_stock(const json_t *data)
            quantity > 0;
 }
 
-/* SPEC section 2. A new rule is one more entry. When an update both
+#define HOUR_S 3600
+#define DAY_S  (24 * HOUR_S)
+
+/* SPEC section 2. A new rule is one more entry. "Order received" keeps an
+ * hour only: by then "Order confirmed" has replaced it (same thread, so
+ * the same Web Push Topic). When an update both
  * restocks and lowers the price, "Back in stock" wins (its body still
  * names the new price): one event, one notification per user. */
 const notif_rule_t notif_rules[] = {
     {"UserRegisteredEvent", NULL, NOTIF_TO_USER, "Welcome, {name}",
-     "Your account {email} is ready. Happy shopping!"},
+     "Your account {email} is ready. Happy shopping!", "low", 7 * DAY_S},
     {"UserLoggedInEvent", NULL, NOTIF_TO_USER, "New sign-in to your account",
      "Someone signed in as {email}[ from {ip}][ using {userAgent}]. If this was not you, "
-     "change your password."},
+     "change your password.",
+     "high", DAY_S},
     {"OrderCreatedEvent", NULL, NOTIF_TO_USER, "Order received",
-     "We received your order of {quantity} × {product}."},
+     "We received your order of {quantity} × {product}.", "normal", HOUR_S},
     {"OrderApprovedEvent", NULL, NOTIF_TO_USER, "Order confirmed",
-     "Your order of {quantity} × {product} is confirmed: total {total}."},
+     "Your order of {quantity} × {product} is confirmed: total {total}.", "high", DAY_S},
     {"OrderRejectedEvent", NULL, NOTIF_TO_USER, "Order rejected ({reason})",
-     "Your order of {quantity} × {product} was rejected: {reasonText}."},
+     "Your order of {quantity} × {product} was rejected: {reasonText}.", "high", DAY_S},
     {"ProductCreatedEvent", NULL, NOTIF_TO_NEW_PRODUCTS, "New in the shop: {title}",
-     "{title} is now available for {price}."},
+     "{title} is now available for {price}.", "low", DAY_S},
     {"ProductUpdatedEvent", back_in_stock, NOTIF_TO_WATCHERS, "Back in stock: {title}",
-     "{title} is back in stock: {quantity} available at {price}."},
+     "{title} is back in stock: {quantity} available at {price}.", "normal", 12 * HOUR_S},
     {"ProductUpdatedEvent", price_dropped, NOTIF_TO_WATCHERS, "Price drop: {title}",
-     "{title} now costs {price} instead of {previousPrice}."},
+     "{title} now costs {price} instead of {previousPrice}.", "normal", 12 * HOUR_S},
     {"ProductDeletedEvent", NULL, NOTIF_TO_WATCHERS, "No longer available: {title}",
-     "{title} has been removed from the shop."},
+     "{title} has been removed from the shop.", "low", DAY_S},
 };
 const size_t notif_rule_cnt = TD_ARRAY_SIZE(notif_rules);
 
@@ -169,6 +191,31 @@ const notif_rule_t *notif_rule_match(const char *type, const json_t *data)
         if (strcmp(r->type, type) == 0 && (!r->when || r->when(data))) return r;
     }
     return NULL;
+}
+
+void notif_push_hints(const char *type, const char **urgency, int *ttl_s)
+{
+    *urgency = "normal";
+    *ttl_s = DAY_S;
+    for (size_t i = 0; i < notif_rule_cnt; i++)
+        if (strcmp(notif_rules[i].type, type) == 0) {
+            *urgency = notif_rules[i].urgency;
+            *ttl_s = notif_rules[i].ttl_s;
+            return;
+        }
+}
+
+const char *notif_thread_of(const json_t *data, char *buf)
+{
+    const char *order = json_string_value(json_object_get(data, "orderId"));
+    const char *product = json_string_value(json_object_get(data, "productId"));
+    if (order && td_uuid_valid(order))
+        snprintf(buf, NOTIF_THREAD_LEN + 1, "order:%s", order);
+    else if (product && td_uuid_valid(product))
+        snprintf(buf, NOTIF_THREAD_LEN + 1, "product:%s", product);
+    else
+        snprintf(buf, NOTIF_THREAD_LEN + 1, "account");
+    return buf;
 }
 
 bool notif_type_known(const char *type)
@@ -392,7 +439,8 @@ static int keep_product_deleted(td_db_t *db, const json_t *data)
 
 static json_t *row_json(sqlite3_stmt *st)
 {
-    /* Columns: id, seq, user_id, type, title, body, data, created_at, read_at. */
+    /* Columns: id, seq, user_id, type, title, body, data, created_at, read_at,
+     * thread, replaces. */
     const char *data_text = (const char *)sqlite3_column_text(st, 6);
     json_t *data = data_text ? json_loads(data_text, 0, NULL) : NULL;
     if (!json_is_object(data)) {
@@ -402,16 +450,21 @@ static json_t *row_json(sqlite3_stmt *st)
     json_t *read_at = sqlite3_column_type(st, 8) == SQLITE_NULL
                           ? json_null()
                           : json_string((const char *)sqlite3_column_text(st, 8));
+    json_t *replaces = sqlite3_column_type(st, 10) == SQLITE_NULL
+                           ? json_null()
+                           : json_string((const char *)sqlite3_column_text(st, 10));
     return json_pack(
-        "{s:s, s:I, s:s, s:s, s:s, s:s, s:o, s:s, s:o}", "id",
+        "{s:s, s:I, s:s, s:s, s:s, s:s, s:o, s:s, s:o, s:s, s:o}", "id",
         (const char *)sqlite3_column_text(st, 0), "seq", (json_int_t)sqlite3_column_int64(st, 1),
         "userId", (const char *)sqlite3_column_text(st, 2), "type",
         (const char *)sqlite3_column_text(st, 3), "title", (const char *)sqlite3_column_text(st, 4),
         "body", (const char *)sqlite3_column_text(st, 5), "data", data, "createdAt",
-        (const char *)sqlite3_column_text(st, 7), "readAt", read_at);
+        (const char *)sqlite3_column_text(st, 7), "readAt", read_at, "thread",
+        (const char *)sqlite3_column_text(st, 9), "replaces", replaces);
 }
 
-#define NOTIF_COLUMNS "id, seq, user_id, type, title, body, data, created_at, read_at"
+#define NOTIF_COLUMNS \
+    "id, seq, user_id, type, title, body, data, created_at, read_at, thread, replaces"
 
 /* What one notification is made of; the same for every recipient. */
 typedef struct notif_draft {
@@ -423,6 +476,7 @@ typedef struct notif_draft {
     /* The same for every recipient, so made once (draft_ready): title and
      * body as JSON strings, quotes and escapes included. */
     char *title_js, *body_js;
+    char thread[NOTIF_THREAD_LEN + 1]; /* notif_thread_of data */
 } notif_draft_t;
 
 static char *json_str(const char *s)
@@ -438,6 +492,9 @@ static void draft_ready(notif_draft_t *d)
 {
     d->title_js = json_str(d->title);
     d->body_js = json_str(d->body);
+    json_t *data = json_loads(d->data, 0, NULL);
+    notif_thread_of(data, d->thread);
+    json_decref(data);
 }
 
 static void draft_clear(notif_draft_t *d)
@@ -478,12 +535,24 @@ static int create_one(notif_t *n, const notif_draft_t *d, const char *user_id, b
     td_db_done(st);
     if (seq < 1) return TD_EIO;
 
+    /* The latest of the thread that the user still has: this one
+     * supersedes it ("Order confirmed" replaces "Order received"). */
+    char replaces[TD_UUID_LEN + 1] = "";
+    st = td_db_prepare(n->db, "SELECT id FROM notifications WHERE user_id = ? AND thread = ?"
+                              " AND deleted = 0 ORDER BY seq DESC LIMIT 1");
+    sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, d->thread, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        snprintf(replaces, sizeof(replaces), "%s", (const char *)sqlite3_column_text(st, 0));
+    td_db_done(st);
+
     char id[TD_UUID_LEN + 1], now[TD_TIME_LEN + 1];
     td_uuid_new(id);
     td_time_format(td_now_ms(), now);
     st =
         td_db_prepare(n->db, "INSERT INTO notifications (id, user_id, seq, type, title, body, data,"
-                             " created_at, cause_id) VALUES (?,?,?,?,?,?,?,?,?)"
+                             " created_at, cause_id, thread, replaces)"
+                             " VALUES (?,?,?,?,?,?,?,?,?,?,?)"
                              " ON CONFLICT (cause_id, user_id) DO NOTHING");
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, user_id, -1, SQLITE_TRANSIENT);
@@ -494,17 +563,27 @@ static int create_one(notif_t *n, const notif_draft_t *d, const char *user_id, b
     sqlite3_bind_text(st, 7, d->data, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 8, now, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 9, d->cause->id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 10, d->thread, -1, SQLITE_STATIC);
+    if (*replaces)
+        sqlite3_bind_text(st, 11, replaces, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 11);
     if ((rc = td_db_run(n->db, st)) != 0) goto out;
     if (td_db_changes(n->db) == 0) goto out; /* made before: exactly once */
 
     /* The notification object of SPEC section 2, as text, once: it is the
      * NotificationCreatedEvent's value, the stream's frame and the webhook
      * body. The variable parts need no escaping (ids, numbers, times,
-     * catalogue names); title and body were escaped with the draft. */
+     * catalogue names, threads made of those); title and body were
+     * escaped with the draft. */
+    char replaces_js[TD_UUID_LEN + 3];
+    snprintf(replaces_js, sizeof(replaces_js), *replaces ? "\"%s\"" : "null", replaces);
     char *json = td_asprintf("{\"id\":\"%s\",\"seq\":%" PRId64 ",\"userId\":\"%s\","
                              "\"type\":\"%s\",\"title\":%s,\"body\":%s,\"data\":%s,"
-                             "\"createdAt\":\"%s\",\"readAt\":null}",
-                             id, seq, user_id, d->type, d->title_js, d->body_js, d->data, now);
+                             "\"createdAt\":\"%s\",\"readAt\":null,\"thread\":\"%s\","
+                             "\"replaces\":%s}",
+                             id, seq, user_id, d->type, d->title_js, d->body_js, d->data, now,
+                             d->thread, replaces_js);
     ev = td_event_new("notifications", TD_EV_NAME(TD_EV_NOTIFICATION_CREATED), user_id, NULL);
     td_event_set_cause(ev, d->cause);
     char *topic = td_topic_name(n->cfg, "notifications");
@@ -520,8 +599,14 @@ static int create_one(notif_t *n, const notif_draft_t *d, const char *user_id, b
         memcpy(lp->json, rec->value, rec->value_len + 1);
         td_db_after_commit(n->db, local_push, lp);
     }
-    notif_made_t made_n = {
-        .id = id, .user_id = user_id, .type = d->type, .seq = seq, .json = json, .rec = rec};
+    notif_made_t made_n = {.id = id,
+                           .user_id = user_id,
+                           .type = d->type,
+                           .seq = seq,
+                           .thread = d->thread,
+                           .replaces = *replaces ? replaces : NULL,
+                           .json = json,
+                           .rec = rec};
     if (rc == 0 && n->deliver) rc = n->deliver(n->deliver_arg, n->db, &made_n);
     td_record_free(rec);
     free(json);
@@ -633,7 +718,7 @@ int notif_apply(notif_t *n, const td_event_t *ev, char *errstr, size_t errlen)
             goto out;
         }
         data = draft_data(ev->data);
-        notif_draft_t d = {ev->type, title, body, data, ev, NULL, NULL};
+        notif_draft_t d = {ev->type, title, body, data, ev, NULL, NULL, ""};
         draft_ready(&d);
         if (rule->to == NOTIF_TO_USER) {
             const char *user_id = json_string_value(json_object_get(ev->data, "userId"));
@@ -687,7 +772,8 @@ int notif_fanout_step(notif_t *n, size_t *created)
                        (const char *)sqlite3_column_text(job, 7),
                        &cause,
                        NULL,
-                       NULL};
+                       NULL,
+                       ""};
     draft_ready(&d);
 
     sqlite3_stmt *rcp = td_db_prepare(n->db, "SELECT user_id FROM fanout_recipients"
@@ -788,16 +874,40 @@ static json_t *notification_item(sqlite3_stmt *st, int first)
     return row_json(st);
 }
 
-int notif_list(td_db_t *db, const char *user_id, int64_t before_seq, int limit, json_t **out)
+/* The latest notification of its thread that the user still has (the
+ * notification row is n). */
+#define LATEST_OF_THREAD                                                               \
+    " AND n.seq = (SELECT MAX(t.seq) FROM notifications t WHERE t.user_id = n.user_id" \
+    " AND t.thread = n.thread AND t.deleted = 0)"
+
+static int64_t unread_latest_count(td_db_t *db, const char *user_id)
+{
+    sqlite3_stmt *st =
+        td_db_prepare(db, "SELECT COUNT(*) FROM notifications n WHERE n.user_id = ?"
+                          " AND n.read_at IS NULL AND n.deleted = 0" LATEST_OF_THREAD);
+    sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
+    int64_t cnt = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    td_db_done(st);
+    return cnt;
+}
+
+int notif_list(td_db_t *db, const char *user_id, int64_t before_seq, int limit, bool collapse,
+               json_t **out)
 {
     json_t *next;
     td_db_lock(db);
     json_t *items =
-        notif__page(db,
-                    "SELECT " NOTIF_COLUMNS " FROM notifications WHERE user_id = ?1 AND deleted = 0"
-                    " AND (?2 = 0 OR seq < ?2) ORDER BY seq DESC LIMIT ?3",
-                    user_id, before_seq, limit, 1, notification_item, 0, &next);
-    int64_t unread = unread_count(db, user_id);
+        collapse
+            ? notif__page(db,
+                          "SELECT " NOTIF_COLUMNS " FROM notifications n WHERE n.user_id = ?1"
+                          " AND n.deleted = 0 AND (?2 = 0 OR n.seq < ?2)" LATEST_OF_THREAD
+                          " ORDER BY n.seq DESC LIMIT ?3",
+                          user_id, before_seq, limit, 1, notification_item, 0, &next)
+            : notif__page(db,
+                          "SELECT " NOTIF_COLUMNS " FROM notifications WHERE user_id = ?1"
+                          " AND deleted = 0 AND (?2 = 0 OR seq < ?2) ORDER BY seq DESC LIMIT ?3",
+                          user_id, before_seq, limit, 1, notification_item, 0, &next);
+    int64_t unread = collapse ? unread_latest_count(db, user_id) : unread_count(db, user_id);
     td_db_unlock(db);
 
     *out = json_pack("{s:o, s:I, s:o}", "notifications", items, "unread", (json_int_t)unread,
@@ -814,6 +924,14 @@ static json_t *get_one(td_db_t *db, const char *user_id, const char *id)
     json_t *o = sqlite3_step(st) == SQLITE_ROW ? row_json(st) : NULL;
     td_db_done(st);
     return o;
+}
+
+int notif_get(td_db_t *db, const char *user_id, const char *id, json_t **out)
+{
+    td_db_lock(db);
+    *out = get_one(db, user_id, id);
+    td_db_unlock(db);
+    return *out ? 0 : TD_ENOENT;
 }
 
 int notif_mark_read(td_db_t *db, const char *user_id, const char *id, json_t **out)

@@ -47,6 +47,13 @@ typedef struct notif_rule {
      * the catalogue (tidings/catalog.h), which the consumer checked. */
     const char *title;
     const char *body;
+    /* How a Web Push of it is sent (RFC 8030 sections 5.2 and 5.3): its
+     * Urgency ("very-low", "low", "normal", "high") and how long the push
+     * service keeps it for an offline device, in seconds: a security
+     * alert or an order's outcome is worth waking a phone for and keeping
+     * a day; a new product is not urgent. */
+    const char *urgency;
+    int ttl_s;
 } notif_rule_t;
 
 extern const notif_rule_t notif_rules[];
@@ -60,6 +67,21 @@ bool notif_type_known(const char *type);
 /* The event types the service consumes (the rule table's and those whose
  * facts it keeps), each once, into out (at most max); returns the count. */
 size_t notif_handled_types(const char **out, size_t max);
+/* The Web Push Urgency and TTL of notifications of type (the first rule of
+ * the type; "normal" and a day for a type without one). */
+void notif_push_hints(const char *type, const char **urgency, int *ttl_s);
+
+/* ---- threads ----------------------------------------------------------- */
+
+/* The longest thread name: "product:" and a UUID. */
+#define NOTIF_THREAD_LEN 44
+
+/* The thread of a notification whose data (the ids it is about, as in
+ * the notification object) is data: "order:<orderId>" when it names an
+ * order, else "product:<productId>" when it names a product, else
+ * "account". buf holds NOTIF_THREAD_LEN + 1. */
+const char *notif_thread_of(const json_t *data, char *buf);
+
 /* Fills tpl from vars (see notif_rule_t). Caller frees. NULL with errstr
  * when a required field is missing (a bug in a template or the check). */
 char *notif_render(const char *tpl, const json_t *vars, char *errstr, size_t errlen);
@@ -76,6 +98,8 @@ typedef struct notif_made {
     const char *user_id;
     const char *type;
     int64_t seq;
+    const char *thread;     /* notif_thread_of its data */
+    const char *replaces;   /* the id of the notification of the thread it supersedes, or NULL */
     const char *json;       /* the notification object (SPEC section 2) as text */
     const td_record_t *rec; /* its NotificationCreatedEvent, what a failed delivery
                                dead-letters */
@@ -147,8 +171,14 @@ json_t *notif__page(td_db_t *db, const char *sql, const char *user_id, int64_t b
 
 /* One page of user's notifications, newest first, older than cursor
  * before_seq (0 = from the newest): *out = {notifications:[...], unread,
- * next} (next = the seq to pass on as text, or null). Caller owns *out. */
-int notif_list(td_db_t *db, const char *user_id, int64_t before_seq, int limit, json_t **out);
+ * next} (next = the seq to pass on as text, or null). With collapse only
+ * the latest notification of each thread is listed, and unread counts
+ * those of them that are unread (what the user sees). Caller owns *out. */
+int notif_list(td_db_t *db, const char *user_id, int64_t before_seq, int limit, bool collapse,
+               json_t **out);
+/* One of user's notifications (not deleted). TD_ENOENT when it is not
+ * user's. Caller owns *out. */
+int notif_get(td_db_t *db, const char *user_id, const char *id, json_t **out);
 /* Marks one read (keeps the first readAt). *out = the notification.
  * TD_ENOENT if it is not user's (or not at all). */
 int notif_mark_read(td_db_t *db, const char *user_id, const char *id, json_t **out);

@@ -27,8 +27,13 @@ static void list_notifications(td_req_t *req, td_resp_t *resp)
     int64_t after;
     int limit;
     if (!td_req_auth(req, resp, false) || !page_args(req, resp, &after, &limit)) return;
+    const char *collapse = td_req_query(req, "collapse");
+    if (collapse && strcmp(collapse, "thread") != 0) {
+        td_resp_error(resp, 400, "collapse must be 'thread'");
+        return;
+    }
     json_t *out;
-    int rc = notif_list(ctx->db, req->auth.sub, after, limit, &out);
+    int rc = notif_list(ctx->db, req->auth.sub, after, limit, collapse != NULL, &out);
     if (rc) {
         td_resp_errno(resp, rc, "the notifications could not be read");
         return;
@@ -45,6 +50,25 @@ static const char *notification_id(td_req_t *req, td_resp_t *resp)
         return NULL;
     }
     return id;
+}
+
+static void get_notification(td_req_t *req, td_resp_t *resp)
+{
+    notif_ctx_t *ctx = req->ctx;
+    if (!td_req_auth(req, resp, false)) return;
+    const char *id = notification_id(req, resp);
+    if (!id) return;
+    json_t *out;
+    int rc = notif_get(ctx->db, req->auth.sub, id, &out);
+    if (rc == TD_ENOENT) {
+        td_resp_error(resp, 404, "notification not found");
+        return;
+    }
+    if (rc) {
+        td_resp_errno(resp, rc, "the notification could not be read");
+        return;
+    }
+    td_resp_json(resp, 200, out);
 }
 
 static void read_notification(td_req_t *req, td_resp_t *resp)
@@ -300,6 +324,7 @@ static void delete_webhook(td_req_t *req, td_resp_t *resp)
 const td_route_t notif_routes[] = {
     {"GET", "/notifications", list_notifications},
     {"GET", "/notifications/stream", notif_stream_get},
+    {"GET", "/notifications/{id}", get_notification},
     {"POST", "/notifications/read-all", read_all},
     {"POST", "/notifications/{id}/read", read_notification},
     {"DELETE", "/notifications/{id}", delete_notification},
