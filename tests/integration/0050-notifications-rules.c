@@ -267,10 +267,10 @@ static void test_new_products_opt_in_and_muting(void **state)
                      200);
     json_t *prefs;
     assert_int_equal(http_status("GET", "/preferences", muted.token, NULL, &prefs), 200);
-    char *s = td_json_dumps(prefs);
-    assert_string_equal(
-        s, "{\"muted\":[\"ProductCreatedEvent\",\"UserLoggedInEvent\"],\"newProducts\":true}");
+    char *s = td_json_dumps(json_object_get(prefs, "muted"));
+    assert_string_equal(s, "[\"ProductCreatedEvent\",\"UserLoggedInEvent\"]");
     free(s);
+    assert_true(json_is_true(json_object_get(prefs, "newProducts")));
     json_decref(prefs);
 
     char pid[TD_UUID_LEN + 1];

@@ -650,6 +650,46 @@ static void test_new_notification_queues_its_deliveries(void **state)
     free(bobs);
 }
 
+/* A channel switched off or with the type muted gets nothing; the
+ * inbox still gets the notification, and the other channel its part. */
+static void set_prefs(fixture_t *f, const char *user, const char *json)
+{
+    json_t *body = json_loads(json, 0, NULL), *out = NULL;
+    char err[256] = "";
+    int rc = notif_prefs_put(f->db, user, body, &out, err, sizeof(err));
+    if (rc) fail_msg("%s: %s", json, err);
+    json_decref(out);
+    json_decref(body);
+}
+
+static void test_channel_preferences_decide_deliveries(void **state)
+{
+    fixture_t *f = *state;
+    subscribe_ok(f, ANN, "https://push.example.net/ann", NULL);
+    free(hook_ok(f, ANN, "https://hooks.example.com/ann", "UserLoggedInEvent"));
+    login(f, ANN);
+    assert_int_equal(queued(f, TD_DELIVERY_WEBPUSH), 1);
+    assert_int_equal(queued(f, TD_DELIVERY_WEBHOOK), 1);
+
+    set_prefs(f, ANN, "{\"channels\":{\"push\":{\"enabled\":false}}}");
+    login(f, ANN);
+    assert_int_equal(queued(f, TD_DELIVERY_WEBPUSH), 1);
+    assert_int_equal(queued(f, TD_DELIVERY_WEBHOOK), 2);
+
+    set_prefs(f, ANN,
+              "{\"channels\":{\"push\":{\"enabled\":true},"
+              "\"webhook\":{\"muted\":[\"UserLoggedInEvent\"]}}}");
+    login(f, ANN);
+    assert_int_equal(queued(f, TD_DELIVERY_WEBPUSH), 2);
+    assert_int_equal(queued(f, TD_DELIVERY_WEBHOOK), 2);
+
+    /* A type muted on a channel still reaches the inbox: all three are there. */
+    json_t *inbox;
+    assert_int_equal(notif_after(f->db, ANN, 0, 10, &inbox), 0);
+    assert_int_equal(json_array_size(inbox), 3);
+    json_decref(inbox);
+}
+
 static void test_fanout_notifications_are_delivered_too(void **state)
 {
     fixture_t *f = *state;
@@ -775,6 +815,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_long_notification_is_trimmed_to_fit_a_push, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_gone_removes_the_subscription, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_channel_preferences_decide_deliveries, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -900,11 +900,24 @@ static void test_preferences_are_validated(void **state)
     json_t *out;
     assert_int_equal(notif_prefs_get(f->db, ANN, &out), 0);
     char *s = td_json_dumps(out);
-    assert_string_equal(s, "{\"muted\":[],\"newProducts\":false}");
+    assert_string_equal(s, "{\"muted\":[],\"newProducts\":false,\"channels\":{"
+                           "\"push\":{\"enabled\":true,\"muted\":[]},"
+                           "\"webhook\":{\"enabled\":true,\"muted\":[]},"
+                           "\"email\":{\"enabled\":false,\"muted\":[]}}}");
     free(s);
     json_decref(out);
 
     static const char *const bad[] = {
+        "[]",
+        "{\"channels\":[]}",
+        "{\"channels\":{\"sms\":{\"enabled\":true}}}",
+        "{\"channels\":{\"push\":true}}",
+        "{\"channels\":{\"push\":{\"enabled\":\"yes\"}}}",
+        "{\"channels\":{\"push\":{\"muted\":[\"NoSuchEvent\"]}}}",
+        "{\"channels\":{\"push\":{\"muted\":\"UserLoggedInEvent\"}}}",
+        "{\"channels\":{\"push\":{\"enabled\":false,\"colour\":1}}}",
+        /* a good part and a bad one: nothing of it is saved */
+        "{\"newProducts\":true,\"channels\":{\"email\":{\"enabled\":true},\"sms\":{}}}",
         "{\"muted\":[\"NoSuchEvent\"]}",
         "{\"muted\":\"UserLoggedInEvent\"}",
         "{\"muted\":[1]}",
@@ -927,9 +940,38 @@ static void test_preferences_are_validated(void **state)
     assert_int_equal(notif_prefs_get(f->db, ANN, &out), 0);
     s = td_json_dumps(out);
     assert_string_equal(
-        s, "{\"muted\":[\"OrderCreatedEvent\",\"UserLoggedInEvent\"],\"newProducts\":true}");
+        s, "{\"muted\":[\"OrderCreatedEvent\",\"UserLoggedInEvent\"],\"newProducts\":true,"
+           "\"channels\":{\"push\":{\"enabled\":true,\"muted\":[]},"
+           "\"webhook\":{\"enabled\":true,\"muted\":[]},"
+           "\"email\":{\"enabled\":false,\"muted\":[]}}}");
     free(s);
     json_decref(out);
+
+    /* Channels: each part kept when left out, muted replaced as a whole. */
+    set_prefs(f, ANN,
+              "{\"channels\":{\"email\":{\"enabled\":true},"
+              "\"push\":{\"muted\":[\"ProductCreatedEvent\",\"OrderCreatedEvent\"]}}}");
+    set_prefs(f, ANN, "{\"channels\":{\"push\":{\"enabled\":false},\"webhook\":{}}}");
+    assert_int_equal(notif_prefs_get(f->db, ANN, &out), 0);
+    s = td_json_dumps(json_object_get(out, "channels"));
+    assert_string_equal(s, "{\"push\":{\"enabled\":false,\"muted\":[\"OrderCreatedEvent\","
+                           "\"ProductCreatedEvent\"]},"
+                           "\"webhook\":{\"enabled\":true,\"muted\":[]},"
+                           "\"email\":{\"enabled\":true,\"muted\":[]}}");
+    free(s);
+    json_decref(out);
+    td_db_lock(f->db);
+    assert_false(notif_channel_wants(f->db, ANN, NOTIF_CHANNEL_PUSH, "UserLoggedInEvent"));
+    assert_true(notif_channel_wants(f->db, ANN, NOTIF_CHANNEL_EMAIL, "UserLoggedInEvent"));
+    assert_true(notif_channel_wants(f->db, ANN, NOTIF_CHANNEL_WEBHOOK, "OrderCreatedEvent"));
+    /* Bob has the defaults. */
+    assert_true(notif_channel_wants(f->db, BOB, NOTIF_CHANNEL_PUSH, "UserLoggedInEvent"));
+    assert_false(notif_channel_wants(f->db, BOB, NOTIF_CHANNEL_EMAIL, "UserLoggedInEvent"));
+    td_db_unlock(f->db);
+    set_prefs(f, ANN, "{\"channels\":{\"push\":{\"enabled\":true,\"muted\":[]}}}");
+    td_db_lock(f->db);
+    assert_true(notif_channel_wants(f->db, ANN, NOTIF_CHANNEL_PUSH, "OrderCreatedEvent"));
+    td_db_unlock(f->db);
 }
 
 static void test_watches(void **state)

@@ -586,8 +586,13 @@ static int queue_webhooks(delivery_ctx_t *d, td_db_t *db, const char *user_id, c
 int notif_channels_deliver(void *arg, td_db_t *db, const struct notif_made *m)
 {
     delivery_ctx_t d = {.cfg = arg, .m = m};
-    int rc = queue_pushes(&d, db, m->user_id, m->id);
-    if (rc == 0) rc = queue_webhooks(&d, db, m->user_id, m->type, m->id);
+    int rc = 0;
+    /* A channel the user switched off, or muted this type on, gets
+     * nothing; the inbox and the stream have it anyway. */
+    if (notif_channel_wants(db, m->user_id, NOTIF_CHANNEL_PUSH, m->type))
+        rc = queue_pushes(&d, db, m->user_id, m->id);
+    if (rc == 0 && notif_channel_wants(db, m->user_id, NOTIF_CHANNEL_WEBHOOK, m->type))
+        rc = queue_webhooks(&d, db, m->user_id, m->type, m->id);
     json_decref(d.n);
     return rc;
 }

@@ -12,6 +12,7 @@
  * job where its last chunk committed. */
 #include "notifications/notifications.h"
 
+#include <assert.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -110,11 +111,34 @@ static const char schema_v3[] =
     "  ELSE 'account' END;"
     "CREATE INDEX notifications_thread ON notifications (user_id, thread, seq);";
 
+/* Per-channel preferences: a row only where the user changed the
+ * default (notif_channels[]), and the types muted on one channel. */
+static const char schema_v4[] = "CREATE TABLE channel_prefs ("
+                                "  user_id TEXT NOT NULL,"
+                                "  channel TEXT NOT NULL,"
+                                "  enabled INTEGER NOT NULL,"
+                                "  PRIMARY KEY (user_id, channel)"
+                                ") WITHOUT ROWID;"
+                                "CREATE TABLE channel_mutes ("
+                                "  user_id TEXT NOT NULL,"
+                                "  channel TEXT NOT NULL,"
+                                "  type TEXT NOT NULL,"
+                                "  PRIMARY KEY (user_id, channel, type)"
+                                ") WITHOUT ROWID;";
+
 const td_migration_t notif_migrations[] = {
     {1, schema_v1},
     {2, notif_channels_schema}, /* Web Push and webhooks (channels.c) */
     {3, schema_v3},
+    {4, schema_v4},
 };
+
+const notif_channel_t notif_channels[] = {
+    {NOTIF_CHANNEL_PUSH, true},
+    {NOTIF_CHANNEL_WEBHOOK, true},
+    {NOTIF_CHANNEL_EMAIL, false},
+};
+const size_t notif_channel_cnt = TD_ARRAY_SIZE(notif_channels);
 const size_t notif_migration_cnt = TD_ARRAY_SIZE(notif_migrations);
 
 /* ---- the rule table ---------------------------------------------------------- */
@@ -1027,6 +1051,149 @@ int notif_last_seq(td_db_t *db, const char *user_id, int64_t *out)
 
 /* ---- preferences ------------------------------------------------------------------------ */
 
+static const notif_channel_t *channel_find(const char *name)
+{
+    for (size_t i = 0; i < notif_channel_cnt; i++)
+        if (strcmp(notif_channels[i].name, name) == 0) return &notif_channels[i];
+    return NULL;
+}
+
+bool notif_channel_wants(td_db_t *db, const char *user_id, const char *channel, const char *type)
+{
+    const notif_channel_t *c = channel_find(channel);
+    assert(c && "a channel of notif_channels");
+    sqlite3_stmt *st = td_db_prepare(
+        db, "SELECT COALESCE((SELECT enabled FROM channel_prefs WHERE user_id = ?1"
+            "   AND channel = ?2), ?3)"
+            " AND NOT EXISTS (SELECT 1 FROM channel_mutes WHERE user_id = ?1 AND channel = ?2"
+            "   AND type = ?4)");
+    sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, channel, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 3, c->enabled_by_default);
+    sqlite3_bind_text(st, 4, type, -1, SQLITE_TRANSIENT);
+    bool wants = sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0);
+    td_db_done(st);
+    return wants;
+}
+
+static json_t *channels_json(td_db_t *db, const char *user_id)
+{
+    json_t *out = json_object();
+    for (size_t i = 0; i < notif_channel_cnt; i++) {
+        const notif_channel_t *c = &notif_channels[i];
+        sqlite3_stmt *st = td_db_prepare(
+            db, "SELECT enabled FROM channel_prefs WHERE user_id = ? AND channel = ?");
+        sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 2, c->name, -1, SQLITE_STATIC);
+        bool enabled =
+            sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) != 0 : c->enabled_by_default;
+        td_db_done(st);
+        json_t *muted = json_array();
+        st = td_db_prepare(db, "SELECT type FROM channel_mutes WHERE user_id = ? AND channel = ?"
+                               " ORDER BY type");
+        sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 2, c->name, -1, SQLITE_STATIC);
+        while (sqlite3_step(st) == SQLITE_ROW)
+            json_array_append_new(muted, json_string((const char *)sqlite3_column_text(st, 0)));
+        td_db_done(st);
+        json_object_set_new(out, c->name,
+                            json_pack("{s:b, s:o}", "enabled", enabled, "muted", muted));
+    }
+    return out;
+}
+
+/* An array of rule-table event types, or TD_EINVAL naming what (field). */
+static int check_types(const json_t *arr, const char *field, char *errstr, size_t errlen)
+{
+    if (!json_is_array(arr))
+        return td_errf(errstr, errlen, TD_EINVAL, "%s must be an array of event types", field);
+    size_t i;
+    json_t *v;
+    json_array_foreach(arr, i, v)
+    {
+        if (!json_is_string(v))
+            return td_errf(errstr, errlen, TD_EINVAL, "%s must be an array of event types", field);
+        if (!notif_type_known(json_string_value(v)))
+            return td_errf(errstr, errlen, TD_EINVAL, "unknown event type '%.100s' in %s",
+                           json_string_value(v), field);
+    }
+    return 0;
+}
+
+static int check_channels(const json_t *channels, char *errstr, size_t errlen)
+{
+    static const char *const fields[] = {"enabled", "muted", NULL};
+    if (!json_is_object(channels))
+        return td_errf(errstr, errlen, TD_EINVAL,
+                       "channels must be an object of push, webhook and email");
+    const char *name;
+    json_t *c;
+    json_object_foreach((json_t *)channels, name, c)
+    {
+        if (!channel_find(name))
+            return td_errf(errstr, errlen, TD_EINVAL,
+                           "unknown channel '%.40s' (push, webhook or email)", name);
+        if (!json_is_object(c))
+            return td_errf(errstr, errlen, TD_EINVAL,
+                           "channels.%s must be an object {enabled, muted}", name);
+        int rc = td_json_only_fields(c, fields, errstr, errlen);
+        if (rc) return rc;
+        const json_t *enabled = json_object_get(c, "enabled");
+        if (enabled && !json_is_boolean(enabled))
+            return td_errf(errstr, errlen, TD_EINVAL, "channels.%s.enabled must be true or false",
+                           name);
+        const json_t *muted = json_object_get(c, "muted");
+        char field[64];
+        snprintf(field, sizeof(field), "channels.%s.muted", name);
+        if (muted && (rc = check_types(muted, field, errstr, errlen)) != 0) return rc;
+    }
+    return 0;
+}
+
+int notif__channel_set_enabled(td_db_t *db, const char *user_id, const char *channel, bool enabled)
+{
+    assert(channel_find(channel));
+    sqlite3_stmt *st = td_db_prepare(
+        db, "INSERT INTO channel_prefs (user_id, channel, enabled) VALUES (?, ?, ?)"
+            " ON CONFLICT (user_id, channel) DO UPDATE SET enabled = excluded.enabled");
+    sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, channel, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int(st, 3, enabled);
+    return td_db_run(db, st);
+}
+
+static int save_channels(td_db_t *db, const char *user_id, const json_t *channels)
+{
+    const char *name;
+    json_t *c;
+    int rc;
+    json_object_foreach((json_t *)channels, name, c)
+    {
+        const json_t *enabled = json_object_get(c, "enabled");
+        if (enabled && (rc = notif__channel_set_enabled(db, user_id, name, json_is_true(enabled))))
+            return rc;
+        const json_t *muted = json_object_get(c, "muted");
+        if (!muted) continue;
+        sqlite3_stmt *st =
+            td_db_prepare(db, "DELETE FROM channel_mutes WHERE user_id = ? AND channel = ?");
+        sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 2, name, -1, SQLITE_TRANSIENT);
+        if ((rc = td_db_run(db, st)) != 0) return rc;
+        size_t i;
+        json_t *v;
+        json_array_foreach(muted, i, v)
+        {
+            st = td_db_prepare(db, "INSERT OR IGNORE INTO channel_mutes (user_id, channel, type)"
+                                   " VALUES (?, ?, ?)");
+            sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
+            sqlite3_bind_text(st, 2, name, -1, SQLITE_TRANSIENT);
+            sqlite3_bind_text(st, 3, json_string_value(v), -1, SQLITE_TRANSIENT);
+            if ((rc = td_db_run(db, st)) != 0) return rc;
+        }
+    }
+    return 0;
+}
+
 static json_t *prefs_json(td_db_t *db, const char *user_id)
 {
     sqlite3_stmt *st = td_db_prepare(db, "SELECT new_products FROM prefs WHERE user_id = ?");
@@ -1039,7 +1206,8 @@ static json_t *prefs_json(td_db_t *db, const char *user_id)
     while (sqlite3_step(st) == SQLITE_ROW)
         json_array_append_new(muted, json_string((const char *)sqlite3_column_text(st, 0)));
     td_db_done(st);
-    return json_pack("{s:o, s:b}", "muted", muted, "newProducts", new_products);
+    return json_pack("{s:o, s:b, s:o}", "muted", muted, "newProducts", new_products, "channels",
+                     channels_json(db, user_id));
 }
 
 int notif_prefs_get(td_db_t *db, const char *user_id, json_t **out)
@@ -1053,27 +1221,18 @@ int notif_prefs_get(td_db_t *db, const char *user_id, json_t **out)
 int notif_prefs_put(td_db_t *db, const char *user_id, const json_t *body, json_t **out,
                     char *errstr, size_t errlen)
 {
-    static const char *const allowed[] = {"muted", "newProducts", NULL};
+    static const char *const allowed[] = {"muted", "newProducts", "channels", NULL};
+    if (!json_is_object(body))
+        return td_errf(errstr, errlen, TD_EINVAL, "the preferences must be an object");
     int rc = td_json_only_fields(body, allowed, errstr, errlen);
     if (rc) return rc;
     json_t *muted = json_object_get(body, "muted");
     json_t *new_products = json_object_get(body, "newProducts");
-    if (muted) {
-        if (!json_is_array(muted))
-            return td_errf(errstr, errlen, TD_EINVAL, "muted must be an array of event types");
-        size_t i;
-        json_t *v;
-        json_array_foreach(muted, i, v)
-        {
-            if (!json_is_string(v))
-                return td_errf(errstr, errlen, TD_EINVAL, "muted must be an array of event types");
-            if (!notif_type_known(json_string_value(v)))
-                return td_errf(errstr, errlen, TD_EINVAL, "unknown event type '%.100s' in muted",
-                               json_string_value(v));
-        }
-    }
+    json_t *channels = json_object_get(body, "channels");
+    if (muted && (rc = check_types(muted, "muted", errstr, errlen)) != 0) return rc;
     if (new_products && !json_is_boolean(new_products))
         return td_errf(errstr, errlen, TD_EINVAL, "newProducts must be true or false");
+    if (channels && (rc = check_channels(channels, errstr, errlen)) != 0) return rc;
 
     if ((rc = td_db_begin(db)) != 0) return rc;
     sqlite3_stmt *st = td_db_prepare(db, "INSERT INTO prefs (user_id, new_products) VALUES (?1, ?2)"
@@ -1097,6 +1256,7 @@ int notif_prefs_put(td_db_t *db, const char *user_id, const json_t *body, json_t
             if ((rc = td_db_run(db, st)) != 0) goto fail;
         }
     }
+    if (channels && (rc = save_channels(db, user_id, channels)) != 0) goto fail;
     *out = prefs_json(db, user_id);
     if ((rc = td_db_commit(db)) != 0) {
         json_decref(*out);

@@ -195,11 +195,39 @@ int notif_last_seq(td_db_t *db, const char *user_id, int64_t *out);
 
 /* ---- preferences and watches --------------------------------------------- */
 
-/* {muted:[...], newProducts} of user (defaults: nothing muted, off). */
+/* The outbound channels a user can switch and mute types on (SPEC
+ * section 2 `channels`), with their defaults. The inbox and the stream
+ * are not among them: they always get every notification made. */
+#define NOTIF_CHANNEL_PUSH    "push"
+#define NOTIF_CHANNEL_WEBHOOK "webhook"
+#define NOTIF_CHANNEL_EMAIL   "email"
+
+typedef struct notif_channel {
+    const char *name;
+    bool enabled_by_default;
+} notif_channel_t;
+
+extern const notif_channel_t notif_channels[];
+extern const size_t notif_channel_cnt;
+
+/* True when user wants notifications of type on channel (one of
+ * notif_channels): the channel is enabled and type not muted on it. The
+ * caller holds the lock or is inside a transaction. */
+bool notif_channel_wants(td_db_t *db, const char *user_id, const char *channel, const char *type);
+/* Switches channel on or off for user, inside the caller's transaction
+ * (the email unsubscribe link). 0 or TD_EIO. */
+int notif__channel_set_enabled(td_db_t *db, const char *user_id, const char *channel, bool enabled);
+
+/* {muted:[...], newProducts, channels:{push:{enabled, muted:[...]},
+ * webhook:{...}, email:{...}}} of user (defaults: nothing muted,
+ * newProducts off, push and webhook enabled, email disabled). */
 int notif_prefs_get(td_db_t *db, const char *user_id, json_t **out);
 /* Applies a PUT body: muted (an array of rule-table event types, replaced
- * as a whole) and/or newProducts (a bool); a field left out keeps its
- * value. TD_EINVAL with the reason for anything else; *out = the result. */
+ * as a whole), newProducts (a bool) and/or channels (an object of
+ * notif_channels names, each {enabled: bool, muted: [type...]}, every
+ * part optional); whatever is left out keeps its value. TD_EINVAL with
+ * the reason for anything else, and then nothing changes; *out = the
+ * result. */
 int notif_prefs_put(td_db_t *db, const char *user_id, const json_t *body, json_t **out,
                     char *errstr, size_t errlen);
 
