@@ -56,6 +56,8 @@
 #ifndef TIDINGS_DELIVERY_H
 #define TIDINGS_DELIVERY_H
 
+#include <jansson.h>
+
 #include "tidings/config.h"
 #include "tidings/db.h"
 #include "tidings/record.h"
@@ -102,6 +104,9 @@ typedef struct td_delivery_msg {
      * NotificationCreatedEvent record (td_event_to_record on the
      * notifications topic). Required. */
     const td_record_t *origin;
+    /* What the delivery's status shows as its target (an email address);
+     * NULL = a push endpoint's host, or else target_id. */
+    const char *target;
 } td_delivery_msg_t;
 
 /* Adds a delivery, due now. Must be called inside a td_db_begin
@@ -138,6 +143,19 @@ int td_delivery_enqueue_webhook(td_db_t *db, const char *owner, const char *webh
  * webhook). Inside the caller's transaction. Returns the number dropped
  * (>= 0) or TD_EIO. A try already in flight still completes. */
 int td_delivery_cancel(td_db_t *db, const char *channel, const char *target_id);
+
+/* How long the status of a delivery that ended is kept (it is pruned at
+ * td_delivery_start). */
+#define TD_DELIVERY_STATUS_KEEP_MS (30LL * 24 * 3600 * 1000)
+
+/* What became of every delivery queued for event_id (a notification id),
+ * in the order they were queued: a JSON array of {channel (as queued),
+ * target, status ("pending" while waiting or retrying, "sent", "failed"),
+ * attempts (tries so far), lastError (an error class as above, or null),
+ * updatedAt}. A delivery dropped with its target (td_delivery_cancel) is
+ * "failed" with lastError "cancelled". The caller holds the lock or is in
+ * a transaction; it owns the array. */
+json_t *td_delivery_status(td_db_t *db, const char *event_id);
 
 /* Rows by state: "pending" (waiting or in flight) or "failed". -1 on a
  * database error. Takes the lock. */

@@ -35,6 +35,7 @@
 #include <time.h>
 
 #include "tidings/bus.h"
+#include "tidings/json.h"
 #include "tidings/log.h"
 #include "tidings/metrics.h"
 #include "tidings/urlguard.h"
@@ -155,7 +156,30 @@ static int backfill_dest(td_db_t *db)
     return rc;
 }
 
-static const td_migration_t delivery_migs[] = {{1, delivery_schema}, {2, delivery_fair}};
+/* Version 3: what became of each delivery, for the people it is for
+ * (td_delivery_status): kept after a sent row is deleted from the queue.
+ * target is what may be shown to the user (a push endpoint's host, not
+ * its secret path). */
+static const char delivery_status_schema[] =
+    "CREATE TABLE IF NOT EXISTS td_delivery_status ("
+    " delivery_id INTEGER PRIMARY KEY," /* td_delivery.id */
+    " event_id TEXT NOT NULL,"
+    " channel TEXT NOT NULL,"
+    " target TEXT NOT NULL,"
+    " status TEXT NOT NULL CHECK (status IN ('pending', 'held', 'sent', 'failed')),"
+    " attempts INTEGER NOT NULL DEFAULT 0,"
+    " last_error TEXT,"
+    " updated_ms INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS td_delivery_status_event ON td_delivery_status(event_id);"
+    "CREATE INDEX IF NOT EXISTS td_delivery_status_age ON td_delivery_status(updated_ms);"
+    /* Rows queued before version 3 */
+    "INSERT OR IGNORE INTO td_delivery_status(delivery_id, event_id, channel, target, status,"
+    " attempts, last_error, updated_ms)"
+    " SELECT id, event_id, channel, target_id, state, attempts, last_error, created_ms"
+    " FROM td_delivery;";
+
+static const td_migration_t delivery_migs[] = {
+    {1, delivery_schema}, {2, delivery_fair}, {3, delivery_status_schema}};
 
 int td_delivery_init(td_db_t *db)
 {
@@ -283,6 +307,30 @@ static int64_t dest_paused_until(td_db_t *db, const char *dest)
     return until;
 }
 
+/* What a delivery's status names as its target when msg gives none: a
+ * push endpoint's host (its path is a capability, never shown), else the
+ * target id. Caller frees. */
+static char *target_of(const td_delivery_msg_t *msg)
+{
+    if (strcmp(msg->channel, TD_DELIVERY_WEBPUSH) != 0) return td_strdup(msg->target_id);
+    const char *host = strstr(msg->url, "://");
+    host = host ? host + 3 : msg->url;
+    size_t len = strcspn(host, "/?#");
+    const char *at = memchr(host, '@', len); /* userinfo is never shown */
+    if (at) {
+        len -= (size_t)(at + 1 - host);
+        host = at + 1;
+    }
+    if (len > 0 && host[0] == '[') {
+        const char *end = memchr(host, ']', len);
+        if (end) len = (size_t)(end + 1 - host);
+    } else {
+        const char *colon = memchr(host, ':', len);
+        if (colon) len = (size_t)(colon - host);
+    }
+    return td_strndup(host, len);
+}
+
 int td_delivery_enqueue(td_db_t *db, const td_delivery_msg_t *msg, char *errstr, size_t errlen)
 {
     bool webpush = msg->channel && !strcmp(msg->channel, TD_DELIVERY_WEBPUSH);
@@ -364,6 +412,21 @@ int td_delivery_enqueue(td_db_t *db, const td_delivery_msg_t *msg, char *errstr,
         sqlite3_bind_null(st, 16);
     sqlite3_bind_text(st, 17, dest, -1, SQLITE_STATIC);
     rc = td_db_run(db, st) == 0 ? 0 : TD_EIO;
+    if (rc == 0) {
+        int64_t id = sqlite3_last_insert_rowid(td_db_sqlite(db));
+        char *target = msg->target ? td_strdup(msg->target) : target_of(msg);
+        st = prepare(db, "INSERT INTO td_delivery_status(delivery_id, event_id, channel, target,"
+                         " status, updated_ms) VALUES(?,?,?,?,'pending',?)");
+        if (st) {
+            sqlite3_bind_int64(st, 1, id);
+            sqlite3_bind_text(st, 2, msg->event_id, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 3, msg->channel, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 4, target, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(st, 5, now);
+        }
+        rc = st && td_db_run(db, st) == 0 ? 0 : TD_EIO;
+        free(target);
+    }
     if (rc != 0) td_errf(errstr, errlen, TD_EIO, "cannot queue the delivery");
 out:
     free(dest);
@@ -441,7 +504,16 @@ int td_delivery_enqueue_webhook(td_db_t *db, const char *owner, const char *webh
 
 int td_delivery_cancel(td_db_t *db, const char *channel, const char *target_id)
 {
-    sqlite3_stmt *st = prepare(
+    sqlite3_stmt *st =
+        prepare(db, "UPDATE td_delivery_status SET status = 'failed', last_error = 'cancelled',"
+                    " updated_ms = ? WHERE delivery_id IN (SELECT id FROM td_delivery"
+                    " WHERE channel = ? AND target_id = ? AND state = 'pending')");
+    if (!st) return TD_EIO;
+    sqlite3_bind_int64(st, 1, td_now_ms());
+    sqlite3_bind_text(st, 2, channel, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, target_id, -1, SQLITE_STATIC);
+    if (td_db_run(db, st) != 0) return TD_EIO;
+    st = prepare(
         db, "DELETE FROM td_delivery WHERE channel = ? AND target_id = ? AND state = 'pending'");
     if (!st) return TD_EIO;
     sqlite3_bind_text(st, 1, channel, -1, SQLITE_STATIC);
@@ -926,6 +998,26 @@ static int update_breaker(struct td_delivery *dlv, const job_t *job, const outco
     return rc;
 }
 
+/* The status the user sees of job after this try, in the transaction
+ * that records it. */
+static int record_status(td_db_t *db, const job_t *job, const outcome_t *out)
+{
+    const char *status = out->verdict == V_SUCCESS ? "sent"
+                         : out->verdict == V_RETRY ? "pending"
+                                                   : "failed";
+    sqlite3_stmt *st = td_db_prepare(db, "UPDATE td_delivery_status SET status = ?, attempts = ?,"
+                                         " last_error = ?, updated_ms = ? WHERE delivery_id = ?");
+    sqlite3_bind_text(st, 1, status, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 2, job->attempts);
+    if (out->verdict == V_SUCCESS)
+        sqlite3_bind_null(st, 3);
+    else
+        sqlite3_bind_text(st, 3, out->error, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, td_now_ms());
+    sqlite3_bind_int64(st, 5, job->id);
+    return td_db_run(db, st);
+}
+
 /* The one transaction that records what happened to job. */
 static int record_outcome(struct td_delivery *dlv, const job_t *job, outcome_t *out)
 {
@@ -995,6 +1087,7 @@ static int record_outcome(struct td_delivery *dlv, const job_t *job, outcome_t *
         counted = false;
         break;
     }
+    if (rc == 0 && out->verdict != V_ABORTED) rc = record_status(db, job, out);
     bool opened = false;
     if (rc == 0 && out->verdict != V_ABORTED && out->health != 0)
         rc = update_breaker(dlv, job, out, &opened);
@@ -1006,6 +1099,17 @@ static int record_outcome(struct td_delivery *dlv, const job_t *job, outcome_t *
     if (rc == 0 && counted) count(job, out->verdict);
     if (rc == 0 && opened) td_metric_inc("tidings_delivery_breaker_opened_total", "");
     return rc;
+}
+
+/* Statuses of deliveries that ended more than TD_DELIVERY_STATUS_KEEP_MS
+ * ago are forgotten (at each start: a status is for a notification
+ * someone may still look at). Inside the caller's transaction. */
+static int prune_status(td_db_t *db)
+{
+    sqlite3_stmt *st = td_db_prepare(db, "DELETE FROM td_delivery_status WHERE updated_ms < ?"
+                                         " AND status IN ('sent', 'failed')");
+    sqlite3_bind_int64(st, 1, td_now_ms() - TD_DELIVERY_STATUS_KEEP_MS);
+    return td_db_run(db, st);
 }
 
 /* ---- workers ------------------------------------------------------------ */
@@ -1204,6 +1308,8 @@ td_delivery_t *td_delivery_start(const td_delivery_opts_t *opts, char *errstr, s
     if (rc == 0 &&
         (rc = td_db_exec(opts->db, "UPDATE td_delivery SET inflight = 0 WHERE inflight = 1")) != 0)
         td_db_rollback(opts->db);
+    else if (rc == 0 && (rc = prune_status(opts->db)) != 0)
+        td_db_rollback(opts->db);
     else if (rc == 0)
         rc = td_db_commit(opts->db);
     if (rc != 0) {
@@ -1317,4 +1423,26 @@ void td_delivery_stop(td_delivery_t *dlv)
     pthread_cond_destroy(&dlv->cv);
     pthread_mutex_destroy(&dlv->mu);
     free(dlv);
+}
+
+json_t *td_delivery_status(td_db_t *db, const char *event_id)
+{
+    json_t *out = json_array();
+    sqlite3_stmt *st = td_db_prepare(db, "SELECT channel, target, status, attempts, last_error,"
+                                         " updated_ms FROM td_delivery_status WHERE event_id = ?"
+                                         " ORDER BY delivery_id");
+    sqlite3_bind_text(st, 1, event_id, -1, SQLITE_TRANSIENT);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        char when[TD_TIME_LEN + 1];
+        td_time_format(sqlite3_column_int64(st, 5), when);
+        const char *err = (const char *)sqlite3_column_text(st, 4);
+        json_array_append_new(out, json_pack("{s:s, s:s, s:s, s:i, s:s?, s:s}", "channel",
+                                             (const char *)sqlite3_column_text(st, 0), "target",
+                                             (const char *)sqlite3_column_text(st, 1), "status",
+                                             (const char *)sqlite3_column_text(st, 2), "attempts",
+                                             sqlite3_column_int(st, 3), "lastError", err,
+                                             "updatedAt", when));
+    }
+    td_db_done(st);
+    return out;
 }

@@ -11,7 +11,11 @@ both, and `?collapse=thread` lists one card per thread with `unread`
 counting the cards. Each push carries the thread as its RFC 8030 Topic
 (base64url of the first 24 bytes of SHA-256 of the thread, 32 characters),
 the type's Urgency and TTL, and decrypts to the notification with its
-thread. GET /notifications/{id} answers one; a bad collapse gets 400.
+thread. GET /notifications/{id} answers one with its deliveries (the
+push sent, to the endpoint's host). With the push channel switched off in
+the preferences (malformed channel preferences get 400), a new
+notification still reaches the stream but queues no push. A bad collapse
+gets 400.
 """
 import base64
 import hashlib
@@ -158,9 +162,50 @@ def main():
         assert body["unread"] == 1, body
         log("ok   inbox keeps both; collapse=thread shows one card per thread, unread counts cards")
 
-        st, body = http("GET", nurl("/notifications/" + received["id"]), token=tess)
+        # Delivery status: the push of each, sent once, to the endpoint's host.
+        for n in (received, confirmed):
+            deadline = time.time() + WAIT_S
+            while True:
+                st, body = http("GET", nurl("/notifications/" + n["id"]), token=tess)
+                expect(st, 200, "GET /notifications/{id}", body)
+                assert body["id"] == n["id"] and body["thread"] == thread, body
+                ds = body["deliveries"]
+                assert len(ds) == 1 and ds[0]["channel"] == "push", ds
+                assert ds[0]["target"] == "127.0.0.1", ds
+                if ds[0]["status"] == "sent":
+                    break
+                assert ds[0]["status"] == "pending" and time.time() < deadline, ds
+                time.sleep(0.05)
+            assert ds[0]["attempts"] == 1 and ds[0]["lastError"] is None, ds
+        st, body = http("GET", nurl("/notifications/" + received["id"]))
+        expect(st, 401, "GET /notifications/{id} without a token", body)
+        log("ok   GET /notifications/{id}: the push of each is sent, to 127.0.0.1, 1 attempt")
+
+        # Per-channel preferences: bad ones are refused whole; push off
+        # means no push, while the inbox and the stream still get it.
+        for bad in ({"channels": {"sms": {"enabled": True}}},
+                    {"channels": {"push": {"enabled": "no"}}},
+                    {"channels": {"push": {"muted": ["NoSuchEvent"]}}},
+                    {"channels": {"push": {"enabled": False}}, "colour": 1}):
+            st, body = http("PUT", nurl("/preferences"), token=tess, body=bad)
+            expect(st, 400, "PUT /preferences %r" % bad, body)
+            assert body["error"]["code"] == "invalid_argument", body
+        st, body = http("GET", nurl("/preferences"), token=tess)
+        assert body["channels"]["push"] == {"enabled": True, "muted": []}, body
+        assert body["channels"]["email"] == {"enabled": False, "muted": []}, body
+        st, body = http("PUT", nurl("/preferences"), token=tess,
+                        body={"channels": {"push": {"enabled": False}}})
+        expect(st, 200, "PUT /preferences push off", body)
+        assert body["channels"]["push"]["enabled"] is False, body
+        assert body["channels"]["webhook"]["enabled"] is True, body
+        st, body = http("POST", url("users", "/login"),
+                        body={"email": email, "password": "correct horse"})
+        expect(st, 200, "POST /login again", body)
+        quiet = s.expect("New sign-in to your account", "sign-in with push off, on the stream")
+        st, body = http("GET", nurl("/notifications/" + quiet["id"]), token=tess)
         expect(st, 200, "GET /notifications/{id}", body)
-        assert body["id"] == received["id"] and body["thread"] == thread, body
+        assert body["deliveries"] == [], body
+        log("ok   push switched off: the sign-in reached the stream and no push was queued")
         st, body = http("GET", nurl("/notifications?collapse=order"), token=tess)
         expect(st, 400, "GET /notifications?collapse=order", body)
         ok = True

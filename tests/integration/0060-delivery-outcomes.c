@@ -176,6 +176,34 @@ static void test_retry_after_date(void **state)
     check_retry_after(*state, "/retry-after-date/1/rd");
 }
 
+/* The status of n's delivery on channel (td_delivery_status), borrowed
+ * from *all, which the caller frees. */
+static const json_t *status_of(dt_env_t *env, const json_t *n, const char *channel, json_t **all)
+{
+    td_db_lock(env->db);
+    *all = td_delivery_status(env->db, json_string_value(json_object_get(n, "id")));
+    td_db_unlock(env->db);
+    size_t i;
+    json_t *d;
+    json_array_foreach(*all, i, d)
+    {
+        if (!strcmp(json_string_value(json_object_get(d, "channel")), channel)) return d;
+    }
+    fail_msg("no %s delivery in the status", channel);
+    return NULL;
+}
+
+static void assert_status(const json_t *d, const char *status, int attempts, const char *error)
+{
+    assert_string_equal(json_string_value(json_object_get(d, "status")), status);
+    assert_int_equal(json_integer_value(json_object_get(d, "attempts")), attempts);
+    if (error)
+        assert_string_equal(json_string_value(json_object_get(d, "lastError")), error);
+    else
+        assert_true(json_is_null(json_object_get(d, "lastError")));
+    assert_non_null(json_string_value(json_object_get(d, "updatedAt")));
+}
+
 static void test_500_then_success(void **state)
 {
     dt_env_t *env = *state;
@@ -213,6 +241,18 @@ static void test_500_then_success(void **state)
     assert_true(dt_metric_is("webhook", "success", 1.0));
     assert_int_equal(td_delivery_count(env->db, "failed"), 0);
     assert_int_equal(dlt_rows(env), 0);
+
+    /* The status outlives the queue row: sent, after how many tries; the
+     * push names its endpoint's host only (the path is a capability). */
+    json_t *all;
+    const json_t *ps = status_of(env, n, TD_DELIVERY_WEBPUSH, &all);
+    assert_status(ps, "sent", 3, NULL);
+    assert_string_equal(json_string_value(json_object_get(ps, "target")), "127.0.0.1");
+    const json_t *hs = status_of(env, n, TD_DELIVERY_WEBHOOK, &all);
+    assert_status(hs, "sent", 2, NULL);
+    assert_string_equal(json_string_value(json_object_get(hs, "target")), "hook-f");
+    assert_int_equal(json_array_size(all), 2);
+    json_decref(all);
     json_decref(h);
     json_decref(p);
     json_decref(n);
@@ -338,6 +378,11 @@ static void test_permanent_failure(void **state)
     assert_int_equal(seen, 2);
     assert_true(dt_metric_is("webpush", "failed", 1.0));
     assert_true(dt_metric_is("webhook", "failed", 1.0));
+    json_t *all;
+    assert_status(status_of(env, n, TD_DELIVERY_WEBPUSH, &all), "failed", 1, "http_400");
+    json_decref(all);
+    assert_status(status_of(env, n, TD_DELIVERY_WEBHOOK, &all), "failed", 1, "http_404");
+    json_decref(all);
     json_decref(n);
 }
 

@@ -17,6 +17,7 @@
 
 #include "notifications/notifications.h"
 #include "tidings/config.h"
+#include "tidings/delivery.h"
 #include "tidings/json.h"
 #include "tidings/record.h"
 
@@ -60,6 +61,7 @@ static int setup(void **state)
     char err[256];
     f->db = td_db_open(":memory:", notif_migrations, notif_migration_cnt, err, sizeof(err));
     assert_non_null(f->db);
+    assert_int_equal(td_delivery_init(f->db), 0);
     f->n.db = f->db;
     f->n.cfg = &f->cfg;
     f->n.wake = on_wake;
@@ -811,6 +813,7 @@ static void test_threads_replace_and_collapse(void **state)
     /* notif_get answers one, with its thread; another user's is not found. */
     assert_int_equal(notif_get(f->db, ANN, str_of(drop, "id"), &out), 0);
     assert_string_equal(str_of(out, "thread"), "product:" PHONE);
+    assert_int_equal(json_array_size(json_object_get(out, "deliveries")), 0);
     json_decref(out);
     assert_int_equal(notif_get(f->db, BOB, str_of(drop, "id"), &out), TD_ENOENT);
     json_decref(arr);

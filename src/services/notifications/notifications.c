@@ -20,6 +20,7 @@
 
 #include "notifications/channels.h"
 #include "tidings/bus.h"
+#include "tidings/delivery.h"
 #include "tidings/json.h"
 #include "tidings/log.h"
 #include "tidings/metrics.h"
@@ -950,12 +951,28 @@ static json_t *get_one(td_db_t *db, const char *user_id, const char *id)
     return o;
 }
 
+/* The SPEC's channel names for the delivery queue's. */
+static const char *channel_name(const char *queued)
+{
+    return strcmp(queued, TD_DELIVERY_WEBPUSH) == 0 ? NOTIF_CHANNEL_PUSH : queued;
+}
+
 int notif_get(td_db_t *db, const char *user_id, const char *id, json_t **out)
 {
     td_db_lock(db);
     *out = get_one(db, user_id, id);
+    json_t *deliveries = *out ? td_delivery_status(db, id) : NULL;
     td_db_unlock(db);
-    return *out ? 0 : TD_ENOENT;
+    if (!*out) return TD_ENOENT;
+    size_t i;
+    json_t *d;
+    json_array_foreach(deliveries, i, d)
+    {
+        const char *c = json_string_value(json_object_get(d, "channel"));
+        json_object_set_new(d, "channel", json_string(channel_name(c)));
+    }
+    json_object_set_new(*out, "deliveries", deliveries);
+    return 0;
 }
 
 int notif_mark_read(td_db_t *db, const char *user_id, const char *id, json_t **out)

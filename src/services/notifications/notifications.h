@@ -176,8 +176,11 @@ json_t *notif__page(td_db_t *db, const char *sql, const char *user_id, int64_t b
  * those of them that are unread (what the user sees). Caller owns *out. */
 int notif_list(td_db_t *db, const char *user_id, int64_t before_seq, int limit, bool collapse,
                json_t **out);
-/* One of user's notifications (not deleted). TD_ENOENT when it is not
- * user's. Caller owns *out. */
+/* One of user's notifications (not deleted) with its deliveries: what
+ * became of each push, webhook and email queued for it (td_delivery_status,
+ * channel named as in the preferences: push, webhook, email). The
+ * delivery queue's table must exist (td_delivery_init). TD_ENOENT when it
+ * is not user's. Caller owns *out. */
 int notif_get(td_db_t *db, const char *user_id, const char *id, json_t **out);
 /* Marks one read (keeps the first readAt). *out = the notification.
  * TD_ENOENT if it is not user's (or not at all). */
