@@ -7,6 +7,8 @@
  * jansson and invalid UTF-8 is replaced rather than dropped. */
 #include "tidings/log.h"
 
+#include "tidings/tz.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -151,7 +153,7 @@ static void emit(int level, json_t *fields, const char *fmt, va_list ap)
     } else {
         time_t secs = (time_t)(now / 1000);
         struct tm tm;
-        localtime_r(&secs, &tm);
+        td_tz_localtime(secs, &tm); /* not while tz.c has TZ swapped */
         line = td_asprintf("%02d:%02d:%02d.%03d %s %s %s", tm.tm_hour, tm.tm_min, tm.tm_sec,
                            (int)(now % 1000), level_upper[level], service, msg);
         const char *key;
