@@ -107,9 +107,12 @@ typedef struct td_delivery_msg {
     /* What the delivery's status shows as its target (an email address);
      * NULL = a push endpoint's host, or else target_id. */
     const char *target;
+    /* Held until then (Unix ms; the user's quiet hours): its status is
+     * "held" and no worker takes it earlier. 0 = due now. */
+    int64_t hold_until_ms;
 } td_delivery_msg_t;
 
-/* Adds a delivery, due now. Must be called inside a td_db_begin
+/* Adds a delivery, due now (or at msg->hold_until_ms). Must be called inside a td_db_begin
  * transaction on db; msg and everything it points to stay the caller's.
  * Webpush rows get their Authorization (VAPID) at each try; webhook rows
  * get X-Tidings-Event-Id, X-Tidings-Timestamp and X-Tidings-Signature at
@@ -123,14 +126,15 @@ int td_delivery_enqueue(td_db_t *db, const td_delivery_msg_t *msg, char *errstr,
  * (RFC 8291, so every try sends the same bytes), Content-Encoding
  * aes128gcm, with the Topic, Urgency and TTL of hints (NULL, or a field
  * left NULL or 0: no Topic, Urgency TD_DELIVERY_PUSH_URGENCY, TTL
- * TD_DELIVERY_PUSH_TTL_S). Same rules as td_delivery_enqueue; TD_EINVAL
+ * TD_DELIVERY_PUSH_TTL_S), held until hold_until_ms as in
+ * td_delivery_msg_t. Same rules as td_delivery_enqueue; TD_EINVAL
  * for bad keys, bad hints or a payload over TD_WEBPUSH_MAX_PAYLOAD. The
  * encryption takes about 0.1 ms of the caller's transaction. */
 int td_delivery_enqueue_webpush(td_db_t *db, const char *owner, const char *subscription_id,
                                 const char *endpoint, const char *p256dh, const char *auth,
                                 const char *event_id, const void *payload, size_t len,
-                                const td_webpush_hints_t *hints, const td_record_t *origin,
-                                char *errstr, size_t errlen);
+                                const td_webpush_hints_t *hints, int64_t hold_until_ms,
+                                const td_record_t *origin, char *errstr, size_t errlen);
 /* A webhook delivery of a JSON body (the notification) to url, signed with
  * secret (a string; its bytes are the HMAC key). Same rules. owner: as in
  * td_delivery_msg_t. */
@@ -150,7 +154,8 @@ int td_delivery_cancel(td_db_t *db, const char *channel, const char *target_id);
 
 /* What became of every delivery queued for event_id (a notification id),
  * in the order they were queued: a JSON array of {channel (as queued),
- * target, status ("pending" while waiting or retrying, "sent", "failed"),
+ * target, status ("held" until its hold ends, "pending" while waiting or
+ * retrying, "sent", "failed"),
  * attempts (tries so far), lastError (an error class as above, or null),
  * updatedAt}. A delivery dropped with its target (td_delivery_cancel) is
  * "failed" with lastError "cancelled". The caller holds the lock or is in

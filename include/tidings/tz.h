@@ -12,7 +12,7 @@
 #include <stdint.h>
 #include <time.h>
 
-#define TD_TZ_DIR     "/usr/share/zoneinfo"
+#define TD_TZ_DIR      "/usr/share/zoneinfo"
 #define TD_TZ_NAME_MAX 64
 
 /* True when zone is an IANA zone name ("Europe/Berlin", "UTC") whose TZif

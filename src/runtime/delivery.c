@@ -373,6 +373,8 @@ int td_delivery_enqueue(td_db_t *db, const td_delivery_msg_t *msg, char *errstr,
     char *dest = dest_of(msg->url);
     int64_t due = dest_paused_until(db, dest);
     if (due < now) due = now;
+    bool held = msg->hold_until_ms > now;
+    if (held && due < msg->hold_until_ms) due = msg->hold_until_ms;
     int rc = TD_EIO;
     sqlite3_stmt *st = prepare(
         db, "INSERT INTO td_delivery(channel, target_id, event_id, url, headers, body, secret,"
@@ -416,13 +418,14 @@ int td_delivery_enqueue(td_db_t *db, const td_delivery_msg_t *msg, char *errstr,
         int64_t id = sqlite3_last_insert_rowid(td_db_sqlite(db));
         char *target = msg->target ? td_strdup(msg->target) : target_of(msg);
         st = prepare(db, "INSERT INTO td_delivery_status(delivery_id, event_id, channel, target,"
-                         " status, updated_ms) VALUES(?,?,?,?,'pending',?)");
+                         " status, updated_ms) VALUES(?,?,?,?,?,?)");
         if (st) {
             sqlite3_bind_int64(st, 1, id);
             sqlite3_bind_text(st, 2, msg->event_id, -1, SQLITE_STATIC);
             sqlite3_bind_text(st, 3, msg->channel, -1, SQLITE_STATIC);
             sqlite3_bind_text(st, 4, target, -1, SQLITE_STATIC);
-            sqlite3_bind_int64(st, 5, now);
+            sqlite3_bind_text(st, 5, held ? "held" : "pending", -1, SQLITE_STATIC);
+            sqlite3_bind_int64(st, 6, now);
         }
         rc = st && td_db_run(db, st) == 0 ? 0 : TD_EIO;
         free(target);
@@ -442,8 +445,8 @@ out:
 int td_delivery_enqueue_webpush(td_db_t *db, const char *owner, const char *subscription_id,
                                 const char *endpoint, const char *p256dh, const char *auth,
                                 const char *event_id, const void *payload, size_t len,
-                                const td_webpush_hints_t *hints, const td_record_t *origin,
-                                char *errstr, size_t errlen)
+                                const td_webpush_hints_t *hints, int64_t hold_until_ms,
+                                const td_record_t *origin, char *errstr, size_t errlen)
 {
     static const td_webpush_hints_t none = {NULL, NULL, 0};
     if (!hints) hints = &none;
@@ -474,6 +477,7 @@ int td_delivery_enqueue_webpush(td_db_t *db, const char *owner, const char *subs
         .body = body,
         .body_len = body_len,
         .origin = origin,
+        .hold_until_ms = hold_until_ms,
     };
     rc = td_delivery_enqueue(db, &msg, errstr, errlen);
     free(body);

@@ -123,7 +123,8 @@ int td_tz_wall_to_utc(const char *zone, const struct tm *wall, time_t not_before
         /* Not shown at all: a gap. The clocks jump past it at the first
          * second whose wall time is later; between the two readings the
          * wall time only grows, so a bisection finds it. */
-        time_t lo = cand[0] < cand[1] ? cand[0] : cand[1], hi = cand[0] < cand[1] ? cand[1] : cand[0];
+        time_t lo = cand[0] < cand[1] ? cand[0] : cand[1],
+               hi = cand[0] < cand[1] ? cand[1] : cand[0];
         struct tm at;
         localtime_r(&hi, &at);
         if (wall_cmp(&at, wall) > 0) {

@@ -454,12 +454,12 @@ static void test_rollback_and_bad_input(void **state)
     }
     /* Bad subscription keys and an oversized payload. */
     assert_int_equal(td_delivery_enqueue_webpush(env->db, DT_USER, "s", url, "AAAA", env->auth, "e",
-                                                 "x", 1, NULL, origin, err, sizeof(err)),
+                                                 "x", 1, NULL, 0, origin, err, sizeof(err)),
                      TD_EINVAL);
     char *big = td_calloc(1, TD_WEBPUSH_MAX_PAYLOAD + 1);
     assert_int_equal(td_delivery_enqueue_webpush(env->db, DT_USER, "s", url, env->p256dh, env->auth,
-                                                 "e", big, TD_WEBPUSH_MAX_PAYLOAD + 1, NULL, origin,
-                                                 err, sizeof(err)),
+                                                 "e", big, TD_WEBPUSH_MAX_PAYLOAD + 1, NULL, 0,
+                                                 origin, err, sizeof(err)),
                      TD_EINVAL);
     free(big);
     /* Hints that cannot be headers: a Topic outside base64url or too long,
@@ -468,8 +468,8 @@ static void test_rollback_and_bad_input(void **state)
         {"order:1", NULL, 0}, {"abcdefghijklmnopqrstuvwxyz0123456", NULL, 0}, {NULL, "urgent", 0}};
     for (size_t i = 0; i < TD_ARRAY_SIZE(bad_hints); i++)
         assert_int_equal(td_delivery_enqueue_webpush(env->db, DT_USER, "s", url, env->p256dh,
-                                                     env->auth, "e", "x", 1, &bad_hints[i], origin,
-                                                     err, sizeof(err)),
+                                                     env->auth, "e", "x", 1, &bad_hints[i], 0,
+                                                     origin, err, sizeof(err)),
                          TD_EINVAL);
     td_db_rollback(env->db);
     assert_int_equal(dt_sql_int(env, "SELECT count(*) FROM td_delivery"), 0);

@@ -311,7 +311,7 @@ static inline void dt_push(dt_env_t *env, const char *sub_id, const char *path, 
     assert_int_equal(td_db_begin(env->db), 0);
     int rc = td_delivery_enqueue_webpush(env->db, DT_USER, sub_id, url, env->p256dh, env->auth,
                                          json_string_value(json_object_get(n, "id")), payload,
-                                         strlen(payload), NULL, origin, err, sizeof(err));
+                                         strlen(payload), NULL, 0, origin, err, sizeof(err));
     if (rc != 0) fprintf(stderr, "enqueue webpush: %s\n", err);
     assert_int_equal(rc, 0);
     assert_int_equal(td_db_commit(env->db), 0);

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "notifications/channels.h"
@@ -690,6 +691,60 @@ static void test_channel_preferences_decide_deliveries(void **state)
     json_decref(inbox);
 }
 
+/* Inside the user's quiet hours a push is queued held until the window
+ * ends; the webhook is not held. */
+static void test_quiet_hours_hold_pushes(void **state)
+{
+    fixture_t *f = *state;
+    subscribe_ok(f, ANN, "https://push.example.net/ann", NULL);
+    free(hook_ok(f, ANN, "https://hooks.example.com/ann", "UserLoggedInEvent"));
+    /* A window from an hour ago to an hour from now, in UTC. */
+    time_t now = (time_t)(td_now_ms() / 1000);
+    char prefs[256];
+    long day = (long)(now % 86400);
+    long from = (day + 86400 - 3600) % 86400, to = (day + 3600) % 86400;
+    snprintf(prefs, sizeof(prefs),
+             "{\"quietHours\":{\"start\":\"%02ld:%02ld:%02ld\",\"end\":\"%02ld:%02ld:%02ld\","
+             "\"timeZone\":\"UTC\"}}",
+             from / 3600, from / 60 % 60, from % 60, to / 3600, to / 60 % 60, to % 60);
+    set_prefs(f, ANN, prefs);
+    login(f, ANN);
+    int64_t end_ms = ((int64_t)now + 3600) * 1000;
+    /* The push waits for the window's end (a second's rounding aside). */
+    char sql[256];
+    snprintf(sql, sizeof(sql),
+             "SELECT COUNT(*) FROM td_delivery WHERE channel = 'webpush'"
+             " AND next_at_ms BETWEEN %lld AND %lld",
+             (long long)end_ms - 1000, (long long)end_ms + 1000);
+    assert_int_equal(sql_int(f, sql), 1);
+    assert_int_equal(sql_int(f, "SELECT COUNT(*) FROM td_delivery WHERE channel = 'webhook'"
+                                " AND next_at_ms = created_ms"),
+                     1);
+    json_t *inbox;
+    assert_int_equal(notif_after(f->db, ANN, 0, 10, &inbox), 0);
+    json_t *n;
+    const char *id = json_string_value(json_object_get(json_array_get(inbox, 0), "id"));
+    assert_int_equal(notif_get(f->db, ANN, id, &n), 0);
+    json_t *ds = json_object_get(n, "deliveries");
+    assert_int_equal(json_array_size(ds), 2);
+    size_t i;
+    json_t *d;
+    json_array_foreach(ds, i, d)
+    {
+        const char *channel = json_string_value(json_object_get(d, "channel"));
+        const char *status = json_string_value(json_object_get(d, "status"));
+        assert_string_equal(status, !strcmp(channel, "push") ? "held" : "pending");
+    }
+    json_decref(n);
+    json_decref(inbox);
+
+    /* Without quiet hours, nothing is held. */
+    set_prefs(f, ANN, "{\"quietHours\":null}");
+    login(f, ANN);
+    assert_int_equal(sql_int(f, "SELECT COUNT(*) FROM td_delivery_status WHERE status = 'held'"),
+                     1);
+}
+
 static void test_fanout_notifications_are_delivered_too(void **state)
 {
     fixture_t *f = *state;
@@ -817,6 +872,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_gone_removes_the_subscription, setup, teardown),
         cmocka_unit_test_setup_teardown(test_channel_preferences_decide_deliveries, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_quiet_hours_hold_pushes, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -906,7 +906,7 @@ static void test_preferences_are_validated(void **state)
     assert_string_equal(s, "{\"muted\":[],\"newProducts\":false,\"channels\":{"
                            "\"push\":{\"enabled\":true,\"muted\":[]},"
                            "\"webhook\":{\"enabled\":true,\"muted\":[]},"
-                           "\"email\":{\"enabled\":false,\"muted\":[]}}}");
+                           "\"email\":{\"enabled\":false,\"muted\":[]}},\"quietHours\":null}");
     free(s);
     json_decref(out);
 
@@ -921,6 +921,9 @@ static void test_preferences_are_validated(void **state)
         "{\"channels\":{\"push\":{\"enabled\":false,\"colour\":1}}}",
         /* a good part and a bad one: nothing of it is saved */
         "{\"newProducts\":true,\"channels\":{\"email\":{\"enabled\":true},\"sms\":{}}}",
+        "{\"quietHours\":{\"start\":\"22:00\",\"end\":\"07:00\",\"timeZone\":\"Mars/Base\"}}",
+        "{\"quietHours\":{\"start\":\"25:00\",\"end\":\"07:00\",\"timeZone\":\"UTC\"}}",
+        "{\"quietHours\":\"22:00-07:00\"}",
         "{\"muted\":[\"NoSuchEvent\"]}",
         "{\"muted\":\"UserLoggedInEvent\"}",
         "{\"muted\":[1]}",
@@ -946,7 +949,7 @@ static void test_preferences_are_validated(void **state)
         s, "{\"muted\":[\"OrderCreatedEvent\",\"UserLoggedInEvent\"],\"newProducts\":true,"
            "\"channels\":{\"push\":{\"enabled\":true,\"muted\":[]},"
            "\"webhook\":{\"enabled\":true,\"muted\":[]},"
-           "\"email\":{\"enabled\":false,\"muted\":[]}}}");
+           "\"email\":{\"enabled\":false,\"muted\":[]}},\"quietHours\":null}");
     free(s);
     json_decref(out);
 
@@ -971,6 +974,21 @@ static void test_preferences_are_validated(void **state)
     assert_true(notif_channel_wants(f->db, BOB, NOTIF_CHANNEL_PUSH, "UserLoggedInEvent"));
     assert_false(notif_channel_wants(f->db, BOB, NOTIF_CHANNEL_EMAIL, "UserLoggedInEvent"));
     td_db_unlock(f->db);
+    /* Quiet hours: kept until replaced or cleared with null. */
+    set_prefs(f, ANN,
+              "{\"quietHours\":{\"start\":\"22:00\",\"end\":\"07:00\","
+              "\"timeZone\":\"Asia/Kathmandu\"}}");
+    set_prefs(f, ANN, "{\"newProducts\":false}");
+    assert_int_equal(notif_prefs_get(f->db, ANN, &out), 0);
+    s = td_json_dumps(json_object_get(out, "quietHours"));
+    assert_string_equal(s,
+                        "{\"start\":\"22:00\",\"end\":\"07:00\",\"timeZone\":\"Asia/Kathmandu\"}");
+    free(s);
+    json_decref(out);
+    set_prefs(f, ANN, "{\"quietHours\":null}");
+    assert_int_equal(notif_prefs_get(f->db, ANN, &out), 0);
+    assert_true(json_is_null(json_object_get(out, "quietHours")));
+    json_decref(out);
     set_prefs(f, ANN, "{\"channels\":{\"push\":{\"enabled\":true,\"muted\":[]}}}");
     td_db_lock(f->db);
     assert_true(notif_channel_wants(f->db, ANN, NOTIF_CHANNEL_PUSH, "OrderCreatedEvent"));

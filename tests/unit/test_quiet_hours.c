@@ -46,8 +46,8 @@ static void until_is(const notif_quiet_t *q, const char *now, const char *want)
 {
     int64_t got = notif_quiet_until(q, utc(now));
     if (!want) {
-        if (got != 0) fail_msg("%s in %s: held until %lld, want not held", now, q->zone,
-                               (long long)got);
+        if (got != 0)
+            fail_msg("%s in %s: held until %lld, want not held", now, q->zone, (long long)got);
         return;
     }
     if (got != (int64_t)utc(want))
@@ -59,12 +59,12 @@ static void test_window_across_midnight(void **state)
 {
     (void)state;
     notif_quiet_t q = quiet("22:00", "07:00", "Europe/Berlin"); /* CET, UTC+1, in January */
-    until_is(&q, "2026-01-15T20:59:59", NULL);                   /* 21:59:59 */
-    until_is(&q, "2026-01-15T21:00:00", "2026-01-16T06:00:00");  /* 22:00: starts */
-    until_is(&q, "2026-01-15T21:30:00", "2026-01-16T06:00:00");  /* 22:30 */
-    until_is(&q, "2026-01-15T23:30:00", "2026-01-16T06:00:00");  /* 00:30 the next day */
-    until_is(&q, "2026-01-16T05:59:59", "2026-01-16T06:00:00");  /* 06:59:59 */
-    until_is(&q, "2026-01-16T06:00:00", NULL);                   /* 07:00: over */
+    until_is(&q, "2026-01-15T20:59:59", NULL);                  /* 21:59:59 */
+    until_is(&q, "2026-01-15T21:00:00", "2026-01-16T06:00:00"); /* 22:00: starts */
+    until_is(&q, "2026-01-15T21:30:00", "2026-01-16T06:00:00"); /* 22:30 */
+    until_is(&q, "2026-01-15T23:30:00", "2026-01-16T06:00:00"); /* 00:30 the next day */
+    until_is(&q, "2026-01-16T05:59:59", "2026-01-16T06:00:00"); /* 06:59:59 */
+    until_is(&q, "2026-01-16T06:00:00", NULL);                  /* 07:00: over */
     until_is(&q, "2026-01-16T12:00:00", NULL);
 }
 
@@ -141,7 +141,8 @@ static void test_seconds_and_json(void **state)
     q = quiet("22:00", "07:00", "Europe/Berlin");
     json_t *j = notif_quiet_json(&q);
     s = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
-    assert_string_equal(s, "{\"end\":\"07:00\",\"start\":\"22:00\",\"timeZone\":\"Europe/Berlin\"}");
+    assert_string_equal(s,
+                        "{\"end\":\"07:00\",\"start\":\"22:00\",\"timeZone\":\"Europe/Berlin\"}");
     free(s);
     json_decref(j);
 }
@@ -203,10 +204,14 @@ static void test_tz_restored(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_window_across_midnight), cmocka_unit_test(test_window_inside_one_day),
-        cmocka_unit_test(test_spring_forward),         cmocka_unit_test(test_fall_back),
-        cmocka_unit_test(test_odd_offsets),            cmocka_unit_test(test_seconds_and_json),
-        cmocka_unit_test(test_bad_input),              cmocka_unit_test(test_tz_restored),
+        cmocka_unit_test(test_window_across_midnight),
+        cmocka_unit_test(test_window_inside_one_day),
+        cmocka_unit_test(test_spring_forward),
+        cmocka_unit_test(test_fall_back),
+        cmocka_unit_test(test_odd_offsets),
+        cmocka_unit_test(test_seconds_and_json),
+        cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_tz_restored),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -127,11 +127,16 @@ static const char schema_v4[] = "CREATE TABLE channel_prefs ("
                                 "  PRIMARY KEY (user_id, channel, type)"
                                 ") WITHOUT ROWID;";
 
+/* Quiet hours: seconds into the local day and the IANA zone, all NULL
+ * when the user has none. */
+static const char schema_v5[] = "ALTER TABLE prefs ADD COLUMN quiet_start INTEGER;"
+                                "ALTER TABLE prefs ADD COLUMN quiet_end INTEGER;"
+                                "ALTER TABLE prefs ADD COLUMN quiet_zone TEXT;";
+
 const td_migration_t notif_migrations[] = {
-    {1, schema_v1},
-    {2, notif_channels_schema}, /* Web Push and webhooks (channels.c) */
-    {3, schema_v3},
-    {4, schema_v4},
+    {1, schema_v1}, {2, notif_channels_schema}, /* Web Push and webhooks (channels.c) */
+    {3, schema_v3}, {4, schema_v4},
+    {5, schema_v5},
 };
 
 const notif_channel_t notif_channels[] = {
@@ -1211,6 +1216,21 @@ static int save_channels(td_db_t *db, const char *user_id, const json_t *channel
     return 0;
 }
 
+bool notif_quiet_of(td_db_t *db, const char *user_id, notif_quiet_t *q)
+{
+    sqlite3_stmt *st = td_db_prepare(db, "SELECT quiet_start, quiet_end, quiet_zone FROM prefs"
+                                         " WHERE user_id = ? AND quiet_zone IS NOT NULL");
+    sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
+    bool has = sqlite3_step(st) == SQLITE_ROW;
+    if (has) {
+        q->start_s = sqlite3_column_int(st, 0);
+        q->end_s = sqlite3_column_int(st, 1);
+        snprintf(q->zone, sizeof(q->zone), "%s", (const char *)sqlite3_column_text(st, 2));
+    }
+    td_db_done(st);
+    return has;
+}
+
 static json_t *prefs_json(td_db_t *db, const char *user_id)
 {
     sqlite3_stmt *st = td_db_prepare(db, "SELECT new_products FROM prefs WHERE user_id = ?");
@@ -1223,8 +1243,10 @@ static json_t *prefs_json(td_db_t *db, const char *user_id)
     while (sqlite3_step(st) == SQLITE_ROW)
         json_array_append_new(muted, json_string((const char *)sqlite3_column_text(st, 0)));
     td_db_done(st);
-    return json_pack("{s:o, s:b, s:o}", "muted", muted, "newProducts", new_products, "channels",
-                     channels_json(db, user_id));
+    notif_quiet_t q;
+    json_t *quiet = notif_quiet_of(db, user_id, &q) ? notif_quiet_json(&q) : json_null();
+    return json_pack("{s:o, s:b, s:o, s:o}", "muted", muted, "newProducts", new_products,
+                     "channels", channels_json(db, user_id), "quietHours", quiet);
 }
 
 int notif_prefs_get(td_db_t *db, const char *user_id, json_t **out)
@@ -1238,7 +1260,7 @@ int notif_prefs_get(td_db_t *db, const char *user_id, json_t **out)
 int notif_prefs_put(td_db_t *db, const char *user_id, const json_t *body, json_t **out,
                     char *errstr, size_t errlen)
 {
-    static const char *const allowed[] = {"muted", "newProducts", "channels", NULL};
+    static const char *const allowed[] = {"muted", "newProducts", "channels", "quietHours", NULL};
     if (!json_is_object(body))
         return td_errf(errstr, errlen, TD_EINVAL, "the preferences must be an object");
     int rc = td_json_only_fields(body, allowed, errstr, errlen);
@@ -1250,6 +1272,11 @@ int notif_prefs_put(td_db_t *db, const char *user_id, const json_t *body, json_t
     if (new_products && !json_is_boolean(new_products))
         return td_errf(errstr, errlen, TD_EINVAL, "newProducts must be true or false");
     if (channels && (rc = check_channels(channels, errstr, errlen)) != 0) return rc;
+    json_t *quiet_v = json_object_get(body, "quietHours");
+    notif_quiet_t quiet;
+    if (quiet_v && !json_is_null(quiet_v) &&
+        (rc = notif_quiet_parse(quiet_v, &quiet, errstr, errlen)) != 0)
+        return rc;
 
     if ((rc = td_db_begin(db)) != 0) return rc;
     sqlite3_stmt *st = td_db_prepare(db, "INSERT INTO prefs (user_id, new_products) VALUES (?1, ?2)"
@@ -1274,6 +1301,22 @@ int notif_prefs_put(td_db_t *db, const char *user_id, const json_t *body, json_t
         }
     }
     if (channels && (rc = save_channels(db, user_id, channels)) != 0) goto fail;
+    if (quiet_v) {
+        bool none = json_is_null(quiet_v);
+        st = td_db_prepare(db, "UPDATE prefs SET quiet_start = ?, quiet_end = ?, quiet_zone = ?"
+                               " WHERE user_id = ?");
+        if (none) {
+            sqlite3_bind_null(st, 1);
+            sqlite3_bind_null(st, 2);
+            sqlite3_bind_null(st, 3);
+        } else {
+            sqlite3_bind_int(st, 1, quiet.start_s);
+            sqlite3_bind_int(st, 2, quiet.end_s);
+            sqlite3_bind_text(st, 3, quiet.zone, -1, SQLITE_TRANSIENT);
+        }
+        sqlite3_bind_text(st, 4, user_id, -1, SQLITE_TRANSIENT);
+        if ((rc = td_db_run(db, st)) != 0) goto fail;
+    }
     *out = prefs_json(db, user_id);
     if ((rc = td_db_commit(db)) != 0) {
         json_decref(*out);

@@ -18,6 +18,7 @@
 #include "tidings/config.h"
 #include "tidings/db.h"
 #include "tidings/envelope.h"
+#include "notifications/quiet.h"
 
 /* The notifications database's schema, for td_service_db / td_db_open. */
 extern const td_migration_t notif_migrations[];
@@ -221,14 +222,20 @@ bool notif_channel_wants(td_db_t *db, const char *user_id, const char *channel, 
  * (the email unsubscribe link). 0 or TD_EIO. */
 int notif__channel_set_enabled(td_db_t *db, const char *user_id, const char *channel, bool enabled);
 
+/* user's quiet hours into *q: false when they have none. The caller
+ * holds the lock or is inside a transaction. */
+bool notif_quiet_of(td_db_t *db, const char *user_id, notif_quiet_t *q);
+
 /* {muted:[...], newProducts, channels:{push:{enabled, muted:[...]},
- * webhook:{...}, email:{...}}} of user (defaults: nothing muted,
- * newProducts off, push and webhook enabled, email disabled). */
+ * webhook:{...}, email:{...}}, quietHours} of user (defaults: nothing
+ * muted, newProducts off, push and webhook enabled, email disabled,
+ * quietHours null). */
 int notif_prefs_get(td_db_t *db, const char *user_id, json_t **out);
 /* Applies a PUT body: muted (an array of rule-table event types, replaced
  * as a whole), newProducts (a bool) and/or channels (an object of
  * notif_channels names, each {enabled: bool, muted: [type...]}, every
- * part optional); whatever is left out keeps its value. TD_EINVAL with
+ * part optional) and/or quietHours (notif_quiet_parse, or null for none);
+ * whatever is left out keeps its value. TD_EINVAL with
  * the reason for anything else, and then nothing changes; *out = the
  * result. */
 int notif_prefs_put(td_db_t *db, const char *user_id, const json_t *body, json_t **out,

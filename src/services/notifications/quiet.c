@@ -62,8 +62,8 @@ static json_t *time_json(int s)
 
 json_t *notif_quiet_json(const notif_quiet_t *q)
 {
-    return json_pack("{s:o, s:o, s:s}", "start", time_json(q->start_s), "end",
-                     time_json(q->end_s), "timeZone", q->zone);
+    return json_pack("{s:o, s:o, s:s}", "start", time_json(q->start_s), "end", time_json(q->end_s),
+                     "timeZone", q->zone);
 }
 
 int64_t notif_quiet_until(const notif_quiet_t *q, time_t now)

@@ -15,7 +15,7 @@
 #include "tidings/tz.h"
 
 typedef struct notif_quiet {
-    int start_s, end_s;             /* seconds into the local day, different */
+    int start_s, end_s;            /* seconds into the local day, different */
     char zone[TD_TZ_NAME_MAX + 1]; /* an IANA zone, td_tz_valid */
 } notif_quiet_t;
 
