@@ -123,6 +123,9 @@ typedef struct td_consumer_opts {
 typedef struct td_consumer td_consumer_t;
 
 /* Subscribes and starts the consumer thread. NULL with errstr on failure. */
+/* Retention of the inbox (a td_prune_fn; a consumer with a database
+ * registers it with TIDINGS_INBOX_RETENTION_MS). */
+int td_inbox_prune(td_db_t *db, int64_t cutoff_ms, int64_t *deleted);
 td_consumer_t *td_consumer_start(const td_config_t *cfg, const td_consumer_opts_t *opts,
                                  char *errstr, size_t errlen);
 /* Stops the thread after the batch in hand (or in the middle of retrying

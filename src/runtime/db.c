@@ -31,6 +31,8 @@
 
 #include "tidings/fault.h"
 #include "tidings/log.h"
+#include "tidings/metrics.h"
+#include "tidings/uuid.h"
 
 #define STMT_CACHE         64 /* statements cached per connection */
 #define MAX_HOOKS          16
@@ -39,6 +41,7 @@
 #define BUSY_TIMEOUT_MS    5000
 #define CHECKPOINT_PAGES   1000 /* WAL pages that make a checkpoint due */
 #define CHECKPOINT_IDLE_MS 1000
+#define MAX_PRUNES         8
 
 typedef struct slot {
     const char *key; /* the sql pointer it was prepared from */
@@ -110,6 +113,16 @@ struct td_db {
     pthread_mutex_t ck_mu;
     pthread_cond_t ck_cv;
     bool sync_full;
+
+    /* Retention jobs, run by the checkpoint thread (prune_mu: the list,
+     * and a run in progress). */
+    pthread_mutex_t prune_mu;
+    struct prune_job {
+        char table[48];
+        td_prune_fn fn;
+        int64_t max_age_ms, interval_ms, next_ms; /* next: td_mono_ms */
+    } prunes[MAX_PRUNES];
+    size_t prune_cnt;
 };
 
 /* The connections this thread has open sections on, so td_db_done (which
@@ -321,6 +334,97 @@ static const td_migration_t runtime_migrations[] = {
         "ALTER TABLE td_inbox2 RENAME TO td_inbox;"},
 };
 
+/* ---- retention ---------------------------------------------------------------- */
+
+static int64_t prune_run(td_db_t *db, struct prune_job *job)
+{
+    int64_t deleted = 0;
+    int64_t cutoff = td_now_ms() - job->max_age_ms;
+    if (job->fn(db, cutoff, &deleted) != 0)
+        td_warn("database %s: retention of %s failed; it is tried again", db->path, job->table);
+    if (deleted > 0) {
+        char labels[128];
+        td_metric_labels(labels, sizeof(labels), "table", job->table, NULL);
+        td_metric_add("tidings_retention_deleted_total", labels, (double)deleted);
+        td_debug("database %s: retention deleted %lld rows of %s", db->path, (long long)deleted,
+                 job->table);
+    }
+    return deleted;
+}
+
+static int64_t prune_due(td_db_t *db, bool all)
+{
+    int64_t deleted = 0;
+    pthread_mutex_lock(&db->prune_mu);
+    for (size_t i = 0; i < db->prune_cnt; i++) {
+        struct prune_job *job = &db->prunes[i];
+        int64_t now = td_mono_ms();
+        if (!all && now < job->next_ms) continue;
+        deleted += prune_run(db, job);
+        job->next_ms = td_mono_ms() + job->interval_ms;
+    }
+    pthread_mutex_unlock(&db->prune_mu);
+    return deleted;
+}
+
+void td_db_prune_add(td_db_t *db, const char *table, td_prune_fn fn, int64_t max_age_ms)
+{
+    static atomic_bool described;
+    if (!atomic_exchange(&described, true))
+        td_metric_describe("tidings_retention_deleted_total", "counter",
+                           "Rows deleted by retention, per table.");
+    pthread_mutex_lock(&db->prune_mu);
+    size_t i = 0;
+    while (i < db->prune_cnt && strcmp(db->prunes[i].table, table)) i++;
+    if (max_age_ms <= 0) {
+        if (i < db->prune_cnt) db->prunes[i] = db->prunes[--db->prune_cnt];
+    } else if (i < db->prune_cnt || db->prune_cnt < MAX_PRUNES) {
+        struct prune_job *job = &db->prunes[i];
+        if (i == db->prune_cnt) db->prune_cnt++;
+        snprintf(job->table, sizeof(job->table), "%s", table);
+        job->fn = fn;
+        job->max_age_ms = max_age_ms;
+        job->interval_ms = max_age_ms / 4;
+        if (job->interval_ms < 1000) job->interval_ms = 1000;
+        if (job->interval_ms > 60000) job->interval_ms = 60000;
+        job->next_ms = td_mono_ms() + job->interval_ms;
+    } else {
+        td_error("database %s: more than %d retention jobs; %s is kept forever", db->path,
+                 MAX_PRUNES, table);
+    }
+    pthread_mutex_unlock(&db->prune_mu);
+}
+
+int64_t td_db_prune_now(td_db_t *db)
+{
+    return prune_due(db, true);
+}
+
+int td_db_prune_chunks(td_db_t *db, const char *sql, int64_t cutoff_ms, bool as_text,
+                       int64_t *deleted)
+{
+    char when[32];
+    if (as_text) td_time_format(cutoff_ms, when);
+    for (;;) {
+        int rc = td_db_begin(db);
+        if (rc != 0) return rc;
+        sqlite3_stmt *st = td_db_prepare(db, sql);
+        if (as_text)
+            sqlite3_bind_text(st, 1, when, -1, SQLITE_TRANSIENT);
+        else
+            sqlite3_bind_int64(st, 1, cutoff_ms);
+        rc = td_db_run(db, st);
+        int n = rc == 0 ? td_db_changes(db) : 0;
+        if (rc != 0) {
+            td_db_rollback(db);
+            return rc;
+        }
+        if ((rc = td_db_commit(db)) != 0) return rc;
+        *deleted += n;
+        if (n < TD_PRUNE_CHUNK) return 0;
+    }
+}
+
 /* ---- the checkpointer -------------------------------------------------------- */
 
 /* sqlite3_wal_hook of the writer: runs inside each COMMIT. */
@@ -359,6 +463,7 @@ static void *checkpoint_main(void *arg)
         int rc = sqlite3_wal_checkpoint_v2(db->ck.sq, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
         if (rc != SQLITE_OK && rc != SQLITE_BUSY)
             td_warn("database %s: checkpoint failed: %s", db->path, sqlite3_errmsg(db->ck.sq));
+        prune_due(db, false);
         pthread_mutex_lock(&db->ck_mu);
     }
     pthread_mutex_unlock(&db->ck_mu);
@@ -402,6 +507,7 @@ td_db_t *td_db_open(const char *path, const td_migration_t *migs, size_t mig_cnt
     pthread_key_create(&db->cur, NULL);
     pthread_mutex_init(&db->ck_mu, NULL);
     pthread_cond_init(&db->ck_cv, NULL);
+    pthread_mutex_init(&db->prune_mu, NULL);
     atomic_init(&db->waiting, 0);
     db->legacy_hook = -1;
     db->path = td_strdup(path);
@@ -460,6 +566,7 @@ void td_db_close(td_db_t *db)
     pthread_key_delete(db->cur);
     pthread_cond_destroy(&db->ck_cv);
     pthread_mutex_destroy(&db->ck_mu);
+    pthread_mutex_destroy(&db->prune_mu);
     pthread_mutex_destroy(&db->rmu);
     pthread_mutex_destroy(&db->hook_mu);
     pthread_cond_destroy(&db->cv);
