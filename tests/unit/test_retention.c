@@ -124,9 +124,10 @@ static void test_inbox_forgets_old_ids(void **state)
     int64_t now = td_now_ms();
     char sql[256];
     for (int i = 0; i < 2 * TD_PRUNE_CHUNK + 10; i++) {
-        snprintf(sql, sizeof(sql),
-                 "INSERT INTO td_inbox (event_id, topic, processed_ms) VALUES ('old-%d', 't', %lld)",
-                 i, (long long)(now - 10 * DAY_MS));
+        snprintf(
+            sql, sizeof(sql),
+            "INSERT INTO td_inbox (event_id, topic, processed_ms) VALUES ('old-%d', 't', %lld)", i,
+            (long long)(now - 10 * DAY_MS));
         exec(db, sql);
     }
     exec(db, "INSERT INTO td_inbox (event_id, topic, processed_ms) VALUES ('new', 't', "
