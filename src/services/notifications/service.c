@@ -29,7 +29,7 @@
  * the worker pauses briefly, because a mutex is not fair: without the
  * pause it would take the lock straight back, and the HTTP handlers, the
  * consumer and the relay waiting on it would starve until the job ends. */
-#define FANOUT_CHUNK    200
+#define FANOUT_CHUNK    1000
 #define FANOUT_PAUSE_MS 2
 #define FANOUT_IDLE_MS  1000
 #define FANOUT_RETRY_MS 500
