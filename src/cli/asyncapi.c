@@ -53,7 +53,8 @@ static json_t *field_schema(const td_field_spec_t *f)
         break;
     case TD_FIELD_ENUM: {
         json_t *values = json_array();
-        for (const char *const *v = f->values; *v; v++) json_array_append_new(values, json_string(*v));
+        for (const char *const *v = f->values; *v; v++)
+            json_array_append_new(values, json_string(*v));
         json_object_set_new(s, "enum", values);
         break;
     }
@@ -76,7 +77,8 @@ static json_t *payload_schema(const td_event_def_t *e)
         json_object_set_new(props, f->name, field_schema(f));
         if (!f->optional) json_array_append_new(required, json_string(f->name));
     }
-    return json_pack("{s:s, s:o, s:o}", "type", "object", "required", required, "properties", props);
+    return json_pack("{s:s, s:o, s:o}", "type", "object", "required", required, "properties",
+                     props);
 }
 
 static json_t *str_schema(const char *desc, const char *format, const char *constant)
@@ -94,17 +96,20 @@ static json_t *headers_schema(const td_event_def_t *e)
     snprintf(source, sizeof(source), "/tidings/%s", e->producer);
     json_t *props = json_object();
     json_object_set_new(props, "ce_specversion", str_schema("CloudEvents version", NULL, "1.0"));
-    json_object_set_new(props, "ce_id",
-                        str_schema("a new UUID per event; consumers deduplicate on it", "uuid", NULL));
+    json_object_set_new(
+        props, "ce_id",
+        str_schema("a new UUID per event; consumers deduplicate on it", "uuid", NULL));
     json_object_set_new(props, "ce_source", str_schema("the service that wrote it", NULL, source));
     json_object_set_new(props, "ce_type", str_schema("the event type", NULL, e->type));
     json_object_set_new(props, "ce_time",
                         str_schema("RFC 3339 UTC with milliseconds", "date-time", NULL));
     json_object_set_new(props, "ce_subject", str_schema("the record key", NULL, NULL));
-    json_object_set_new(props, "content-type", str_schema("of the value", NULL, "application/json"));
+    json_object_set_new(props, "content-type",
+                        str_schema("of the value", NULL, "application/json"));
     json_object_set_new(
         props, "ce_correlationid",
-        str_schema("the request or saga it belongs to (the orderId for an order's saga)", NULL, NULL));
+        str_schema("the request or saga it belongs to (the orderId for an order's saga)", NULL,
+                   NULL));
     json_object_set_new(props, "ce_causationid",
                         str_schema("the ce_id of the event that caused it (absent when an HTTP "
                                    "request did)",
@@ -119,11 +124,11 @@ static json_t *message(const td_event_def_t *e)
 {
     char key[160];
     snprintf(key, sizeof(key), "the %s (also ce_subject)", e->key);
-    return json_pack(
-        "{s:s, s:s, s:s, s:s, s:o, s:o, s:{s:{s:{s:s, s:s, s:s}, s:s}}}", "name", e->type, "title",
-        e->type, "summary", e->doc, "contentType", "application/json", "headers", headers_schema(e),
-        "payload", payload_schema(e), "bindings", "kafka", "key", "type", "string", "format",
-        "uuid", "description", key, "bindingVersion", "0.5.0");
+    return json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:{s:{s:{s:s, s:s, s:s}, s:s}}}", "name",
+                     e->type, "title", e->type, "summary", e->doc, "contentType",
+                     "application/json", "headers", headers_schema(e), "payload", payload_schema(e),
+                     "bindings", "kafka", "key", "type", "string", "format", "uuid", "description",
+                     key, "bindingVersion", "0.5.0");
 }
 
 /* "notifications" -> "Notifications", for operation ids. */
@@ -164,13 +169,13 @@ static json_t *document(const td_config_t *cfg)
             json_object_set_new(chan_msgs, e->type, json_pack("{s:s}", "$ref", mref));
             json_object_set_new(messages, e->type, message(e));
         }
-        json_object_set_new(
-            channels, t->name,
-            json_pack("{s:s, s:s, s:o, s:{s:{s:s, s:i, s:i, s:{s:I}, s:s}}}", "address", address,
-                      "description", t->doc, "messages", chan_msgs, "bindings", "kafka", "topic",
-                      address, "partitions", cfg->partitions, "replicas", replicas,
-                      "topicConfiguration", "retention.ms", (json_int_t)cfg->retention_ms,
-                      "bindingVersion", "0.5.0"));
+        json_object_set_new(channels, t->name,
+                            json_pack("{s:s, s:s, s:o, s:{s:{s:s, s:i, s:i, s:{s:I}, s:s}}}",
+                                      "address", address, "description", t->doc, "messages",
+                                      chan_msgs, "bindings", "kafka", "topic", address,
+                                      "partitions", cfg->partitions, "replicas", replicas,
+                                      "topicConfiguration", "retention.ms",
+                                      (json_int_t)cfg->retention_ms, "bindingVersion", "0.5.0"));
 
         capitalized(t->name, name, sizeof(name));
         char summary[256];
@@ -195,8 +200,8 @@ static json_t *document(const td_config_t *cfg)
         }
     }
     return json_pack(
-        "{s:s, s:{s:s, s:s, s:s}, s:s, s:{s:{s:s, s:s, s:s}}, s:o, s:o, s:{s:o}}",
-        "asyncapi", "3.1.0", "info", "title", "tidings", "version", TIDINGS_VERSION, "description",
+        "{s:s, s:{s:s, s:s, s:s}, s:s, s:{s:{s:s, s:s, s:s}}, s:o, s:o, s:{s:o}}", "asyncapi",
+        "3.1.0", "info", "title", "tidings", "version", TIDINGS_VERSION, "description",
         "The events of the tidings shop on Apache Kafka (SPEC section 3). Each event is one record "
         "in CloudEvents 1.0 binary content mode: the data as a JSON value, the attributes as ce_* "
         "headers, the aggregate id as the key. A consumer that cannot process a record writes it, "

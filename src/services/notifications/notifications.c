@@ -479,7 +479,7 @@ static int create_one(notif_t *n, const notif_draft_t *d, const char *user_id, b
     if (seq < 1) return TD_EIO;
 
     char id[TD_UUID_LEN + 1], now[TD_TIME_LEN + 1];
-    td_uuid_new(id);
+    td_uuid_v7(id); /* appended to the primary key, not scattered */
     td_time_format(td_now_ms(), now);
     st =
         td_db_prepare(n->db, "INSERT INTO notifications (id, user_id, seq, type, title, body, data,"
