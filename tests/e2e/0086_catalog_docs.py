@@ -38,7 +38,18 @@ def log(msg):
     print(msg, flush=True)
 
 
+def ensure_parser():
+    """Installs tests/e2e's npm packages when @asyncapi/parser is missing
+    (make test on a fresh clone; the browser test does the same)."""
+    if os.path.isdir(os.path.join(NODE_MODULES, "@asyncapi", "parser")):
+        return
+    log("installing @asyncapi/parser into %s" % NODE_MODULES)
+    subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"],
+                   cwd=os.path.dirname(NODE_MODULES), check=True, timeout=600)
+
+
 def check_asyncapi():
+    ensure_parser()
     out = run(["asyncapi"])
     path = os.path.join(ROOT, "docs", "asyncapi.yaml")
     with open(path) as f:

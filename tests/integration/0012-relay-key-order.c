@@ -58,8 +58,8 @@ static void test_a_stuck_row_holds_only_its_key(void **state)
     td_relay_t *relay = bt_relay(&env, db);
     /* Every other key's rows are published; the held key's are not. */
     assert_true(bt_wait_count(db, "SELECT count(*) FROM td_outbox", (int64_t)(1 + later), 30000));
-    ts_records_t recs = ts_read_topic(env.cfg.brokers, "tidings.orders", cnt - 1 - later, 500,
-                                      30000);
+    ts_records_t recs =
+        ts_read_topic(env.cfg.brokers, "tidings.orders", cnt - 1 - later, 500, 30000);
     assert_int_equal(recs.cnt, cnt - 1 - later);
     for (size_t r = 0; r < recs.cnt; r++)
         assert_string_not_equal((const char *)recs.recs[r]->key, held);
