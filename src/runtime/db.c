@@ -49,10 +49,19 @@ typedef struct slot {
     bool busy;
 } slot_t;
 
+/* The transaction statements, prepared once per connection: sqlite3_exec
+ * would parse them again at every unit and every read. */
+static const char *const fixed_sql[] = {
+    "BEGIN",        "BEGIN IMMEDIATE",  "COMMIT",         "ROLLBACK",     "SAVEPOINT unit",
+    "RELEASE unit", "ROLLBACK TO unit", "SAVEPOINT part", "RELEASE part", "ROLLBACK TO part",
+};
+#define FIXED_CNT (sizeof(fixed_sql) / sizeof(fixed_sql[0]))
+
 typedef struct conn {
     sqlite3 *sq;
     slot_t cache[STMT_CACHE];
     size_t cache_cnt;
+    sqlite3_stmt *fixed[FIXED_CNT];
     struct conn *next_free;
 } conn_t;
 
@@ -158,8 +167,23 @@ static int exec_err(sqlite3 *sq, const char *sql, char *errstr, size_t errlen)
     return TD_EIO;
 }
 
+/* Runs one of fixed_sql on c (sql is one of its entries), else like
+ * sqlite3_exec. */
 static int conn_exec(conn_t *c, const char *sql)
 {
+    for (size_t i = 0; i < FIXED_CNT; i++) {
+        if (strcmp(sql, fixed_sql[i])) continue;
+        if (!c->fixed[i] && sqlite3_prepare_v3(c->sq, sql, -1, SQLITE_PREPARE_PERSISTENT,
+                                               &c->fixed[i], NULL) != SQLITE_OK) {
+            td_error("database: %s (in: %s)", sqlite3_errmsg(c->sq), sql);
+            return TD_EIO;
+        }
+        int rc = sqlite3_step(c->fixed[i]);
+        sqlite3_reset(c->fixed[i]);
+        if (rc == SQLITE_DONE) return 0;
+        td_error("database: %s (in: %s)", sqlite3_errmsg(c->sq), sql);
+        return TD_EIO;
+    }
     char *msg = NULL;
     if (sqlite3_exec(c->sq, sql, NULL, NULL, &msg) == SQLITE_OK) return 0;
     td_error("database: %s (in: %.200s)", msg ? msg : sqlite3_errmsg(c->sq), sql);
@@ -181,6 +205,10 @@ static void conn_reset_busy(conn_t *c)
 
 static void conn_close(conn_t *c)
 {
+    for (size_t i = 0; i < FIXED_CNT; i++) {
+        sqlite3_finalize(c->fixed[i]);
+        c->fixed[i] = NULL;
+    }
     for (size_t i = 0; i < c->cache_cnt; i++) sqlite3_finalize(c->cache[i].st);
     c->cache_cnt = 0;
     if (c->sq) sqlite3_close_v2(c->sq);
