@@ -65,7 +65,7 @@ static int on_order_created(void *ctx, td_db_t *db, const td_event_t *ev, char *
     return 0;
 }
 
-static const td_handler_t handlers[] = {{"OrderCreatedEvent", on_order_created}};
+static const td_handler_t handlers[] = {{.type = "OrderCreatedEvent", .fn = on_order_created}};
 
 /* Sum of the high watermarks of topic's partitions into *records; -1 when
  * a partition's low watermark moved (records were dropped) or a query

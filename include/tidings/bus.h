@@ -27,6 +27,7 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "tidings/catalog.h"
 #include "tidings/config.h"
 #include "tidings/db.h"
 #include "tidings/envelope.h"
@@ -94,9 +95,12 @@ int td_relay_drain(td_relay_t *relay, int timeout_ms);
 typedef int (*td_handler_fn)(void *ctx, td_db_t *db, const td_event_t *ev, char *errstr,
                              size_t errlen);
 
+/* A handler of one event type: a catalogue type by ev, or any ce_type by
+ * type (which wins when set; tests use types outside the catalogue). */
 typedef struct td_handler {
-    const char *type; /* ce_type, e.g. "OrderCreatedEvent" */
+    td_ev_t ev;
     td_handler_fn fn;
+    const char *type;
 } td_handler_t;
 
 typedef struct td_consumer_opts {

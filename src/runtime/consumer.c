@@ -802,7 +802,8 @@ td_consumer_t *td_consumer_start(const td_config_t *cfg, const td_consumer_opts_
     cons->handlers = td_calloc(opts->handler_cnt, sizeof(*cons->handlers));
     cons->handler_cnt = opts->handler_cnt;
     for (size_t i = 0; i < opts->handler_cnt; i++) {
-        cons->handlers[i].type = td_strdup(opts->handlers[i].type);
+        const td_handler_t *h = &opts->handlers[i];
+        cons->handlers[i].type = td_strdup(h->type ? h->type : TD_EV_NAME(h->ev));
         cons->handlers[i].fn = opts->handlers[i].fn;
     }
     cons->topics = td_calloc(opts->topic_cnt, sizeof(*cons->topics));
