@@ -110,7 +110,6 @@ struct td_db {
     size_t prune_cnt;
 };
 
-
 /* db.c */
 int td__db_exec_err(sqlite3 *sq, const char *sql, char *errstr, size_t errlen);
 int td__db_conn_exec(conn_t *c, const char *sql);

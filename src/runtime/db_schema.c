@@ -47,7 +47,7 @@ static int component_version(sqlite3 *sq, const char *name, int *out)
  * version bump (bump_fmt with the version) in one transaction, so a crash
  * never leaves a half-applied version that would be skipped next time. */
 int td__db_migrate_conn(sqlite3 *sq, const char *what, int have, const td_migration_t *migs,
-                   size_t mig_cnt, const char *name, char *errstr, size_t errlen)
+                        size_t mig_cnt, const char *name, char *errstr, size_t errlen)
 {
     int prev = 0;
     for (size_t i = 0; i < mig_cnt; i++) {
@@ -87,9 +87,9 @@ int td_db_migrate(td_db_t *db, const char *name, const td_migration_t *migs, siz
     pthread_mutex_lock(&db->mu);
     assert(!db->tx_open);
     int rc = td__db_exec_err(db->w.sq,
-                      "CREATE TABLE IF NOT EXISTS td_schema ("
-                      " name TEXT PRIMARY KEY, version INTEGER NOT NULL) WITHOUT ROWID",
-                      msg, sizeof(msg));
+                             "CREATE TABLE IF NOT EXISTS td_schema ("
+                             " name TEXT PRIMARY KEY, version INTEGER NOT NULL) WITHOUT ROWID",
+                             msg, sizeof(msg));
     if (rc == 0) rc = component_version(db->w.sq, name, &have);
     if (rc != 0)
         td_errf(errstr, errlen, TD_EIO, "database %s: schema of %s: %s", db->path, name,
