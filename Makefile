@@ -8,7 +8,7 @@ FUZZ_SECONDS ?= 60
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 DATA       ?= ./data
 
-.PHONY: all deps build run test test-sanitize fuzz format format-check bench clean
+.PHONY: all deps build run test test-sanitize fuzz format format-check bench kafka kafka-stop clean
 
 all: build
 
@@ -41,6 +41,17 @@ fuzz: deps
 	cmake -S . -B $(FUZZ_BUILD) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DTIDINGS_FUZZ=ON
 	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_all
 	tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
+# A local Apache Kafka cluster (3 KRaft nodes on loopback, PLAINTEXT and
+# SASL_SSL listeners) from Maven Central, cached under $(BUILD)/kafka;
+# prints the bootstrap lists and client settings. scripts/kafka.sh has
+# fetch, start, stop, status.
+KAFKA_DIR ?= $(abspath $(BUILD))/kafka
+kafka: deps
+	@KAFKA_DIR=$(KAFKA_DIR) scripts/kafka.sh start
+
+kafka-stop:
+	@KAFKA_DIR=$(KAFKA_DIR) scripts/kafka.sh stop
 
 FORMAT_FILES = $(shell git ls-files '*.c' '*.h')
 format:
