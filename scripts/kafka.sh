@@ -14,11 +14,13 @@
 #   fetch   resolves the broker (org.apache.kafka:kafka_2.13, scripts/kafka/pom.xml)
 #           and its run-time dependencies from Maven Central into $KAFKA_DIR/lib,
 #           with the Maven repository in $KAFKA_DIR/m2; a second run fetches nothing
-#   start   fetch, then (unless the cluster already runs) makes the certificates,
-#           formats the storage and starts the 3 JVMs; waits until every broker is
-#           in the metadata over both listeners; prints the bootstrap lists and the
-#           client settings and writes them to $KAFKA_DIR/cluster/cluster.env
-#           (sourceable). --fresh deletes the data of an earlier cluster first.
+#   start   fetch; then, the first time, makes the certificates, formats the
+#           storage and starts the 3 JVMs; later it starts whichever node is not
+#           running (on the data it had) and leaves the others alone. Waits until
+#           every broker is in the metadata of both listeners; prints the bootstrap
+#           lists and client settings and writes them to
+#           $KAFKA_DIR/cluster/cluster.env (sourceable). --fresh stops the cluster
+#           and deletes its data first.
 #   stop    stops exactly the JVMs start started (pid files), SIGTERM then SIGKILL
 #   status  which nodes run; exit 0 if all of them do
 #   env     prints cluster.env (for `eval "$(scripts/kafka.sh env)"`)
@@ -192,6 +194,10 @@ share.coordinator.state.topic.replication.factor=3
 share.coordinator.state.topic.min.isr=2
 # A new consumer group gets its partitions at once (the default waits 3 s).
 group.initial.rebalance.delay.ms=0
+# A broker that dies (kill -9) is fenced, and its partitions get new
+# leaders, after 4 s without heartbeats instead of 9.
+broker.session.timeout.ms=4000
+broker.heartbeat.interval.ms=1000
 # Few threads: three nodes share two cores with the tests.
 num.network.threads=2
 num.io.threads=2
@@ -321,76 +327,38 @@ c.close()
 ') >"$CLUSTER/scram-check.log" 2>&1
 }
 
-start() {
-    local fresh=0 n pw t0 cid deadline pids=()
-    [ "${1:-}" = "--fresh" ] && fresh=1
-    need java kcat openssl
-    fetch
-    mkdir -p "$CLUSTER"
-    exec 9>"$CLUSTER/.lock"
-    flock 9
-    if [ "$(running_count)" -eq $NODES ] && [ -f "$CLUSTER/cluster.env" ] && [ $fresh -eq 0 ]; then
-        # shellcheck disable=SC1091
-        BASE=$(. "$CLUSTER/cluster.env" && echo "$KAFKA_PORT_BASE")
-        if [ "$(brokers_seen plain)" -eq $NODES ]; then
-            say "the cluster already runs"
-            print_env
-            return 0
-        fi
-    fi
-    stop_nodes
-    t0=$(now_ms)
-    if [ $fresh -eq 1 ]; then
-        rm -rf "$CLUSTER"/node-* "$CLUSTER"/cluster.env "$CLUSTER"/sasl-*.properties
-    fi
+start_node() { # start_node N
+    # setsid: the JVM outlives this script and the terminal or test runner
+    # that called it; `stop` ends it by its pid.
+    # shellcheck disable=SC2086
+    setsid java $HEAP -XX:+UseSerialGC -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
+        -Dlog4j2.configurationFile="$CLUSTER/log4j2.properties" -cp "$LIB/*" \
+        kafka.Kafka "$CLUSTER/node-$1.properties" >>"$CLUSTER/node-$1.log" 2>&1 </dev/null 9>&- &
+    echo $! >"$CLUSTER/node-$1.pid"
+}
 
-    # Reuse the data (and ports) of a stopped cluster; else pick free ports.
-    if [ -f "$CLUSTER/cluster.env" ] && [ -f "$CLUSTER/node-1/data/meta.properties" ]; then
-        # shellcheck disable=SC1091
-        BASE=$(. "$CLUSTER/cluster.env" && echo "$KAFKA_PORT_BASE")
-        # shellcheck disable=SC1091
-        pw=$(. "$CLUSTER/cluster.env" && echo "$KAFKA_SASL_PASSWORD")
-        ports_free "$BASE" || die "ports of the stopped cluster (base $BASE) are taken; use start --fresh"
-    else
-        rm -rf "$CLUSTER"/node-*
-        BASE=${KAFKA_PORT_BASE:-19092}
-        for n in $(seq 20); do
-            ports_free "$BASE" && break
-            [ "$n" -lt 20 ] || die "no free ports from ${KAFKA_PORT_BASE:-19092} on (tried 20 bases)"
-            BASE=$((BASE + 100))
-        done
-        pw=$(openssl rand -hex 16)
-        make_certs
-        for n in $(seq 1 $NODES); do write_node_config "$n" "$pw"; done
-        cid=$(openssl rand -base64 16 | tr '+/' '-_' | tr -d '=\n')
-        write_log_config
-        for n in $(seq 1 $NODES); do
-            java -Xmx256m -Dlog4j2.configurationFile="$CLUSTER/log4j2.properties" -cp "$LIB/*" \
-                kafka.tools.StorageTool format --config "$CLUSTER/node-$n.properties" \
-                --cluster-id "$cid" --add-scram "SCRAM-SHA-512=[name=$SASL_USER,password=$pw]" \
-                >"$CLUSTER/format-$n.log" 2>&1 9>&- &
-            pids+=($!)
-        done
-        for n in $(seq 1 $NODES); do
-            wait "${pids[$((n - 1))]}" || {
-                cat "$CLUSTER/format-$n.log" >&2
-                die "formatting the storage of node $n failed"
-            }
-        done
-        write_env "$pw"
-    fi
-
+format_storage() { # format_storage PASSWORD
+    local n cid pids=()
+    cid=$(openssl rand -base64 16 | tr '+/' '-_' | tr -d '=\n')
     for n in $(seq 1 $NODES); do
-        # setsid: the JVMs outlive this script and the terminal or test
-        # runner that called it; `stop` ends them by pid.
-        # shellcheck disable=SC2086
-        setsid java $HEAP -XX:+UseSerialGC -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
-            -Dlog4j2.configurationFile="$CLUSTER/log4j2.properties" -cp "$LIB/*" \
-            kafka.Kafka "$CLUSTER/node-$n.properties" >>"$CLUSTER/node-$n.log" 2>&1 </dev/null 9>&- &
-        echo $! >"$CLUSTER/node-$n.pid"
+        java -Xmx256m -Dlog4j2.configurationFile="$CLUSTER/log4j2.properties" -cp "$LIB/*" \
+            kafka.tools.StorageTool format --config "$CLUSTER/node-$n.properties" \
+            --cluster-id "$cid" --add-scram "SCRAM-SHA-512=[name=$SASL_USER,password=$1]" \
+            >"$CLUSTER/format-$n.log" 2>&1 9>&- &
+        pids+=($!)
     done
-    say "started $NODES nodes (pids $(cat "$CLUSTER"/node-*.pid | tr '\n' ' ')), waiting for them ..."
-    deadline=$(($(date +%s) + START_TIMEOUT))
+    for n in $(seq 1 $NODES); do
+        wait "${pids[$((n - 1))]}" || {
+            cat "$CLUSTER/format-$n.log" >&2
+            die "formatting the storage of node $n failed"
+        }
+    done
+}
+
+# Waits until every broker is in the metadata of both listeners and SCRAM
+# works; stops the nodes and fails after START_TIMEOUT.
+wait_ready() {
+    local n deadline=$(($(date +%s) + START_TIMEOUT))
     while :; do
         for n in $(seq 1 $NODES); do
             node_pid "$n" >/dev/null || {
@@ -405,7 +373,7 @@ start() {
                 stop_nodes
                 die "SCRAM-SHA-512 on the SASL_SSL listener does not work"
             }
-            break
+            return 0
         fi
         if [ "$(date +%s)" -ge "$deadline" ]; then
             stop_nodes
@@ -413,6 +381,62 @@ start() {
         fi
         sleep 0.5
     done
+}
+
+start() {
+    local fresh=0 n pw t0 up started=()
+    [ "${1:-}" = "--fresh" ] && fresh=1
+    need java kcat openssl
+    fetch
+    mkdir -p "$CLUSTER"
+    exec 9>"$CLUSTER/.lock"
+    flock 9
+    t0=$(now_ms)
+    if [ $fresh -eq 1 ]; then
+        stop_nodes
+        rm -rf "$CLUSTER"/node-* "$CLUSTER"/cluster.env "$CLUSTER"/sasl-*.properties
+    fi
+    if [ -f "$CLUSTER/cluster.env" ] && [ -f "$CLUSTER/node-1/data/meta.properties" ]; then
+        # The data (and ports) of this cluster: start what is not running,
+        # e.g. a node a test killed, and leave the others alone.
+        # shellcheck disable=SC1091
+        BASE=$(. "$CLUSTER/cluster.env" && echo "$KAFKA_PORT_BASE")
+        up=$(running_count)
+        if [ "$up" -eq $NODES ] && [ "$(brokers_seen plain)" -eq $NODES ]; then
+            say "the cluster already runs"
+            print_env
+            return 0
+        fi
+        for n in $(seq 1 $NODES); do
+            node_pid "$n" >/dev/null && continue
+            port_free "$(plain_port "$n")" && port_free "$(sasl_port "$n")" &&
+                port_free "$(ctrl_port "$n")" ||
+                die "a port of node $n (base $BASE) is taken by another program; use start --fresh"
+            start_node "$n"
+            started+=("$n")
+        done
+    else
+        stop_nodes
+        rm -rf "$CLUSTER"/node-*
+        BASE=${KAFKA_PORT_BASE:-19092}
+        for n in $(seq 20); do
+            ports_free "$BASE" && break
+            [ "$n" -lt 20 ] || die "no free ports from ${KAFKA_PORT_BASE:-19092} on (tried 20 bases)"
+            BASE=$((BASE + 100))
+        done
+        pw=$(openssl rand -hex 16)
+        make_certs
+        for n in $(seq 1 $NODES); do write_node_config "$n" "$pw"; done
+        write_log_config
+        format_storage "$pw"
+        write_env "$pw"
+        for n in $(seq 1 $NODES); do
+            start_node "$n"
+            started+=("$n")
+        done
+    fi
+    say "started node(s) ${started[*]:-none}, waiting for the cluster ..."
+    wait_ready
     say "cluster ready in $(since "$t0")"
     print_env
 }

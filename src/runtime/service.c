@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "tidings/log.h"
 
@@ -73,9 +74,86 @@ td_db_t *td_service_db(const td_config_t *cfg, const td_migration_t *migs, size_
     return db;
 }
 
+/* Creating the topics again and again, in the background, after Kafka
+ * could not be reached (or refused the credentials) at start: the service
+ * runs meanwhile, /readyz answering 503, and makes the topics as soon as
+ * Kafka lets it. */
+typedef struct topics_retry {
+    const td_config_t *cfg;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool stop;
+} topics_retry_t;
+
+#define TOPICS_RETRY_MS 5000
+
+static void *topics_retry_main(void *arg)
+{
+    topics_retry_t *tr = arg;
+    char err[512];
+    for (;;) {
+        pthread_mutex_lock(&tr->mu);
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += TOPICS_RETRY_MS / 1000;
+        while (!tr->stop && pthread_cond_timedwait(&tr->cv, &tr->mu, &ts) == 0) continue;
+        bool stop = tr->stop;
+        pthread_mutex_unlock(&tr->mu);
+        if (stop) break;
+        int rc = td_topics_ensure(tr->cfg, err, sizeof(err));
+        if (rc == 0) {
+            td_info("Kafka is reachable: the topics exist");
+            break;
+        }
+        if (rc == TD_EINVAL || rc == TD_EIO) {
+            td_error("%s", err);
+            break;
+        }
+        td_debug("topics not made yet: %s", err);
+    }
+    return NULL;
+}
+
+static topics_retry_t *topics_retry_start(const td_config_t *cfg)
+{
+    topics_retry_t *tr = td_calloc(1, sizeof(*tr));
+    tr->cfg = cfg;
+    pthread_mutex_init(&tr->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&tr->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    if (pthread_create(&tr->thread, NULL, topics_retry_main, tr) != 0) {
+        td_error("cannot start the thread that creates the topics later");
+        pthread_cond_destroy(&tr->cv);
+        pthread_mutex_destroy(&tr->mu);
+        free(tr);
+        return NULL;
+    }
+    return tr;
+}
+
+/* Stops the retries; waits for an attempt under way (at most the metadata
+ * wait of td_topics_ensure). */
+static void topics_retry_stop(topics_retry_t *tr)
+{
+    if (!tr) return;
+    pthread_mutex_lock(&tr->mu);
+    tr->stop = true;
+    pthread_cond_signal(&tr->cv);
+    pthread_mutex_unlock(&tr->mu);
+    pthread_join(tr->thread, NULL);
+    pthread_cond_destroy(&tr->cv);
+    pthread_mutex_destroy(&tr->mu);
+    free(tr);
+}
+
 int td_service_main(const char *service, int argc, char **argv, td_service_start_fn start,
                     td_service_stop_fn stop)
 {
+    topics_retry_t *retry = NULL;
     td_config_t cfg;
     char err[512];
     int rc = 1;
@@ -101,13 +179,23 @@ int td_service_main(const char *service, int argc, char **argv, td_service_start
                  "/ `tidings run`");
         goto out;
     }
-    if (td_topics_ensure(&cfg, err, sizeof(err)) != 0) {
+    /* A bad setting or a topic Kafka will not create stops the service; a
+     * Kafka it cannot reach (or that refuses its credentials) does not: it
+     * runs with /readyz 503, as after losing Kafka later, and creates the
+     * topics once it can. */
+    int trc = td_topics_ensure(&cfg, err, sizeof(err));
+    if (trc == TD_EINVAL || trc == TD_EIO) {
         td_error("%s", err);
         goto out;
     }
+    if (trc != 0)
+        td_error("%s; starting anyway: /readyz answers 503 until Kafka is reachable, and the "
+                 "topics are created then",
+                 err);
     /* Before any thread exists, so that every thread inherits the mask and
      * only the sigwait below sees SIGINT/SIGTERM. */
     td_signals_block();
+    if (trc != 0) retry = topics_retry_start(&cfg);
     svc = start(&cfg, err, sizeof(err));
     if (!svc) {
         td_error("cannot start: %s", err);
@@ -117,11 +205,14 @@ int td_service_main(const char *service, int argc, char **argv, td_service_start
     td_info("ready (port %d, brokers %s)", sid >= 0 ? td_config_port(&cfg, sid) : 0, cfg.brokers);
     int sig = td_signals_wait();
     td_info("stopping (%s)", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    topics_retry_stop(retry);
+    retry = NULL;
     stop(svc);
     td_info("stopped");
     rc = 0;
 
 out:
+    topics_retry_stop(retry);
     td_config_free(&cfg);
     return rc;
 }
