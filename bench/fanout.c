@@ -145,7 +145,7 @@ static int64_t query_int(world_t *w, const char *sql)
         sqlite3_bind_text(st, 1, w->product, -1, SQLITE_STATIC);
         if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_int64(st, 0);
     }
-    sqlite3_finalize(st);
+    td_db_done(st);
     return v;
 }
 

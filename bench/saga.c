@@ -91,7 +91,7 @@ static int64_t pending(world_t *w)
                            NULL) == SQLITE_OK &&
         sqlite3_step(st) == SQLITE_ROW)
         n = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
+    td_db_done(st);
     return n;
 }
 
@@ -135,7 +135,7 @@ static int read_outcomes(world_t *w, order_rec_t *os, size_t n)
          * 1 ms, so the start is rounded down the same way. */
         os[i].e2e_ms = (double)updated - floor(os[i].post_wall_ms);
     }
-    sqlite3_finalize(st);
+    td_db_done(st);
     return rc;
 }
 

@@ -585,6 +585,7 @@ static int world_start(world_t *w, size_t cap)
     w->broker = bench_broker(&w->bcfg);
     if (!w->broker) return -1;
     bench_config(&w->cfg, "notifications", w->dir, td_broker_bootstraps(w->broker), 1);
+    w->cfg.max_streams_per_user = (int)cap; /* phases hold all streams for one user */
     w->svc = notifications_service_start(&w->cfg, err, sizeof(err));
     if (!w->svc) {
         fprintf(stderr, "sse_streams: notifications: %s\n", err);

@@ -66,7 +66,11 @@
   // ---- session -------------------------------------------------------------
 
   function setSignedIn(s) {
+    const changed = (state.session && state.session.token) !== (s && s.token);
     state.session = s;
+    // The bus panel shows what this viewer may see (product events, plus
+    // a signed-in shopper's own): a new session needs a new stream.
+    if (changed || !state.busStream) openBusStream();
     $('signed-out').hidden = !!s;
     $('signed-in').hidden = !s;
     $('orders-signed-out').hidden = !!s;
@@ -498,7 +502,10 @@
   // ---- every event on the bus (web service) ----------------------------------
 
   function openBusStream() {
-    const es = new EventSource('/api/events/stream');
+    if (state.busStream) state.busStream.close();
+    const s = state.session;
+    const es = new EventSource('/api/events/stream' +
+                               (s ? '?token=' + encodeURIComponent(s.token) : ''));
     state.busStream = es;
     es.addEventListener('event', (e) => {
       let ev;
@@ -832,7 +839,6 @@
       $('limit-note').textContent = 'Orders up to ' + formatMoney(state.config.paymentLimit) +
         ' are approved; larger ones are declined by payments.';
     }
-    openBusStream();
     try {
       await loadProducts();
     } catch (e) {

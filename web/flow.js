@@ -137,7 +137,7 @@
     const msg = $('trace-msg');
     let res;
     try {
-      res = await fetch('/api/trace/' + encodeURIComponent(id));
+      res = await fetch('/api/trace/' + encodeURIComponent(id), { headers: authHeaders() });
     } catch (e) {
       msg.textContent = 'The web service cannot be reached.';
       msg.hidden = false;
@@ -282,7 +282,8 @@
 
   function openStream() {
     const live = $('live');
-    const es = new EventSource('/api/events/stream?after=' + state.lastSeq);
+    const es = new EventSource('/api/events/stream?after=' + state.lastSeq + '&token=' +
+                               encodeURIComponent(tidings.session().token));
     es.addEventListener('open', () => { live.className = 'live on'; });
     es.addEventListener('error', () => { live.className = 'live off'; });
     es.addEventListener('event', (m) => {
@@ -292,7 +293,27 @@
     });
   }
 
+  function authHeaders() {
+    const s = tidings.session();
+    return s ? { Authorization: 'Bearer ' + s.token } : {};
+  }
+
+  // Every user's events pass here (emails, addresses, orders): the page is
+  // for admins, and the web service refuses anyone else.
+  function adminOnly() {
+    const s = tidings.session();
+    if (s && s.role === 'admin') return false;
+    const main = document.querySelector('main');
+    main.replaceChildren(el('section', { class: 'panel', 'data-testid': 'admin-only' },
+      el('h2', {}, 'For administrators'),
+      el('p', {}, 'The event flow shows every shopper\'s events, so only an administrator may ',
+         'see it. ', el('a', { href: '/' }, 'Sign in as an admin in the shop'),
+         ', then come back.')));
+    return true;
+  }
+
   async function start() {
+    if (adminOnly()) return;
     const sel = $('topic');
     for (const t of TOPICS) sel.append(el('option', { value: t }, t));
     $('filter').addEventListener('input', renderTable);
@@ -311,7 +332,7 @@
       showTrace($('trace-id').value.trim());
     });
     try {
-      const res = await fetch('/api/events?limit=500');
+      const res = await fetch('/api/events?limit=500', { headers: authHeaders() });
       const page = await res.json();
       for (const ev of page.events || []) addEvent(ev, false);
       if (page.last > state.lastSeq) state.lastSeq = page.last;

@@ -8,14 +8,19 @@
  *    report says persisted. A crash between commit and publish publishes
  *    later; a produce error retries; nothing is lost.
  *  - The consumer with its inbox: a consumer group per service;
- *    enable.auto.offset.store=false; each record's handler runs inside one
- *    SQLite transaction together with the insert of its ce_id into the
- *    inbox table, so a redelivered event has no second effect; the offset
- *    (offset+1) is stored only after commit. A record that is not a valid
- *    CloudEvent, or whose handler reports a permanent error, is written to
- *    <topic>.DLT (through the outbox, in the same transaction) with the
- *    reason headers of SPEC section 3, and the consumer moves on. Event
- *    types without a handler are skipped: topics are shared.
+ *    enable.auto.offset.store=false. It takes what a poll hands out (up to
+ *    TD_CONSUMER_BATCH records) and runs the batch in one unit of the
+ *    service's database: each record in a savepoint of its own, its ce_id
+ *    inserted into the inbox with its effects, so a redelivered event has
+ *    no second effect; the offsets are stored only after the unit commits.
+ *    Before any handler it checks each record: a record that is not a
+ *    valid CloudEvent, a catalogued type on another topic, or data that
+ *    does not have the type's shape (tidings/catalog.h) goes to
+ *    <topic>.DLT (through the outbox, in the same unit) with the reason
+ *    headers of SPEC section 3; so does an event whose handler reports a
+ *    permanent error, alone, its savepoint rolled back. A transient error
+ *    rolls the whole batch back and retries it without moving an offset.
+ *    Event types without a handler are skipped: topics are shared.
  *  - td_topics_ensure: creates missing topics on a real cluster. */
 #ifndef TIDINGS_BUS_H
 #define TIDINGS_BUS_H
@@ -51,9 +56,20 @@ int td_kafka_user_settings_check(bool *plaintext, char *errstr, size_t errlen);
  * secret, private, token or credential in it, ssl.key.pem and
  * sasl.oauthbearer.config. */
 bool td_kafka_secret_property(const char *name);
+/* True when cfg's brokers are librdkafka's mock cluster (the embedded
+ * broker, or any program's rd_kafka_mock_cluster), told by its cluster id;
+ * false when they are not or do not answer within timeout_ms. */
+bool td_kafka_is_mock(const td_config_t *cfg, int timeout_ms);
 /* Sets one property or returns TD_EINVAL with errstr. */
 int td_kafka_set(rd_kafka_conf_t *conf, const char *name, const char *value, char *errstr,
                  size_t errlen);
+/* Records a consumer takes into one batch (one unit) at most. */
+#define TD_CONSUMER_BATCH 512
+
+/* The outcome an inbox row remembers. */
+#define TD_INBOX_HANDLED       0
+#define TD_INBOX_DEAD_LETTERED 1
+
 /* A td_record_t copy of a consumed message (headers included). */
 td_record_t *td_record_from_kafka(const rd_kafka_message_t *msg);
 
@@ -88,8 +104,9 @@ int td_relay_drain(td_relay_t *relay, int timeout_ms);
 
 /* ---- consumer + inbox -------------------------------------------------- */
 
-/* A handler runs inside the consumer's transaction on db (it may read and
- * write the service's tables and call td_outbox_add). Return:
+/* A handler runs inside the consumer's unit on db (it may read and write
+ * the service's tables and call td_outbox_add); ev is borrowed for the
+ * call, its data already checked against the catalogue. Return:
  *   0           done; the inbox row, the effects and the outbox rows commit
  *   TD_EINVAL   permanent: the event is bad (missing field, ...): rolled
  *               back, then written to <topic>.DLT with errstr as the reason
@@ -112,6 +129,16 @@ typedef struct td_consumer_opts {
     void *ctx;                /* passed to the handlers */
     td_db_t *db;              /* the service's db: inbox and transactions */
     const char *offset_reset; /* NULL = "earliest" */
+    /* No inbox and no unit: handlers run with db NULL and must be
+     * idempotent by themselves (a redelivered record runs again); records
+     * that are not valid CloudEvents are still dead-lettered through db
+     * (which may then not be NULL), once. */
+    bool stateless;
+    /* Records whose header skip_header holds exactly skip_value are skipped
+     * before they are parsed (an instance's own records on a topic it also
+     * reads). NULL = none. Copied. */
+    const char *skip_header;
+    const char *skip_value;
 } td_consumer_opts_t;
 
 typedef struct td_consumer td_consumer_t;
@@ -119,8 +146,9 @@ typedef struct td_consumer td_consumer_t;
 /* Subscribes and starts the consumer thread. NULL with errstr on failure. */
 td_consumer_t *td_consumer_start(const td_config_t *cfg, const td_consumer_opts_t *opts,
                                  char *errstr, size_t errlen);
-/* Stops the thread after the record in hand, commits stored offsets and
- * closes the consumer (leaving the group). */
+/* Stops the thread after the batch in hand (or in the middle of retrying
+ * it, with its offsets not stored), commits stored offsets and closes the
+ * consumer (leaving the group). */
 void td_consumer_stop(td_consumer_t *cons);
 /* True while the consumer has a connection to at least one broker. */
 bool td_consumer_connected(td_consumer_t *cons);

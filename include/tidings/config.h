@@ -6,6 +6,7 @@
 
 #include <stdio.h>
 
+#include "tidings/catalog.h"
 #include "tidings/common.h"
 
 /* The services, in start order. */
@@ -43,10 +44,18 @@ typedef struct td_config {
     bool allow_http_endpoints;   /* TIDINGS_ALLOW_HTTP_ENDPOINTS */
     int delivery_max_attempts;   /* TIDINGS_DELIVERY_MAX_ATTEMPTS, default 8 */
     int64_t delivery_backoff_ms; /* TIDINGS_DELIVERY_BACKOFF_MS, default 1000 */
-    int fetch_wait_ms; /* TIDINGS_FETCH_WAIT_MS; default 1 on the embedded broker, else 100 */
-    char *listen_addr; /* TIDINGS_LISTEN_ADDR, default 127.0.0.1 */
+    int fetch_wait_ms;   /* TIDINGS_FETCH_WAIT_MS; default 1 on the embedded broker, else 100 */
+    bool fetch_wait_set; /* TIDINGS_FETCH_WAIT_MS was given */
+    char *listen_addr;   /* TIDINGS_LISTEN_ADDR, default 127.0.0.1 */
     int ports[TD_SVC__COUNT]; /* TIDINGS_<SERVICE>_PORT, defaults 8080.. */
     char *vapid_subject;      /* TIDINGS_VAPID_SUBJECT, default mailto:admin@tidings.local */
+    bool db_sync_normal;      /* TIDINGS_DB_SYNC=normal; default full */
+    /* TIDINGS_CORS_ORIGINS: comma-separated origins ("*" = any); default
+     * the web service's own, http://127.0.0.1:<web port> and
+     * http://localhost:<web port> (and the listen address's, when it is a
+     * specific one). */
+    char *cors_origins;
+    int max_streams_per_user; /* TIDINGS_MAX_STREAMS_PER_USER, default 32 */
 } td_config_t;
 
 /* Fills cfg with defaults, then the environment, then flags from argv
@@ -78,11 +87,5 @@ int td_config_port(const td_config_t *cfg, td_service_t svc);
 char *td_topic_name(const td_config_t *cfg, const char *short_name);
 /* Path of a file in the data dir. Caller frees. */
 char *td_data_path(const td_config_t *cfg, const char *file);
-
-/* The topics of SPEC section 3, short names, NULL-terminated. */
-extern const char *const td_spec_topics[];
-/* The short topic a SPEC event type is written to ("OrderCreatedEvent" ->
- * "orders"; SPEC section 3), or NULL for a type the SPEC does not name. */
-const char *td_spec_topic_of(const char *type);
 
 #endif

@@ -20,10 +20,39 @@
  *    when the process died is sent again at the next start. Every try of a
  *    delivery carries the same body and X-Tidings-Event-Id, so a receiver
  *    can deduplicate.
+ *  - Fair (SPEC section 5): one user's slow or failing endpoints never
+ *    delay anyone else's. Deliveries share their destination, the URL's
+ *    origin (scheme, host, port): at most TD_DELIVERY_DEST_INFLIGHT tries
+ *    to one destination and TD_DELIVERY_USER_INFLIGHT of one user are in
+ *    flight, and a worker passes over rows that wait for room to the next
+ *    due one. A user has at most TD_DELIVERY_USER_QUEUE_MAX deliveries
+ *    queued: one more is not queued (TD_ELIMIT; counted in
+ *    tidings_deliveries_dropped_total{reason="user_queue_full"}, logged at
+ *    most once a minute), while the notification itself still reaches the
+ *    inbox and the stream. A destination that fails
+ *    TD_DELIVERY_BREAKER_FAILURES times in a row (timeouts, connection
+ *    errors, refused addresses, 408, 429, 5xx) is paused (circuit breaker):
+ *    its deliveries wait TD_DELIVERY_BREAKER_PAUSE_MS (or 30 first
+ *    backoffs, cfg->delivery_backoff_ms, when that is shorter), doubling
+ *    with each pause in a row up to TD_DELIVERY_BREAKER_PAUSE_MAX_MS (or
+ *    20 pauses), without using up attempts; then one try probes it (half
+ *    open): an answer closes the breaker, a failure pauses it again.
+ *  - Safe towards the network it runs in: every connect is checked by the
+ *    outbound-URL guard (tidings/urlguard.h) on the address connected, so
+ *    a name that now resolves to a private address is refused
+ *    ("blocked_address", a permanent failure); no redirects. What an
+ *    endpoint answers is never kept: last_error, logs and dead-letter
+ *    reasons hold only an error class: "http_<status>", "timeout",
+ *    "connect_refused", "connect_error", "dns_error", "tls_error",
+ *    "send_error", "recv_error", "empty_reply", "protocol_error",
+ *    "blocked_address", "blocked_url", "bad_url", "network_error".
  *
  * One td_delivery_t per database. Metrics: tidings_deliveries_total
  * {channel, result = success | retry | gone | failed}, the send duration
- * tidings_delivery_seconds{channel} and the gauge tidings_delivery_pending. */
+ * tidings_delivery_seconds{channel}, the gauge tidings_delivery_pending,
+ * tidings_deliveries_dropped_total{channel, reason},
+ * tidings_delivery_breaker_opened_total and the gauge
+ * tidings_delivery_destinations_paused. */
 #ifndef TIDINGS_DELIVERY_H
 #define TIDINGS_DELIVERY_H
 
@@ -44,6 +73,14 @@
 #define TD_DELIVERY_PUSH_TTL_S   86400
 #define TD_DELIVERY_PUSH_URGENCY "normal"
 
+/* The fairness limits (SPEC section 5) and the circuit breaker. */
+#define TD_DELIVERY_DEST_INFLIGHT        2    /* tries in flight to one destination */
+#define TD_DELIVERY_USER_INFLIGHT        4    /* tries in flight of one user */
+#define TD_DELIVERY_USER_QUEUE_MAX       1000 /* deliveries queued per user */
+#define TD_DELIVERY_BREAKER_FAILURES     5    /* failures in a row that pause a destination */
+#define TD_DELIVERY_BREAKER_PAUSE_MS     30000
+#define TD_DELIVERY_BREAKER_PAUSE_MAX_MS (10 * 60 * 1000)
+
 /* Creates the td_delivery table if it does not exist. Call it right after
  * td_db_open (td_delivery_start calls it too), before the first enqueue.
  * 0 or TD_EIO. Takes the lock. */
@@ -51,6 +88,7 @@ int td_delivery_init(td_db_t *db);
 
 typedef struct td_delivery_msg {
     const char *channel;        /* TD_DELIVERY_WEBPUSH or TD_DELIVERY_WEBHOOK */
+    const char *owner;          /* the user whose queue it is in (their cap), or NULL */
     const char *target_id;      /* the subscription's or the webhook's id */
     const char *event_id;       /* the notification id: X-Tidings-Event-Id */
     const char *url;            /* the push endpoint or webhook URL */
@@ -70,7 +108,9 @@ typedef struct td_delivery_msg {
  * transaction on db; msg and everything it points to stay the caller's.
  * Webpush rows get their Authorization (VAPID) at each try; webhook rows
  * get X-Tidings-Event-Id, X-Tidings-Timestamp and X-Tidings-Signature at
- * each try. 0, TD_EINVAL (errstr) for a malformed msg, TD_EIO. Wakes the
+ * each try. 0, TD_EINVAL (errstr) for a malformed msg, TD_ELIMIT when
+ * msg->owner already has TD_DELIVERY_USER_QUEUE_MAX deliveries queued
+ * (nothing is queued: the caller goes on without it), TD_EIO. Wakes the
  * database's workers, who start once the transaction commits. */
 int td_delivery_enqueue(td_db_t *db, const td_delivery_msg_t *msg, char *errstr, size_t errlen);
 
@@ -80,15 +120,17 @@ int td_delivery_enqueue(td_db_t *db, const td_delivery_msg_t *msg, char *errstr,
  * Same rules as td_delivery_enqueue; TD_EINVAL for bad keys or a payload
  * over TD_WEBPUSH_MAX_PAYLOAD. The encryption takes about 0.1 ms of the
  * caller's transaction. */
-int td_delivery_enqueue_webpush(td_db_t *db, const char *subscription_id, const char *endpoint,
-                                const char *p256dh, const char *auth, const char *event_id,
-                                const void *payload, size_t len, const td_record_t *origin,
-                                char *errstr, size_t errlen);
+int td_delivery_enqueue_webpush(td_db_t *db, const char *owner, const char *subscription_id,
+                                const char *endpoint, const char *p256dh, const char *auth,
+                                const char *event_id, const void *payload, size_t len,
+                                const td_record_t *origin, char *errstr, size_t errlen);
 /* A webhook delivery of a JSON body (the notification) to url, signed with
- * secret (a string; its bytes are the HMAC key). Same rules. */
-int td_delivery_enqueue_webhook(td_db_t *db, const char *webhook_id, const char *url,
-                                const char *secret, const char *event_id, const void *body,
-                                size_t len, const td_record_t *origin, char *errstr, size_t errlen);
+ * secret (a string; its bytes are the HMAC key). Same rules. owner: as in
+ * td_delivery_msg_t. */
+int td_delivery_enqueue_webhook(td_db_t *db, const char *owner, const char *webhook_id,
+                                const char *url, const char *secret, const char *event_id,
+                                const void *body, size_t len, const td_record_t *origin,
+                                char *errstr, size_t errlen);
 
 /* Drops the pending deliveries to one target (a deleted subscription or
  * webhook). Inside the caller's transaction. Returns the number dropped
@@ -107,15 +149,25 @@ int64_t td_delivery_count(td_db_t *db, const char *state);
 typedef int (*td_delivery_gone_fn)(void *ctx, td_db_t *db, const char *channel,
                                    const char *target_id);
 
+/* The scheduling limits; a field left 0 takes its TD_DELIVERY_* default. */
+typedef struct td_delivery_policy {
+    int dest_inflight;
+    int user_inflight;
+    int breaker_failures;
+    int64_t breaker_pause_ms;
+    int64_t breaker_pause_max_ms;
+} td_delivery_policy_t;
+
 typedef struct td_delivery_opts {
-    td_db_t *db;              /* the service's database (borrowed; outlives stop) */
-    const td_config_t *cfg;   /* attempts, backoff, VAPID subject (borrowed) */
-    const td_vapid_t *vapid;  /* signs webpush tries; NULL: webpush rows fail */
-    td_delivery_gone_fn gone; /* may be NULL */
-    void *ctx;                /* passed to gone */
-    unsigned threads;         /* worker threads, 0 = 2 */
-    int timeout_ms;           /* per request, 0 = 10000 */
-    int idle_ms;              /* re-check for due rows at least this often, 0 = 1000 */
+    td_db_t *db;                        /* the service's database (borrowed; outlives stop) */
+    const td_config_t *cfg;             /* attempts, backoff, VAPID subject (borrowed) */
+    const td_vapid_t *vapid;            /* signs webpush tries; NULL: webpush rows fail */
+    td_delivery_gone_fn gone;           /* may be NULL */
+    void *ctx;                          /* passed to gone */
+    unsigned threads;                   /* worker threads, 0 = 8 */
+    int timeout_ms;                     /* per request, 0 = 10000 */
+    int idle_ms;                        /* re-check for due rows at least this often, 0 = 1000 */
+    const td_delivery_policy_t *policy; /* NULL = the defaults (tests shorten the pauses) */
 } td_delivery_opts_t;
 
 typedef struct td_delivery td_delivery_t;
@@ -128,5 +180,29 @@ td_delivery_t *td_delivery_start(const td_delivery_opts_t *opts, char *errstr, s
 void td_delivery_stop(td_delivery_t *dlv);
 /* Wakes the workers now (enqueue does it anyway). Any thread. */
 void td_delivery_kick(td_delivery_t *dlv);
+
+/* ---- internal: the breaker's arithmetic (kept apart for the tests and
+ * for the work-queue primitive this scheduler will move onto) ---------- */
+
+/* One destination's breaker: failures in a row, pauses in a row and the
+ * end of the current pause (0 when none). */
+typedef struct td__breaker {
+    int failures;
+    int opens;
+    int64_t open_until_ms;
+} td__breaker_t;
+
+/* The TD_DELIVERY_* defaults. */
+td_delivery_policy_t td__delivery_policy_default(void);
+/* Records a try's outcome (failed or answered) at now_ms: an answer
+ * closes the breaker; the policy's breaker_failures-th failure in a row,
+ * and every failed probe after a pause, opens it for breaker_pause_ms,
+ * doubled for each pause in a row, at most breaker_pause_max_ms. True
+ * when this outcome opened it. */
+bool td__breaker_record(td__breaker_t *b, const td_delivery_policy_t *p, bool failed,
+                        int64_t now_ms);
+/* Tries the destination may have in flight at now_ms: 0 while paused, 1
+ * while half open (the probe), else the policy's dest_inflight. */
+int td__breaker_cap(const td__breaker_t *b, const td_delivery_policy_t *p, int64_t now_ms);
 
 #endif

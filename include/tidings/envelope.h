@@ -7,7 +7,9 @@
 #define TIDINGS_ENVELOPE_H
 
 #include <jansson.h>
+#include <librdkafka/rdkafka.h>
 
+#include "tidings/catalog.h"
 #include "tidings/record.h"
 #include "tidings/trace.h"
 #include "tidings/uuid.h"
@@ -30,6 +32,13 @@ typedef struct td_event {
     char *topic;
     int32_t partition;
     int64_t offset;
+
+    /* A borrowed event (td_event_parse_message): source, type, subject,
+     * correlationid, causationid and topic point into the message it was
+     * parsed from and live as long as that message. data is its own. */
+    bool borrowed;
+    char *scratch;            /* storage of a subject taken from the key */
+    rd_kafka_headers_t *hdrs; /* the message's headers (borrowed events) */
 } td_event_t;
 
 /* A new event: fresh id, ce_time now, new trace, correlation id = subject
@@ -49,6 +58,11 @@ void td_event_free(td_event_t *ev);
  * compact JSON, every header of SPEC section 3. Caller frees. */
 td_record_t *td_event_to_record(const td_event_t *ev, const char *topic);
 
+/* td_event_to_record with json (len bytes, a JSON object's text that the
+ * caller made) as the value instead of ev->data. */
+td_record_t *td_event_to_record_json(const td_event_t *ev, const char *topic, const char *json,
+                                     size_t len);
+
 /* Parses a record into an event, validating as SPEC section 3 says:
  * ce_specversion "1.0"; ce_id, ce_source, ce_type, ce_time present and
  * well-formed (ce_id any non-empty string of at most 200 bytes, as
@@ -59,6 +73,19 @@ td_record_t *td_event_to_record(const td_event_t *ev, const char *topic);
  * A missing ce_correlationid defaults to the subject, then the id. */
 td_event_t *td_event_from_record(const td_record_t *rec, char *errstr, size_t errlen);
 
+/* Parses a consumed message into *ev without copying its attributes: the
+ * strings are lent from msg (valid while msg is), the JSON value is parsed
+ * once into ev->data. Validates as td_event_from_record. 0, or TD_EINVAL
+ * with the reason (ev then holds what was parsed so far). Either way the
+ * caller ends it with td_event_clear. */
+int td_event_parse_message(const rd_kafka_message_t *msg, td_event_t *ev, char *errstr,
+                           size_t errlen);
+/* A header of a borrowed event's message as a C string (NULL when absent,
+ * null, or holding a NUL byte). */
+const char *td_event_header(const td_event_t *ev, const char *name);
+/* Frees what ev holds (not ev itself) and zeroes it. */
+void td_event_clear(td_event_t *ev);
+
 /* Typed getters for event data, for handlers. Each returns TD_EINVAL with
  * "field 'quantity' is missing" / "... must be an integer" in errstr. */
 int td_data_str(const json_t *data, const char *field, const char **out, char *errstr,
@@ -68,35 +95,5 @@ int td_data_uuid(const json_t *data, const char *field, const char **out, char *
 int td_data_int(const json_t *data, const char *field, int64_t *out, char *errstr, size_t errlen);
 /* Money: a JSON number with at most 2 decimals -> integer cents. */
 int td_data_cents(const json_t *data, const char *field, int64_t *out, char *errstr, size_t errlen);
-
-/* How td_data_check reads one field of event data. */
-typedef enum td_field_kind {
-    TD_FIELD_STR,   /* a string of min..max characters (code points), no NUL */
-    TD_FIELD_UUID,  /* a lowercase UUID (td_uuid_valid) */
-    TD_FIELD_INT,   /* a JSON integer in min..max */
-    TD_FIELD_MONEY, /* money as td_data_cents reads it */
-    TD_FIELD_TIME,  /* an RFC 3339 timestamp (td_time_parse) */
-} td_field_kind_t;
-
-/* One field of an event's data. Lists end with an entry whose name is
- * NULL. An optional field may be absent; when present (even null) it must
- * be right, because a consumer that uses it trusts it. */
-typedef struct td_field_spec {
-    const char *name;
-    td_field_kind_t kind;
-    bool optional;
-    int64_t min, max; /* TD_FIELD_INT: the value; TD_FIELD_STR: the length */
-} td_field_spec_t;
-
-/* Checks every field of spec in data (a JSON object; other keys are
- * allowed): 0, or TD_EINVAL with the first problem in errstr, naming the
- * field as the td_data_* getters do. A handler calls it before any effect,
- * so an event with any bad field has none. */
-int td_data_check(const json_t *data, const td_field_spec_t *spec, char *errstr, size_t errlen);
-/* The data of a SPEC section 3 event type, with the bounds the producing
- * service enforces (so whatever a producer writes, every consumer takes);
- * NULL for a type outside the table (and for NotificationCreatedEvent,
- * whose one consumer reads only userId and seq). Static, thread-safe. */
-const td_field_spec_t *td_event_fields(const char *type);
 
 #endif

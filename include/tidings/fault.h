@@ -24,10 +24,14 @@
  *                               reports count as failed, rows are published again
  *   relay.before_delete         persisted, rows not deleted: published again
  *   relay.after_delete          rows deleted (ERROR: nothing to fail)
- *   consumer.before_handler     inbox row inserted, handler not run: retried
- *   consumer.before_commit      handler done, before COMMIT: rolled back, retried
- *   consumer.after_commit       record done (committed, skipped, duplicate or
- *                               dead-lettered), offset not stored: retried
+ *   consumer.before_handler     inbox row inserted, handler not run: the
+ *                               batch is rolled back and retried
+ *   consumer.mid_batch          a record done, the next not begun (inside the
+ *                               batch's unit): rolled back, retried
+ *   consumer.before_commit      every record done, before COMMIT: rolled back,
+ *                               retried
+ *   consumer.after_commit       batch committed (handled, skipped, duplicate
+ *                               or dead-lettered), offsets not stored: retried
  *   consumer.after_offset_store offset stored (ERROR: nothing to fail)
  *
  * Threading: every function may be called from any thread. The hit count

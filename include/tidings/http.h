@@ -6,7 +6,14 @@
  * one request log line with status and duration.
  *
  * Handlers run on libmicrohttpd's worker threads (a small pool, epoll):
- * they may block briefly on the database, never on Kafka. */
+ * they may block briefly on the database, never on Kafka.
+ *
+ * Limits: a connection that sends nothing for 30 s is closed while its
+ * request is incomplete (and when idle between keep-alive requests); a
+ * response handed over with td_resp_takeover (SSE) is the taker's, with
+ * its own timeouts. CORS: only the origins of td_http_opts_t.cors_origins
+ * get Access-Control-Allow-Origin (their own, with Vary: Origin), "*" only
+ * when configured. */
 #ifndef TIDINGS_HTTP_H
 #define TIDINGS_HTTP_H
 
@@ -85,8 +92,45 @@ void td_resp_header(td_resp_t *resp, const char *name, const char *value);
 /* Takes a ready libmicrohttpd response (streams, files); it is destroyed
  * by the layer. */
 void td_resp_mhd(td_resp_t *resp, int status, struct MHD_Response *r);
+/* Hands the connection over instead of answering through libmicrohttpd
+ * (SSE streams, tidings/sse.h). When the handler has returned, the layer
+ * builds the response head (status line, Date, the headers set on resp
+ * and its own: request id, trace context, CORS; then "Transfer-Encoding:
+ * chunked" for HTTP/1.1, "Connection: close" for HTTP/1.0) and calls
+ * start on the handler's thread with a new non-blocking descriptor of the
+ * socket (start's to close), the head (start's to free; nothing of it is
+ * sent yet) and whether the body must be chunked. libmicrohttpd then
+ * forgets the connection and never writes to it again. If resp is
+ * replaced first (any td_resp_* that sets a response), or the socket
+ * cannot be handed over, cancel is called instead. The request is logged
+ * when it is handed over. to is copied. Handler thread. */
+typedef struct td_takeover {
+    void (*start)(void *arg, int fd, char *head, size_t head_len, bool chunked);
+    void (*cancel)(void *arg);
+    void *arg;
+} td_takeover_t;
+void td_resp_takeover(td_resp_t *resp, int status, const td_takeover_t *to);
 /* Status set so far (0 if none). */
 int td_resp_status(const td_resp_t *resp);
+
+/* Deferred responses: a handler whose answer needs slow work (password
+ * hashing) hands it to another thread instead of holding an HTTP thread.
+ * It calls td_req_defer, which suspends the connection
+ * (MHD_suspend_connection: the request keeps no thread and no timeout
+ * runs), passes the handle on and returns without setting a response.
+ * The other thread fills td_deferred_resp (and may read td_deferred_req:
+ * both stay valid until td_deferred_done) and calls td_deferred_done once,
+ * which resumes the connection; the HTTP layer then sends that response,
+ * logs and counts the request as for any other. Exactly one
+ * td_deferred_done follows every td_req_defer, and soon: td_http_stop
+ * waits for every deferred request to be answered. td_req_defer only on
+ * the handler's thread, inside the handler; td_deferred_done on any
+ * thread. */
+typedef struct td_deferred td_deferred_t;
+td_deferred_t *td_req_defer(td_req_t *req);
+td_req_t *td_deferred_req(td_deferred_t *d);
+td_resp_t *td_deferred_resp(td_deferred_t *d);
+void td_deferred_done(td_deferred_t *d);
 
 /* The stable code of a status: 400 -> "invalid_argument", ... */
 const char *td_http_error_code(int status);
@@ -114,7 +158,13 @@ typedef struct td_http_opts {
     td_ready_fn ready; /* NULL = always ready */
     void *ready_arg;
     unsigned threads; /* worker threads, 0 = 4 */
-    bool cors;        /* answer CORS preflights, allow any origin */
+    /* Origins whose pages may call this API (TIDINGS_CORS_ORIGINS: comma-
+     * separated "scheme://host[:port]", or "*" for any). A request whose
+     * Origin is listed gets Access-Control-Allow-Origin with that origin
+     * (and Vary: Origin), its preflight the allowed methods and headers;
+     * any other origin gets no allow header. NULL or "": no CORS at all
+     * (OPTIONS is then a route like any other). Copied. */
+    const char *cors_origins;
 } td_http_opts_t;
 
 typedef struct td_http td_http_t;

@@ -47,6 +47,13 @@ const char *td_record_header_str(const td_record_t *rec, const char *name);
 /* Serialises the headers to a compact binary blob (for the outbox table)
  * and back. Decoding checks every length: TD_EINVAL for a corrupt blob. */
 void *td_headers_encode(const td_record_t *rec, size_t *len);
+/* Calls fn for each header of an encoded blob, in order, without copying
+ * (name is name_len bytes, value NULL for a null header), once the whole
+ * blob is known good: TD_EINVAL for a corrupt blob, and then fn was never
+ * called. fn NULL only checks. */
+typedef void (*td_header_fn)(void *arg, const char *name, size_t name_len, const void *value,
+                             size_t len);
+int td_headers_walk(const void *blob, size_t len, td_header_fn fn, void *arg);
 int td_headers_decode(td_record_t *rec, const void *blob, size_t len);
 
 #endif

@@ -24,6 +24,13 @@ typedef struct td_readiness {
  * producer and every consumer is connected to a broker. */
 bool td_readiness_check(void *arg, char *why, size_t whylen);
 
+/* The data dir holds password hashes, keys and secrets (SPEC section 5):
+ * it is made 0700 (mkdir -p), and an existing one is tightened to 0700
+ * with every file in it 0600 (and its subdirectories 0700). Also sets the
+ * process umask to 077, so that files made later (SQLite's -wal and -shm,
+ * logs) follow. 0 or TD_EIO with errstr. */
+int td_data_dir_secure(const td_config_t *cfg, char *errstr, size_t errlen);
+
 /* Opens <data>/<service>.db with migs (making the data dir). Logs and
  * returns NULL on failure. */
 td_db_t *td_service_db(const td_config_t *cfg, const td_migration_t *migs, size_t mig_cnt,

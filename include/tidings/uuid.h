@@ -9,6 +9,10 @@
 
 /* A new random UUID into out (TD_UUID_LEN + 1 bytes). Any thread. */
 void td_uuid_new(char *out);
+/* The name-based (version 5, SHA-1) UUID of name in namespace ns (a UUID
+ * string): the same inputs always give the same id. Into out
+ * (TD_UUID_LEN + 1 bytes). Any thread. */
+void td_uuid_name(const char *ns, const char *name, char *out);
 /* True when s is exactly a lowercase hyphenated UUID. */
 bool td_uuid_valid(const char *s);
 

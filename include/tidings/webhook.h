@@ -34,8 +34,8 @@ int td_webhook_verify(const void *secret, size_t secret_len, const char *timesta
                       int64_t tolerance_s);
 
 /* A webhook URL we may POST to: the rules of td_webpush_check_endpoint
- * (https, or http on loopback when allow_http_loopback). 0 or TD_EINVAL
- * with errstr. */
+ * (https to a public address, or http on loopback when
+ * allow_http_loopback; tidings/urlguard.h). 0 or TD_EINVAL with errstr. */
 int td_webhook_check_url(const char *url, bool allow_http_loopback, char *errstr, size_t errlen);
 
 #endif

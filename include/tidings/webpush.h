@@ -66,11 +66,13 @@ char *td_vapid_header(const td_vapid_t *vapid, const char *endpoint, const char 
 
 /* ---- subscriptions -------------------------------------------------------- */
 
-/* An endpoint (or webhook URL) we may POST to: an absolute https URL of at
- * most TD_WEBPUSH_URL_MAX bytes with a host and no user:password; or, when
+/* An endpoint (or webhook URL) we may POST to, as the outbound-URL guard
+ * judges it (tidings/urlguard.h): an absolute https URL of at most
+ * TD_WEBPUSH_URL_MAX bytes, no user:password, whose host is a public
+ * address or a name that resolves only to public addresses; or, when
  * allow_http_loopback (TIDINGS_ALLOW_HTTP_ENDPOINTS, tests only), an http
  * URL whose host is localhost, 127.0.0.0/8 or [::1]. 0 or TD_EINVAL with a
- * message for people in errstr. */
+ * message for people in errstr. May wait up to 1.5 s for DNS. */
 int td_webpush_check_endpoint(const char *endpoint, bool allow_http_loopback, char *errstr,
                               size_t errlen);
 /* The keys of a PushSubscription: p256dh is base64url of a 65-byte

@@ -15,6 +15,7 @@
 #include "cli.h"
 #include "tidings/broker.h"
 #include "tidings/bus.h"
+#include "tidings/service.h"
 #include "tidings/config.h"
 #include "tidings/log.h"
 
@@ -135,10 +136,12 @@ int cli_broker_main(int argc, char **argv)
     }
     const char *bootstraps = td_broker_bootstraps(broker);
 
-    int r = td_mkdirs(cfg.data_dir, 0755);
+    char derr[512];
+    int r = td_data_dir_secure(&cfg, derr, sizeof(derr));
+    if (r) fprintf(stderr, "tidings broker: %s\n", derr);
     path = td_data_path(&cfg, "brokers");
     char *line = td_asprintf("%s\n", bootstraps);
-    if (!r) r = td_write_file(path, line, strlen(line), 0644);
+    if (!r) r = td_write_file(path, line, strlen(line), 0600);
     free(line);
     if (r) {
         fprintf(stderr, "tidings broker: cannot write %s: %s\n", path, strerror(errno));

@@ -175,9 +175,9 @@ static int pick_topics(kread_t *kr, const rd_kafka_metadata_t *md, const kread_o
                 mt = meta_topic(md, name);
             if (!mt) {
                 char known[256] = "";
-                for (size_t k = 0; td_spec_topics[k]; k++)
+                for (size_t k = 0; td_topics[k].name; k++)
                     snprintf(known + strlen(known), sizeof(known) - strlen(known), "%s%s",
-                             k ? ", " : "", td_spec_topics[k]);
+                             k ? ", " : "", td_topics[k].name);
                 td_errf(errstr, errlen, TD_ENOENT,
                         "unknown topic '%s': %s does not exist on %s (the topics are %s, "
                         "each also with .DLT)",
@@ -190,9 +190,9 @@ static int pick_topics(kread_t *kr, const rd_kafka_metadata_t *md, const kread_o
         }
         return 0;
     }
-    for (size_t i = 0; td_spec_topics[i]; i++) {
+    for (size_t i = 0; td_topics[i].name; i++) {
         for (int dlt = 0; dlt < 2; dlt++) {
-            char *short_name = td_asprintf("%s%s", td_spec_topics[i], dlt ? ".DLT" : "");
+            char *short_name = td_asprintf("%s%s", td_topics[i].name, dlt ? ".DLT" : "");
             char *full = td_topic_name(kr->cfg, short_name);
             const rd_kafka_metadata_topic_t *mt = meta_topic(md, full);
             if (mt) add_topic(kr, mt);

@@ -43,6 +43,7 @@
 #include "tidings/config.h"
 #include "tidings/json.h"
 #include "tidings/log.h"
+#include "tidings/service.h"
 
 extern char **environ;
 
@@ -638,7 +639,7 @@ static void seed(run_t *r)
         char *marker = td_asprintf("%s/" SEED_MARKER, r->data_dir);
         const char *text =
             "the sample catalogue was created; delete this file to create it again\n";
-        td_write_file(marker, text, strlen(text), 0644);
+        td_write_file(marker, text, strlen(text), 0600);
         free(marker);
     }
     say("sample catalogue: %zu products created", made);
@@ -823,7 +824,7 @@ static char *generate_password(void)
 static int open_log(const run_t *r, const char *name)
 {
     char *path = td_asprintf("%s/%s.log", r->logs_dir, name);
-    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     free(path);
     return fd;
 }
@@ -889,9 +890,9 @@ int cli_run_main(int argc, char **argv)
         goto out;
     }
 
-    if (td_mkdirs(r->cfg.data_dir, 0755) < 0) {
-        fprintf(stderr, "tidings run: cannot create the data dir %s: %s\n", r->cfg.data_dir,
-                strerror(errno));
+    char derr[512];
+    if (td_data_dir_secure(&r->cfg, derr, sizeof(derr)) != 0) {
+        fprintf(stderr, "tidings run: %s\n", derr);
         goto out;
     }
     char resolved[PATH_MAX];
@@ -901,7 +902,7 @@ int cli_run_main(int argc, char **argv)
     }
     r->data_dir = td_strdup(resolved);
     r->logs_dir = td_asprintf("%s/logs", r->data_dir);
-    if (td_mkdirs(r->logs_dir, 0755) < 0) {
+    if (td_mkdirs(r->logs_dir, 0700) < 0) {
         fprintf(stderr, "tidings run: cannot create %s: %s\n", r->logs_dir, strerror(errno));
         goto out;
     }
@@ -955,7 +956,7 @@ int cli_run_main(int argc, char **argv)
     }
     char *bpath = td_asprintf("%s/brokers", r->data_dir);
     char *btext = td_asprintf("%s\n", r->brokers);
-    if (td_write_file(bpath, btext, strlen(btext), 0644) < 0)
+    if (td_write_file(bpath, btext, strlen(btext), 0600) < 0)
         say_warn("cannot write %s: %s", bpath, strerror(errno));
     free(bpath);
     free(btext);

@@ -56,7 +56,8 @@ int td_app_serve(td_app_t *app, const td_app_opts_t *opts, char *errstr, size_t 
         .secret_len = cfg->secret_len,
         .ready = td_readiness_check,
         .ready_arg = &app->ready,
-        .cors = true, /* the storefront calls the APIs directly (web/README.md) */
+        /* The storefront calls the APIs directly (web/README.md). */
+        .cors_origins = cfg->cors_origins,
     };
     app->http = td_http_start(&hopts, errstr, errlen);
     return app->http ? 0 : TD_EIO;

@@ -66,8 +66,8 @@ td_broker_t *td_broker_start(const td_config_t *cfg, int count, char *errstr, si
     }
     broker->bootstraps = td_strdup(rd_kafka_mock_cluster_bootstraps(broker->mcluster));
 
-    for (size_t i = 0; td_spec_topics[i]; i++) {
-        char *name = td_topic_name(cfg, td_spec_topics[i]);
+    for (size_t i = 0; td_topics[i].name; i++) {
+        char *name = td_topic_name(cfg, td_topics[i].name);
         char *dlt = td_asprintf("%s.DLT", name);
         int rc = td_broker_create_topic(broker, name, partitions);
         if (rc == 0) rc = td_broker_create_topic(broker, dlt, partitions);

@@ -16,42 +16,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "tidings/json.h"
 #include "tidings/log.h"
-
-const char *const td_spec_topics[] = {
-    "users", "products", "reservations", "orders", "payments", "notifications", NULL};
-
-/* SPEC section 3: each event type has exactly one topic. */
-static const struct {
-    const char *type;
-    const char *topic;
-} spec_event_topics[] = {
-    {"UserRegisteredEvent", "users"},
-    {"UserLoggedInEvent", "users"},
-    {"ProductCreatedEvent", "products"},
-    {"ProductUpdatedEvent", "products"},
-    {"ProductDeletedEvent", "products"},
-    {"ProductReservedEvent", "reservations"},
-    {"ProductReservationFailedEvent", "reservations"},
-    {"ProductReservationCancelledEvent", "reservations"},
-    {"OrderCreatedEvent", "orders"},
-    {"OrderApprovedEvent", "orders"},
-    {"OrderRejectedEvent", "orders"},
-    {"PaymentProcessedEvent", "payments"},
-    {"PaymentFailedEvent", "payments"},
-    {"NotificationCreatedEvent", "notifications"},
-};
-
-const char *td_spec_topic_of(const char *type)
-{
-    for (size_t i = 0; type && i < TD_ARRAY_SIZE(spec_event_topics); i++)
-        if (!strcmp(spec_event_topics[i].type, type)) return spec_event_topics[i].topic;
-    return NULL;
-}
 
 static const char *const service_names[TD_SVC__COUNT] = {
     "users", "products", "orders", "payments", "notifications", "web",
@@ -66,6 +36,7 @@ static const int default_ports[TD_SVC__COUNT] = {8081, 8082, 8083, 8084, 8085, 8
 #define DEFAULT_PREFIX        "tidings."
 #define DEFAULT_LISTEN        "127.0.0.1"
 #define DEFAULT_VAPID_SUBJECT "mailto:admin@tidings.local"
+#define DEFAULT_MAX_STREAMS   32
 #define SECRET_MIN            32
 #define SECRET_GENERATED      48
 
@@ -81,6 +52,26 @@ int td_service_from_name(const char *name)
     for (int i = 0; i < TD_SVC__COUNT; i++)
         if (!strcmp(name, service_names[i])) return i;
     return -1;
+}
+
+/* The web service's own origins, from its port and the listen address:
+ * the pages it serves are the ones that call the other services. */
+static void cors_default(td_config_t *cfg)
+{
+    int port = cfg->ports[TD_SVC_WEB];
+    const char *addr = cfg->listen_addr ? cfg->listen_addr : DEFAULT_LISTEN;
+    char *list = td_asprintf("http://127.0.0.1:%d,http://localhost:%d", port, port);
+    /* A specific other address is one more name of this host; "0.0.0.0"
+     * and "::" say nothing about the names browsers use (set the list). */
+    if (strcmp(addr, "127.0.0.1") && strcmp(addr, "localhost") && strcmp(addr, "0.0.0.0") &&
+        strcmp(addr, "::")) {
+        char *more = strchr(addr, ':') ? td_asprintf("%s,http://[%s]:%d", list, addr, port)
+                                       : td_asprintf("%s,http://%s:%d", list, addr, port);
+        free(list);
+        list = more;
+    }
+    free(cfg->cors_origins);
+    cfg->cors_origins = list;
 }
 
 void td_config_defaults(td_config_t *cfg)
@@ -100,6 +91,8 @@ void td_config_defaults(td_config_t *cfg)
     cfg->listen_addr = td_strdup(DEFAULT_LISTEN);
     for (int i = 0; i < TD_SVC__COUNT; i++) cfg->ports[i] = default_ports[i];
     cfg->vapid_subject = td_strdup(DEFAULT_VAPID_SUBJECT);
+    cfg->max_streams_per_user = DEFAULT_MAX_STREAMS;
+    cors_default(cfg);
 }
 
 void td_config_free(td_config_t *cfg)
@@ -115,6 +108,7 @@ void td_config_free(td_config_t *cfg)
     free(cfg->admin_password);
     free(cfg->listen_addr);
     free(cfg->vapid_subject);
+    free(cfg->cors_origins);
     memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -255,6 +249,61 @@ static int parse_vapid(const char *what, const char *text, char **out, char *err
     return 0;
 }
 
+/* "*" or origins "http(s)://host[:port]" separated by commas, as a browser
+ * sends them in Origin (no path); kept trimmed, comma-joined. */
+static int parse_origins(const char *what, const char *text, char **out, char *errstr,
+                         size_t errlen)
+{
+    char *list = td_strdup("");
+    for (const char *p = text;;) {
+        size_t n = strcspn(p, ",");
+        const char *a = p, *b = p + n;
+        while (a < b && isspace((unsigned char)*a)) a++;
+        while (b > a && isspace((unsigned char)b[-1])) b--;
+        if (b > a && b[-1] == '/') b--; /* "https://shop.example/" means the origin */
+        size_t len = (size_t)(b - a);
+        bool ok = len == 1 && *a == '*';
+        if (!ok) {
+            size_t skip = len > 8 && !strncasecmp(a, "https://", 8)  ? 8
+                          : len > 7 && !strncasecmp(a, "http://", 7) ? 7
+                                                                     : 0;
+            const char *h = a + skip;
+            ok = skip > 0;
+            bool colon = false;
+            for (const char *c = h; ok && c < b; c++) {
+                if (*c == '[') { /* an IPv6 literal */
+                    const char *e = memchr(c, ']', (size_t)(b - c));
+                    ok = c == h && e && e > c + 1;
+                    if (ok) c = e;
+                } else if (*c == ':') {
+                    ok = !colon && c > h && c + 1 < b;
+                    colon = true;
+                } else if (colon) {
+                    ok = *c >= '0' && *c <= '9';
+                } else {
+                    ok = isalnum((unsigned char)*c) || *c == '.' || *c == '-';
+                }
+            }
+            ok = ok && h < b;
+        }
+        if (!ok) {
+            free(list);
+            return td_errf(errstr, errlen, TD_EINVAL,
+                           "%s: '%.*s' is not an origin like https://shop.example[:port], or *",
+                           what, (int)(len > 100 ? 100 : len), a);
+        }
+        char *next = td_asprintf("%s%s%.*s", list, *list ? "," : "", (int)len, a);
+        free(list);
+        list = next;
+        p += n;
+        if (!*p) break;
+        p++;
+    }
+    free(*out);
+    *out = list;
+    return 0;
+}
+
 static void set_str(char **dst, const char *text)
 {
     free(*dst);
@@ -269,7 +318,8 @@ static const char *env(const char *name)
     return v && *v ? v : NULL;
 }
 
-static int load_env(td_config_t *cfg, bool *fetch_wait_set, char *errstr, size_t errlen)
+static int load_env(td_config_t *cfg, bool *fetch_wait_set, bool *cors_set, char *errstr,
+                    size_t errlen)
 {
     const char *v;
     int64_t n;
@@ -325,6 +375,12 @@ static int load_env(td_config_t *cfg, bool *fetch_wait_set, char *errstr, size_t
     if ((v = env("TIDINGS_LISTEN_ADDR")) &&
         (rc = parse_listen("TIDINGS_LISTEN_ADDR", v, &cfg->listen_addr, errstr, errlen)))
         return rc;
+    if ((v = env("TIDINGS_DB_SYNC"))) {
+        if (strcmp(v, "full") && strcmp(v, "normal"))
+            return td_errf(errstr, errlen, TD_EINVAL,
+                           "TIDINGS_DB_SYNC: '%.100s' is not one of full, normal", v);
+        cfg->db_sync_normal = !strcmp(v, "normal");
+    }
     if ((v = env("TIDINGS_VAPID_SUBJECT")) &&
         (rc = parse_vapid("TIDINGS_VAPID_SUBJECT", v, &cfg->vapid_subject, errstr, errlen)))
         return rc;
@@ -332,6 +388,15 @@ static int load_env(td_config_t *cfg, bool *fetch_wait_set, char *errstr, size_t
         if ((v = env(port_vars[i])) &&
             (rc = parse_port(port_vars[i], v, &cfg->ports[i], errstr, errlen)))
             return rc;
+    if ((v = env("TIDINGS_CORS_ORIGINS"))) {
+        rc = parse_origins("TIDINGS_CORS_ORIGINS", v, &cfg->cors_origins, errstr, errlen);
+        if (rc) return rc;
+        *cors_set = true;
+    }
+    if ((v = env("TIDINGS_MAX_STREAMS_PER_USER")) &&
+        (rc = parse_int("TIDINGS_MAX_STREAMS_PER_USER", v, 1, 10000, &cfg->max_streams_per_user,
+                        errstr, errlen)))
+        return rc;
     return 0;
 }
 
@@ -421,17 +486,20 @@ static void load_brokers_file(td_config_t *cfg)
 int td_config_load(td_config_t *cfg, const char *service, int argc, char **argv, int *argi,
                    char *errstr, size_t errlen)
 {
-    bool fetch_wait_set = false;
+    bool fetch_wait_set = false, cors_set = false;
     int rc;
 
     td_config_defaults(cfg);
     cfg->service = td_strdup(service);
-    if ((rc = load_env(cfg, &fetch_wait_set, errstr, errlen))) goto fail;
+    if ((rc = load_env(cfg, &fetch_wait_set, &cors_set, errstr, errlen))) goto fail;
     if ((rc = load_flags(cfg, argc, argv, argi, errstr, errlen))) goto fail;
+    /* The web port and listen address may have changed since the defaults. */
+    if (!cors_set) cors_default(cfg);
     if (!cfg->brokers) load_brokers_file(cfg);
     /* The embedded broker is in-process memory: waiting for a fetch to fill
      * only adds latency there. */
     if (!fetch_wait_set) cfg->fetch_wait_ms = cfg->brokers_embedded ? 1 : 100;
+    cfg->fetch_wait_set = fetch_wait_set;
     return 0;
 
 fail:
@@ -475,10 +543,14 @@ void td_config_usage(FILE *out, const char *command)
             "  TIDINGS_ALLOW_HTTP_ENDPOINTS  0\n"
             "  TIDINGS_DELIVERY_MAX_ATTEMPTS 8\n"
             "  TIDINGS_DELIVERY_BACKOFF_MS   1000\n"
-            "  TIDINGS_FETCH_WAIT_MS         1 on the embedded broker, else 100\n"
+            "  TIDINGS_FETCH_WAIT_MS         1 on a mock (embedded) broker, else 100\n"
             "  TIDINGS_LISTEN_ADDR           " DEFAULT_LISTEN "\n"
+            "  TIDINGS_DB_SYNC               full (or normal: safe from crashes, not power cuts)\n"
             "  TIDINGS_VAPID_SUBJECT         " DEFAULT_VAPID_SUBJECT "\n"
             "  TIDINGS_VAPID_PRIVATE_KEY     (notifications: generated once into its db)\n"
+            "  TIDINGS_CORS_ORIGINS          http://127.0.0.1:<web port>,http://localhost:<web "
+            "port>\n"
+            "  TIDINGS_MAX_STREAMS_PER_USER  32\n"
             "  TIDINGS_KAFKA_DEBUG           (none; librdkafka debug contexts, e.g. cgrp)\n",
             command ? command : "<command>");
     for (int i = 0; i < TD_SVC__COUNT; i++)
@@ -572,7 +644,7 @@ int td_config_load_secret(td_config_t *cfg, char *errstr, size_t errlen)
         return 0;
     }
 
-    if (td_mkdirs(cfg->data_dir, 0755) != 0) {
+    if (td_mkdirs(cfg->data_dir, 0700) != 0) {
         rc = td_errf(errstr, errlen, TD_EIO, "%s: cannot create the data directory: %s",
                      cfg->data_dir, strerror(errno));
         goto fail;

@@ -23,6 +23,7 @@
 #include "tidings/delivery.h"
 
 #include <curl/curl.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <openssl/rand.h>
 #include <pthread.h>
@@ -36,17 +37,20 @@
 #include "tidings/bus.h"
 #include "tidings/log.h"
 #include "tidings/metrics.h"
+#include "tidings/urlguard.h"
 #include "tidings/webhook.h"
 
-#define DEFAULT_THREADS    2
+/* More workers than one destination (2) or one user (4) may use, so a
+ * slow destination never holds them all. */
+#define DEFAULT_THREADS    8
 #define DEFAULT_TIMEOUT_MS 10000
 #define DEFAULT_IDLE_MS    1000
 #define CONNECT_TIMEOUT_MS 5000
 /* A claim older than this is taken to be lost (a failed write of the
  * outcome), and the row is due again. */
 #define STALE_CLAIM_EXTRA_MS 60000
-#define ERROR_SNIPPET        200
 
+/* Version 1: the queue as round 1 made it. */
 static const char delivery_schema[] =
     "CREATE TABLE IF NOT EXISTS td_delivery ("
     " id INTEGER PRIMARY KEY AUTOINCREMENT,"
@@ -75,6 +79,21 @@ static const char delivery_schema[] =
     "CREATE INDEX IF NOT EXISTS td_delivery_due ON td_delivery(state, next_at_ms);"
     "CREATE INDEX IF NOT EXISTS td_delivery_target ON td_delivery(channel, target_id);";
 
+/* Version 2: fair delivery. Who a row counts against and the destination
+ * it shares; the circuit breaker of each destination that failed lately (a
+ * row exists only while it has failures in a row). Rows of version 1 get
+ * their dest in backfill_dest. */
+static const char delivery_fair[] =
+    "ALTER TABLE td_delivery ADD COLUMN owner TEXT;" /* a user id, or NULL */
+    "ALTER TABLE td_delivery ADD COLUMN dest TEXT;"  /* the URL's scheme://host[:port] */
+    "CREATE TABLE IF NOT EXISTS td_delivery_dest ("
+    " dest TEXT PRIMARY KEY,"
+    " failures INTEGER NOT NULL," /* in a row */
+    " opens INTEGER NOT NULL,"    /* pauses in a row: the next one is twice as long */
+    " open_until_ms INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS td_delivery_dest_inflight ON td_delivery(dest, inflight);"
+    "CREATE INDEX IF NOT EXISTS td_delivery_owner ON td_delivery(owner, state, inflight);";
+
 typedef struct worker {
     struct td_delivery *dlv;
     pthread_t thread;
@@ -90,6 +109,7 @@ struct td_delivery {
     void *ctx;
     int timeout_ms;
     int idle_ms;
+    td_delivery_policy_t policy;
 
     worker_t *workers;
     size_t worker_cnt;
@@ -109,23 +129,54 @@ static struct td_delivery *registry;
 
 /* ---- the table --------------------------------------------------------- */
 
-int td_delivery_init(td_db_t *db)
+/* The destination a URL's deliveries share (and are limited by): its
+ * origin, or the URL itself when it has none we can name. Caller frees. */
+static char *dest_of(const char *url)
 {
-    td_db_lock(db);
-    int rc = td_db_exec(db, delivery_schema);
-    td_db_unlock(db);
+    char *origin = NULL;
+    if (td_webpush_origin(url, &origin, NULL, 0) != 0) return td_strdup(url);
+    return origin;
+}
+
+/* Gives the rows queued before version 2 their destination. */
+static int backfill_dest(td_db_t *db)
+{
+    int rc = 0;
+    sqlite3_stmt *st = td_db_prepare(db, "SELECT id, url FROM td_delivery WHERE dest IS NULL");
+    while (rc == 0 && sqlite3_step(st) == SQLITE_ROW) {
+        char *dest = dest_of((const char *)sqlite3_column_text(st, 1));
+        sqlite3_stmt *up = td_db_prepare(db, "UPDATE td_delivery SET dest = ? WHERE id = ?");
+        sqlite3_bind_text(up, 1, dest, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(up, 2, sqlite3_column_int64(st, 0));
+        rc = td_db_run(db, up);
+        free(dest);
+    }
+    td_db_done(st);
     return rc;
 }
 
-/* Prepares sql on the delivery table, creating the table first when a
- * service enqueues before anything made it (inside the caller's
- * transaction, where SQLite DDL is transactional too). */
+static const td_migration_t delivery_migs[] = {{1, delivery_schema}, {2, delivery_fair}};
+
+int td_delivery_init(td_db_t *db)
+{
+    char err[256];
+    int rc = td_db_migrate(db, "delivery", delivery_migs, TD_ARRAY_SIZE(delivery_migs), err,
+                           sizeof(err));
+    if (rc) {
+        td_error("%s", err);
+        return rc;
+    }
+    if ((rc = td_db_begin(db)) != 0) return rc;
+    if ((rc = backfill_dest(db)) != 0) {
+        td_db_rollback(db);
+        return rc;
+    }
+    return td_db_commit(db);
+}
+
+/* Prepares sql on the delivery table (td_delivery_init made it). */
 static sqlite3_stmt *prepare(td_db_t *db, const char *sql)
 {
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(td_db_sqlite(db), sql, -1, &st, NULL) == SQLITE_OK) return st;
-    sqlite3_finalize(st);
-    if (td_db_exec(db, delivery_schema) != 0) return NULL;
     return td_db_prepare(db, sql);
 }
 
@@ -146,6 +197,92 @@ static void wake_db(td_db_t *db)
     pthread_mutex_unlock(&registry_mu);
 }
 
+/* ---- the per-user cap ---------------------------------------------------- */
+
+/* Deliveries of owner waiting or in flight (-1 on a database error). */
+static int64_t owner_queued(td_db_t *db, const char *owner)
+{
+    sqlite3_stmt *st =
+        prepare(db, "SELECT count(*) FROM td_delivery WHERE owner = ? AND state = 'pending'");
+    if (!st) return -1;
+    sqlite3_bind_text(st, 1, owner, -1, SQLITE_STATIC);
+    int64_t n = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+    td_db_done(st);
+    return n;
+}
+
+/* A delivery over the cap is not queued: counted, and logged at most
+ * once a minute (a user over the cap usually stays there for a while,
+ * and each of their notifications would log again). */
+static void drop_over_cap(const td_delivery_msg_t *msg)
+{
+    static atomic_llong last_log_ms;
+    static atomic_llong unlogged;
+    char labels[128];
+    td_metric_labels(labels, sizeof(labels), "channel", msg->channel, "reason", "user_queue_full",
+                     NULL);
+    td_metric_inc("tidings_deliveries_dropped_total", labels);
+    long long now = td_now_ms(), last = atomic_load(&last_log_ms);
+    long long n = atomic_fetch_add(&unlogged, 1) + 1;
+    if (now - last >= 60000 && atomic_compare_exchange_strong(&last_log_ms, &last, now)) {
+        atomic_fetch_sub(&unlogged, n);
+        td_warn("delivery: %lld deliveries not queued (user %s has %d queued), e.g. %s %s of %s", n,
+                msg->owner, TD_DELIVERY_USER_QUEUE_MAX, msg->channel, msg->target_id,
+                msg->event_id);
+    }
+}
+
+/* ---- the circuit breaker --------------------------------------------------- */
+
+td_delivery_policy_t td__delivery_policy_default(void)
+{
+    td_delivery_policy_t p = {
+        .dest_inflight = TD_DELIVERY_DEST_INFLIGHT,
+        .user_inflight = TD_DELIVERY_USER_INFLIGHT,
+        .breaker_failures = TD_DELIVERY_BREAKER_FAILURES,
+        .breaker_pause_ms = TD_DELIVERY_BREAKER_PAUSE_MS,
+        .breaker_pause_max_ms = TD_DELIVERY_BREAKER_PAUSE_MAX_MS,
+    };
+    return p;
+}
+
+bool td__breaker_record(td__breaker_t *b, const td_delivery_policy_t *p, bool failed,
+                        int64_t now_ms)
+{
+    if (!failed) {
+        memset(b, 0, sizeof(*b));
+        return false;
+    }
+    b->failures++;
+    /* Answers of tries that were in flight when it opened count, but do
+     * not pause it again: the probe after the pause decides. */
+    if (b->failures < p->breaker_failures || b->open_until_ms > now_ms) return false;
+    int64_t pause = p->breaker_pause_ms;
+    for (int i = 0; i < b->opens && pause < p->breaker_pause_max_ms; i++) pause *= 2;
+    if (pause > p->breaker_pause_max_ms) pause = p->breaker_pause_max_ms;
+    b->open_until_ms = now_ms + pause;
+    b->opens++;
+    return true;
+}
+
+int td__breaker_cap(const td__breaker_t *b, const td_delivery_policy_t *p, int64_t now_ms)
+{
+    if (b->open_until_ms > now_ms) return 0;
+    if (b->failures >= p->breaker_failures) return 1; /* half open: one probe */
+    return p->dest_inflight;
+}
+
+/* When dest's pause ends (0 when it is not paused). */
+static int64_t dest_paused_until(td_db_t *db, const char *dest)
+{
+    sqlite3_stmt *st = prepare(db, "SELECT open_until_ms FROM td_delivery_dest WHERE dest = ?");
+    if (!st) return 0;
+    sqlite3_bind_text(st, 1, dest, -1, SQLITE_STATIC);
+    int64_t until = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    td_db_done(st);
+    return until;
+}
+
 int td_delivery_enqueue(td_db_t *db, const td_delivery_msg_t *msg, char *errstr, size_t errlen)
 {
     bool webpush = msg->channel && !strcmp(msg->channel, TD_DELIVERY_WEBPUSH);
@@ -162,6 +299,15 @@ int td_delivery_enqueue(td_db_t *db, const td_delivery_msg_t *msg, char *errstr,
         return td_errf(errstr, errlen, TD_EINVAL, "a webhook delivery needs its secret");
     if (!msg->origin || !msg->origin->topic)
         return td_errf(errstr, errlen, TD_EINVAL, "a delivery needs its origin record");
+    if (msg->owner) {
+        int64_t queued = owner_queued(db, msg->owner);
+        if (queued < 0) return td_errf(errstr, errlen, TD_EIO, "cannot count the queue");
+        if (queued >= TD_DELIVERY_USER_QUEUE_MAX) {
+            drop_over_cap(msg);
+            return td_errf(errstr, errlen, TD_ELIMIT, "%d deliveries of this user are queued",
+                           TD_DELIVERY_USER_QUEUE_MAX);
+        }
+    }
 
     size_t cap = 1, used = 0;
     for (const char *const *h = msg->headers; h && *h; h++) {
@@ -176,11 +322,15 @@ int td_delivery_enqueue(td_db_t *db, const td_delivery_msg_t *msg, char *errstr,
     size_t hlen = 0;
     void *hblob = td_headers_encode(msg->origin, &hlen);
     int64_t now = td_now_ms();
+    char *dest = dest_of(msg->url);
+    int64_t due = dest_paused_until(db, dest);
+    if (due < now) due = now;
     int rc = TD_EIO;
     sqlite3_stmt *st = prepare(
         db, "INSERT INTO td_delivery(channel, target_id, event_id, url, headers, body, secret,"
             " next_at_ms, created_ms, origin_topic, origin_partition, origin_offset, origin_key,"
-            " origin_value, origin_headers) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+            " origin_value, origin_headers, owner, dest)"
+            " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
     if (!st) goto out;
     static const char empty[1];
     sqlite3_bind_text(st, 1, msg->channel, -1, SQLITE_STATIC);
@@ -194,7 +344,7 @@ int td_delivery_enqueue(td_db_t *db, const td_delivery_msg_t *msg, char *errstr,
                           SQLITE_STATIC);
     else
         sqlite3_bind_null(st, 7);
-    sqlite3_bind_int64(st, 8, now);
+    sqlite3_bind_int64(st, 8, due);
     sqlite3_bind_int64(st, 9, now);
     sqlite3_bind_text(st, 10, msg->origin->topic, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 11, msg->origin->partition);
@@ -208,9 +358,15 @@ int td_delivery_enqueue(td_db_t *db, const td_delivery_msg_t *msg, char *errstr,
     else
         sqlite3_bind_null(st, 14);
     sqlite3_bind_blob(st, 15, hblob, (int)hlen, SQLITE_STATIC);
+    if (msg->owner)
+        sqlite3_bind_text(st, 16, msg->owner, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 16);
+    sqlite3_bind_text(st, 17, dest, -1, SQLITE_STATIC);
     rc = td_db_run(db, st) == 0 ? 0 : TD_EIO;
     if (rc != 0) td_errf(errstr, errlen, TD_EIO, "cannot queue the delivery");
 out:
+    free(dest);
     free(hblob);
     free(headers);
     /* The workers wake now and block on the database lock, which the
@@ -220,10 +376,10 @@ out:
     return rc;
 }
 
-int td_delivery_enqueue_webpush(td_db_t *db, const char *subscription_id, const char *endpoint,
-                                const char *p256dh, const char *auth, const char *event_id,
-                                const void *payload, size_t len, const td_record_t *origin,
-                                char *errstr, size_t errlen)
+int td_delivery_enqueue_webpush(td_db_t *db, const char *owner, const char *subscription_id,
+                                const char *endpoint, const char *p256dh, const char *auth,
+                                const char *event_id, const void *payload, size_t len,
+                                const td_record_t *origin, char *errstr, size_t errlen)
 {
     unsigned char *body = NULL;
     size_t body_len = 0;
@@ -236,6 +392,7 @@ int td_delivery_enqueue_webpush(td_db_t *db, const char *subscription_id, const 
                                    "Content-Type: application/octet-stream", NULL};
     td_delivery_msg_t msg = {
         .channel = TD_DELIVERY_WEBPUSH,
+        .owner = owner,
         .target_id = subscription_id,
         .event_id = event_id,
         .url = endpoint,
@@ -249,13 +406,15 @@ int td_delivery_enqueue_webpush(td_db_t *db, const char *subscription_id, const 
     return rc;
 }
 
-int td_delivery_enqueue_webhook(td_db_t *db, const char *webhook_id, const char *url,
-                                const char *secret, const char *event_id, const void *body,
-                                size_t len, const td_record_t *origin, char *errstr, size_t errlen)
+int td_delivery_enqueue_webhook(td_db_t *db, const char *owner, const char *webhook_id,
+                                const char *url, const char *secret, const char *event_id,
+                                const void *body, size_t len, const td_record_t *origin,
+                                char *errstr, size_t errlen)
 {
     const char *const headers[] = {"Content-Type: application/json; charset=utf-8", NULL};
     td_delivery_msg_t msg = {
         .channel = TD_DELIVERY_WEBHOOK,
+        .owner = owner,
         .target_id = webhook_id,
         .event_id = event_id,
         .url = url,
@@ -288,7 +447,7 @@ int64_t td_delivery_count(td_db_t *db, const char *state)
     if (st) {
         sqlite3_bind_text(st, 1, state, -1, SQLITE_STATIC);
         if (sqlite3_step(st) == SQLITE_ROW) n = sqlite3_column_int64(st, 0);
-        sqlite3_finalize(st);
+        td_db_done(st);
     }
     td_db_unlock(db);
     return n;
@@ -299,6 +458,8 @@ int64_t td_delivery_count(td_db_t *db, const char *state)
 typedef struct job {
     int64_t id;
     char *channel, *target_id, *event_id, *url, *headers;
+    char *dest;  /* the destination it shares a breaker and a cap with */
+    char *owner; /* NULL when it counts against no user */
     unsigned char *body;
     size_t body_len;
     unsigned char *secret; /* NULL for webpush */
@@ -313,6 +474,8 @@ static void job_clear(job_t *job)
     free(job->event_id);
     free(job->url);
     free(job->headers);
+    free(job->dest);
+    free(job->owner);
     free(job->body);
     if (job->secret) memset(job->secret, 0, job->secret_len);
     free(job->secret);
@@ -339,17 +502,20 @@ enum verdict { V_SUCCESS, V_GONE, V_RETRY, V_FAIL, V_ABORTED };
 
 static const char *const verdict_metric[] = {"success", "gone", "retry", "failed", NULL};
 
+/* What a try came to. error is an error class ("http_503", "timeout",
+ * "blocked_address", ...), never text the endpoint sent: it goes into
+ * last_error, logs and the dead-letter reason, which users and operators
+ * see, and an endpoint's answer could be a page of an internal host. */
 typedef struct outcome {
     enum verdict verdict;
     long status;            /* HTTP status, 0 when none */
     int64_t retry_after_ms; /* from Retry-After, -1 when absent */
-    char error[ERROR_SNIPPET + 400];
+    int health;             /* for the breaker: 1 answered, -1 failed, 0 no verdict */
+    char error[64];
 } outcome_t;
 
 typedef struct response {
     int64_t retry_after_ms;
-    char snippet[ERROR_SNIPPET + 1];
-    size_t snippet_len;
 } response_t;
 
 /* Retry-After (RFC 9110 section 10.2.3): delay-seconds or an HTTP-date. */
@@ -386,16 +552,12 @@ static size_t on_header(char *buf, size_t size, size_t n, void *arg)
     return len;
 }
 
+/* The body of an answer is read and dropped: nothing of it is kept. */
 static size_t on_body(char *buf, size_t size, size_t n, void *arg)
 {
-    response_t *resp = arg;
-    size_t len = size * n;
-    for (size_t i = 0; i < len && resp->snippet_len < ERROR_SNIPPET; i++) {
-        unsigned char c = (unsigned char)buf[i];
-        resp->snippet[resp->snippet_len++] = c >= 0x20 && c < 0x7f ? (char)c : ' ';
-    }
-    resp->snippet[resp->snippet_len] = '\0';
-    return len;
+    (void)buf;
+    (void)arg;
+    return size * n;
 }
 
 static enum verdict classify_status(const job_t *job, long status)
@@ -411,9 +573,54 @@ static enum verdict classify_status(const job_t *job, long status)
     return V_FAIL;
 }
 
-static bool permanent_curl_error(CURLcode cc)
+/* The error class of a failed transfer. blocked: the guard refused a
+ * socket (an address that is not public). */
+static const char *curl_error_class(CURLcode cc, long os_errno, bool blocked)
 {
-    return cc == CURLE_UNSUPPORTED_PROTOCOL || cc == CURLE_URL_MALFORMAT;
+    switch (cc) {
+    case CURLE_COULDNT_CONNECT:
+        if (blocked) return "blocked_address";
+        return os_errno == ECONNREFUSED ? "connect_refused" : "connect_error";
+    case CURLE_OPERATION_TIMEDOUT:
+        return "timeout";
+    case CURLE_COULDNT_RESOLVE_HOST:
+        return "dns_error";
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_SSL_SHUTDOWN_FAILED:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_USE_SSL_FAILED:
+        return "tls_error";
+    case CURLE_SEND_ERROR:
+        return "send_error";
+    case CURLE_RECV_ERROR:
+        return "recv_error";
+    case CURLE_GOT_NOTHING:
+        return "empty_reply";
+    case CURLE_WEIRD_SERVER_REPLY:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+    case CURLE_HTTP3:
+        return "protocol_error";
+    case CURLE_UNSUPPORTED_PROTOCOL:
+    case CURLE_URL_MALFORMAT:
+        return "bad_url";
+    default:
+        return "network_error";
+    }
+}
+
+static bool permanent_curl_error(CURLcode cc, bool blocked)
+{
+    /* A refused address is a policy, not a condition that passes. */
+    return cc == CURLE_UNSUPPORTED_PROTOCOL || cc == CURLE_URL_MALFORMAT ||
+           (cc == CURLE_COULDNT_CONNECT && blocked);
 }
 
 /* Sends job once. Runs without the database lock. */
@@ -424,6 +631,7 @@ static void send_job(worker_t *w, const job_t *job, outcome_t *out)
     struct curl_slist *hdrs = NULL;
     response_t resp = {.retry_after_ms = -1};
     char *auth = NULL;
+    td_urlguard_conn_t guard = {0};
 
     memset(out, 0, sizeof(*out));
     out->retry_after_ms = -1;
@@ -443,8 +651,9 @@ static void send_job(worker_t *w, const job_t *job, outcome_t *out)
                                  : NULL;
         if (!value) {
             out->verdict = V_FAIL;
-            snprintf(out->error, sizeof(out->error), "cannot sign the VAPID header: %s",
-                     dlv->vapid ? err : "no VAPID key");
+            td_warn("delivery %" PRId64 ": cannot sign the VAPID header: %s", job->id,
+                    dlv->vapid ? err : "no VAPID key");
+            snprintf(out->error, sizeof(out->error), "vapid_error");
             goto out;
         }
         auth = td_asprintf("Authorization: %s", value);
@@ -468,6 +677,18 @@ static void send_job(worker_t *w, const job_t *job, outcome_t *out)
 
     CURL *c = w->easy;
     curl_easy_reset(c);
+    /* Endpoints come from users: the guard checks the address of every
+     * socket at connect time (so DNS rebinding gets nowhere), allows no
+     * redirect (a 3xx is an answer, not a hop), no proxy, and the URL's
+     * scheme only. */
+    if (td_urlguard_curl(c, job->url, "https",
+                         dlv->cfg->allow_http_endpoints ? TD_URLGUARD_HTTP_LOOPBACK : 0,
+                         &guard) != 0) {
+        out->verdict = V_FAIL;
+        out->health = 0;
+        snprintf(out->error, sizeof(out->error), "blocked_url");
+        goto out;
+    }
     curl_easy_setopt(c, CURLOPT_URL, job->url);
     curl_easy_setopt(c, CURLOPT_POST, 1L);
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, (const char *)job->body);
@@ -479,11 +700,6 @@ static void send_job(worker_t *w, const job_t *job, outcome_t *out)
     curl_easy_setopt(
         c, CURLOPT_CONNECTTIMEOUT_MS,
         (long)(dlv->timeout_ms < CONNECT_TIMEOUT_MS ? dlv->timeout_ms : CONNECT_TIMEOUT_MS));
-    /* Endpoints come from users: no proxy from the environment, no
-     * redirects (a 3xx is an answer, not a hop), http(s) only. */
-    curl_easy_setopt(c, CURLOPT_PROXY, "");
-    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(c, CURLOPT_HEADERDATA, &resp);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
@@ -512,23 +728,33 @@ static void send_job(worker_t *w, const job_t *job, outcome_t *out)
     }
     curl_multi_remove_handle(w->multi, c);
     if (out->verdict == V_ABORTED) {
-        snprintf(out->error, sizeof(out->error), "cut short by stop");
+        snprintf(out->error, sizeof(out->error), "stopped");
         goto out;
     }
 
     if (cc != CURLE_OK) {
-        out->verdict = permanent_curl_error(cc) ? V_FAIL : V_RETRY;
-        snprintf(out->error, sizeof(out->error), "%s", curl_easy_strerror(cc));
+        long os_errno = 0;
+        curl_easy_getinfo(c, CURLINFO_OS_ERRNO, &os_errno);
+        out->verdict = permanent_curl_error(cc, guard.blocked) ? V_FAIL : V_RETRY;
+        out->health = -1;
+        snprintf(out->error, sizeof(out->error), "%s",
+                 curl_error_class(cc, os_errno, guard.blocked));
+        if (guard.blocked)
+            td_warn("delivery %" PRId64 " to %s %s: refused to connect to a %s address", job->id,
+                    job->channel, job->target_id, td_addr_class_name(guard.blocked_class));
         goto out;
     }
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
     out->verdict = classify_status(job, out->status);
     out->retry_after_ms = resp.retry_after_ms;
+    /* 408, 429 and 5xx say the host is in trouble; any other answer, even
+     * a refusal of this one request, says it is there. */
+    out->health = out->status == 408 || out->status == 429 || out->status >= 500 ? -1 : 1;
     if (out->verdict != V_SUCCESS)
-        snprintf(out->error, sizeof(out->error), "HTTP %ld%s%s", out->status,
-                 resp.snippet_len ? ": " : "", resp.snippet);
+        snprintf(out->error, sizeof(out->error), "http_%ld", out->status);
 
 out:
+    td_urlguard_conn_clear(&guard);
     free(auth);
     curl_slist_free_all(hdrs);
 }
@@ -591,7 +817,7 @@ static int fail_job(struct td_delivery *dlv, const job_t *job, const outcome_t *
     sqlite3_bind_int64(st, 1, job->id);
     int step = sqlite3_step(st);
     if (step != SQLITE_ROW) {
-        sqlite3_finalize(st);
+        td_db_done(st);
         return step == SQLITE_DONE ? 0 : TD_EIO;
     }
     char *topic = column_text(st, 0);
@@ -605,7 +831,7 @@ static int fail_job(struct td_delivery *dlv, const job_t *job, const outcome_t *
         td_record_set_value(dlt, sqlite3_column_blob(st, 4), (size_t)sqlite3_column_bytes(st, 4));
     int rc =
         td_headers_decode(dlt, sqlite3_column_blob(st, 5), (size_t)sqlite3_column_bytes(st, 5));
-    sqlite3_finalize(st);
+    td_db_done(st);
     if (rc != 0) td_warn("delivery %" PRId64 ": origin headers are corrupt, dropped", job->id);
 
     char num[32];
@@ -639,6 +865,56 @@ static int fail_job(struct td_delivery *dlv, const job_t *job, const outcome_t *
     return rc;
 }
 
+/* Feeds the outcome of a try to its destination's breaker, in the
+ * transaction that records it. When the breaker opens, every delivery
+ * waiting for that destination is put off until the pause ends, so that
+ * the workers pass it by instead of trying it. *opened tells. */
+static int update_breaker(struct td_delivery *dlv, const job_t *job, const outcome_t *out,
+                          bool *opened)
+{
+    td_db_t *db = dlv->db;
+    *opened = false;
+    td__breaker_t b = {0};
+    sqlite3_stmt *st = td_db_prepare(
+        db, "SELECT failures, opens, open_until_ms FROM td_delivery_dest WHERE dest = ?");
+    sqlite3_bind_text(st, 1, job->dest, -1, SQLITE_STATIC);
+    bool known = sqlite3_step(st) == SQLITE_ROW;
+    if (known) {
+        b.failures = sqlite3_column_int(st, 0);
+        b.opens = sqlite3_column_int(st, 1);
+        b.open_until_ms = sqlite3_column_int64(st, 2);
+    }
+    td_db_done(st);
+    if (!known && out->health > 0) return 0; /* healthy and no history: nothing to write */
+
+    int64_t now = td_now_ms();
+    *opened = td__breaker_record(&b, &dlv->policy, out->health < 0, now);
+    if (b.failures == 0) {
+        st = td_db_prepare(db, "DELETE FROM td_delivery_dest WHERE dest = ?");
+        sqlite3_bind_text(st, 1, job->dest, -1, SQLITE_STATIC);
+        return td_db_run(db, st);
+    }
+    st = td_db_prepare(db, "INSERT INTO td_delivery_dest(dest, failures, opens, open_until_ms)"
+                           " VALUES(?,?,?,?) ON CONFLICT(dest) DO UPDATE SET"
+                           " failures = excluded.failures, opens = excluded.opens,"
+                           " open_until_ms = excluded.open_until_ms");
+    sqlite3_bind_text(st, 1, job->dest, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 2, b.failures);
+    sqlite3_bind_int(st, 3, b.opens);
+    sqlite3_bind_int64(st, 4, b.open_until_ms);
+    int rc = td_db_run(db, st);
+    if (rc != 0 || !*opened) return rc;
+    st = td_db_prepare(db, "UPDATE td_delivery SET next_at_ms = max(next_at_ms, ?)"
+                           " WHERE dest = ? AND state = 'pending' AND inflight = 0");
+    sqlite3_bind_int64(st, 1, b.open_until_ms);
+    sqlite3_bind_text(st, 2, job->dest, -1, SQLITE_STATIC);
+    rc = td_db_run(db, st);
+    if (rc == 0)
+        td_warn("delivery: %s failed %d times in a row (last: %s): paused for %" PRId64 " s",
+                job->dest, b.failures, out->error, (b.open_until_ms - now + 999) / 1000);
+    return rc;
+}
+
 /* The one transaction that records what happened to job. */
 static int record_outcome(struct td_delivery *dlv, const job_t *job, outcome_t *out)
 {
@@ -657,8 +933,7 @@ static int record_outcome(struct td_delivery *dlv, const job_t *job, outcome_t *
             rc = td_db_begin(db);
             if (rc != 0) return rc;
             out->verdict = V_RETRY;
-            snprintf(out->error + strlen(out->error), sizeof(out->error) - strlen(out->error),
-                     " (gone callback failed)");
+            snprintf(out->error, sizeof(out->error), "gone_callback_failed");
         }
     }
     bool exhausted = false;
@@ -709,23 +984,55 @@ static int record_outcome(struct td_delivery *dlv, const job_t *job, outcome_t *
         counted = false;
         break;
     }
+    bool opened = false;
+    if (rc == 0 && out->verdict != V_ABORTED && out->health != 0)
+        rc = update_breaker(dlv, job, out, &opened);
     if (rc != 0) {
         td_db_rollback(db);
         return TD_EIO;
     }
     rc = td_db_commit(db);
     if (rc == 0 && counted) count(job, out->verdict);
+    if (rc == 0 && opened) td_metric_inc("tidings_delivery_breaker_opened_total", "");
     return rc;
 }
 
 /* ---- workers ------------------------------------------------------------ */
 
-/* Claims the next due row into job: true if there was one; else
- * *next_due_ms gets when the earliest waiting row is due (INT64_MAX if
- * none). */
+/* ---- the claim policy ------------------------------------------------------ */
+
+/* The next delivery a worker may start: the earliest due row whose
+ * destination has room (fewer than policy.dest_inflight tries in flight,
+ * one while its breaker is half open, none while it is paused) and whose
+ * owner has fewer than policy.user_inflight in flight. Rows of a full
+ * destination or owner are passed by, not waited for: a slow destination
+ * holds at most its own share of the workers. A claim older than stale_ms
+ * is lost and counts as not in flight. Counts come from the table, so
+ * instances sharing one database share the limits. Among rows due at the
+ * same moment (those a pause released) the least tried go first, so the
+ * probes after a pause take turns instead of one row probing each time. */
+static const char claim_sql[] =
+    "SELECT d.id, d.channel, d.target_id, d.event_id, d.url, d.headers, d.body, d.secret,"
+    " d.attempts, d.dest, d.owner"
+    " FROM td_delivery d LEFT JOIN td_delivery_dest b ON b.dest = d.dest"
+    " WHERE d.state = 'pending' AND d.next_at_ms <= ?1"
+    " AND (d.inflight = 0 OR d.claimed_ms < ?2)"
+    " AND coalesce(b.open_until_ms, 0) <= ?1"
+    " AND (SELECT count(*) FROM td_delivery f WHERE f.dest = d.dest AND f.inflight = 1"
+    "      AND f.claimed_ms >= ?2)"
+    "     < CASE WHEN coalesce(b.failures, 0) >= ?3 THEN 1 ELSE ?4 END"
+    " AND (d.owner IS NULL OR (SELECT count(*) FROM td_delivery f WHERE f.owner = d.owner"
+    "      AND f.state = 'pending' AND f.inflight = 1 AND f.claimed_ms >= ?2) < ?5)"
+    " ORDER BY d.next_at_ms, d.attempts, d.id LIMIT 1";
+
+/* Claims the next delivery into job: true if there was one; else
+ * *next_due_ms gets when the earliest row not yet due is (INT64_MAX if
+ * none). Rows that are due but wait for room are not in it: the end of a
+ * try wakes the workers. */
 static bool claim(struct td_delivery *dlv, job_t *job, int64_t *next_due_ms)
 {
     td_db_t *db = dlv->db;
+    const td_delivery_policy_t *p = &dlv->policy;
     *next_due_ms = INT64_MAX;
     if (td_db_begin(db) != 0) {
         *next_due_ms = td_now_ms() + dlv->idle_ms;
@@ -733,12 +1040,12 @@ static bool claim(struct td_delivery *dlv, job_t *job, int64_t *next_due_ms)
     }
     int64_t now = td_now_ms();
     int64_t stale = now - dlv->timeout_ms - STALE_CLAIM_EXTRA_MS;
-    sqlite3_stmt *st = td_db_prepare(
-        db, "SELECT id, channel, target_id, event_id, url, headers, body, secret, attempts"
-            " FROM td_delivery WHERE state = 'pending' AND next_at_ms <= ?"
-            " AND (inflight = 0 OR claimed_ms < ?) ORDER BY next_at_ms, id LIMIT 1");
+    sqlite3_stmt *st = td_db_prepare(db, claim_sql);
     sqlite3_bind_int64(st, 1, now);
     sqlite3_bind_int64(st, 2, stale);
+    sqlite3_bind_int(st, 3, p->breaker_failures);
+    sqlite3_bind_int(st, 4, p->dest_inflight);
+    sqlite3_bind_int(st, 5, p->user_inflight);
     bool found = false;
     if (sqlite3_step(st) == SQLITE_ROW) {
         found = true;
@@ -752,8 +1059,10 @@ static bool claim(struct td_delivery *dlv, job_t *job, int64_t *next_due_ms)
         if (sqlite3_column_type(st, 7) != SQLITE_NULL)
             job->secret = column_blob(st, 7, &job->secret_len);
         job->attempts = sqlite3_column_int(st, 8) + 1;
+        job->dest = column_text(st, 9);
+        if (sqlite3_column_type(st, 10) != SQLITE_NULL) job->owner = column_text(st, 10);
     }
-    sqlite3_finalize(st);
+    td_db_done(st);
 
     int rc = 0;
     if (found) {
@@ -764,10 +1073,11 @@ static bool claim(struct td_delivery *dlv, job_t *job, int64_t *next_due_ms)
         rc = td_db_run(db, st);
     } else {
         st = td_db_prepare(db, "SELECT min(next_at_ms) FROM td_delivery"
-                               " WHERE state = 'pending' AND inflight = 0");
+                               " WHERE state = 'pending' AND next_at_ms > ?");
+        sqlite3_bind_int64(st, 1, now);
         if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
             *next_due_ms = sqlite3_column_int64(st, 0);
-        sqlite3_finalize(st);
+        td_db_done(st);
     }
     if (rc != 0) {
         td_db_rollback(db);
@@ -833,6 +1143,9 @@ static void *worker_main(void *arg)
             td_sleep_ms(100);
         }
         job_clear(&job);
+        /* A place at a destination is free now: rows that waited for it
+         * may go. */
+        td_delivery_kick(dlv);
     }
     return NULL;
 }
@@ -841,6 +1154,19 @@ static double pending_gauge(void *arg)
 {
     struct td_delivery *dlv = arg;
     return (double)td_delivery_count(dlv->db, "pending");
+}
+
+static double paused_gauge(void *arg)
+{
+    struct td_delivery *dlv = arg;
+    td_db_lock(dlv->db);
+    sqlite3_stmt *st =
+        td_db_prepare(dlv->db, "SELECT count(*) FROM td_delivery_dest WHERE open_until_ms > ?");
+    sqlite3_bind_int64(st, 1, td_now_ms());
+    double n = sqlite3_step(st) == SQLITE_ROW ? (double)sqlite3_column_int64(st, 0) : 0;
+    td_db_done(st);
+    td_db_unlock(dlv->db);
+    return n;
 }
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -863,9 +1189,12 @@ td_delivery_t *td_delivery_start(const td_delivery_opts_t *opts, char *errstr, s
     }
     /* Rows in flight belong to a process that died mid-send: whether the
      * receiver got them is unknown, so they go again (at least once). */
-    td_db_lock(opts->db);
-    int rc = td_db_exec(opts->db, "UPDATE td_delivery SET inflight = 0 WHERE inflight = 1");
-    td_db_unlock(opts->db);
+    int rc = td_db_begin(opts->db);
+    if (rc == 0 &&
+        (rc = td_db_exec(opts->db, "UPDATE td_delivery SET inflight = 0 WHERE inflight = 1")) != 0)
+        td_db_rollback(opts->db);
+    else if (rc == 0)
+        rc = td_db_commit(opts->db);
     if (rc != 0) {
         td_errf(errstr, errlen, TD_EIO, "cannot reset the delivery queue");
         return NULL;
@@ -879,6 +1208,22 @@ td_delivery_t *td_delivery_start(const td_delivery_opts_t *opts, char *errstr, s
     dlv->ctx = opts->ctx;
     dlv->timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : DEFAULT_TIMEOUT_MS;
     dlv->idle_ms = opts->idle_ms > 0 ? opts->idle_ms : DEFAULT_IDLE_MS;
+    dlv->policy = td__delivery_policy_default();
+    /* The pause follows the retry pace: 30 first backoffs (30 s at the
+     * default 1 s), at most 20 pauses. */
+    if (opts->cfg->delivery_backoff_ms > 0 &&
+        opts->cfg->delivery_backoff_ms * 30 < dlv->policy.breaker_pause_ms) {
+        dlv->policy.breaker_pause_ms = opts->cfg->delivery_backoff_ms * 30;
+        dlv->policy.breaker_pause_max_ms = dlv->policy.breaker_pause_ms * 20;
+    }
+    if (opts->policy) {
+        const td_delivery_policy_t *p = opts->policy;
+        if (p->dest_inflight > 0) dlv->policy.dest_inflight = p->dest_inflight;
+        if (p->user_inflight > 0) dlv->policy.user_inflight = p->user_inflight;
+        if (p->breaker_failures > 0) dlv->policy.breaker_failures = p->breaker_failures;
+        if (p->breaker_pause_ms > 0) dlv->policy.breaker_pause_ms = p->breaker_pause_ms;
+        if (p->breaker_pause_max_ms > 0) dlv->policy.breaker_pause_max_ms = p->breaker_pause_max_ms;
+    }
     pthread_mutex_init(&dlv->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -894,6 +1239,14 @@ td_delivery_t *td_delivery_start(const td_delivery_opts_t *opts, char *errstr, s
     td_metric_describe("tidings_delivery_pending", "gauge",
                        "Web Push and webhook deliveries waiting or in flight");
     td_metric_gauge_fn("tidings_delivery_pending", "", pending_gauge, dlv);
+    td_metric_describe("tidings_deliveries_dropped_total", "counter",
+                       "Deliveries not queued because their user already had "
+                       "1000 queued, by channel and reason");
+    td_metric_describe("tidings_delivery_breaker_opened_total", "counter",
+                       "Times a destination was paused after failing again and again");
+    td_metric_describe("tidings_delivery_destinations_paused", "gauge",
+                       "Destinations (scheme, host, port) paused by their circuit breaker now");
+    td_metric_gauge_fn("tidings_delivery_destinations_paused", "", paused_gauge, dlv);
 
     size_t n = opts->threads ? opts->threads : DEFAULT_THREADS;
     dlv->workers = td_calloc(n, sizeof(worker_t));

@@ -7,6 +7,7 @@
  * invalid UTF-8, and the value may be anything. */
 #include "tidings/envelope.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,7 @@ td_event_t *td_event_new(const char *service, const char *type, const char *subj
 
 void td_event_set_correlation(td_event_t *ev, const char *correlationid)
 {
+    assert(!ev->borrowed);
     char *c = td_strdup(correlationid ? correlationid : ev->id);
     free(ev->correlationid);
     ev->correlationid = c;
@@ -39,6 +41,7 @@ void td_event_set_correlation(td_event_t *ev, const char *correlationid)
 
 void td_event_set_cause(td_event_t *ev, const td_event_t *cause)
 {
+    assert(!ev->borrowed);
     td_event_set_correlation(ev, cause->correlationid);
     free(ev->causationid);
     ev->causationid = td_strdup(cause->id);
@@ -53,23 +56,24 @@ void td_event_set_trace_parent(td_event_t *ev, const td_trace_t *parent)
 void td_event_free(td_event_t *ev)
 {
     if (!ev) return;
-    free(ev->source);
-    free(ev->type);
-    free(ev->subject);
-    free(ev->correlationid);
-    free(ev->causationid);
-    json_decref(ev->data);
-    free(ev->topic);
+    td_event_clear(ev);
     free(ev);
 }
 
 td_record_t *td_event_to_record(const td_event_t *ev, const char *topic)
 {
+    char *value = td_json_dumps(ev->data);
+    td_record_t *rec = td_event_to_record_json(ev, topic, value, strlen(value));
+    free(value);
+    return rec;
+}
+
+td_record_t *td_event_to_record_json(const td_event_t *ev, const char *topic, const char *json,
+                                     size_t len)
+{
     td_record_t *rec = td_record_new(topic);
     if (ev->subject) td_record_set_key(rec, ev->subject, strlen(ev->subject));
-    char *value = td_json_dumps(ev->data);
-    td_record_set_value(rec, value, strlen(value));
-    free(value);
+    td_record_set_value(rec, json, len);
 
     char tp[TD_TRACEPARENT_LEN + 1];
     td_trace_format(&ev->trace, tp);
@@ -119,32 +123,59 @@ static bool utf8_valid(const unsigned char *p, size_t len)
     return true;
 }
 
+/* Where the attributes of an event are read from: a td_record_t, or the
+ * headers of a consumed librdkafka message (whose values librdkafka keeps
+ * NUL-terminated, so they can be lent out as C strings). */
+typedef struct src {
+    const td_record_t *rec;
+    rd_kafka_headers_t *hdrs;
+} src_t;
+
+/* The last header called name: its value (NULL for a null header) and
+ * length. false when there is none. */
+static bool src_header(const src_t *src, const char *name, const void **value, size_t *len)
+{
+    if (src->rec) {
+        const td_header_t *h = td_record_header(src->rec, name);
+        if (!h) return false;
+        *value = h->value;
+        *len = h->len;
+        return true;
+    }
+    if (!src->hdrs ||
+        rd_kafka_header_get_last(src->hdrs, name, value, len) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return false;
+    return true;
+}
+
 /* The text of header name: NULL with the reason when it is absent, null,
  * empty (if required), holds a NUL byte or is not UTF-8. *bad tells an
  * absent optional header (NULL, *bad false) from a bad one. */
-static const char *header_text(const td_record_t *rec, const char *name, bool required, bool *bad,
+static const char *header_text(const src_t *src, const char *name, bool required, bool *bad,
                                char *errstr, size_t errlen)
 {
-    const td_header_t *h = td_record_header(rec, name);
+    const void *value = NULL;
+    size_t len = 0;
+    bool found = src_header(src, name, &value, &len);
     *bad = false;
-    if (!h || !h->value || (h->len == 0 && required)) {
+    if (!found || !value || (len == 0 && required)) {
         if (required) {
             *bad = true;
             td_errf(errstr, errlen, TD_EINVAL, "missing header '%s'", name);
         }
         return NULL;
     }
-    if (memchr(h->value, '\0', h->len)) {
+    if (memchr(value, '\0', len)) {
         *bad = true;
         td_errf(errstr, errlen, TD_EINVAL, "header '%s' contains a NUL byte", name);
         return NULL;
     }
-    if (!utf8_valid(h->value, h->len)) {
+    if (!utf8_valid(value, len)) {
         *bad = true;
         td_errf(errstr, errlen, TD_EINVAL, "header '%s' is not valid UTF-8", name);
         return NULL;
     }
-    return h->value;
+    return value;
 }
 
 /* "application/json", any case, optionally with parameters
@@ -158,110 +189,152 @@ static bool is_json_content_type(const char *ct)
     return *rest == '\0' || *rest == ';';
 }
 
+/* A string attribute: lent from the source, or a copy. */
+static char *attr(const char *s, bool borrow)
+{
+    return borrow ? (char *)s : td_strdup(s);
+}
+
+/* Fills ev (zeroed by the caller, partition/offset set) from src, key and
+ * value as SPEC section 3 says. 0 or TD_EINVAL with the reason. */
+static int parse(const src_t *src, const void *key, size_t key_len, const void *value,
+                 size_t value_len, td_event_t *ev, char *errstr, size_t errlen)
+{
+    bool bad, borrow = ev->borrowed;
+    const char *s;
+
+    s = header_text(src, "ce_specversion", true, &bad, errstr, errlen);
+    if (!s) return TD_EINVAL;
+    if (strcmp(s, "1.0"))
+        return td_errf(errstr, errlen, TD_EINVAL, "ce_specversion must be '1.0', not '%s'", s);
+
+    s = header_text(src, "ce_id", true, &bad, errstr, errlen);
+    if (!s) return TD_EINVAL;
+    if (strlen(s) > TD_EVENT_ID_MAX)
+        return td_errf(errstr, errlen, TD_EINVAL, "ce_id is longer than %d bytes", TD_EVENT_ID_MAX);
+    strcpy(ev->id, s);
+
+    s = header_text(src, "ce_source", true, &bad, errstr, errlen);
+    if (!s) return TD_EINVAL;
+    ev->source = attr(s, borrow);
+
+    s = header_text(src, "ce_type", true, &bad, errstr, errlen);
+    if (!s) return TD_EINVAL;
+    ev->type = attr(s, borrow);
+
+    s = header_text(src, "ce_time", true, &bad, errstr, errlen);
+    if (!s) return TD_EINVAL;
+    int64_t ms;
+    if (td_time_parse(s, &ms) != 0)
+        return td_errf(errstr, errlen, TD_EINVAL, "ce_time '%.64s' is not an RFC 3339 time", s);
+    td_time_format(ms, ev->time);
+
+    s = header_text(src, "content-type", false, &bad, errstr, errlen);
+    if (bad) return TD_EINVAL;
+    if (s && !is_json_content_type(s))
+        return td_errf(errstr, errlen, TD_EINVAL,
+                       "content-type must be application/json, not '%.64s'", s);
+
+    s = header_text(src, "ce_subject", false, &bad, errstr, errlen);
+    if (bad) return TD_EINVAL;
+    if (s && *s) {
+        ev->subject = attr(s, borrow);
+    } else if (key && key_len && !memchr(key, '\0', key_len) && utf8_valid(key, key_len)) {
+        /* The key holds no NUL: copy it (a message's key is not a string). */
+        ev->scratch = td_strndup(key, key_len);
+        ev->subject = borrow ? ev->scratch : td_strdup(ev->scratch);
+    }
+
+    s = header_text(src, "ce_correlationid", false, &bad, errstr, errlen);
+    if (bad) return TD_EINVAL;
+    const char *corr = s && *s ? s : ev->subject ? ev->subject : ev->id;
+    ev->correlationid = attr(corr, borrow);
+
+    s = header_text(src, "ce_causationid", false, &bad, errstr, errlen);
+    if (bad) return TD_EINVAL;
+    if (s && *s) ev->causationid = attr(s, borrow);
+
+    s = header_text(src, "traceparent", false, &bad, errstr, errlen);
+    if (bad) return TD_EINVAL;
+    if (s) {
+        char why[128];
+        if (td_trace_parse(s, &ev->trace, why, sizeof(why)) != 0)
+            return td_errf(errstr, errlen, TD_EINVAL, "bad traceparent: %s", why);
+    } else {
+        td_trace_new(&ev->trace);
+    }
+
+    if (!value || value_len == 0)
+        return td_errf(errstr, errlen, TD_EINVAL, "value is empty, not a JSON object");
+    if (!utf8_valid(value, value_len))
+        return td_errf(errstr, errlen, TD_EINVAL, "value is not valid UTF-8");
+    json_error_t jerr;
+    ev->data = json_loadb(value, value_len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+    if (!ev->data) return td_errf(errstr, errlen, TD_EINVAL, "value is not JSON: %s", jerr.text);
+    if (!json_is_object(ev->data))
+        return td_errf(errstr, errlen, TD_EINVAL, "value is not a JSON object");
+    return 0;
+}
+
 td_event_t *td_event_from_record(const td_record_t *rec, char *errstr, size_t errlen)
 {
     td_event_t *ev = td_calloc(1, sizeof(*ev));
     ev->partition = -1;
     ev->offset = -1;
-    bool bad;
-    const char *s;
-
-    s = header_text(rec, "ce_specversion", true, &bad, errstr, errlen);
-    if (!s) goto fail;
-    if (strcmp(s, "1.0")) {
-        td_errf(errstr, errlen, TD_EINVAL, "ce_specversion must be '1.0', not '%s'", s);
-        goto fail;
+    src_t src = {.rec = rec};
+    if (parse(&src, rec->key, rec->key_len, rec->value, rec->value_len, ev, errstr, errlen) != 0) {
+        td_event_free(ev);
+        return NULL;
     }
-
-    s = header_text(rec, "ce_id", true, &bad, errstr, errlen);
-    if (!s) goto fail;
-    if (strlen(s) > TD_EVENT_ID_MAX) {
-        td_errf(errstr, errlen, TD_EINVAL, "ce_id is longer than %d bytes", TD_EVENT_ID_MAX);
-        goto fail;
-    }
-    strcpy(ev->id, s);
-
-    s = header_text(rec, "ce_source", true, &bad, errstr, errlen);
-    if (!s) goto fail;
-    ev->source = td_strdup(s);
-
-    s = header_text(rec, "ce_type", true, &bad, errstr, errlen);
-    if (!s) goto fail;
-    ev->type = td_strdup(s);
-
-    s = header_text(rec, "ce_time", true, &bad, errstr, errlen);
-    if (!s) goto fail;
-    int64_t ms;
-    if (td_time_parse(s, &ms) != 0) {
-        td_errf(errstr, errlen, TD_EINVAL, "ce_time '%.64s' is not an RFC 3339 time", s);
-        goto fail;
-    }
-    td_time_format(ms, ev->time);
-
-    s = header_text(rec, "content-type", false, &bad, errstr, errlen);
-    if (bad) goto fail;
-    if (s && !is_json_content_type(s)) {
-        td_errf(errstr, errlen, TD_EINVAL, "content-type must be application/json, not '%.64s'", s);
-        goto fail;
-    }
-
-    s = header_text(rec, "ce_subject", false, &bad, errstr, errlen);
-    if (bad) goto fail;
-    if (s && *s) {
-        ev->subject = td_strdup(s);
-    } else if (rec->key && rec->key_len && !memchr(rec->key, '\0', rec->key_len) &&
-               utf8_valid(rec->key, rec->key_len)) {
-        ev->subject = td_strdup(rec->key);
-    }
-
-    s = header_text(rec, "ce_correlationid", false, &bad, errstr, errlen);
-    if (bad) goto fail;
-    ev->correlationid = td_strdup(s && *s ? s : ev->subject ? ev->subject : ev->id);
-
-    s = header_text(rec, "ce_causationid", false, &bad, errstr, errlen);
-    if (bad) goto fail;
-    if (s && *s) ev->causationid = td_strdup(s);
-
-    s = header_text(rec, "traceparent", false, &bad, errstr, errlen);
-    if (bad) goto fail;
-    if (s) {
-        char why[128];
-        if (td_trace_parse(s, &ev->trace, why, sizeof(why)) != 0) {
-            td_errf(errstr, errlen, TD_EINVAL, "bad traceparent: %s", why);
-            goto fail;
-        }
-    } else {
-        td_trace_new(&ev->trace);
-    }
-
-    if (!rec->value || rec->value_len == 0) {
-        td_errf(errstr, errlen, TD_EINVAL, "value is empty, not a JSON object");
-        goto fail;
-    }
-    if (!utf8_valid(rec->value, rec->value_len)) {
-        td_errf(errstr, errlen, TD_EINVAL, "value is not valid UTF-8");
-        goto fail;
-    }
-    json_error_t jerr;
-    ev->data =
-        json_loadb(rec->value, rec->value_len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
-    if (!ev->data) {
-        td_errf(errstr, errlen, TD_EINVAL, "value is not JSON: %s", jerr.text);
-        goto fail;
-    }
-    if (!json_is_object(ev->data)) {
-        td_errf(errstr, errlen, TD_EINVAL, "value is not a JSON object");
-        goto fail;
-    }
-
     ev->topic = td_strdup(rec->topic);
     ev->partition = rec->partition;
     ev->offset = rec->offset;
     return ev;
+}
 
-fail:
-    td_event_free(ev);
-    return NULL;
+int td_event_parse_message(const rd_kafka_message_t *msg, td_event_t *ev, char *errstr,
+                           size_t errlen)
+{
+    memset(ev, 0, sizeof(*ev));
+    ev->borrowed = true;
+    ev->partition = msg->partition;
+    ev->offset = msg->offset;
+    ev->topic = msg->rkt ? (char *)rd_kafka_topic_name(msg->rkt) : (char *)"";
+    rd_kafka_headers_t *hdrs = NULL;
+    /* rd_kafka_message_headers parses lazily into the message, hence the
+     * cast: nothing the caller could see changes. */
+    if (rd_kafka_message_headers((rd_kafka_message_t *)msg, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        hdrs = NULL;
+    ev->hdrs = hdrs;
+    src_t src = {.hdrs = hdrs};
+    return parse(&src, msg->key, msg->key_len, msg->payload, msg->len, ev, errstr, errlen);
+}
+
+const char *td_event_header(const td_event_t *ev, const char *name)
+{
+    const void *value = NULL;
+    size_t len = 0;
+    if (!ev->hdrs ||
+        rd_kafka_header_get_last(ev->hdrs, name, &value, &len) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        !value || memchr(value, '\0', len))
+        return NULL;
+    return value;
+}
+
+void td_event_clear(td_event_t *ev)
+{
+    if (!ev) return;
+    if (!ev->borrowed) {
+        free(ev->source);
+        free(ev->type);
+        free(ev->subject);
+        free(ev->correlationid);
+        free(ev->causationid);
+        free(ev->topic);
+    }
+    free(ev->scratch);
+    json_decref(ev->data);
+    memset(ev, 0, sizeof(*ev));
 }
 
 int td_data_str(const json_t *data, const char *field, const char **out, char *errstr,
@@ -309,150 +382,4 @@ int td_data_cents(const json_t *data, const char *field, int64_t *out, char *err
     char name[128];
     snprintf(name, sizeof(name), "field '%s'", field);
     return td_json_to_cents(v, name, out, errstr, errlen);
-}
-
-int td_data_check(const json_t *data, const td_field_spec_t *spec, char *errstr, size_t errlen)
-{
-    if (!json_is_object(data))
-        return td_errf(errstr, errlen, TD_EINVAL, "event data must be a JSON object");
-    for (const td_field_spec_t *f = spec; f && f->name; f++) {
-        const char *s;
-        int64_t v, ms;
-        int rc = 0;
-        if (f->optional && !json_object_get(data, f->name)) continue;
-        if (f->optional && json_is_null(json_object_get(data, f->name)))
-            return td_errf(errstr, errlen, TD_EINVAL, "field '%s' must not be null", f->name);
-        switch (f->kind) {
-        case TD_FIELD_STR:
-            if ((rc = td_data_str(data, f->name, &s, errstr, errlen)) != 0) return rc;
-            v = (int64_t)td_utf8_len(s);
-            if (v < f->min)
-                return f->min == 1
-                           ? td_errf(errstr, errlen, TD_EINVAL, "field '%s' is empty", f->name)
-                           : td_errf(errstr, errlen, TD_EINVAL,
-                                     "field '%s' is shorter than %lld characters", f->name,
-                                     (long long)f->min);
-            if (v > f->max)
-                return td_errf(errstr, errlen, TD_EINVAL,
-                               "field '%s' is longer than %lld characters", f->name,
-                               (long long)f->max);
-            break;
-        case TD_FIELD_UUID:
-            rc = td_data_uuid(data, f->name, &s, errstr, errlen);
-            break;
-        case TD_FIELD_INT:
-            if ((rc = td_data_int(data, f->name, &v, errstr, errlen)) != 0) return rc;
-            if (v < f->min || v > f->max)
-                return td_errf(errstr, errlen, TD_EINVAL, "field '%s' must be %lld to %lld",
-                               f->name, (long long)f->min, (long long)f->max);
-            break;
-        case TD_FIELD_MONEY:
-            rc = td_data_cents(data, f->name, &v, errstr, errlen);
-            break;
-        case TD_FIELD_TIME:
-            if ((rc = td_data_str(data, f->name, &s, errstr, errlen)) != 0) return rc;
-            if (td_time_parse(s, &ms) != 0)
-                return td_errf(errstr, errlen, TD_EINVAL, "field '%s' must be an RFC 3339 time",
-                               f->name);
-            break;
-        }
-        if (rc) return rc;
-    }
-    return 0;
-}
-
-/* The bounds are the producers': names 100 and titles 200 characters
- * (users, products), emails 254 bytes, a login's User-Agent 512 bytes and
- * ip 64, reasons 64 (orders), an order's quantity 1..1,000,000 (orders),
- * stock 0..1,000,000,000 (products). */
-#define F_UUID(n)                     \
-    {                                 \
-        n, TD_FIELD_UUID, false, 0, 0 \
-    }
-#define F_STR(n, max)                  \
-    {                                  \
-        n, TD_FIELD_STR, false, 1, max \
-    }
-#define F_OPT_STR(n, max)             \
-    {                                 \
-        n, TD_FIELD_STR, true, 1, max \
-    }
-#define F_INT(n, lo, hi)               \
-    {                                  \
-        n, TD_FIELD_INT, false, lo, hi \
-    }
-#define F_MONEY(n)                     \
-    {                                  \
-        n, TD_FIELD_MONEY, false, 0, 0 \
-    }
-#define F_TIME(n)                     \
-    {                                 \
-        n, TD_FIELD_TIME, false, 0, 0 \
-    }
-#define F_END                           \
-    {                                   \
-        NULL, TD_FIELD_STR, false, 0, 0 \
-    }
-#define F_ORDER_QTY F_INT("quantity", 1, 1000000)
-#define F_STOCK(n)  F_INT(n, 0, 1000000000)
-#define F_REASON    F_STR("reason", 64)
-
-static const td_field_spec_t user_registered[] = {
-    F_UUID("userId"), F_STR("email", 254), F_STR("name", 100), F_TIME("registeredAt"), F_END};
-static const td_field_spec_t user_logged_in[] = {F_UUID("userId"),     F_STR("email", 254),
-                                                 F_TIME("loggedInAt"), F_OPT_STR("userAgent", 512),
-                                                 F_OPT_STR("ip", 64),  F_END};
-static const td_field_spec_t product_created[] = {F_UUID("productId"), F_STR("title", 200),
-                                                  F_MONEY("price"), F_STOCK("quantity"), F_END};
-static const td_field_spec_t product_updated[] = {F_UUID("productId"),
-                                                  F_STR("title", 200),
-                                                  F_MONEY("price"),
-                                                  F_STOCK("quantity"),
-                                                  F_MONEY("previousPrice"),
-                                                  F_STOCK("previousQuantity"),
-                                                  F_END};
-static const td_field_spec_t product_deleted[] = {F_UUID("productId"), F_STR("title", 200), F_END};
-static const td_field_spec_t order_created[] = {F_UUID("orderId"),   F_UUID("userId"),
-                                                F_UUID("productId"), F_ORDER_QTY,
-                                                F_TIME("createdAt"), F_END};
-static const td_field_spec_t product_reserved[] = {F_UUID("orderId"),    F_UUID("userId"),
-                                                   F_UUID("productId"),  F_ORDER_QTY,
-                                                   F_MONEY("unitPrice"), F_END};
-static const td_field_spec_t reservation_failed[] = {
-    F_UUID("orderId"), F_UUID("userId"), F_UUID("productId"), F_ORDER_QTY, F_REASON, F_END};
-static const td_field_spec_t reservation_cancelled[] = {F_UUID("orderId"), F_UUID("userId"),
-                                                        F_UUID("productId"), F_ORDER_QTY, F_END};
-static const td_field_spec_t payment_processed[] = {F_UUID("paymentId"), F_UUID("orderId"),
-                                                    F_UUID("userId"), F_MONEY("amount"), F_END};
-static const td_field_spec_t payment_failed[] = {F_UUID("orderId"), F_UUID("userId"),
-                                                 F_MONEY("amount"), F_REASON, F_END};
-static const td_field_spec_t order_approved[] = {
-    F_UUID("orderId"), F_UUID("userId"), F_UUID("productId"), F_ORDER_QTY, F_MONEY("total"), F_END};
-static const td_field_spec_t order_rejected[] = {
-    F_UUID("orderId"), F_UUID("userId"), F_UUID("productId"), F_ORDER_QTY, F_REASON, F_END};
-
-static const struct {
-    const char *type;
-    const td_field_spec_t *fields;
-} event_fields[] = {
-    {"UserRegisteredEvent", user_registered},
-    {"UserLoggedInEvent", user_logged_in},
-    {"ProductCreatedEvent", product_created},
-    {"ProductUpdatedEvent", product_updated},
-    {"ProductDeletedEvent", product_deleted},
-    {"OrderCreatedEvent", order_created},
-    {"ProductReservedEvent", product_reserved},
-    {"ProductReservationFailedEvent", reservation_failed},
-    {"ProductReservationCancelledEvent", reservation_cancelled},
-    {"PaymentProcessedEvent", payment_processed},
-    {"PaymentFailedEvent", payment_failed},
-    {"OrderApprovedEvent", order_approved},
-    {"OrderRejectedEvent", order_rejected},
-};
-
-const td_field_spec_t *td_event_fields(const char *type)
-{
-    for (size_t i = 0; type && i < TD_ARRAY_SIZE(event_fields); i++)
-        if (!strcmp(event_fields[i].type, type)) return event_fields[i].fields;
-    return NULL;
 }

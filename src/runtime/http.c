@@ -15,7 +15,9 @@
 #include "tidings/http.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <microhttpd.h>
 #include <netdb.h>
@@ -37,9 +39,13 @@
 #include "tidings/metrics.h"
 #include "tidings/uuid.h"
 
-#define DEFAULT_THREADS    4
-#define CONNECTION_LIMIT   16000
-#define CONNECTION_TIMEOUT 120 /* seconds; streams set their own */
+#define DEFAULT_THREADS  4
+#define CONNECTION_LIMIT 16000
+/* Seconds a connection may send nothing while its request is incomplete
+ * (SPEC section 5), or sit idle between keep-alive requests. Handed-over
+ * streams (td_resp_takeover) are no longer libmicrohttpd's and keep their
+ * own keepalive-based timeout. */
+#define CONNECTION_TIMEOUT 30
 /* Body bytes we are willing to read and throw away after the limit was
  * passed (chunked uploads have no Content-Length to refuse early), so the
  * client still gets its 413; past this the connection is simply closed. */
@@ -69,9 +75,13 @@ struct td_http {
     size_t secret_len;
     td_ready_fn ready;
     void *ready_arg;
-    bool cors;
+    bool cors;        /* CORS is on: cors_any or cors_list */
+    bool cors_any;    /* "*" */
+    char **cors_list; /* allowed origins */
+    size_t cors_cnt;
     int port;
     atomic_int inflight; /* requests received and not yet answered */
+    atomic_int deferred; /* suspended by td_req_defer and not yet answered */
 };
 
 typedef struct header {
@@ -87,6 +97,8 @@ struct td_resp {
     struct MHD_Response *mhd;
     header_t *hdrs;
     size_t hdr_cnt;
+    td_takeover_t takeover; /* set by td_resp_takeover until handed over */
+    bool has_takeover;
 };
 
 /* One request, from the URI-log callback to the completed callback. */
@@ -96,10 +108,13 @@ typedef struct request_state {
     char *path;    /* decoded path, for req->path and the log */
     char *method;
     struct timespec start;
-    bool started;   /* the access handler has seen the headers */
-    bool responded; /* a response was queued */
-    bool counted;   /* holds one http->inflight */
+    bool started;              /* the access handler has seen the headers */
+    bool responded;            /* a response was queued */
+    bool counted;              /* holds one http->inflight */
+    bool deferred;             /* td_req_defer suspended it; holds one http->deferred */
+    atomic_bool deferred_done; /* td_deferred_done: the response is set */
     bool too_large;
+    bool http10; /* the request line said HTTP/1.0 */
     size_t discarded;
     char *body;
     size_t body_len;
@@ -218,6 +233,10 @@ static void resp_error_msg(td_resp_t *resp, int status, const char *message);
 
 static void resp_clear_body(td_resp_t *resp)
 {
+    if (resp->has_takeover) {
+        resp->has_takeover = false;
+        if (resp->takeover.cancel) resp->takeover.cancel(resp->takeover.arg);
+    }
     free(resp->data);
     resp->data = NULL;
     resp->len = 0;
@@ -380,6 +399,14 @@ void td_resp_mhd(td_resp_t *resp, int status, struct MHD_Response *r)
     resp_clear_body(resp);
     resp->status = status;
     resp->mhd = r;
+}
+
+void td_resp_takeover(td_resp_t *resp, int status, const td_takeover_t *to)
+{
+    resp_clear_body(resp);
+    resp->status = status;
+    resp->takeover = *to;
+    resp->has_takeover = true;
 }
 
 int td_resp_status(const td_resp_t *resp)
@@ -677,6 +704,138 @@ static void add_header(struct MHD_Response *r, const char *name, const char *val
         td_warn("http: dropped response header %s (invalid value)", name);
 }
 
+/* ---- CORS ---- */
+
+/* The request's Origin when this server allows it, else NULL. */
+static const char *cors_allowed(const request_state_t *st)
+{
+    const td_http_t *http = st->http;
+    const char *origin = td_req_header(&st->req, "Origin");
+    if (!http->cors || !origin || !*origin) return NULL;
+    if (http->cors_any) return origin;
+    for (size_t i = 0; i < http->cors_cnt; i++)
+        if (strcasecmp(http->cors_list[i], origin) == 0) return origin;
+    return NULL;
+}
+
+/* Access-Control-Allow-Origin for an allowed origin only: its own, never
+ * "*" unless "*" is configured; Vary: Origin whenever the answer depends
+ * on it, so no cache hands one origin's answer to another. */
+static void cors_headers(request_state_t *st, struct MHD_Response *r)
+{
+    const char *origin = cors_allowed(st);
+    if (!st->http->cors_any) add_header(r, "Vary", "Origin");
+    if (!origin) return;
+    add_header(r, "Access-Control-Allow-Origin", st->http->cors_any ? "*" : origin);
+    add_header(r, "Access-Control-Expose-Headers", "X-Request-Id, Retry-After, traceparent");
+}
+
+/* Parses a TIDINGS_CORS_ORIGINS list into http. */
+static void cors_parse(td_http_t *http, const char *list)
+{
+    if (!list) return;
+    for (const char *p = list; *p;) {
+        size_t n = strcspn(p, ",");
+        const char *a = p, *b = p + n;
+        while (a < b && (*a == ' ' || *a == '\t')) a++;
+        while (b > a && (b[-1] == ' ' || b[-1] == '\t' || b[-1] == '/')) b--;
+        if (b - a == 1 && *a == '*') {
+            http->cors_any = true;
+        } else if (b > a) {
+            http->cors_list =
+                td_realloc(http->cors_list, (http->cors_cnt + 1) * sizeof(*http->cors_list));
+            http->cors_list[http->cors_cnt++] = td_strndup(a, (size_t)(b - a));
+        }
+        p += n;
+        if (*p == ',') p++;
+    }
+    http->cors = http->cors_any || http->cors_cnt > 0;
+}
+
+/* ---- handing a connection over (td_resp_takeover) ---- */
+
+typedef struct head_buf {
+    char *p;
+    size_t len, cap;
+} head_buf_t;
+
+static void head_add(head_buf_t *hb, const char *s, size_t n)
+{
+    if (hb->len + n + 1 > hb->cap) {
+        hb->cap = (hb->len + n + 1) * 2;
+        hb->p = td_realloc(hb->p, hb->cap);
+    }
+    memcpy(hb->p + hb->len, s, n);
+    hb->len += n;
+    hb->p[hb->len] = '\0';
+}
+
+static enum MHD_Result head_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *value)
+{
+    head_buf_t *hb = cls;
+    (void)kind;
+    /* libmicrohttpd refused CR/LF when the header was added; be as
+     * strict here, where nothing else would. */
+    if (!key || !value || strpbrk(key, "\r\n:") || strpbrk(value, "\r\n")) return MHD_YES;
+    head_add(hb, key, strlen(key));
+    head_add(hb, ": ", 2);
+    head_add(hb, value, strlen(value));
+    head_add(hb, "\r\n", 2);
+    return MHD_YES;
+}
+
+/* Writes r's status and headers into a head of our own and gives the
+ * socket to the takeover; libmicrohttpd, answered MHD_NO, then closes its
+ * side of the connection without a byte more (MHD_USE_TURBO: no
+ * shutdown() that would end the stream too). */
+static enum MHD_Result send_takeover(request_state_t *st, struct MHD_Response *r)
+{
+    td_http_t *http = st->http;
+    td_resp_t *resp = &st->resp;
+    td_takeover_t to = resp->takeover;
+    resp->has_takeover = false;
+
+    head_buf_t hb = {0};
+    char line[128];
+    const char *reason = MHD_get_reason_phrase_for((unsigned)resp->status);
+    int n = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", resp->status,
+                     reason && *reason ? reason : "Unknown");
+    head_add(&hb, line, (size_t)n);
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    n = (int)strftime(line, sizeof(line), "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+    head_add(&hb, line, (size_t)n);
+    MHD_get_response_headers(r, head_header, &hb);
+    MHD_destroy_response(r);
+    bool chunked = !st->http10;
+    if (chunked)
+        head_add(&hb, "Transfer-Encoding: chunked\r\n", 28);
+    else
+        head_add(&hb, "Connection: close\r\n", 19);
+    head_add(&hb, "\r\n", 2);
+
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(st->req.conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    int fd = ci ? fcntl(ci->connect_fd, F_DUPFD_CLOEXEC, 0) : -1;
+    st->responded = true;
+    st->status = resp->status;
+    if (fd < 0) {
+        td_warn("http: cannot hand a connection over: %s", ci ? strerror(errno) : "no socket");
+        free(hb.p);
+        if (to.cancel) to.cancel(to.arg);
+        st->status = 503;
+    } else {
+        to.start(to.arg, fd, hb.p, hb.len, chunked);
+    }
+    if (st->counted) {
+        atomic_fetch_sub(&http->inflight, 1);
+        st->counted = false;
+    }
+    return MHD_NO;
+}
+
 static enum MHD_Result send_response(request_state_t *st)
 {
     td_http_t *http = st->http;
@@ -699,12 +858,10 @@ static enum MHD_Result send_response(request_state_t *st)
     char tp[TD_TRACEPARENT_LEN + 1];
     td_trace_format(&st->req.trace, tp);
     add_header(r, "traceparent", tp);
-    if (http->cors) {
-        add_header(r, "Access-Control-Allow-Origin", "*");
-        add_header(r, "Access-Control-Expose-Headers", "X-Request-Id, Retry-After, traceparent");
-    }
+    if (http->cors) cors_headers(st, r);
     for (size_t i = 0; i < resp->hdr_cnt; i++)
         add_header(r, resp->hdrs[i].name, resp->hdrs[i].value);
+    if (resp->has_takeover) return send_takeover(st, r);
 
     enum MHD_Result ret = MHD_queue_response(st->req.conn, (unsigned)resp->status, r);
     MHD_destroy_response(r);
@@ -797,12 +954,17 @@ static enum MHD_Result dispatch(request_state_t *st)
     enum MHD_Result ret;
 
     if (http->cors && strcmp(req->method, "OPTIONS") == 0) {
+        /* A preflight: the allow headers for an allowed origin only, so a
+         * page of any other origin is refused by its browser. */
         td_resp_empty(resp, 204);
-        td_resp_header(resp, "Access-Control-Allow-Methods",
-                       "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS");
-        td_resp_header(resp, "Access-Control-Allow-Headers",
-                       "Authorization, Content-Type, Last-Event-ID, X-Request-Id, traceparent");
-        td_resp_header(resp, "Access-Control-Max-Age", "600");
+        if (cors_allowed(st)) {
+            td_resp_header(resp, "Access-Control-Allow-Methods",
+                           "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS");
+            td_resp_header(resp, "Access-Control-Allow-Headers",
+                           "Authorization, Content-Type, Idempotency-Key, Last-Event-ID, "
+                           "X-Request-Id, traceparent");
+            td_resp_header(resp, "Access-Control-Max-Age", "600");
+        }
         return send_response(st);
     }
     if (st->too_large) return send_error(st, 413, "request body is larger than 65536 bytes");
@@ -868,6 +1030,7 @@ static enum MHD_Result dispatch(request_state_t *st)
         builtin_run(http, found->builtin, req, resp);
     else
         found->fn(req, resp);
+    if (st->deferred) return MHD_YES; /* answered by td_deferred_done */
 
     if (resp->status == 0) {
         td_error("http: bug: handler for %s %s set no response", req->method, found->pattern);
@@ -877,13 +1040,64 @@ static enum MHD_Result dispatch(request_state_t *st)
     return ret;
 }
 
+/* ---- deferred responses ---- */
+
+static request_state_t *state_of(td_req_t *req)
+{
+    return (request_state_t *)(void *)((char *)req - offsetof(request_state_t, req));
+}
+
+td_deferred_t *td_req_defer(td_req_t *req)
+{
+    request_state_t *st = state_of(req);
+    assert(!st->deferred && !st->responded);
+    st->deferred = true;
+    atomic_init(&st->deferred_done, false);
+    atomic_fetch_add(&st->http->deferred, 1);
+    MHD_suspend_connection(req->conn);
+    return (td_deferred_t *)st;
+}
+
+td_req_t *td_deferred_req(td_deferred_t *d)
+{
+    return &((request_state_t *)(void *)d)->req;
+}
+
+td_resp_t *td_deferred_resp(td_deferred_t *d)
+{
+    return &((request_state_t *)(void *)d)->resp;
+}
+
+void td_deferred_done(td_deferred_t *d)
+{
+    request_state_t *st = (request_state_t *)(void *)d;
+    struct MHD_Connection *conn = st->req.conn;
+    atomic_store(&st->deferred_done, true);
+    /* From here on libmicrohttpd owns st again (it may answer and free it
+     * on its own thread before this call returns): conn was read first. */
+    MHD_resume_connection(conn);
+}
+
+/* libmicrohttpd calls the handler again once a deferred request is
+ * resumed: send what td_deferred_done left. */
+static enum MHD_Result deferred_answer(request_state_t *st)
+{
+    if (!atomic_load(&st->deferred_done)) return MHD_YES;
+    st->deferred = false;
+    atomic_fetch_sub(&st->http->deferred, 1);
+    if (st->resp.status == 0) {
+        td_error("http: bug: deferred %s %s set no response", st->req.method, st->route_label);
+        return send_error(st, 500, "internal error");
+    }
+    return send_response(st);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
 {
     td_http_t *http = cls;
     request_state_t *st = *con_cls;
-    (void)version;
     if (!st) {
         /* Not made by the URI-log callback: cannot happen with the
          * options we pass, but cost nothing to survive. */
@@ -902,6 +1116,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     if (!st->started) {
         st->started = true;
+        st->http10 = version && strcmp(version, MHD_HTTP_VERSION_1_0) == 0;
         req_prepare(st, conn, method);
         /* Refuse a declared oversize body before reading any of it. */
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
@@ -937,6 +1152,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         st->body[st->body_len] = '\0';
         return MHD_YES;
     }
+    if (st->deferred) return deferred_answer(st);
     return dispatch(st);
 }
 
@@ -1020,6 +1236,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                  st->method ? st->method : "?", (int)toe);
     }
     if (st->counted) atomic_fetch_sub(&http->inflight, 1);
+    if (st->deferred) atomic_fetch_sub(&http->deferred, 1); /* the client left meanwhile */
     state_free(st);
 }
 
@@ -1080,6 +1297,8 @@ static void http_free(td_http_t *http)
 {
     for (size_t i = 0; i < http->route_cnt; i++) route_free(&http->routes[i]);
     free(http->routes);
+    for (size_t i = 0; i < http->cors_cnt; i++) free(http->cors_list[i]);
+    free(http->cors_list);
     free(http->service);
     if (http->secret) OPENSSL_cleanse(http->secret, http->secret_len);
     free(http->secret);
@@ -1094,13 +1313,14 @@ td_http_t *td_http_start(const td_http_opts_t *opts, char *errstr, size_t errlen
     http->ctx = opts->ctx;
     http->ready = opts->ready;
     http->ready_arg = opts->ready_arg;
-    http->cors = opts->cors;
+    cors_parse(http, opts->cors_origins);
     if (opts->secret && opts->secret_len) {
         http->secret = td_malloc(opts->secret_len);
         memcpy(http->secret, opts->secret, opts->secret_len);
         http->secret_len = opts->secret_len;
     }
     atomic_init(&http->inflight, 0);
+    atomic_init(&http->deferred, 0);
 
     if (opts->port < 0 || opts->port > 65535) {
         td_errf(errstr, errlen, TD_EINVAL, "port %d is out of range", opts->port);
@@ -1138,8 +1358,10 @@ td_http_t *td_http_start(const td_http_opts_t *opts, char *errstr, size_t errlen
     struct sockaddr_in6 sin6;
     const struct sockaddr *sa;
     socklen_t salen;
+    /* MHD_USE_TURBO: among its effects, no shutdown() before a close,
+     * which a handed-over socket (td_resp_takeover) must not get. */
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
-                     MHD_USE_ITC | MHD_USE_ERROR_LOG;
+                     MHD_USE_ITC | MHD_USE_ERROR_LOG | MHD_USE_TURBO;
     memset(&sin, 0, sizeof(sin));
     memset(&sin6, 0, sizeof(sin6));
     if (inet_pton(AF_INET, addr, &sin.sin_addr) == 1) {
@@ -1198,6 +1420,9 @@ void td_http_stop(td_http_t *http)
     MHD_socket lfd = MHD_quiesce_daemon(http->daemon);
     int64_t deadline = td_mono_ms() + 5000;
     while (atomic_load(&http->inflight) > 0 && td_mono_ms() < deadline) td_sleep_ms(5);
+    /* A suspended connection must be resumed before the daemon stops, and
+     * each deferred request is answered by work already under way. */
+    while (atomic_load(&http->deferred) > 0) td_sleep_ms(5);
     MHD_stop_daemon(http->daemon);
     if (lfd != MHD_INVALID_SOCKET) close(lfd);
     http_free(http);

@@ -7,11 +7,20 @@
  * the worst case is an event published twice with the same ce_id, which
  * the consumers' inbox makes a no-op (SPEC section 4).
  *
- * The relay works in batches of up to BATCH rows: produce them all, serve
- * delivery reports until every one is in, delete the persisted ones in one
- * transaction. Rows that failed stay and the next batch starts from the
- * first of them after a backoff. Waiting for a whole batch keeps the code
- * simple and still pipelines up to BATCH messages per round trip. */
+ * The relay works in batches of up to BATCH rows read on a reader
+ * connection (committed rows only): produce them all straight from the
+ * row (librdkafka copies), serve delivery reports until every one is in,
+ * delete the persisted ones in one statement per run of ids. Waiting for a
+ * whole batch keeps the code simple and still pipelines up to BATCH
+ * messages per round trip.
+ *
+ * Per-key order (SPEC section 5): librdkafka keeps a partition's messages
+ * in order and retries them itself, with no deadline (message.timeout.ms
+ * 0), and with enable.gapless.guarantee an error that would leave a gap
+ * stops the producer instead (the relay then makes a new one) so that the
+ * later messages fail too. A row that still fails holds its key: until it
+ * is confirmed, the relay publishes no later row of that key, and retries
+ * it alone after a backoff, while every other key goes on. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -29,10 +38,11 @@
 #define HEALTH_WAIT_MS 1500
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
-/* librdkafka retries retriable produce errors by itself until this runs
- * out; a row only comes back to us when the broker stayed unusable that
- * long or the error is permanent. */
-#define MESSAGE_TIMEOUT_MS "300000"
+/* librdkafka retries retriable produce errors by itself, forever: a row
+ * only comes back to us on a permanent error (or a stop), never because a
+ * deadline passed while a later row of its key got through. */
+#define MESSAGE_TIMEOUT_MS "0"
+#define HELD_MAX           4096 /* keys held back at once, at most */
 /* One produce request in flight per broker. With more, the idempotent
  * producer treats a batch as persisted when a later batch of the same
  * partition is acknowledged, which only holds on a broker that enforces
@@ -86,21 +96,31 @@ int64_t td_outbox_backlog(td_db_t *db)
     td_db_lock(db);
     sqlite3_stmt *st = td_db_prepare(db, "SELECT count(*) FROM td_outbox");
     int64_t n = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
-    sqlite3_finalize(st);
+    td_db_done(st);
     td_db_unlock(db);
     return n;
 }
 
 /* ---- relay ------------------------------------------------------------- */
 
-enum row_state { ROW_UNSENT, ROW_PENDING, ROW_PERSISTED, ROW_FAILED };
+enum row_state { ROW_UNSENT, ROW_PENDING, ROW_PERSISTED, ROW_FAILED, ROW_HELD };
 
 typedef struct row {
     int64_t id;
-    td_record_t *rec;
+    uint64_t key_hash; /* of topic and key: which rows keep their order */
     enum row_state state;
     rd_kafka_resp_err_t err;
+    char topic[256];
+    char type[80];
 } row_t;
+
+/* A key whose oldest unconfirmed row failed: nothing later of it goes out
+ * before that row is confirmed. */
+typedef struct held {
+    uint64_t key_hash;
+    int64_t retry_at; /* td_mono_ms: when its row may go again */
+    int64_t backoff;
+} held_t;
 
 struct td_relay {
     td_db_t *db;
@@ -108,6 +128,7 @@ struct td_relay {
     rd_kafka_t *rk;        /* relay thread only (after start) */
     char *service;
     pthread_t thread;
+    int hook;
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -125,7 +146,47 @@ struct td_relay {
     size_t batch_cnt;
     size_t outstanding;
     int64_t next_health;
+    held_t *held;
+    size_t held_cnt;
+    row_t *batch_rows; /* BATCH of them */
 };
+
+static uint64_t key_hash(const char *topic, const void *key, size_t len)
+{
+    /* FNV-1a: a collision only holds back one key more than needed. */
+    uint64_t h = 14695981039346656037ull;
+    for (const unsigned char *p = (const unsigned char *)topic; *p; p++)
+        h = (h ^ *p) * 1099511628211ull;
+    h = (h ^ 0xff) * 1099511628211ull;
+    for (size_t i = 0; i < len; i++) h = (h ^ ((const unsigned char *)key)[i]) * 1099511628211ull;
+    return h;
+}
+
+static held_t *held_find(td_relay_t *r, uint64_t h)
+{
+    for (size_t i = 0; i < r->held_cnt; i++)
+        if (r->held[i].key_hash == h) return &r->held[i];
+    return NULL;
+}
+
+static void held_release(td_relay_t *r, uint64_t h)
+{
+    held_t *k = held_find(r, h);
+    if (k) *k = r->held[--r->held_cnt];
+}
+
+static void held_add(td_relay_t *r, uint64_t h, int64_t now)
+{
+    held_t *k = held_find(r, h);
+    if (!k) {
+        if (r->held_cnt == HELD_MAX) return; /* more failing keys than that: all wait anyway */
+        k = &r->held[r->held_cnt++];
+        *k = (held_t){.key_hash = h, .backoff = 0};
+    }
+    k->backoff = k->backoff ? k->backoff * 2 : BACKOFF_MIN_MS;
+    if (k->backoff > BACKOFF_MAX_MS) k->backoff = BACKOFF_MAX_MS;
+    k->retry_at = now + k->backoff;
+}
 
 static void relay_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
 {
@@ -209,58 +270,41 @@ static void relay_health(td_relay_t *r)
     r->next_health = td_mono_ms() + HEALTH_MS;
 }
 
-static size_t load_rows(td_relay_t *r, row_t *rows)
+typedef struct header_sink {
+    rd_kafka_headers_t *hdrs;
+    row_t *row; /* its type, from ce_type, labels the produced metric */
+} header_sink_t;
+
+static void add_kafka_header(void *arg, const char *name, size_t name_len, const void *value,
+                             size_t len)
 {
-    size_t n = 0;
-    td_db_lock(r->db);
-    sqlite3_stmt *st = td_db_prepare(
-        r->db, "SELECT id, topic, key, value, headers FROM td_outbox ORDER BY id LIMIT ?");
-    sqlite3_bind_int(st, 1, BATCH);
-    while (n < BATCH && sqlite3_step(st) == SQLITE_ROW) {
-        row_t *row = &rows[n++];
-        row->id = sqlite3_column_int64(st, 0);
-        row->rec = td_record_new((const char *)sqlite3_column_text(st, 1));
-        row->state = ROW_UNSENT;
-        row->err = 0;
-        if (sqlite3_column_type(st, 2) != SQLITE_NULL)
-            td_record_set_key(row->rec, sqlite3_column_blob(st, 2),
-                              (size_t)sqlite3_column_bytes(st, 2));
-        if (sqlite3_column_type(st, 3) != SQLITE_NULL)
-            td_record_set_value(row->rec, sqlite3_column_blob(st, 3),
-                                (size_t)sqlite3_column_bytes(st, 3));
-        const void *h = sqlite3_column_blob(st, 4);
-        int hlen = sqlite3_column_bytes(st, 4);
-        /* A corrupt blob can only come from a damaged file. Publishing the
-         * record without headers keeps it visible (consumers dead-letter
-         * it) instead of blocking the outbox forever behind it. */
-        if (td_headers_decode(row->rec, h, (size_t)hlen) != 0)
-            td_error("outbox row %lld has corrupt headers; publishing it without them",
-                     (long long)row->id);
+    header_sink_t *sink = arg;
+    rd_kafka_header_add(sink->hdrs, name, (ssize_t)name_len, value, value ? (ssize_t)len : 0);
+    if (value && name_len == 7 && !memcmp(name, "ce_type", 7) && len < sizeof(sink->row->type)) {
+        memcpy(sink->row->type, value, len);
+        sink->row->type[len] = '\0';
     }
-    sqlite3_finalize(st);
-    td_db_unlock(r->db);
-    return n;
 }
 
-static rd_kafka_headers_t *kafka_headers(const td_record_t *rec)
-{
-    rd_kafka_headers_t *hdrs = rd_kafka_headers_new(rec->header_cnt);
-    for (size_t i = 0; i < rec->header_cnt; i++) {
-        const td_header_t *h = &rec->headers[i];
-        rd_kafka_header_add(hdrs, h->name, -1, h->value, h->value ? (ssize_t)h->len : 0);
-    }
-    return hdrs;
-}
-
-static rd_kafka_resp_err_t produce_row(td_relay_t *r, row_t *row, int64_t deadline)
+/* Produces one row as it is read (librdkafka copies key, value and
+ * headers). */
+static rd_kafka_resp_err_t produce_row(td_relay_t *r, row_t *row, const void *key, size_t key_len,
+                                       const void *value, size_t value_len, const void *hblob,
+                                       size_t hlen, int64_t deadline)
 {
     for (;;) {
-        rd_kafka_headers_t *hdrs = kafka_headers(row->rec);
+        rd_kafka_headers_t *hdrs = rd_kafka_headers_new(12);
+        /* A corrupt blob can only come from a damaged file. Publishing the
+         * record without headers keeps it visible (consumers dead-letter
+         * it) instead of blocking its key forever. */
+        header_sink_t sink = {hdrs, row};
+        if (td_headers_walk(hblob, hlen, add_kafka_header, &sink) != 0)
+            td_error("outbox row %lld has corrupt headers; publishing it without them",
+                     (long long)row->id);
         rd_kafka_resp_err_t err = rd_kafka_producev(
-            r->rk, RD_KAFKA_V_TOPIC(row->rec->topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-            RD_KAFKA_V_KEY(row->rec->key, row->rec->key_len),
-            RD_KAFKA_V_VALUE(row->rec->value, row->rec->value_len), RD_KAFKA_V_HEADERS(hdrs),
-            RD_KAFKA_V_OPAQUE((void *)(intptr_t)row->id), RD_KAFKA_V_END);
+            r->rk, RD_KAFKA_V_TOPIC(row->topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_KEY(key, key_len), RD_KAFKA_V_VALUE((void *)value, value_len),
+            RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE((void *)(intptr_t)row->id), RD_KAFKA_V_END);
         if (err == RD_KAFKA_RESP_ERR_NO_ERROR) return err; /* hdrs now librdkafka's */
         rd_kafka_headers_destroy(hdrs);
         if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) return err;
@@ -270,43 +314,119 @@ static rd_kafka_resp_err_t produce_row(td_relay_t *r, row_t *row, int64_t deadli
     }
 }
 
+/* Reads up to BATCH rows (committed ones: a reader) and produces each
+ * unless its key is held. The number read. */
+static size_t produce_batch(td_relay_t *r, row_t *rows, int64_t deadline)
+{
+    size_t n = 0;
+    int64_t now = td_mono_ms();
+    td_db_lock(r->db);
+    sqlite3_stmt *st = td_db_prepare(
+        r->db, "SELECT id, topic, key, value, headers FROM td_outbox ORDER BY id LIMIT ?");
+    sqlite3_bind_int(st, 1, BATCH);
+    while (n < BATCH && sqlite3_step(st) == SQLITE_ROW) {
+        row_t *row = &rows[n++];
+        row->id = sqlite3_column_int64(st, 0);
+        snprintf(row->topic, sizeof(row->topic), "%s", (const char *)sqlite3_column_text(st, 1));
+        const void *key = sqlite3_column_blob(st, 2);
+        size_t key_len = (size_t)sqlite3_column_bytes(st, 2);
+        row->key_hash = key_hash(row->topic, key, key_len);
+        row->err = 0;
+        row->type[0] = '\0';
+        held_t *k = held_find(r, row->key_hash);
+        /* A held key: its first row here is the one that failed; it goes
+         * again alone once its backoff has passed, the rest wait. */
+        bool first = true;
+        for (size_t i = 0; k && i + 1 < n && first; i++) first = rows[i].key_hash != row->key_hash;
+        if (k && (!first || now < k->retry_at)) {
+            row->state = ROW_HELD;
+            continue;
+        }
+        const void *hblob = sqlite3_column_blob(st, 4);
+        size_t hlen = (size_t)sqlite3_column_bytes(st, 4);
+        row->state = ROW_PENDING;
+        r->outstanding++;
+        rd_kafka_resp_err_t err =
+            produce_row(r, row, key, key_len, sqlite3_column_blob(st, 3),
+                        (size_t)sqlite3_column_bytes(st, 3), hblob, hlen, deadline);
+        if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            r->outstanding--;
+            row->state = ROW_FAILED;
+            row->err = err;
+        }
+    }
+    td_db_done(st);
+    td_db_unlock(r->db);
+    return n;
+}
+
+static bool same_series(const row_t *a, const row_t *b)
+{
+    return !strcmp(a->topic, b->topic) && !strcmp(a->type, b->type);
+}
+
 static void count_results(td_relay_t *r, size_t cnt, size_t *ok, size_t *failed)
 {
     *ok = *failed = 0;
     const row_t *first_fail = NULL;
+    size_t held = 0;
     for (size_t i = 0; i < cnt; i++) {
         const row_t *row = &r->batch[i];
-        const char *type = td_record_header_str(row->rec, "ce_type");
-        char labels[512];
-        if (row->state == ROW_PERSISTED) {
+        if (row->state == ROW_PERSISTED)
             (*ok)++;
-            td_metric_labels(labels, sizeof(labels), "topic", row->rec->topic, "type",
-                             type ? type : "", NULL);
-            td_metric_inc("tidings_events_produced_total", labels);
-        } else {
+        else if (row->state == ROW_HELD)
+            held++;
+        else {
             (*failed)++;
             if (!first_fail) first_fail = row;
-            td_metric_labels(labels, sizeof(labels), "topic", row->rec->topic, NULL);
+            char labels[512];
+            td_metric_labels(labels, sizeof(labels), "topic", row->topic, NULL);
             td_metric_inc("tidings_produce_errors_total", labels);
         }
     }
+    /* One series per topic and type, added to once per batch. */
+    for (size_t i = 0; i < cnt; i++) {
+        const row_t *a = &r->batch[i];
+        if (a->state != ROW_PERSISTED) continue;
+        bool seen = false;
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = r->batch[j].state == ROW_PERSISTED && same_series(&r->batch[j], a);
+        if (seen) continue;
+        size_t same = 0;
+        for (size_t j = i; j < cnt; j++)
+            same += r->batch[j].state == ROW_PERSISTED && same_series(&r->batch[j], a);
+        char labels[512];
+        td_metric_labels(labels, sizeof(labels), "topic", a->topic, "type", a->type, NULL);
+        td_metric_add("tidings_events_produced_total", labels, (double)same);
+    }
     if (first_fail)
         td_warn("outbox relay: %zu of %zu events not published (first: row %lld to %s: %s); "
-                "will retry",
-                *failed, cnt, (long long)first_fail->id, first_fail->rec->topic,
-                rd_kafka_err2str(first_fail->err));
+                "their keys wait%s%zu more held back",
+                *failed, cnt, (long long)first_fail->id, first_fail->topic,
+                rd_kafka_err2str(first_fail->err), held ? ", " : ", ", held);
 }
 
+/* Deletes the persisted rows: one statement per run of consecutive
+ * persisted rows (the whole batch, when all went well). Every row with an
+ * id inside a run was read by this batch: ids only grow, and the batch read
+ * them in order. */
 static void delete_persisted(td_relay_t *r, size_t cnt)
 {
     if (td__fault("relay.before_delete")) return;
     if (td_db_begin(r->db) != 0) return;
     int rc = 0;
-    for (size_t i = 0; i < cnt && rc == 0; i++) {
-        if (r->batch[i].state != ROW_PERSISTED) continue;
-        sqlite3_stmt *st = td_db_prepare(r->db, "DELETE FROM td_outbox WHERE id = ?");
+    for (size_t i = 0; i < cnt && rc == 0;) {
+        if (r->batch[i].state != ROW_PERSISTED) {
+            i++;
+            continue;
+        }
+        size_t j = i;
+        while (j + 1 < cnt && r->batch[j + 1].state == ROW_PERSISTED) j++;
+        sqlite3_stmt *st = td_db_prepare(r->db, "DELETE FROM td_outbox WHERE id BETWEEN ? AND ?");
         sqlite3_bind_int64(st, 1, r->batch[i].id);
+        sqlite3_bind_int64(st, 2, r->batch[j].id);
         rc = td_db_run(r->db, st);
+        i = j + 1;
     }
     /* If this fails the rows are published again later: a duplicate with
      * the same ce_id, never a loss. */
@@ -317,32 +437,21 @@ static void delete_persisted(td_relay_t *r, size_t cnt)
     }
 }
 
-/* One batch: > 0 rows published (all of them), 0 nothing to do, or
- * TD_EAGAIN when some rows failed. deadline (td_mono_ms, 0 = none) bounds
+/* One batch: > 0 rows published, 0 nothing to do, or TD_EAGAIN when rows
+ * failed or wait behind a held key. deadline (td_mono_ms, 0 = none) bounds
  * the wait for delivery reports; a stop sets one. */
 static int relay_batch(td_relay_t *r, int64_t deadline, size_t *loaded)
 {
-    row_t *rows = td_calloc(BATCH, sizeof(*rows));
-    size_t cnt = load_rows(r, rows);
+    row_t *rows = r->batch_rows;
+    r->outstanding = 0;
+    r->batch = rows;
+    r->batch_cnt = 0;
+    size_t cnt = produce_batch(r, rows, deadline);
+    r->batch_cnt = cnt;
     *loaded = cnt;
     if (cnt == 0) {
-        free(rows);
+        r->batch = NULL;
         return 0;
-    }
-    r->batch = rows;
-    r->batch_cnt = cnt;
-    r->outstanding = 0;
-
-    for (size_t i = 0; i < cnt; i++) {
-        row_t *row = &rows[i];
-        row->state = ROW_PENDING;
-        r->outstanding++;
-        rd_kafka_resp_err_t err = produce_row(r, row, deadline);
-        if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-            r->outstanding--;
-            row->state = ROW_FAILED;
-            row->err = err;
-        }
     }
 
     bool reports_lost = td__fault("relay.after_produce");
@@ -354,31 +463,46 @@ static int relay_batch(td_relay_t *r, int64_t deadline, size_t *loaded)
         if (!deadline && atomic_load(&r->stopping)) deadline = atomic_load(&r->stop_deadline);
         int64_t now = td_mono_ms();
         if (deadline && now >= deadline && !purged) {
-            /* Out of time: purged messages get failure reports and their
-             * rows stay for the next start. */
-            rd_kafka_purge(r->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+            /* Out of time: what was not sent yet is purged (its rows stay
+             * for the next start); what is in flight gets its report. The
+             * queue is purged first and in-flight requests are left their
+             * reports, so no later row of a partition overtakes one that
+             * is still queued. */
+            rd_kafka_purge(r->rk, RD_KAFKA_PURGE_F_QUEUE);
             purged = true;
             give_up = now + 1000;
         }
-        if (purged && now >= give_up) break;
+        if (purged && now >= give_up) {
+            rd_kafka_purge(r->rk, RD_KAFKA_PURGE_F_INFLIGHT);
+            rd_kafka_poll(r->rk, 0);
+            break;
+        }
     }
 
-    for (size_t i = 0; reports_lost && i < cnt; i++) {
-        rows[i].state = ROW_FAILED;
-        rows[i].err = RD_KAFKA_RESP_ERR__FAIL;
-    }
+    for (size_t i = 0; reports_lost && i < cnt; i++)
+        if (rows[i].state == ROW_PERSISTED) {
+            rows[i].state = ROW_FAILED;
+            rows[i].err = RD_KAFKA_RESP_ERR__FAIL;
+        }
     size_t ok, failed;
     count_results(r, cnt, &ok, &failed);
     if (ok) delete_persisted(r, cnt);
-
+    /* Keys: a confirmed row frees its key, a failed one holds it. */
+    int64_t now = td_mono_ms();
+    bool waiting = false;
+    for (size_t i = 0; i < cnt; i++) {
+        if (rows[i].state == ROW_PERSISTED)
+            held_release(r, rows[i].key_hash);
+        else if (rows[i].state == ROW_FAILED)
+            held_add(r, rows[i].key_hash, now);
+        if (rows[i].state != ROW_PERSISTED) waiting = true;
+    }
     r->batch = NULL;
     r->batch_cnt = 0;
-    for (size_t i = 0; i < cnt; i++) td_record_free(rows[i].rec);
-    free(rows);
-    return failed ? TD_EAGAIN : (int)ok;
+    return waiting ? TD_EAGAIN : (int)ok;
 }
 
-/* Publishes until the outbox is empty or a batch has failures. */
+/* Publishes until the outbox is empty or a batch leaves rows behind. */
 static int relay_publish(td_relay_t *r, int64_t deadline)
 {
     for (;;) {
@@ -405,23 +529,30 @@ static void relay_renew_producer(td_relay_t *r)
     atomic_store(&r->fatal, false);
 }
 
+/* When the first held key may go again (0 when none is held). */
+static int64_t next_retry(const td_relay_t *r)
+{
+    int64_t at = 0;
+    for (size_t i = 0; i < r->held_cnt; i++)
+        if (!at || r->held[i].retry_at < at) at = r->held[i].retry_at;
+    return at;
+}
+
 static void *relay_main(void *arg)
 {
     td_relay_t *r = arg;
-    int64_t backoff = 0, retry_at = 0;
+    int64_t retry_at = 0;
+    bool kicked = true;
 
     for (;;) {
         relay_health(r);
         if (atomic_load(&r->stopping)) break;
-        if (td_mono_ms() >= retry_at) {
-            if (relay_publish(r, 0) < 0) {
-                backoff = backoff ? backoff * 2 : BACKOFF_MIN_MS;
-                if (backoff > BACKOFF_MAX_MS) backoff = BACKOFF_MAX_MS;
-                retry_at = td_mono_ms() + backoff;
-            } else {
-                backoff = 0;
-                retry_at = 0;
-            }
+        /* New rows go out at once, whatever waits behind a held key; the
+         * held ones when their backoff has passed. */
+        if (kicked || td_mono_ms() >= retry_at) {
+            int rc = relay_publish(r, 0);
+            retry_at = rc < 0 ? next_retry(r) : 0;
+            if (rc < 0 && !retry_at) retry_at = td_mono_ms() + BACKOFF_MIN_MS;
             if (atomic_load(&r->fatal)) relay_renew_producer(r);
         }
 
@@ -433,8 +564,11 @@ static void *relay_main(void *arg)
         pthread_mutex_lock(&r->mu);
         while (!r->kick && !atomic_load(&r->stopping) && td_mono_ms() < wake)
             pthread_cond_timedwait(&r->cv, &r->mu, &ts);
+        kicked = r->kick;
         r->kick = false;
         pthread_mutex_unlock(&r->mu);
+        /* The idle wake-up looks for rows another process wrote. */
+        if (!retry_at) kicked = true;
     }
 
     /* Stopping: one last bounded attempt at what is left. */
@@ -460,6 +594,8 @@ td_relay_t *td_relay_start(const td_config_t *cfg, td_db_t *db, char *errstr, si
 {
     td_relay_t *r = td_calloc(1, sizeof(*r));
     r->db = db;
+    r->batch_rows = td_calloc(BATCH, sizeof(*r->batch_rows));
+    r->held = td_calloc(HELD_MAX, sizeof(*r->held));
     r->service = td_strdup(cfg->service ? cfg->service : "");
     atomic_init(&r->stopping, false);
     atomic_init(&r->stop_deadline, 0);
@@ -481,7 +617,8 @@ td_relay_t *td_relay_start(const td_config_t *cfg, td_db_t *db, char *errstr, si
         td_kafka_set(r->conf, "linger.ms", "1", errstr, errlen) != 0 ||
         td_kafka_set(r->conf, "max.in.flight.requests.per.connection", MAX_IN_FLIGHT, errstr,
                      errlen) != 0 ||
-        td_kafka_set(r->conf, "message.timeout.ms", MESSAGE_TIMEOUT_MS, errstr, errlen) != 0)
+        td_kafka_set(r->conf, "message.timeout.ms", MESSAGE_TIMEOUT_MS, errstr, errlen) != 0 ||
+        td_kafka_set(r->conf, "enable.gapless.guarantee", "true", errstr, errlen) != 0)
         goto fail;
     rd_kafka_conf_set_dr_msg_cb(r->conf, relay_dr_cb);
     rd_kafka_conf_set_error_cb(r->conf, relay_error_cb);
@@ -509,6 +646,8 @@ fail:
     if (r->conf) rd_kafka_conf_destroy(r->conf);
     pthread_cond_destroy(&r->cv);
     pthread_mutex_destroy(&r->mu);
+    free(r->batch_rows);
+    free(r->held);
     free(r->service);
     free(r);
     return NULL;
@@ -531,6 +670,8 @@ void td_relay_stop(td_relay_t *relay, int timeout_ms)
     rd_kafka_conf_destroy(relay->conf);
     pthread_cond_destroy(&relay->cv);
     pthread_mutex_destroy(&relay->mu);
+    free(relay->batch_rows);
+    free(relay->held);
     free(relay->service);
     free(relay);
 }

@@ -149,6 +149,37 @@ void *td_headers_encode(const td_record_t *rec, size_t *len)
     return blob;
 }
 
+int td_headers_walk(const void *blob, size_t len, td_header_fn fn, void *arg)
+{
+    /* Twice: the first pass only checks, so fn never sees part of a
+     * corrupt blob. */
+    for (int pass = 0; pass < 2; pass++) {
+        const unsigned char *p = blob, *end = p + len;
+        if (!blob || len < 5 || p[0] != BLOB_VERSION) return TD_EINVAL;
+        uint32_t want = get_u32(p + 1);
+        p += 5;
+        if (want > (size_t)(end - p) / 8) return TD_EINVAL;
+        for (uint32_t i = 0; i < want; i++) {
+            if (end - p < 4) return TD_EINVAL;
+            uint32_t nlen = get_u32(p);
+            p += 4;
+            if ((size_t)(end - p) < nlen || memchr(p, '\0', nlen)) return TD_EINVAL;
+            const char *name = (const char *)p;
+            p += nlen;
+            if (end - p < 4) return TD_EINVAL;
+            uint32_t vlen = get_u32(p);
+            p += 4;
+            if (vlen != NULL_LEN && (size_t)(end - p) < vlen) return TD_EINVAL;
+            if (pass == 1 && fn)
+                fn(arg, name, nlen, vlen == NULL_LEN ? NULL : p, vlen == NULL_LEN ? 0 : vlen);
+            p += vlen == NULL_LEN ? 0 : vlen;
+        }
+        if (p != end) return TD_EINVAL;
+        if (!fn) return 0;
+    }
+    return 0;
+}
+
 /* Headers are decoded into a scratch list and appended only when the whole
  * blob is good, so a corrupt blob leaves rec as it was. */
 int td_headers_decode(td_record_t *rec, const void *blob, size_t len)

@@ -5,11 +5,14 @@
  * readiness check behind /readyz. */
 #include "tidings/service.h"
 
+#include <dirent.h>
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "tidings/log.h"
@@ -57,18 +60,56 @@ bool td_readiness_check(void *arg, char *why, size_t whylen)
     return true;
 }
 
+/* chmod of everything under dir: directories 0700, files 0600. Symbolic
+ * links are left alone (their mode means nothing; their target is not
+ * ours to change). */
+static int tighten(const char *dir, int depth)
+{
+    if (chmod(dir, 0700) != 0) return TD_EIO;
+    DIR *d = opendir(dir);
+    if (!d) return TD_EIO;
+    int rc = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        char *p = td_asprintf("%s/%s", dir, e->d_name);
+        struct stat sb;
+        if (lstat(p, &sb) == 0) {
+            if (S_ISDIR(sb.st_mode) && depth < 4)
+                rc |= tighten(p, depth + 1);
+            else if (S_ISREG(sb.st_mode) && (sb.st_mode & 077) && chmod(p, 0600) != 0)
+                rc = TD_EIO;
+        }
+        free(p);
+    }
+    closedir(d);
+    return rc;
+}
+
+int td_data_dir_secure(const td_config_t *cfg, char *errstr, size_t errlen)
+{
+    umask(077);
+    if (td_mkdirs(cfg->data_dir, 0700) != 0)
+        return td_errf(errstr, errlen, TD_EIO, "cannot create data directory %s: %s", cfg->data_dir,
+                       strerror(errno));
+    if (tighten(cfg->data_dir, 0) != 0)
+        return td_errf(errstr, errlen, TD_EIO, "cannot make data directory %s private (0700): %s",
+                       cfg->data_dir, strerror(errno));
+    return 0;
+}
+
 td_db_t *td_service_db(const td_config_t *cfg, const td_migration_t *migs, size_t mig_cnt,
                        char *errstr, size_t errlen)
 {
-    if (td_mkdirs(cfg->data_dir, 0755) != 0) {
-        td_errf(errstr, errlen, TD_EIO, "cannot create data directory %s", cfg->data_dir);
-        td_error("%s", errstr ? errstr : "cannot create data directory");
+    if (td_data_dir_secure(cfg, errstr, errlen) != 0) {
+        td_error("%s", errstr ? errstr : "cannot create the data directory");
         return NULL;
     }
     char *file = td_asprintf("%s.db", cfg->service ? cfg->service : "tidings");
     char *path = td_data_path(cfg, file);
     td_db_t *db = td_db_open(path, migs, mig_cnt, errstr, errlen);
     if (!db) td_error("%s", errstr ? errstr : "cannot open the database");
+    if (db && cfg->db_sync_normal) td_db_set_full_sync(db, false);
     free(path);
     free(file);
     return db;
@@ -192,6 +233,13 @@ int td_service_main(const char *service, int argc, char **argv, td_service_start
         td_error("%s; starting anyway: /readyz answers 503 until Kafka is reachable, and the "
                  "topics are created then",
                  err);
+    /* A mock cluster holds an empty fetch for the whole fetch.wait.max.ms
+     * instead of answering when data arrives, as Kafka does: there only a
+     * short wait keeps a hop short. */
+    if (!cfg.fetch_wait_set && !cfg.brokers_embedded && td_kafka_is_mock(&cfg, 2000)) {
+        cfg.fetch_wait_ms = 1;
+        td_info("brokers %s are a mock cluster: fetch wait 1 ms", cfg.brokers);
+    }
     /* Before any thread exists, so that every thread inherits the mask and
      * only the sigwait below sees SIGINT/SIGTERM. */
     td_signals_block();

@@ -70,10 +70,10 @@ static bool unsupported(rd_kafka_resp_err_t err)
 static char **wanted_topics(const td_config_t *cfg, size_t *cnt)
 {
     size_t spec_cnt = 0;
-    while (td_spec_topics[spec_cnt]) spec_cnt++;
+    while (td_topics[spec_cnt].name) spec_cnt++;
     char **names = td_calloc(spec_cnt * 2 + 1, sizeof(*names));
     for (size_t i = 0; i < spec_cnt; i++) {
-        names[2 * i] = td_topic_name(cfg, td_spec_topics[i]);
+        names[2 * i] = td_topic_name(cfg, td_topics[i].name);
         names[2 * i + 1] = td_asprintf("%s.DLT", names[2 * i]);
     }
     *cnt = spec_cnt * 2;

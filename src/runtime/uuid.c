@@ -6,15 +6,99 @@
  * timegm's range matters. */
 #include "tidings/uuid.h"
 
+#include <errno.h>
+#include <openssl/evp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
-#include <uuid/uuid.h>
+#include <sys/random.h>
+
+#include "tidings/log.h"
+
+/* Random bytes from the kernel's CSPRNG, fetched 4 KiB at a time per
+ * thread: one getrandom(2) serves 256 UUIDs, where libuuid made a system
+ * call for each. A fork() child starts with an empty buffer (so it never
+ * repeats its parent's ids). */
+#define RAND_BUF 4096
+static __thread unsigned char rand_buf[RAND_BUF];
+static __thread size_t rand_pos = RAND_BUF;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void rand_reset(void)
+{
+    rand_pos = RAND_BUF;
+}
+
+static void atfork_init(void)
+{
+    pthread_atfork(NULL, NULL, rand_reset);
+}
+
+static void random_bytes(unsigned char *out, size_t n)
+{
+    pthread_once(&atfork_once, atfork_init);
+    if (rand_pos + n > RAND_BUF) {
+        size_t got = 0;
+        while (got < RAND_BUF) {
+            ssize_t r = getrandom(rand_buf + got, RAND_BUF - got, 0);
+            if (r < 0 && errno == EINTR) continue;
+            if (r < 0) {
+                td_error("getrandom failed: %s", strerror(errno));
+                td_oom();
+            }
+            got += (size_t)r;
+        }
+        rand_pos = 0;
+    }
+    memcpy(out, rand_buf + rand_pos, n);
+    /* Used bytes never stay in memory. */
+    memset(rand_buf + rand_pos, 0, n);
+    rand_pos += n;
+}
+
+static void unparse(const unsigned char *u, char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    char *p = out;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10) *p++ = '-';
+        *p++ = hex[u[i] >> 4];
+        *p++ = hex[u[i] & 15];
+    }
+    *p = '\0';
+}
 
 void td_uuid_new(char *out)
 {
-    uuid_t u;
-    uuid_generate_random(u);
-    uuid_unparse_lower(u, out);
+    unsigned char u[16];
+    random_bytes(u, sizeof(u));
+    u[6] = (unsigned char)((u[6] & 0x0f) | 0x40); /* version 4 */
+    u[8] = (unsigned char)((u[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+    unparse(u, out);
+}
+
+void td_uuid_name(const char *ns, const char *name, char *out)
+{
+    /* RFC 4122 version 5: SHA-1 over the namespace's bytes and the name. */
+    unsigned char nsb[16] = {0}, md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    for (int i = 0, k = 0; ns[i] && k < 32; i++) {
+        char c = ns[i];
+        int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (v < 0) continue;
+        nsb[k / 2] = (unsigned char)(nsb[k / 2] | (k % 2 ? v : v << 4));
+        k++;
+    }
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha1(), NULL) != 1 ||
+        EVP_DigestUpdate(ctx, nsb, sizeof(nsb)) != 1 ||
+        EVP_DigestUpdate(ctx, name, strlen(name)) != 1 ||
+        EVP_DigestFinal_ex(ctx, md, &mdlen) != 1 || mdlen < 16)
+        td_oom(); /* SHA-1 does not fail but for memory */
+    EVP_MD_CTX_free(ctx);
+    md[6] = (unsigned char)((md[6] & 0x0f) | 0x50);
+    md[8] = (unsigned char)((md[8] & 0x3f) | 0x80);
+    unparse(md, out);
 }
 
 bool td_uuid_valid(const char *s)

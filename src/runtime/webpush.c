@@ -7,9 +7,6 @@
  * the byte. */
 #include "tidings/webpush.h"
 
-#include <arpa/inet.h>
-#include <ctype.h>
-#include <curl/curl.h>
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
@@ -25,6 +22,7 @@
 #include "tidings/auth.h"
 #include "tidings/json.h"
 #include "tidings/log.h"
+#include "tidings/urlguard.h"
 
 #define P256_NAME "prime256v1"
 
@@ -212,103 +210,29 @@ void td_vapid_free(td_vapid_t *vapid)
 
 /* ---- URLs ------------------------------------------------------------- */
 
-typedef struct url_parts {
-    char *scheme, *host, *port, *user, *password;
-} url_parts_t;
-
-static void url_parts_free(url_parts_t *u)
-{
-    curl_free(u->scheme);
-    curl_free(u->host);
-    curl_free(u->port);
-    curl_free(u->user);
-    curl_free(u->password);
-}
-
-/* Parses an absolute http(s) URL with libcurl's own parser, the one that
- * will send the request, so what we check is what gets used. */
-static int url_parse(const char *url, url_parts_t *u, char *errstr, size_t errlen)
-{
-    memset(u, 0, sizeof(*u));
-    if (!url || !*url) return td_errf(errstr, errlen, TD_EINVAL, "URL is required");
-    if (strlen(url) > TD_WEBPUSH_URL_MAX)
-        return td_errf(errstr, errlen, TD_EINVAL, "URL must be at most %d bytes",
-                       TD_WEBPUSH_URL_MAX);
-    for (const char *p = url; *p; p++)
-        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f)
-            return td_errf(errstr, errlen, TD_EINVAL, "URL must not contain spaces or controls");
-    CURLU *cu = curl_url();
-    if (!cu) td_oom();
-    int rc = 0;
-    if (curl_url_set(cu, CURLUPART_URL, url, 0) != CURLUE_OK ||
-        curl_url_get(cu, CURLUPART_SCHEME, &u->scheme, 0) != CURLUE_OK ||
-        curl_url_get(cu, CURLUPART_HOST, &u->host, 0) != CURLUE_OK) {
-        rc = td_errf(errstr, errlen, TD_EINVAL, "URL is not a valid absolute URL");
-        goto out;
-    }
-    curl_url_get(cu, CURLUPART_PORT, &u->port, 0);
-    curl_url_get(cu, CURLUPART_USER, &u->user, 0);
-    curl_url_get(cu, CURLUPART_PASSWORD, &u->password, 0);
-    for (char *p = u->scheme; *p; p++) *p = (char)tolower((unsigned char)*p);
-    for (char *p = u->host; *p; p++) *p = (char)tolower((unsigned char)*p);
-    if (strcmp(u->scheme, "https") != 0 && strcmp(u->scheme, "http") != 0) {
-        rc = td_errf(errstr, errlen, TD_EINVAL, "URL must be https");
-        goto out;
-    }
-    if (!*u->host) {
-        rc = td_errf(errstr, errlen, TD_EINVAL, "URL has no host");
-        goto out;
-    }
-    /* libcurl percent-decodes the host ("a%EAb" -> "a\xeab"). A host name
-     * is ASCII (browsers give IDNs as punycode), and the origin goes into
-     * the VAPID token's JSON, which takes no invalid UTF-8. */
-    for (const char *p = u->host; *p; p++)
-        if (!isalnum((unsigned char)*p) && !strchr("-._:[]", *p)) {
-            rc = td_errf(errstr, errlen, TD_EINVAL, "URL host has characters not allowed");
-            goto out;
-        }
-out:
-    curl_url_cleanup(cu);
-    if (rc != 0) url_parts_free(u);
-    return rc;
-}
-
-static bool host_is_loopback(const char *host)
-{
-    if (!strcmp(host, "localhost") || !strcmp(host, "[::1]")) return true;
-    struct in_addr a;
-    if (inet_pton(AF_INET, host, &a) == 1) return (ntohl(a.s_addr) >> 24) == 127;
-    return false;
-}
-
 int td_webpush_origin(const char *url, char **origin, char *errstr, size_t errlen)
 {
-    url_parts_t u;
-    int rc = url_parse(url, &u, errstr, errlen);
+    td_url_t u;
+    int rc = td_url_parse(url, &u, errstr, errlen);
     if (rc != 0) return rc;
-    const char *dflt = strcmp(u.scheme, "https") ? "80" : "443";
-    if (u.port && strcmp(u.port, dflt) != 0)
-        *origin = td_asprintf("%s://%s:%s", u.scheme, u.host, u.port);
+    bool https = !strcmp(u.scheme, "https");
+    if (!https && strcmp(u.scheme, "http") != 0) {
+        td_url_clear(&u);
+        return td_errf(errstr, errlen, TD_EINVAL, "URL must be https");
+    }
+    if (u.port_given && u.port != (https ? 443 : 80))
+        *origin = td_asprintf("%s://%s:%d", u.scheme, u.host, u.port);
     else
         *origin = td_asprintf("%s://%s", u.scheme, u.host);
-    url_parts_free(&u);
+    td_url_clear(&u);
     return 0;
 }
 
 int td_webpush_check_endpoint(const char *endpoint, bool allow_http_loopback, char *errstr,
                               size_t errlen)
 {
-    url_parts_t u;
-    int rc = url_parse(endpoint, &u, errstr, errlen);
-    if (rc != 0) return rc;
-    if (u.user || u.password)
-        rc = td_errf(errstr, errlen, TD_EINVAL, "URL must not contain a user or password");
-    else if (!strcmp(u.scheme, "http") && !(allow_http_loopback && host_is_loopback(u.host)))
-        rc = td_errf(errstr, errlen, TD_EINVAL,
-                     allow_http_loopback ? "URL must be https (or http on loopback)"
-                                         : "URL must be https");
-    url_parts_free(&u);
-    return rc;
+    return td_urlguard_check_url(
+        endpoint, "https", allow_http_loopback ? TD_URLGUARD_HTTP_LOOPBACK : 0, errstr, errlen);
 }
 
 int td_webpush_check_keys(const char *p256dh, const char *auth, char *errstr, size_t errlen)

@@ -335,49 +335,59 @@ await step('the admin edits the catalogue; the watcher hears of the price drop',
 
 // ---- the event flow ------------------------------------------------------------
 
-await step('the event-flow page draws the approved order\'s causal chain', async () => {
+await step('the event-flow page is for admins only', async () => {
   current = shopper;
   await shopper.goto(`${SHOP.replace(/\/$/, '')}/flow.html#trace=${approvedId}`,
                      { waitUntil: 'domcontentloaded' });
+  await shopper.locator('[data-testid=admin-only]').waitFor({ timeout: WAIT });
+  if (await shopper.locator('[data-testid=event-row]').count())
+    throw new Error('a shopper sees the event table');
+  await shot(shopper, '09-flow-admin-only');
+});
+
+await step('the event-flow page draws the approved order\'s causal chain', async () => {
+  current = admin;
+  await admin.goto(`${SHOP.replace(/\/$/, '')}/flow.html#trace=${approvedId}`,
+                     { waitUntil: 'domcontentloaded' });
   for (const type of ['OrderCreatedEvent', 'ProductReservedEvent', 'PaymentProcessedEvent',
                       'OrderApprovedEvent', 'NotificationCreatedEvent']) {
-    await shopper.locator(`[data-testid=chain-event][data-type=${type}]`).first()
+    await admin.locator(`[data-testid=chain-event][data-type=${type}]`).first()
       .waitFor({ timeout: WAIT });
   }
-  await shopper.locator('[data-testid=trace-outcome]', { hasText: 'APPROVED' })
+  await admin.locator('[data-testid=trace-outcome]', { hasText: 'APPROVED' })
     .waitFor({ timeout: WAIT });
   // Causal order: the reservation hangs under the order, the payment under it.
-  const types = await shopper.locator('[data-testid=chain-event]').evaluateAll(
+  const types = await admin.locator('[data-testid=chain-event]').evaluateAll(
     (rows) => rows.map((r) => r.dataset.type));
   const at = (t) => types.indexOf(t);
   if (!(at('OrderCreatedEvent') < at('ProductReservedEvent') &&
         at('ProductReservedEvent') < at('PaymentProcessedEvent') &&
         at('PaymentProcessedEvent') < at('OrderApprovedEvent')))
     throw new Error('chain out of causal order: ' + types.join(', '));
-  const depth = await shopper.locator('[data-testid=chain-event][data-type=OrderApprovedEvent] .tl-indent span')
+  const depth = await admin.locator('[data-testid=chain-event][data-type=OrderApprovedEvent] .tl-indent span')
     .count();
   if (depth !== 3) throw new Error(`OrderApprovedEvent at depth ${depth}, want 3`);
   // The live table has the saga's events.
-  await shopper.locator('[data-testid=event-row][data-type=OrderApprovedEvent]').first()
+  await admin.locator('[data-testid=event-row][data-type=OrderApprovedEvent]').first()
     .waitFor({ timeout: WAIT });
   // Open one event's details.
-  await shopper.locator('[data-testid=chain-event][data-type=PaymentProcessedEvent]').first().click();
-  await shopper.locator('.tl-detail pre.json').first().waitFor({ timeout: WAIT });
-  await shot(shopper, '09-flow');
+  await admin.locator('[data-testid=chain-event][data-type=PaymentProcessedEvent]').first().click();
+  await admin.locator('.tl-detail pre.json').first().waitFor({ timeout: WAIT });
+  await shot(admin, '09-flow');
 });
 
 await step('the event-flow page follows a changed #trace= link', async () => {
   // Only the hash changes: no page load, the chain must follow anyway.
-  await shopper.evaluate((id) => { location.hash = '#trace=' + id; }, rejectedId);
-  await shopper.locator('[data-testid=trace-outcome]', { hasText: 'REJECTED' })
+  await admin.evaluate((id) => { location.hash = '#trace=' + id; }, rejectedId);
+  await admin.locator('[data-testid=trace-outcome]', { hasText: 'REJECTED' })
     .waitFor({ timeout: WAIT });
-  await shopper.locator('[data-testid=chain-event][data-type=PaymentFailedEvent]').first()
+  await admin.locator('[data-testid=chain-event][data-type=PaymentFailedEvent]').first()
     .waitFor({ timeout: WAIT });
 });
 
 await step('the event-flow table receives new events live', async () => {
-  const users = await shopper.evaluate(async () => (await tidings.loadConfig()).services.users);
-  const before = await shopper.locator('[data-testid=event-row][data-type=UserRegisteredEvent]')
+  const users = await admin.evaluate(async () => (await tidings.loadConfig()).services.users);
+  const before = await admin.locator('[data-testid=event-row][data-type=UserRegisteredEvent]')
     .count();
   const res = await fetch(users + '/users', {
     method: 'POST',
@@ -386,10 +396,10 @@ await step('the event-flow table receives new events live', async () => {
                            name: 'Grace Hopper' }),
   });
   if (res.status !== 201) throw new Error(`POST /users: ${res.status}`);
-  await shopper.waitForFunction((n) =>
+  await admin.waitForFunction((n) =>
     document.querySelectorAll('[data-testid=event-row][data-type=UserRegisteredEvent]').length > n,
   before, { timeout: WAIT });
-  await shot(shopper, '10-flow-live');
+  await shot(admin, '10-flow-live');
 });
 
 await step('no script errors on any page', async () => {

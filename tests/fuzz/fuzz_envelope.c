@@ -87,7 +87,11 @@ static void check_fields(const td_event_t *ev)
         const json_t *v = json_object_get(ev->data, f->name);
         int64_t n, ms;
         if (f->optional && !v) continue;
-        FUZZ_CHECK(v && !json_is_null(v));
+        FUZZ_CHECK(v);
+        if (json_is_null(v)) {
+            FUZZ_CHECK(f->nullable);
+            continue;
+        }
         switch (f->kind) {
         case TD_FIELD_STR:
             FUZZ_CHECK(json_is_string(v));
@@ -107,6 +111,17 @@ static void check_fields(const td_event_t *ev)
             break;
         case TD_FIELD_TIME:
             FUZZ_CHECK(json_is_string(v) && td_time_parse(json_string_value(v), &ms) == 0);
+            break;
+        case TD_FIELD_ENUM: {
+            bool known = false;
+            FUZZ_CHECK(json_is_string(v));
+            for (const char *const *e = f->values; *e; e++)
+                if (strcmp(*e, json_string_value(v)) == 0) known = true;
+            FUZZ_CHECK(known);
+            break;
+        }
+        case TD_FIELD_OBJECT:
+            FUZZ_CHECK(json_is_object(v));
             break;
         }
     }

@@ -137,7 +137,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         .secret = key,
         .secret_len = sizeof(key),
         .threads = 2,
-        .cors = true,
+        .cors_origins = "http://shop.example",
     };
     server = td_http_start(&opts, err, sizeof(err));
     if (!server) {

@@ -17,8 +17,10 @@ shift 2
 declare -A max_len=(
   [envelope]=4096 [json_money]=1024 [jwt]=1024
   [traceparent_time]=256 [webpush_sub]=4096 [http]=2048 [sse_frame]=1024
+  [urlguard]=512
 )
-declare -A dict=([envelope]=envelope.dict [json_money]=json.dict [http]=http.dict)
+declare -A dict=([envelope]=envelope.dict [json_money]=json.dict [http]=http.dict
+  [urlguard]=urlguard.dict)
 # The HTTP server frees on its own threads, so libFuzzer's per-input leak
 # check (mallocs != frees) would rerun nearly every input under LSan; leaks
 # are still caught by LeakSanitizer when the run ends.

@@ -209,3 +209,31 @@ write("sse_frame", {
     "data-only": "\x04" "\0\0",
     "nothing": "\x00",
 })
+
+# ---- fuzz_urlguard: flags, 16 answer bytes, URL ----
+V4_PUBLIC = bytes([8, 8, 8, 8]) + bytes(12)
+V4_LOOP = bytes([127, 0, 0, 1]) + bytes(12)
+V6_PUBLIC = bytes.fromhex("26064700470000000000000000001111")
+write("urlguard", {
+    "public-literal": b"\x00" + V4_PUBLIC + b"https://8.8.8.8/hook",
+    "public-name": b"\x00" + V4_PUBLIC + b"https://push.example.net:8443/wpush/v2/x?y=1",
+    "rebind-name": b"\x00" + V4_LOOP + b"https://rebind.example/hook",
+    "v6-answer": b"\x04" + V6_PUBLIC + b"https://v6.example/",
+    "decimal": b"\x00" + V4_PUBLIC + b"https://2130706433/",
+    "hex": b"\x00" + V4_PUBLIC + b"https://0x7f000001/",
+    "octal": b"\x00" + V4_PUBLIC + b"https://0177.0.0.1/",
+    "short": b"\x00" + V4_PUBLIC + b"https://127.1/",
+    "v6-loopback": b"\x00" + V4_PUBLIC + b"https://[::1]/",
+    "v6-ula": b"\x00" + V4_PUBLIC + b"https://[fd00::1]/",
+    "v6-mapped": b"\x00" + V4_PUBLIC + b"https://[::ffff:7f00:1]/",
+    "nat64": b"\x00" + V4_PUBLIC + b"https://[64:ff9b::a9fe:a9fe]/",
+    "6to4": b"\x00" + V4_PUBLIC + b"https://[2002:7f00:1::1]/",
+    "metadata": b"\x00" + V4_PUBLIC + b"https://169.254.169.254/latest/meta-data/",
+    "zone": b"\x00" + V4_PUBLIC + b"https://[fe80::1%25eth0]/",
+    "http-loopback": b"\x01" + V4_PUBLIC + b"http://127.0.0.1:8085/hook",
+    "http-localhost": b"\x01" + V4_PUBLIC + b"http://localhost./x",
+    "no-resolve": b"\x02" + V4_LOOP + b"https://internal.example/",
+    "userinfo": b"\x00" + V4_PUBLIC + b"https://a:b@8.8.8.8/",
+    "trailing-dot": b"\x00" + V4_PUBLIC + b"https://127.0.0.1./",
+    "pct-host": b"\x00" + V4_PUBLIC + b"https://%31%32%37.0.0.1/",
+})

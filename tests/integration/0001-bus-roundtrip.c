@@ -68,7 +68,7 @@ static void test_roundtrip(void **state)
         assert_string_equal((const char *)sqlite3_column_text(st, 7), tp);
         assert_string_equal((const char *)sqlite3_column_text(st, 8), "tidings.orders");
     }
-    sqlite3_finalize(st);
+    td_db_done(st);
 
     /* Per key, effects happened in n order. */
     st = td_db_prepare(cdb, "SELECT n FROM effects WHERE subject = ? ORDER BY seq");
@@ -79,7 +79,7 @@ static void test_roundtrip(void **state)
         while (sqlite3_step(st) == SQLITE_ROW) assert_int_equal(sqlite3_column_int(st, 0), want++);
         assert_int_equal(want, PER_KEY);
     }
-    sqlite3_finalize(st);
+    td_db_done(st);
     td_db_unlock(cdb);
 
     /* The raw topic: key and headers byte for byte as td_event_to_record

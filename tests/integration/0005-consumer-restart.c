@@ -69,7 +69,7 @@ static void test_restart(void **state)
         }
         sqlite3_reset(st);
     }
-    sqlite3_finalize(st);
+    td_db_done(st);
     td_db_unlock(cdb);
 
     td_consumer_stop(cons);

@@ -3,7 +3,12 @@
  * parameters and decoding, every error status of SPEC section 2 and its
  * error shape, body limits and checks, the built-in endpoints, bearer
  * auth, CORS, request ids and trace context, the request log line, and
- * hostile bytes that must never take the server down. */
+ * hostile bytes that must never take the server down. And the handover
+ * of a connection to an SSE hub (td_resp_takeover): the head the layer
+ * writes for HTTP/1.1 (chunked) and HTTP/1.0, HEAD, the per-user cap
+ * (429 with Retry-After), the end at token expiry, a client that hangs up
+ * (dropped at once), and a reader that stops reading (cut after its bound,
+ * what it got before is whole frames in order). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -26,6 +31,7 @@
 #include "tidings/json.h"
 #include "tidings/log.h"
 #include "tidings/metrics.h"
+#include "tidings/sse.h"
 #include "tsupport.h"
 
 static const unsigned char secret[] = "http-test-secret-0123456789abcde"; /* 32 bytes */
@@ -33,6 +39,8 @@ static const unsigned char secret[] = "http-test-secret-0123456789abcde"; /* 32 
 #define USER_ID    "0b7c7c2e-5f1a-4e2b-9a61-3f7d2c9e8a10"
 
 static td_http_t *srv;
+static td_sse_hub_t *hub;
+#define SSE_CAP 2
 static char base[64];
 static int log_fd = -1;
 static char *log_dir;
@@ -129,7 +137,24 @@ static void get_ctx(td_req_t *req, td_resp_t *resp)
     td_resp_json(resp, 200, json_pack("{s:s}", "ctx", (const char *)req->ctx));
 }
 
+/* A live stream of the caller (anonymous: key "anon"), at most SSE_CAP
+ * per user. */
+static void get_sse(td_req_t *req, td_resp_t *resp)
+{
+    const char *tok = td_req_query(req, "token");
+    if ((td_req_header(req, "Authorization") || (tok && *tok)) && !td_req_auth(req, resp, true))
+        return;
+    td_sse_opts_t o = {
+        .key = req->authed ? req->auth.sub : "anon",
+        .retry_ms = 1000,
+        .owner = req->authed ? req->auth.sub : NULL,
+        .max_per_owner = SSE_CAP,
+    };
+    td_sse_open_opts(hub, req, resp, &o);
+}
+
 static const td_route_t routes[] = {
+    {"GET", "/sse", get_sse},
     {"GET", "/items/{id}", get_item},
     {"PUT", "/items/{id}", put_item},
     {"DELETE", "/items/{id}", delete_item},
@@ -164,6 +189,7 @@ static int group_setup(void **state)
     td_log_init("http-test", TD_LOG_INFO, true);
     td_log_set_fd(log_fd);
 
+    hub = td_sse_hub_new(60);
     td_http_opts_t opts = {
         .service = "http-test",
         .addr = "127.0.0.1",
@@ -175,7 +201,7 @@ static int group_setup(void **state)
         .secret_len = SECRET_LEN,
         .ready = ready,
         .threads = 2,
-        .cors = true,
+        .cors_origins = "http://shop.example",
     };
     char err[256];
     srv = td_http_start(&opts, err, sizeof(err));
@@ -190,7 +216,9 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     (void)state;
+    td_sse_hub_close(hub);
     td_http_stop(srv);
+    td_sse_hub_free(hub);
     td_log_set_fd(2);
     close(log_fd);
     unlink(log_path);
@@ -708,29 +736,73 @@ static void test_cors(void **state)
     ts_resp_t r = req("OPTIONS", "/items", NULL, NULL, NULL, pre);
     assert_int_equal(r.status, 204);
     char v[256];
-    assert_string_equal(ts_resp_header(&r, "Access-Control-Allow-Origin", v, sizeof(v)), "*");
+    /* The allowed origin gets its own origin back, never "*". */
+    assert_string_equal(ts_resp_header(&r, "Access-Control-Allow-Origin", v, sizeof(v)),
+                        "http://shop.example");
+    assert_string_equal(ts_resp_header(&r, "Vary", v, sizeof(v)), "Origin");
     assert_non_null(ts_resp_header(&r, "Access-Control-Allow-Headers", v, sizeof(v)));
     assert_non_null(strstr(v, "Authorization"));
     assert_non_null(strstr(v, "Content-Type"));
     assert_non_null(strstr(v, "Last-Event-ID"));
+    assert_non_null(strstr(v, "Idempotency-Key"));
     assert_non_null(ts_resp_header(&r, "Access-Control-Allow-Methods", v, sizeof(v)));
     assert_non_null(strstr(v, "POST"));
     assert_non_null(strstr(v, "DELETE"));
     ts_resp_free(&r);
 
-    r = get("/items/1");
-    assert_string_equal(ts_resp_header(&r, "Access-Control-Allow-Origin", v, sizeof(v)), "*");
+    static const char *const shop[] = {"Origin: http://SHOP.example", NULL};
+    r = req("GET", "/items/1", NULL, NULL, NULL, shop);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(ts_resp_header(&r, "Access-Control-Allow-Origin", v, sizeof(v)),
+                        "http://SHOP.example");
+    assert_non_null(ts_resp_header(&r, "Access-Control-Expose-Headers", v, sizeof(v)));
+    assert_string_equal(ts_resp_header(&r, "Vary", v, sizeof(v)), "Origin");
     ts_resp_free(&r);
 
-    /* A server without CORS neither answers preflights nor adds the header. */
-    td_http_opts_t opts = {.service = "nocors",
+    /* Any other origin: no allow header on the preflight or the answer. */
+    static const char *const evil_pre[] = {"Origin: https://evil.example",
+                                           "Access-Control-Request-Method: DELETE", NULL};
+    r = req("OPTIONS", "/items/1", NULL, NULL, NULL, evil_pre);
+    assert_int_equal(r.status, 204);
+    assert_null(ts_resp_header(&r, "Access-Control-Allow-Origin", v, sizeof(v)));
+    assert_null(ts_resp_header(&r, "Access-Control-Allow-Methods", v, sizeof(v)));
+    assert_null(ts_resp_header(&r, "Access-Control-Allow-Headers", v, sizeof(v)));
+    ts_resp_free(&r);
+    static const char *const evil[] = {"Origin: http://shop.example.evil.example", NULL};
+    r = req("GET", "/items/1", NULL, NULL, NULL, evil);
+    assert_int_equal(r.status, 200);
+    assert_null(ts_resp_header(&r, "Access-Control-Allow-Origin", v, sizeof(v)));
+    assert_string_equal(ts_resp_header(&r, "Vary", v, sizeof(v)), "Origin");
+    ts_resp_free(&r);
+    r = get("/items/1"); /* no Origin: not a cross-origin call */
+    assert_null(ts_resp_header(&r, "Access-Control-Allow-Origin", v, sizeof(v)));
+    ts_resp_free(&r);
+
+    /* "*" only when configured, and then literally. */
+    td_http_opts_t opts = {.service = "anycors",
                            .addr = "127.0.0.1",
                            .routes = routes,
-                           .route_cnt = TD_ARRAY_SIZE(routes)};
+                           .route_cnt = TD_ARRAY_SIZE(routes),
+                           .cors_origins = " http://a.example , * "};
     char err[256];
+    td_http_t *any = td_http_start(&opts, err, sizeof(err));
+    assert_non_null(any);
+    char url[128];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/items", td_http_port(any));
+    r = ts_http("OPTIONS", url, NULL, NULL, NULL, evil_pre);
+    assert_int_equal(r.status, 204);
+    assert_string_equal(ts_resp_header(&r, "Access-Control-Allow-Origin", v, sizeof(v)), "*");
+    assert_non_null(ts_resp_header(&r, "Access-Control-Allow-Methods", v, sizeof(v)));
+    ts_resp_free(&r);
+    td_http_stop(any);
+
+    /* A server without CORS neither answers preflights nor adds the header. */
+    opts = (td_http_opts_t){.service = "nocors",
+                            .addr = "127.0.0.1",
+                            .routes = routes,
+                            .route_cnt = TD_ARRAY_SIZE(routes)};
     td_http_t *plain = td_http_start(&opts, err, sizeof(err));
     assert_non_null(plain);
-    char url[128];
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/items", td_http_port(plain));
     r = ts_http("OPTIONS", url, NULL, NULL, NULL, pre);
     assert_error(&r, 405, "method_not_allowed");
@@ -947,6 +1019,222 @@ static void *hammer(void *arg)
     return NULL;
 }
 
+/* ---- SSE handover ---- */
+
+/* A connection with request sent; rcvbuf > 0 sets a small receive buffer
+ * first (a reader that will not keep up). */
+static int sse_connect(const char *request, int rcvbuf)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    if (rcvbuf > 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+    struct sockaddr_in sin = {.sin_family = AF_INET,
+                              .sin_port = htons((uint16_t)td_http_port(srv))};
+    inet_pton(AF_INET, "127.0.0.1", &sin.sin_addr);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    size_t len = strlen(request);
+    assert_int_equal(send(fd, request, len, MSG_NOSIGNAL), (ssize_t)len);
+    return fd;
+}
+
+typedef struct rbuf {
+    char *p;
+    size_t len;
+    bool eof;
+} rbuf_t;
+
+/* Reads into b until needle is in it, the peer closes, or ms pass. */
+static bool read_until(int fd, rbuf_t *b, const char *needle, int ms)
+{
+    int64_t deadline = td_mono_ms() + ms;
+    for (;;) {
+        if (needle && b->p && strstr(b->p, needle)) return true;
+        if (b->eof) return needle == NULL;
+        int64_t left = deadline - td_mono_ms();
+        if (left <= 0) return false;
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        if (poll(&pfd, 1, (int)left) <= 0) continue;
+        char buf[16384];
+        ssize_t n = recv(fd, buf, sizeof(buf), 0);
+        if (n <= 0) {
+            b->eof = true;
+            continue;
+        }
+        b->p = td_realloc(b->p, b->len + (size_t)n + 1);
+        memcpy(b->p + b->len, buf, (size_t)n);
+        b->len += (size_t)n;
+        b->p[b->len] = '\0';
+    }
+}
+
+static bool no_streams(void *arg)
+{
+    (void)arg;
+    return td_sse_count(hub) == 0;
+}
+
+static void test_sse_handover(void **state)
+{
+    (void)state;
+    /* HTTP/1.1: the layer's head (its headers and CORS included), then
+     * chunks written by the hub. */
+    int fd = sse_connect("GET /sse HTTP/1.1\r\nHost: x\r\nOrigin: http://shop.example\r\n"
+                         "X-Request-Id: 3f2b8c1e-9d4a-4b7e-8f60-1a2b3c4d5e6f\r\n\r\n",
+                         0);
+    rbuf_t b = {0};
+    assert_true(read_until(fd, &b, "\r\n\r\nd\r\nretry: 1000\n\n\r\n", 5000));
+    assert_true(strncmp(b.p, "HTTP/1.1 200 OK\r\n", 17) == 0);
+    assert_non_null(strstr(b.p, "\r\nContent-Type: text/event-stream; charset=utf-8\r\n"));
+    assert_non_null(strstr(b.p, "\r\nTransfer-Encoding: chunked\r\n"));
+    assert_non_null(strstr(b.p, "\r\nCache-Control: no-cache\r\n"));
+    assert_non_null(strstr(b.p, "\r\nDate: "));
+    assert_non_null(strstr(b.p, "\r\nX-Request-Id: 3f2b8c1e-9d4a-4b7e-8f60-1a2b3c4d5e6f\r\n"));
+    assert_non_null(strstr(b.p, "\r\ntraceparent: 00-"));
+    assert_non_null(strstr(b.p, "\r\nAccess-Control-Allow-Origin: http://shop.example\r\n"));
+    assert_null(strstr(b.p, "Content-Length"));
+    assert_int_equal(td_sse_count(hub), 1);
+    assert_int_equal(td_sse_publish(hub, "anon", "n", "1", "hello"), 1);
+    assert_true(read_until(fd, &b, "1c\r\nid: 1\nevent: n\ndata: hello\n\n\r\n", 5000));
+    /* The server is fine meanwhile: libmicrohttpd forgot the socket. */
+    assert_alive();
+    /* The client hangs up: the hub sees it at once, without a frame. */
+    close(fd);
+    assert_true(ts_wait_until(no_streams, NULL, 5000));
+    free(b.p);
+
+    /* HTTP/1.0: no chunks, the body runs until the connection closes. */
+    fd = sse_connect("GET /sse HTTP/1.0\r\n\r\n", 0);
+    memset(&b, 0, sizeof(b));
+    assert_true(read_until(fd, &b, "\r\n\r\nretry: 1000\n\n", 5000));
+    assert_non_null(strstr(b.p, "\r\nConnection: close\r\n"));
+    assert_null(strstr(b.p, "Transfer-Encoding"));
+    td_sse_publish(hub, "anon", NULL, NULL, "raw");
+    assert_true(read_until(fd, &b, "retry: 1000\n\ndata: raw\n\n", 5000));
+    close(fd);
+    assert_true(ts_wait_until(no_streams, NULL, 5000));
+    free(b.p);
+
+    /* HEAD: the head of the 200, no stream. */
+    static const char head_req[] = "HEAD /sse HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    char *out = raw_exchange(head_req, sizeof(head_req) - 1, false, 2000);
+    assert_true(strncmp(out, "HTTP/1.1 200", 12) == 0);
+    assert_non_null(strstr(out, "text/event-stream"));
+    assert_null(strstr(out, "retry:"));
+    free(out);
+    assert_int_equal(td_sse_count(hub), 0);
+}
+
+static void test_sse_cap_per_user(void **state)
+{
+    (void)state;
+    char *tok = token("customer", td_now_ms() / 1000 + 3600);
+    char *request = td_asprintf("GET /sse?token=%s HTTP/1.1\r\nHost: x\r\n\r\n", tok);
+    int fds[SSE_CAP];
+    for (int i = 0; i < SSE_CAP; i++) {
+        fds[i] = sse_connect(request, 0);
+        rbuf_t b = {0};
+        assert_true(read_until(fds[i], &b, "retry: 1000", 5000));
+        free(b.p);
+    }
+    /* One more of the same user: 429 rate_limited, with Retry-After. */
+    ts_resp_t r = req("GET", "/sse", tok, NULL, NULL, NULL);
+    assert_error(&r, 429, "rate_limited");
+    char v[64];
+    assert_non_null(ts_resp_header(&r, "Retry-After", v, sizeof(v)));
+    assert_true(atoi(v) > 0);
+    ts_resp_free(&r);
+    /* Anonymous streams are not that user's. */
+    int anon = sse_connect("GET /sse HTTP/1.1\r\nHost: x\r\n\r\n", 0);
+    rbuf_t b = {0};
+    assert_true(read_until(anon, &b, "retry: 1000", 5000));
+    free(b.p);
+    close(anon);
+    /* One closes: its place is free again. */
+    close(fds[0]);
+    int64_t deadline = td_mono_ms() + 5000;
+    long status = 0;
+    while (td_mono_ms() < deadline) {
+        fds[0] = sse_connect(request, 0);
+        memset(&b, 0, sizeof(b));
+        assert_true(read_until(fds[0], &b, "\r\n\r\n", 5000));
+        status = strtol(b.p + 9, NULL, 10);
+        free(b.p);
+        if (status == 200) break;
+        close(fds[0]);
+        td_sleep_ms(50);
+    }
+    assert_int_equal(status, 200);
+    for (int i = 0; i < SSE_CAP; i++) close(fds[i]);
+    assert_true(ts_wait_until(no_streams, NULL, 5000));
+    free(request);
+    free(tok);
+}
+
+static void test_sse_ends_at_token_expiry(void **state)
+{
+    (void)state;
+    int64_t exp = td_now_ms() / 1000 + 2;
+    char *tok = token("customer", exp);
+    char *request =
+        td_asprintf("GET /sse HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", tok);
+    int fd = sse_connect(request, 0);
+    rbuf_t b = {0};
+    assert_true(read_until(fd, &b, "retry: 1000", 5000));
+    td_sse_publish(hub, USER_ID, "n", "1", "before");
+    assert_true(read_until(fd, &b, "data: before", 5000));
+    /* Ends within a tick of exp: the comment, the last chunk, the close. */
+    assert_true(read_until(fd, &b, "0\r\n\r\n", 6000));
+    assert_true(td_now_ms() >= exp * 1000);
+    assert_non_null(strstr(b.p, ": token expired\n\n"));
+    assert_true(read_until(fd, &b, NULL, 3000)); /* and the close */
+    close(fd);
+    assert_true(ts_wait_until(no_streams, NULL, 5000));
+    free(b.p);
+    free(request);
+    free(tok);
+}
+
+static void test_sse_slow_reader_is_cut(void **state)
+{
+    (void)state;
+    int fd = sse_connect("GET /sse HTTP/1.1\r\nHost: x\r\n\r\n", 4096);
+    rbuf_t b = {0};
+    assert_true(read_until(fd, &b, "retry: 1000", 5000));
+    free(b.p);
+    memset(&b, 0, sizeof(b));
+    double cut_before = td_metric_value("tidings_sse_slow_readers_total", NULL);
+    char *big = td_malloc(32 * 1024);
+    memset(big, 'z', 32 * 1024 - 1);
+    big[32 * 1024 - 1] = '\0';
+    /* The client reads nothing: the kernel's buffers fill, then the
+     * stream's queue, then it is cut. */
+    int sent = 0;
+    while (sent < 1000 && td_metric_value("tidings_sse_slow_readers_total", NULL) == cut_before) {
+        char id[16];
+        snprintf(id, sizeof(id), "%d", ++sent);
+        td_sse_publish(hub, "anon", "n", id, big);
+        td_sleep_ms(2);
+    }
+    free(big);
+    assert_true(td_metric_value("tidings_sse_slow_readers_total", NULL) > cut_before);
+    print_message("slow reader cut after %d frames of 32 KiB\n", sent);
+    /* Dropped within its drain time even though it still reads nothing. */
+    assert_true(ts_wait_until(no_streams, NULL, TD_SSE_DRAIN_MS + 3000));
+    /* What reached the client is whole frames 1..k in order (the last one
+     * may be cut short), never a gap. */
+    assert_true(read_until(fd, &b, NULL, 10000));
+    int next = 1;
+    for (const char *p = b.p; (p = strstr(p, "id: ")); p += 4) {
+        int id = atoi(p + 4);
+        assert_int_equal(id, next);
+        next++;
+    }
+    assert_true(next > 1 && next <= sent + 1);
+    print_message("the client got frames 1..%d of %d before the cut\n", next - 1, sent);
+    close(fd);
+    free(b.p);
+}
+
 static void test_concurrent_clients(void **state)
 {
     (void)state;
@@ -1003,6 +1291,10 @@ int main(void)
         cmocka_unit_test(test_request_id_and_trace),
         cmocka_unit_test(test_request_log),
         cmocka_unit_test(test_hostile_requests),
+        cmocka_unit_test(test_sse_handover),
+        cmocka_unit_test(test_sse_cap_per_user),
+        cmocka_unit_test(test_sse_ends_at_token_expiry),
+        cmocka_unit_test(test_sse_slow_reader_is_cut),
         cmocka_unit_test(test_concurrent_clients),
         cmocka_unit_test(test_start_errors),
     };

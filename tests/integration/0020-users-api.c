@@ -80,7 +80,7 @@ static int64_t db_count(td_db_t *db, const char *sql)
     td_db_lock(db);
     sqlite3_stmt *st = td_db_prepare(db, sql);
     int64_t n = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
-    sqlite3_finalize(st);
+    td_db_done(st);
     td_db_unlock(db);
     return n;
 }
@@ -450,12 +450,12 @@ static void test_rate_limit(void **state)
 
     /* When the window has passed (moved back in the database rather than
      * waited for), the right password works and clears the failures. */
-    td_db_lock(db);
+    assert_int_equal(td_db_begin(db), 0);
     sqlite3_exec(td_db_sqlite(db),
                  "UPDATE login_failures SET at_ms = at_ms - 15 * 60 * 1000 - 1000 "
                  "WHERE email = 'bob@example.com'",
                  NULL, NULL, NULL);
-    td_db_unlock(db);
+    assert_int_equal(td_db_commit(db), 0);
     r = login("bob@example.com", "bob's password");
     expect(&r, 200, NULL, NULL);
     ts_resp_free(&r);

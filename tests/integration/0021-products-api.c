@@ -79,7 +79,7 @@ static int64_t db_count(const char *sql)
     td_db_lock(db);
     sqlite3_stmt *st = td_db_prepare(db, sql);
     int64_t n = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
-    sqlite3_finalize(st);
+    td_db_done(st);
     td_db_unlock(db);
     return n;
 }

@@ -46,6 +46,9 @@ static inline void nt_start(nt_world_t *w, const char *name)
     w->brokers = td_broker_bootstraps(w->broker);
     ts_config(&w->cfg, "notifications", w->dir, w->brokers);
     w->cfg.ports[TD_SVC_NOTIFICATIONS] = 0;
+    /* Tests here hold up to a thousand streams of one user; the per-user
+     * cap has tests of its own (test_sse, tests/security). */
+    w->cfg.max_streams_per_user = 2000;
     w->svc = notifications_service_start(&w->cfg, err, sizeof(err));
     if (!w->svc) {
         fprintf(stderr, "notifications: %s\n", err);

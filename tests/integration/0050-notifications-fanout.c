@@ -51,7 +51,7 @@ static int64_t query_int(sqlite3 *db, const char *sql, const char *arg)
     if (arg) sqlite3_bind_text(st, 1, arg, -1, SQLITE_STATIC);
     assert_int_equal(sqlite3_step(st), SQLITE_ROW);
     int64_t v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
+    td_db_done(st);
     return v;
 }
 
@@ -100,7 +100,7 @@ static void test_ten_thousand_watchers_all_get_theirs(void **state)
         assert_int_equal(sqlite3_step(st), SQLITE_DONE);
         sqlite3_reset(st);
     }
-    sqlite3_finalize(st);
+    td_db_done(st);
     assert_int_equal(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
     assert_int_equal(query_int(db, "SELECT COUNT(*) FROM watches WHERE product_id = ?", pid),
                      WATCHERS);

@@ -5,8 +5,11 @@
  * exactly the missed ones in order and then live ones; frames another
  * instance publishes out of order are filled from the database; wrong or
  * missing tokens get 401; user A never sees user B's; a user may hold
- * several streams; a thousand idle streams cost no threads. The service is
- * stopped at the end with streams still open. */
+ * several streams; a thousand idle streams cost no threads; a reader too
+ * slow to take its frames is cut and, reconnecting with Last-Event-ID,
+ * gets the rest (nothing lost, nothing twice) while a fast reader of the
+ * same user gets everything live; a stream ends when its token expires.
+ * The service is stopped at the end with streams still open. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,6 +17,8 @@
 #include <cmocka.h>
 
 #include <sqlite3.h>
+
+#include <sys/socket.h>
 
 #include "0050-notifications-common.h"
 #include "tidings/metrics.h"
@@ -230,7 +235,7 @@ static json_t *insert_as_other_instance(const char *user, int64_t seq)
     sqlite3_bind_text(st, 5, now, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 6, cause, -1, SQLITE_STATIC);
     assert_int_equal(sqlite3_step(st), SQLITE_DONE);
-    sqlite3_finalize(st);
+    td_db_done(st);
     sqlite3_close(db);
     free(path);
     return json_pack("{s:s, s:I, s:s, s:s, s:s, s:s, s:{}, s:s, s:n}", "id", id, "seq",
@@ -412,6 +417,115 @@ static void test_a_thousand_idle_streams_need_no_threads(void **state)
     free(token);
 }
 
+/* A sign-in whose notification is big: the user agent is in its body. */
+static void big_login(const char *user)
+{
+    static char ua[501]; /* the rule takes at most 512 */
+    memset(ua, 'U', sizeof(ua) - 1);
+    nt_produce(&W, "users", "UserLoggedInEvent", user,
+               json_pack("{s:s, s:s, s:s, s:s}", "userId", user, "email", "someone@example.com",
+                         "loggedInAt", "2026-01-01T00:00:00.000Z", "userAgent", ua),
+               NULL);
+}
+
+/* nt_sse_open with a small receive buffer: a reader that will not keep up. */
+static nt_sse_t *open_small_window(const char *token)
+{
+    nt_sse_t *s = td_calloc(1, sizeof(*s));
+    s->raw = td_strdup("");
+    s->body = td_strdup("");
+    s->fd = socket(AF_INET, SOCK_STREAM, 0);
+    int rcvbuf = 4096;
+    setsockopt(s->fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)W.port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(s->fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    char *req = td_asprintf("GET /notifications/stream HTTP/1.1\r\nHost: x\r\n"
+                            "Authorization: Bearer %s\r\n\r\n",
+                            token);
+    assert_int_equal(write(s->fd, req, strlen(req)), (ssize_t)strlen(req));
+    free(req);
+    return s;
+}
+
+static void test_a_slow_reader_is_cut_and_replays_the_rest(void **state)
+{
+    (void)state;
+    enum { N = 1000 };
+    char user[TD_UUID_LEN + 1] = "";
+    char *token = nt_token(&W, user);
+    nt_sse_t *fast = nt_stream_live(&W, token, user);
+    int64_t base = (int64_t)nt_inbox_count(&W, token);
+    nt_sse_t *slow = open_small_window(token);
+    assert_int_equal(nt_sse_status(slow), 200);
+    double cut_before = td_metric_value("tidings_sse_slow_readers_total", NULL);
+
+    /* N notifications of ~1 KiB while slow reads nothing; fast keeps up. */
+    for (int i = 0; i < N; i++) {
+        big_login(user);
+        nt_sse_pump(fast, 0);
+    }
+    assert_true(nt_sse_wait(fast, N, NT_WAIT_MS * 2));
+    for (size_t i = 0; i < fast->cnt; i++) expect_event(fast, i, user, base + 1 + (int64_t)i, NULL);
+    assert_true(td_metric_value("tidings_sse_slow_readers_total", NULL) > cut_before);
+
+    /* The slow one was cut: what it got is a prefix, in order. */
+    int64_t t0 = td_mono_ms();
+    while (!slow->ended && td_mono_ms() - t0 < TD_SSE_DRAIN_MS + 5000) nt_sse_pump(slow, 100);
+    assert_true(slow->ended);
+    size_t got = slow->cnt;
+    assert_true(got < N);
+    for (size_t i = 0; i < got; i++) expect_event(slow, i, user, base + 1 + (int64_t)i, NULL);
+    print_message("slow reader cut after %zu of %d notifications\n", got, N);
+
+    /* It reconnects from the last one it has: the rest, nothing twice. */
+    char last[24];
+    snprintf(last, sizeof(last), "%lld", (long long)(base + (int64_t)got));
+    nt_sse_t *again = nt_sse_open(W.port, "/notifications/stream", token, last);
+    assert_int_equal(nt_sse_status(again), 200);
+    assert_true(nt_sse_wait(again, N - got, NT_WAIT_MS * 2));
+    nt_sse_pump(again, 200);
+    assert_int_equal(again->cnt, N - got);
+    for (size_t i = 0; i < again->cnt; i++)
+        expect_event(again, i, user, base + 1 + (int64_t)(got + i), NULL);
+    nt_sse_close(again);
+    nt_sse_close(slow);
+    nt_sse_close(fast);
+    free(token);
+}
+
+static void test_a_stream_ends_when_its_token_expires(void **state)
+{
+    (void)state;
+    char user[TD_UUID_LEN + 1] = "";
+    char *token = nt_token(&W, user);
+    nt_sse_t *probe = nt_stream_live(&W, token, user);
+    nt_sse_close(probe);
+    td_claims_t c;
+    memset(&c, 0, sizeof(c));
+    snprintf(c.sub, sizeof(c.sub), "%s", user);
+    snprintf(c.role, sizeof(c.role), "customer");
+    c.iat = td_now_ms() / 1000;
+    c.exp = c.iat + 2;
+    char *brief = td_jwt_sign(W.cfg.secret, W.cfg.secret_len, &c);
+    nt_sse_t *s = nt_sse_open(W.port, "/notifications/stream", brief, NULL);
+    assert_int_equal(nt_sse_status(s), 200);
+    nt_login(&W, user);
+    assert_true(nt_sse_wait(s, 1, NT_WAIT_MS));
+    /* Valid until exp, ended within a tick after it. */
+    int64_t t0 = td_mono_ms();
+    while (!s->ended && td_mono_ms() - t0 < 6000) nt_sse_pump(s, 100);
+    assert_true(s->ended);
+    assert_true(td_now_ms() >= c.exp * 1000);
+    /* The same token cannot open another one now. */
+    nt_sse_t *late = nt_sse_open(W.port, "/notifications/stream", brief, NULL);
+    assert_int_equal(nt_sse_status(late), 401);
+    nt_sse_close(late);
+    nt_sse_close(s);
+    free(brief);
+    free(token);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -421,6 +535,8 @@ int main(void)
         cmocka_unit_test(test_out_of_order_frames_are_filled_from_the_database),
         cmocka_unit_test(test_tokens),
         cmocka_unit_test(test_users_only_see_their_own),
+        cmocka_unit_test(test_a_slow_reader_is_cut_and_replays_the_rest),
+        cmocka_unit_test(test_a_stream_ends_when_its_token_expires),
         cmocka_unit_test(test_a_thousand_idle_streams_need_no_threads),
     };
     return cmocka_run_group_tests(tests, world_start, world_stop);

@@ -73,7 +73,7 @@ static void test_always_failing_goes_to_dlt(void **state)
         const char *reason = td_record_header_str(rec, "tidings_dlt_reason");
         assert_non_null(reason);
         assert_non_null(strstr(reason, "gave up after 4 attempts"));
-        assert_non_null(strstr(reason, push ? "HTTP 500" : "HTTP 503"));
+        assert_non_null(strstr(reason, push ? ": http_500" : ": http_503"));
     }
     assert_int_equal(seen_push, 1);
     assert_int_equal(seen_hook, 1);

@@ -116,13 +116,13 @@ static void test_restart(void **state)
             dt_hook(&env, "hook-r", x->path, x->n);
     }
     /* What a crash in the middle of sending leaves behind. */
-    td_db_lock(env.db);
+    assert_int_equal(td_db_begin(env.db), 0);
     char *sql = td_asprintf("UPDATE td_delivery SET inflight = 1, claimed_ms = %lld"
                             " WHERE id %% 2 = 0",
                             (long long)td_now_ms());
     assert_int_equal(td_db_exec(env.db, sql), 0);
     free(sql);
-    td_db_unlock(env.db);
+    assert_int_equal(td_db_commit(env.db), 0);
     assert_true(dt_sql_int(&env, "SELECT count(*) FROM td_delivery WHERE inflight = 1") > 0);
 
     td_db_close(env.db);

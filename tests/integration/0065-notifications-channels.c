@@ -108,7 +108,7 @@ static int64_t sql_int(const char *sql, const char *arg)
     if (arg) sqlite3_bind_text(st, 1, arg, -1, SQLITE_STATIC);
     assert_int_equal(sqlite3_step(st), SQLITE_ROW);
     int64_t v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
+    td_db_done(st);
     sqlite3_close(db);
     free(path);
     return v;
@@ -167,10 +167,10 @@ static void subscribe(const char *token, const char *path)
     free(endpoint);
 }
 
-/* A webhook of token's user to <receiver><path> for one type; its id. */
-static char *add_webhook(const char *token, const char *path, const char *type)
+/* A webhook of token's user to <base><path> for one type; its id. */
+static char *add_webhook_at(const char *token, const char *base, const char *path, const char *type)
 {
-    char *url = td_asprintf("%s%s", R.base, path);
+    char *url = td_asprintf("%s%s", base, path);
     ts_resp_t r =
         call("POST", "/webhooks", token,
              json_pack("{s:s, s:s, s:[s]}", "url", url, "secret", DT_SECRET, "events", type));
@@ -180,6 +180,12 @@ static char *add_webhook(const char *token, const char *path, const char *type)
     ts_resp_free(&r);
     free(url);
     return id;
+}
+
+/* The same at the receiver. */
+static char *add_webhook(const char *token, const char *path, const char *type)
+{
+    return add_webhook_at(token, R.base, path, type);
 }
 
 typedef struct want_reqs {
@@ -563,7 +569,7 @@ static void test_always_failing_lands_in_dlt(void **state)
     assert_string_equal(td_record_header_str(found, "tidings_dlt_original_topic"),
                         "tidings.notifications");
     assert_string_equal(td_record_header_str(found, "tidings_dlt_channel"), "webhook");
-    assert_non_null(strstr(td_record_header_str(found, "tidings_dlt_reason"), "HTTP 500"));
+    assert_non_null(strstr(td_record_header_str(found, "tidings_dlt_reason"), ": http_500"));
     assert_memory_equal(found->key, user, TD_UUID_LEN);
     json_t *v = json_loadb(found->value, found->value_len, 0, NULL);
     assert_true(json_equal(v, n));
@@ -591,13 +597,20 @@ static void test_restart_with_pending_delivers_each_once(void **state)
     snprintf(hook_path, sizeof(hook_path), "/down/hook-%s", user);
     dt_control(&R, json_pack("{s:b}", "down", 1));
     subscribe(token, push_path);
-    char *hook = add_webhook(token, hook_path, "UserLoggedInEvent");
+    /* The webhook at another origin (same receiver, as "localhost"), as a
+     * push service and a webhook receiver are in life: each has its own
+     * circuit breaker. */
+    char *local = td_asprintf("http://localhost:%d", R.port);
+    char *hook = add_webhook_at(token, local, hook_path, "UserLoggedInEvent");
+    free(local);
 
     for (int i = 0; i < LOGINS; i++) nt_login(&W, user);
     assert_true(nt_wait_inbox(&W, token, LOGINS));
-    /* Every delivery has been tried (and refused) at least once. */
-    json_decref(wait_requests(push_path, 2 * LOGINS));
-    json_decref(wait_requests(hook_path, 2 * LOGINS));
+    /* Every delivery has been tried (and refused) at least once. (Not
+     * much more: after 5 failures in a row the breaker pauses the
+     * receiver, whose deliveries then wait without using attempts.) */
+    json_decref(wait_requests(push_path, LOGINS));
+    json_decref(wait_requests(hook_path, LOGINS));
     notifications_service_stop(W.svc);
     W.svc = NULL;
     assert_int_equal(pending(), 2 * LOGINS);

@@ -146,7 +146,7 @@ static const char *const fault_points[] = {
     "outbox.after_insert",         "db.before_commit",       "db.after_commit",
     "relay.after_produce",         "relay.before_delete",    "relay.after_delete",
     "consumer.before_handler",     "consumer.before_commit", "consumer.after_commit",
-    "consumer.after_offset_store",
+    "consumer.after_offset_store", "consumer.mid_batch",
 };
 #define POINT_CNT TD_ARRAY_SIZE(fault_points)
 

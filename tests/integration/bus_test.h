@@ -104,7 +104,7 @@ static inline int64_t bt_query_int(td_db_t *db, const char *sql)
     td_db_lock(db);
     sqlite3_stmt *st = td_db_prepare(db, sql);
     int64_t v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
-    sqlite3_finalize(st);
+    td_db_done(st);
     td_db_unlock(db);
     return v;
 }

@@ -225,10 +225,16 @@ static inline void dt_setup(dt_env_t *env, const char *name, int max_attempts, b
                                     "secret", DT_SECRET));
 }
 
-static inline void dt_start(dt_env_t *env, unsigned threads, int timeout_ms)
+/* Starts the delivery with policy (NULL: no circuit breaker, so the tests
+ * of retries and restarts see every try; 0060-delivery-fairness tests the
+ * breaker). */
+static inline void dt_start_policy(dt_env_t *env, unsigned threads, int timeout_ms,
+                                   const td_delivery_policy_t *policy)
 {
     char err[256];
+    static const td_delivery_policy_t no_breaker = {.breaker_failures = 1000000};
     td_delivery_opts_t opts = {
+        .policy = policy ? policy : &no_breaker,
         .db = env->db,
         .cfg = &env->cfg,
         .vapid = env->vapid,
@@ -240,6 +246,11 @@ static inline void dt_start(dt_env_t *env, unsigned threads, int timeout_ms)
     env->dlv = td_delivery_start(&opts, err, sizeof(err));
     if (!env->dlv) fprintf(stderr, "td_delivery_start: %s\n", err);
     assert_non_null(env->dlv);
+}
+
+static inline void dt_start(dt_env_t *env, unsigned threads, int timeout_ms)
+{
+    dt_start_policy(env, threads, timeout_ms, NULL);
 }
 
 static inline void dt_stop(dt_env_t *env)
@@ -298,7 +309,7 @@ static inline void dt_push(dt_env_t *env, const char *sub_id, const char *path, 
     char *payload = td_json_dumps(n);
     td_record_t *origin = dt_origin(env, n);
     assert_int_equal(td_db_begin(env->db), 0);
-    int rc = td_delivery_enqueue_webpush(env->db, sub_id, url, env->p256dh, env->auth,
+    int rc = td_delivery_enqueue_webpush(env->db, DT_USER, sub_id, url, env->p256dh, env->auth,
                                          json_string_value(json_object_get(n, "id")), payload,
                                          strlen(payload), origin, err, sizeof(err));
     if (rc != 0) fprintf(stderr, "enqueue webpush: %s\n", err);
@@ -317,7 +328,7 @@ static inline void dt_hook(dt_env_t *env, const char *hook_id, const char *path,
     char *body = td_json_dumps(n);
     td_record_t *origin = dt_origin(env, n);
     assert_int_equal(td_db_begin(env->db), 0);
-    int rc = td_delivery_enqueue_webhook(env->db, hook_id, url, DT_SECRET,
+    int rc = td_delivery_enqueue_webhook(env->db, DT_USER, hook_id, url, DT_SECRET,
                                          json_string_value(json_object_get(n, "id")), body,
                                          strlen(body), origin, err, sizeof(err));
     if (rc != 0) fprintf(stderr, "enqueue webhook: %s\n", err);
@@ -345,7 +356,7 @@ static inline int64_t dt_sql_int(dt_env_t *env, const char *sql)
     td_db_lock(env->db);
     sqlite3_stmt *st = td_db_prepare(env->db, sql);
     int64_t v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
-    sqlite3_finalize(st);
+    td_db_done(st);
     td_db_unlock(env->db);
     return v;
 }

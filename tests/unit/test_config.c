@@ -494,10 +494,10 @@ static void test_names_help_usage(void **state)
         "users", "products", "reservations", "orders", "payments", "notifications", NULL};
     for (size_t i = 0; i < TD_ARRAY_SIZE(want); i++) {
         if (!want[i]) {
-            assert_null(td_spec_topics[i]);
+            assert_null(td_topics[i].name);
             break;
         }
-        assert_string_equal(td_spec_topics[i], want[i]);
+        assert_string_equal(td_topics[i].name, want[i]);
     }
 
     char *a1[] = {"orders", "--port", "1", "--help", NULL};

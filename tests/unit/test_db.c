@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include "tidings/db.h"
@@ -37,7 +38,7 @@ static int query_int(td_db_t *db, const char *sql)
     td_db_lock(db);
     sqlite3_stmt *st = td_db_prepare(db, sql);
     int v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : -1;
-    sqlite3_finalize(st);
+    td_db_done(st);
     td_db_unlock(db);
     return v;
 }
@@ -212,6 +213,145 @@ static void test_commit_hook_outside_lock(void **state)
     td_db_close(reentrant_db);
 }
 
+/* ---- readers and group commit (a file database: WAL) ---- */
+
+typedef struct writer_arg {
+    td_db_t *db;
+    int id;
+    bool fail; /* roll this unit back */
+    int rc;
+    int seen_after; /* rows a reader saw from the after-commit callback */
+} writer_arg_t;
+
+static void after_cb(void *arg, bool committed)
+{
+    writer_arg_t *w = arg;
+    assert_true(committed);
+    /* Runs after the COMMIT: a reader already sees the row. */
+    char sql[96];
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM items WHERE name = 'w%d'", w->id);
+    w->seen_after = query_int(w->db, sql);
+}
+
+static void *writer_main(void *arg)
+{
+    writer_arg_t *w = arg;
+    for (int i = 0; i < 20; i++) {
+        if (td_db_begin(w->db) != 0) {
+            w->rc = TD_EIO;
+            return NULL;
+        }
+        sqlite3_stmt *st = td_db_prepare(w->db, "INSERT INTO items(name, qty) VALUES(?, ?)");
+        char name[32];
+        snprintf(name, sizeof(name), i == 19 ? "w%d" : "w%d-%d", w->id, i);
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int(st, 2, w->id);
+        if (td_db_run(w->db, st) != 0) w->rc = TD_EIO;
+        if (w->fail) {
+            td_db_rollback(w->db);
+            continue;
+        }
+        if (i == 19) td_db_after_commit(w->db, after_cb, w);
+        if (td_db_commit(w->db) != 0) w->rc = TD_EIO;
+    }
+    return NULL;
+}
+
+typedef struct count_arg {
+    td_db_t *db;
+    const char *sql;
+    int n;
+} count_arg_t;
+
+static void *count_main(void *arg)
+{
+    count_arg_t *c = arg;
+    c->n = query_int(c->db, c->sql);
+    return NULL;
+}
+
+/* query_int on another thread (this one may be inside a unit). */
+static int count_elsewhere(td_db_t *db, const char *sql)
+{
+    count_arg_t c = {db, sql, -1};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, count_main, &c), 0);
+    pthread_join(t, NULL);
+    return c.n;
+}
+
+static void test_group_commit_and_readers(void **state)
+{
+    (void)state;
+    char err[256];
+    char *path = db_path("test_db-group");
+    td_db_t *db = td_db_open(path, migs_v2, 2, err, sizeof(err));
+    assert_non_null(db);
+
+    /* A reader never sees a unit that has not committed, and is not held
+     * up by it. */
+    assert_int_equal(td_db_begin(db), 0);
+    assert_int_equal(td_db_exec(db, "INSERT INTO items(name) VALUES('open')"), 0);
+    assert_int_equal(count_elsewhere(db, "SELECT count(*) FROM items WHERE name = 'open'"), 0);
+    assert_int_equal(td_db_commit(db), 0);
+    assert_int_equal(count_elsewhere(db, "SELECT count(*) FROM items WHERE name = 'open'"), 1);
+
+    /* Eight writers at once, one of them rolling every unit back: every
+     * committed unit is there, none of the rolled back ones, and each
+     * after-commit callback saw its own row from a reader. */
+    enum { WRITERS = 8 };
+    writer_arg_t w[WRITERS];
+    pthread_t th[WRITERS];
+    for (int i = 0; i < WRITERS; i++) {
+        w[i] = (writer_arg_t){.db = db, .id = i, .fail = i == 3, .seen_after = -1};
+        assert_int_equal(pthread_create(&th[i], NULL, writer_main, &w[i]), 0);
+    }
+    for (int i = 0; i < WRITERS; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(w[i].rc, 0);
+        if (i != 3) assert_int_equal(w[i].seen_after, 1);
+    }
+    assert_int_equal(query_int(db, "SELECT count(*) FROM items WHERE qty = 3"), 0);
+    assert_int_equal(query_int(db, "SELECT count(*) FROM items WHERE name LIKE 'w%'"),
+                     (WRITERS - 1) * 20);
+    td_db_close(db);
+
+    /* And it is all on disk: a fresh open sees it. */
+    db = td_db_open(path, migs_v2, 2, err, sizeof(err));
+    assert_non_null(db);
+    assert_int_equal(query_int(db, "SELECT count(*) FROM items WHERE name LIKE 'w%'"),
+                     (WRITERS - 1) * 20);
+    td_db_close(db);
+    free(path);
+}
+
+/* The statement cache: the same SQL gives back the same statement once
+ * it was given back, a second one while the first is in use, and both
+ * work. */
+static void test_statement_cache(void **state)
+{
+    (void)state;
+    char err[256];
+    td_db_t *db = td_db_open(":memory:", migs_v2, 2, err, sizeof(err));
+    assert_non_null(db);
+    static const char sql[] = "SELECT count(*) FROM items";
+    td_db_lock(db);
+    sqlite3_stmt *a = td_db_prepare(db, sql);
+    sqlite3_stmt *b = td_db_prepare(db, sql);
+    assert_ptr_not_equal(a, b);
+    assert_int_equal(sqlite3_step(a), SQLITE_ROW);
+    assert_int_equal(sqlite3_step(b), SQLITE_ROW);
+    td_db_done(b);
+    td_db_done(a);
+    sqlite3_stmt *c = td_db_prepare(db, sql);
+    assert_ptr_equal(c, a);
+    assert_int_equal(sqlite3_step(c), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(c, 0), 1);
+    td_db_done(c);
+    td_db_unlock(db);
+    td_db_close(db);
+}
+
 int main(void)
 {
     td_log_init("test", TD_LOG_ERROR, false);
@@ -221,6 +361,8 @@ int main(void)
         cmocka_unit_test(test_transactions),
         cmocka_unit_test(test_commit_hook),
         cmocka_unit_test(test_commit_hook_outside_lock),
+        cmocka_unit_test(test_group_commit_and_readers),
+        cmocka_unit_test(test_statement_cache),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

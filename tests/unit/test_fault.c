@@ -193,7 +193,7 @@ static int64_t count_rows(td_db_t *db)
     td_db_lock(db);
     sqlite3_stmt *st = td_db_prepare(db, "SELECT count(*) FROM t");
     int64_t n = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
-    sqlite3_finalize(st);
+    td_db_done(st);
     td_db_unlock(db);
     return n;
 }

@@ -24,6 +24,7 @@
 
 #include "notifications/channels.h"
 #include "notifications/notifications.h"
+#include "tidings/urlguard.h"
 #include "tidings/auth.h"
 #include "tidings/config.h"
 #include "tidings/delivery.h"
@@ -82,7 +83,7 @@ static int64_t sql_int(fixture_t *f, const char *sql)
     td_db_lock(f->db);
     sqlite3_stmt *st = td_db_prepare(f->db, sql);
     int64_t v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
-    sqlite3_finalize(st);
+    td_db_done(st);
     td_db_unlock(f->db);
     return v;
 }
@@ -336,7 +337,7 @@ static void test_subscription_validation(void **state)
     free(auth15);
 }
 
-static void test_subscription_update_move_and_delete(void **state)
+static void test_subscription_update_no_takeover_and_delete(void **state)
 {
     fixture_t *f = *state;
     char err[256], id1[TD_UUID_LEN + 1], id2[TD_UUID_LEN + 1], id3[TD_UUID_LEN + 1];
@@ -360,15 +361,23 @@ static void test_subscription_update_move_and_delete(void **state)
     assert_int_equal(queued(f, TD_DELIVERY_WEBPUSH), 0);
     assert_int_equal(notif_push_count(f->db, ANN), 1);
 
-    /* Bob registers the same browser: it is his now, under a new id, and
-     * Ann's queued pushes never reach him. */
+    /* Bob posts the same endpoint: 409, and it stays Ann's with her keys
+     * and her queued push (SPEC section 5: an endpoint never moves). */
     login(f, ANN);
     assert_int_equal(queued(f, TD_DELIVERY_WEBPUSH), 1);
+    err[0] = '\0';
+    assert_int_equal(subscribe(f, BOB, sub_body(f, ep, NULL, NULL), false, id3, err, sizeof(err)),
+                     TD_EEXIST);
+    assert_non_null(strstr(err, "another account"));
+    assert_int_equal(notif_push_count(f->db, ANN), 1);
+    assert_int_equal(notif_push_count(f->db, BOB), 0);
+    assert_int_equal(queued(f, TD_DELIVERY_WEBPUSH), 1);
+    /* Once Ann removes it, Bob may register that browser. */
+    assert_int_equal(notif_push_unsubscribe(f->db, ANN, ep), 0);
+    assert_int_equal(queued(f, TD_DELIVERY_WEBPUSH), 0);
     subscribe_ok(f, BOB, ep, id3);
     assert_string_not_equal(id1, id3);
-    assert_int_equal(notif_push_count(f->db, ANN), 0);
     assert_int_equal(notif_push_count(f->db, BOB), 1);
-    assert_int_equal(queued(f, TD_DELIVERY_WEBPUSH), 0);
 
     /* Only the owner removes it; its queued pushes go with it. */
     login(f, BOB);
@@ -678,8 +687,16 @@ static void test_long_notification_is_trimmed_to_fit_a_push(void **state)
                           "createdAt", "2026-01-01T00:00:00.000Z", "readAt");
     td_event_t *ev =
         td_event_new("notifications", "NotificationCreatedEvent", ANN, json_deep_copy(n));
+    td_record_t *rec = td_event_to_record(ev, "tidings.notifications");
+    char *json = td_json_dumps(n);
+    notif_made_t m = {.id = "cccccccc-cccc-4ccc-8ccc-cccccccccccc",
+                      .user_id = ANN,
+                      .type = "OrderApprovedEvent",
+                      .seq = 1,
+                      .json = json,
+                      .rec = rec};
     assert_int_equal(td_db_begin(f->db), 0);
-    assert_int_equal(notif_channels_deliver(&f->cfg, f->db, n, ev), 0);
+    assert_int_equal(notif_channels_deliver(&f->cfg, f->db, &m), 0);
     assert_int_equal(td_db_commit(f->db), 0);
     assert_int_equal(queued(f, TD_DELIVERY_WEBPUSH), 1);
     assert_int_equal(queued(f, TD_DELIVERY_WEBHOOK), 1);
@@ -688,6 +705,8 @@ static void test_long_notification_is_trimmed_to_fit_a_push(void **state)
                 TD_WEBPUSH_HEADER_LEN + TD_WEBPUSH_RS);
     assert_true(sql_int(f, "SELECT length(body) FROM td_delivery WHERE channel = 'webhook'") >
                 (int64_t)len);
+    td_record_free(rec);
+    free(json);
     td_event_free(ev);
     json_decref(n);
     free(body);
@@ -718,12 +737,25 @@ static void test_gone_removes_the_subscription(void **state)
     free(hook);
 }
 
+/* No name resolves in these tests: names are judged by their spelling,
+ * without waiting on DNS (what resolved addresses do is test_urlguard's). */
+static int no_answers(const char *host, int port, struct sockaddr_storage *out, int max)
+{
+    (void)host;
+    (void)port;
+    (void)out;
+    (void)max;
+    return 0;
+}
+
 int main(void)
 {
+    td_urlguard_set_resolver(no_answers);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_vapid_key_made_once_and_kept),
         cmocka_unit_test_setup_teardown(test_subscription_validation, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_subscription_update_move_and_delete, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_subscription_update_no_takeover_and_delete, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_subscription_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_webhook_validation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_webhook_list_delete_isolation, setup, teardown),

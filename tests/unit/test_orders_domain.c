@@ -78,7 +78,7 @@ static void outbox_read(td_db_t *db, outbox_t *out)
         out->evs[out->cnt++] = ev;
         td_record_free(rec);
     }
-    sqlite3_finalize(st);
+    td_db_done(st);
     td_db_unlock(db);
 }
 

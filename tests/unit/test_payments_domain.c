@@ -66,7 +66,7 @@ static td_event_t *last_event(td_db_t *db, char *topic, size_t topic_len)
         snprintf(topic, topic_len, "%s", rec->topic);
         td_record_free(rec);
     }
-    sqlite3_finalize(st);
+    td_db_done(st);
     td_db_unlock(db);
     assert_non_null(ev);
     return ev;

@@ -63,7 +63,7 @@ static int64_t outbox_count(td_db_t *db)
     td_db_lock(db);
     sqlite3_stmt *st = td_db_prepare(db, "SELECT count(*) FROM td_outbox");
     int64_t n = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
-    sqlite3_finalize(st);
+    td_db_done(st);
     td_db_unlock(db);
     return n;
 }
@@ -80,7 +80,7 @@ static void last_event(td_db_t *db, char *type, size_t tlen, char **value, char 
     td_record_set_value(rec, sqlite3_column_blob(st, 2), (size_t)sqlite3_column_bytes(st, 2));
     assert_int_equal(
         td_headers_decode(rec, sqlite3_column_blob(st, 3), (size_t)sqlite3_column_bytes(st, 3)), 0);
-    sqlite3_finalize(st);
+    td_db_done(st);
     td_db_unlock(db);
     assert_string_equal(rec->topic, "tidings.products");
     assert_string_equal(td_record_header_str(rec, "ce_subject"), (const char *)rec->key);

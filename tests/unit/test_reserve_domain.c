@@ -38,7 +38,7 @@ typedef struct fixture {
 static void add_product(td_db_t *db, const char *id, int64_t price, int64_t qty, int deleted,
                         int seq)
 {
-    td_db_lock(db);
+    assert_int_equal(td_db_begin(db), 0);
     sqlite3_stmt *st = td_db_prepare(db, "INSERT INTO products (id, title, price_cents, "
                                          "quantity, created_at, updated_at, deleted, seq) "
                                          "VALUES (?, 'Lamp', ?, ?, '2026-01-01T00:00:00.000Z', "
@@ -49,7 +49,7 @@ static void add_product(td_db_t *db, const char *id, int64_t price, int64_t qty,
     sqlite3_bind_int(st, 4, deleted);
     sqlite3_bind_int(st, 5, seq);
     assert_int_equal(td_db_run(db, st), 0);
-    td_db_unlock(db);
+    assert_int_equal(td_db_commit(db), 0);
 }
 
 static int64_t stock(td_db_t *db, const char *id)
@@ -59,7 +59,7 @@ static int64_t stock(td_db_t *db, const char *id)
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
     assert_int_equal(sqlite3_step(st), SQLITE_ROW);
     int64_t q = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
+    td_db_done(st);
     td_db_unlock(db);
     return q;
 }
@@ -107,7 +107,7 @@ static td_event_t *last_event(td_db_t *db, char *topic, size_t topic_len)
         snprintf(topic, topic_len, "%s", rec->topic);
         td_record_free(rec);
     }
-    sqlite3_finalize(st);
+    td_db_done(st);
     td_db_unlock(db);
     assert_non_null(ev);
     return ev;

@@ -2,8 +2,13 @@
  * multi-line data, comments), routing by key, keepalives (a round now and
  * the hub's timer), the replay seam (held live frames, nothing lost and
  * nothing twice), the buffer cap of a client that does not read, and
- * closing the hub. Streams here are the internal connection-less kind;
- * the HTTP side is covered by the notifications stream tests. */
+ * closing the hub; the key index (a publish touches one key's streams,
+ * keys go when their last stream does), frames built once and shared by
+ * every stream (an idle stream holds nothing), the per-owner cap, the end
+ * at token expiry, and the bound of a slow reader next to a fast one on
+ * the same shared frames. Streams here are the internal connection-less
+ * kind; the socket side is covered by 0010-http and the notifications
+ * stream tests. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -310,6 +315,213 @@ static void test_closing_the_hub_ends_streams(void **state)
     td_sse_hub_free(hub);
 }
 
+static bool never(void *arg, const void *tag)
+{
+    (void)arg;
+    (void)tag;
+    return false;
+}
+
+static void test_the_index_finds_only_the_key(void **state)
+{
+    (void)state;
+    enum { KEYS = 2000 };
+    td_sse_hub_t *hub = td_sse_hub_new(60);
+    td_sse_stream_t **st = td_calloc(KEYS, sizeof(*st));
+    char key[32];
+    for (int i = 0; i < KEYS; i++) {
+        snprintf(key, sizeof(key), "user-%d", i);
+        st[i] = td__sse_stream_new(hub, key, 1000, NULL);
+        expect(st[i], "retry: 1000\n\n");
+    }
+    td_sse_stream_t *again = td__sse_stream_new(hub, "user-7", 1000, NULL);
+    expect(again, "retry: 1000\n\n");
+    /* A "*" stream whose filter refuses everything: looked at, takes none. */
+    td_sse_opts_t o = {.key = "*", .retry_ms = 1000, .filter = never};
+    td_sse_stream_t *none = td__sse_stream_new_opts(hub, &o, 0, NULL);
+    expect(none, "retry: 1000\n\n");
+    assert_int_equal(td__sse_key_count(hub, "user-7"), 2);
+    assert_int_equal(td__sse_key_count(hub, "user-8"), 1);
+    assert_int_equal(td__sse_key_count(hub, "nobody"), 0);
+
+    assert_int_equal(td_sse_publish(hub, "user-7", "n", "1", "seven"), 2);
+    assert_int_equal(td_sse_publish(hub, "nobody", "n", "1", "lost"), 0);
+    for (int i = 0; i < KEYS; i++) {
+        if (i == 7) continue;
+        expect(st[i], "");
+    }
+    expect(st[7], "id: 1\nevent: n\ndata: seven\n\n");
+    expect(again, "id: 1\nevent: n\ndata: seven\n\n");
+    expect(none, "");
+
+    /* A key goes from the index with its last stream. */
+    td__sse_stream_free(again);
+    assert_int_equal(td__sse_key_count(hub, "user-7"), 1);
+    td__sse_stream_free(st[7]);
+    st[7] = NULL;
+    assert_int_equal(td__sse_key_count(hub, "user-7"), 0);
+    assert_int_equal(td_sse_publish(hub, "user-7", "n", "2", "gone"), 0);
+    for (int i = 0; i < KEYS; i++) td__sse_stream_free(st[i]);
+    td__sse_stream_free(none);
+    assert_int_equal(td_sse_count(hub), 0);
+    free(st);
+    td_sse_hub_free(hub);
+}
+
+static void test_a_frame_is_built_once_and_shared(void **state)
+{
+    (void)state;
+    enum { STREAMS = 100 };
+    td_sse_hub_t *hub = td_sse_hub_new(60);
+    size_t base = td__sse_frames_live(hub); /* the hub's keepalive and expiry frames */
+    td_sse_stream_t *st[STREAMS];
+    for (int i = 0; i < STREAMS; i++) {
+        st[i] = td__sse_stream_new(hub, "u", 1000, NULL);
+        expect(st[i], "retry: 1000\n\n");
+        /* An idle stream holds no frame, no buffer. */
+        assert_int_equal(td__sse_stream_heap(st[i]), 0);
+    }
+    assert_int_equal(td__sse_frames_live(hub), base);
+
+    assert_int_equal(td_sse_publish(hub, "u", "n", "1", "one"), STREAMS);
+    assert_int_equal(td_sse_publish(hub, "u", "n", "2", "two"), STREAMS);
+    /* Two frames for a hundred streams, not two hundred copies. */
+    assert_int_equal(td__sse_frames_live(hub), base + 2);
+    for (int i = 0; i < STREAMS; i++) assert_true(td__sse_stream_heap(st[i]) > 0);
+    for (int i = 0; i < STREAMS / 2; i++)
+        expect(st[i], "id: 1\nevent: n\ndata: one\n\nid: 2\nevent: n\ndata: two\n\n");
+    /* Still referenced by the streams that have not read. */
+    assert_int_equal(td__sse_frames_live(hub), base + 2);
+    for (int i = STREAMS / 2; i < STREAMS; i++)
+        expect(st[i], "id: 1\nevent: n\ndata: one\n\nid: 2\nevent: n\ndata: two\n\n");
+    assert_int_equal(td__sse_frames_live(hub), base);
+    for (int i = 0; i < STREAMS; i++) assert_int_equal(td__sse_stream_heap(st[i]), 0);
+
+    /* The keepalive is one frame for every quiet stream too. */
+    td__sse_hub_keepalive(hub);
+    assert_int_equal(td__sse_frames_live(hub), base);
+    for (int i = 0; i < STREAMS; i++) {
+        expect(st[i], ": keepalive\n\n");
+        td__sse_stream_free(st[i]);
+    }
+    td_sse_hub_free(hub);
+}
+
+static void test_an_owner_holds_at_most_max_streams(void **state)
+{
+    (void)state;
+    td_sse_hub_t *hub = td_sse_hub_new(60);
+    td_sse_opts_t mine = {.key = "alice", .retry_ms = 1000, .owner = "alice", .max_per_owner = 3};
+    td_sse_stream_t *st[3];
+    int status = 0;
+    for (int i = 0; i < 3; i++) {
+        st[i] = td__sse_stream_new_opts(hub, &mine, 0, &status);
+        assert_non_null(st[i]);
+    }
+    /* One more of the same owner is refused, whatever its key ("*" too). */
+    assert_null(td__sse_stream_new_opts(hub, &mine, 0, &status));
+    assert_int_equal(status, 429);
+    td_sse_opts_t all = {.key = "*", .retry_ms = 1000, .owner = "alice", .max_per_owner = 3};
+    assert_null(td__sse_stream_new_opts(hub, &all, 0, &status));
+    assert_int_equal(status, 429);
+    assert_int_equal(td_sse_count(hub), 3);
+    /* Another owner, and streams of nobody, are not affected. */
+    td_sse_opts_t bob = {.key = "bob", .retry_ms = 1000, .owner = "bob", .max_per_owner = 3};
+    td_sse_stream_t *b = td__sse_stream_new_opts(hub, &bob, 0, &status);
+    assert_non_null(b);
+    td_sse_opts_t anon = {.key = "*", .retry_ms = 1000};
+    td_sse_stream_t *a = td__sse_stream_new_opts(hub, &anon, 0, &status);
+    assert_non_null(a);
+    /* A stream that ends frees its place. */
+    td__sse_stream_free(st[1]);
+    st[1] = td__sse_stream_new_opts(hub, &mine, 0, &status);
+    assert_non_null(st[1]);
+    for (int i = 0; i < 3; i++) td__sse_stream_free(st[i]);
+    td__sse_stream_free(b);
+    td__sse_stream_free(a);
+    /* A closing hub refuses with 503. */
+    td_sse_hub_close(hub);
+    assert_null(td__sse_stream_new_opts(hub, &mine, 0, &status));
+    assert_int_equal(status, 503);
+    td_sse_hub_free(hub);
+}
+
+static void test_a_stream_ends_when_its_token_expires(void **state)
+{
+    (void)state;
+    td_sse_hub_t *hub = td_sse_hub_new(60);
+    int64_t now = td_now_ms();
+    td_sse_opts_t o = {.key = "u", .retry_ms = 1000};
+    td_sse_stream_t *st = td__sse_stream_new_opts(hub, &o, now + 60000, NULL);
+    td_sse_stream_t *forever = td__sse_stream_new_opts(hub, &o, 0, NULL);
+    expect(st, "retry: 1000\n\n");
+    expect(forever, "retry: 1000\n\n");
+    td__sse_hub_tick(hub, now + 59999);
+    td_sse_publish(hub, "u", "n", "1", "still valid");
+    expect(st, "id: 1\nevent: n\ndata: still valid\n\n");
+    td__sse_hub_tick(hub, now + 60000);
+    td_sse_publish(hub, "u", "n", "2", "after expiry");
+    bool ended;
+    char *got = drain(st, &ended);
+    assert_true(ended);
+    assert_string_equal(got, ": token expired\n\n");
+    free(got);
+    /* The stream without an expiry goes on. */
+    expect(forever,
+           "id: 1\nevent: n\ndata: still valid\n\nid: 2\nevent: n\ndata: after expiry\n\n");
+    td__sse_stream_free(st);
+    td__sse_stream_free(forever);
+    td_sse_hub_free(hub);
+}
+
+static void test_a_slow_reader_is_cut_while_a_fast_one_goes_on(void **state)
+{
+    (void)state;
+    td_sse_hub_t *hub = td_sse_hub_new(60);
+    size_t base = td__sse_frames_live(hub);
+    td_sse_stream_t *fast = td__sse_stream_new(hub, "u", 1000, NULL);
+    td_sse_stream_t *slow = td__sse_stream_new(hub, "u", 1000, NULL);
+    expect(fast, "retry: 1000\n\n");
+    expect(slow, "retry: 1000\n\n");
+    char *big = td_malloc(16 * 1024);
+    memset(big, 'y', 16 * 1024 - 1);
+    big[16 * 1024 - 1] = '\0';
+    size_t fast_bytes = 0, cut_after = 0;
+    double slow_before = td_metric_value("tidings_sse_slow_readers_total", NULL);
+    for (int i = 1; i <= 60; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "%d", i);
+        td_sse_publish(hub, "u", "n", id, big);
+        bool ended;
+        char *got = drain(fast, &ended);
+        assert_false(ended);
+        fast_bytes += strlen(got);
+        free(got);
+        /* The slow one pins at most the bound, though the bytes are shared. */
+        assert_true(td__sse_stream_heap(slow) <= TD_SSE_MAX_BUFFER / (16 * 1024) * 32);
+        if (!cut_after && td_metric_value("tidings_sse_slow_readers_total", NULL) > slow_before)
+            cut_after = (size_t)i;
+    }
+    free(big);
+    /* 60 frames of 16 KiB: the fast reader has every one. */
+    assert_true(fast_bytes > 60 * 16 * 1024);
+    assert_true(cut_after > 0 && cut_after <= TD_SSE_MAX_BUFFER / (16 * 1024) + 1);
+    /* The slow one gets what was queued before the cut, whole frames, then
+     * its end; its frames are released as it takes them. */
+    bool ended;
+    char *got = drain(slow, &ended);
+    assert_true(ended);
+    size_t len = strlen(got);
+    assert_true(len <= TD_SSE_MAX_BUFFER);
+    assert_true(len > TD_SSE_MAX_BUFFER / 2);
+    assert_string_equal(got + len - 2, "\n\n");
+    free(got);
+    assert_int_equal(td__sse_frames_live(hub), base);
+    td__sse_stream_free(fast);
+    td__sse_stream_free(slow);
+    td_sse_hub_free(hub);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -321,6 +533,11 @@ int main(void)
         cmocka_unit_test(test_a_gap_in_contiguous_ids_is_filled_by_replay),
         cmocka_unit_test(test_a_client_that_does_not_read_is_ended),
         cmocka_unit_test(test_closing_the_hub_ends_streams),
+        cmocka_unit_test(test_the_index_finds_only_the_key),
+        cmocka_unit_test(test_a_frame_is_built_once_and_shared),
+        cmocka_unit_test(test_an_owner_holds_at_most_max_streams),
+        cmocka_unit_test(test_a_stream_ends_when_its_token_expires),
+        cmocka_unit_test(test_a_slow_reader_is_cut_while_a_fast_one_goes_on),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

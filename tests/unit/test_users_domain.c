@@ -46,7 +46,7 @@ static int64_t count(td_db_t *db, const char *sql)
     td_db_lock(db);
     sqlite3_stmt *st = td_db_prepare(db, sql);
     int64_t n = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
-    sqlite3_finalize(st);
+    td_db_done(st);
     td_db_unlock(db);
     return n;
 }
@@ -68,7 +68,7 @@ static td_record_t *outbox_row(td_db_t *db, int idx)
             td_headers_decode(rec, sqlite3_column_blob(st, 3), (size_t)sqlite3_column_bytes(st, 3)),
             0);
     }
-    sqlite3_finalize(st);
+    td_db_done(st);
     td_db_unlock(db);
     return rec;
 }
@@ -297,7 +297,8 @@ static void test_login_rate_limit_in_db(void **state)
     /* Five failed attempts a second apart are recorded... */
     for (int i = 0; i < USERS_LOGIN_MAX_FAILS; i++) {
         assert_int_equal(
-            users_login_begin(db, "bob@example.com", now + i * 1000, &found, &cred, &retry), 0);
+            users_login_begin(db, "bob@example.com", NULL, now + i * 1000, &found, &cred, &retry),
+            0);
         assert_true(found);
         assert_string_equal(cred.password_hash, "H");
         users_user_clear(&cred);
@@ -305,17 +306,19 @@ static void test_login_rate_limit_in_db(void **state)
     /* ...and the sixth, even one that would succeed, is refused until the
      * first is 15 minutes old. */
     int64_t t6 = now + 10 * 1000;
-    assert_int_equal(users_login_begin(db, "bob@example.com", t6, &found, &cred, &retry),
+    assert_int_equal(users_login_begin(db, "bob@example.com", NULL, t6, &found, &cred, &retry),
                      TD_ELIMIT);
     assert_int_equal(retry, (USERS_LOGIN_WINDOW_MS - 10 * 1000) / 1000);
     assert_int_equal(count(db, "SELECT count(*) FROM login_failures"), 5);
     /* Another email is not affected. */
-    assert_int_equal(users_login_begin(db, "carol@example.com", t6, &found, &cred, &retry), 0);
+    assert_int_equal(users_login_begin(db, "carol@example.com", NULL, t6, &found, &cred, &retry),
+                     0);
     assert_false(found);
 
     /* Once the window has passed for the oldest failure, one try is allowed. */
     int64_t later = now + USERS_LOGIN_WINDOW_MS;
-    assert_int_equal(users_login_begin(db, "bob@example.com", later, &found, &cred, &retry), 0);
+    assert_int_equal(users_login_begin(db, "bob@example.com", NULL, later, &found, &cred, &retry),
+                     0);
     assert_true(found);
     /* A success clears the failures and emits the login event. */
     int64_t before = count(db, "SELECT count(*) FROM td_outbox");
@@ -427,6 +430,42 @@ static void test_ensure_admin(void **state)
     td_config_free(&cfg);
 }
 
+/* SPEC section 5: more than 100 failed logins from one address within
+ * 15 minutes get 429, whatever emails they try; other addresses do not. */
+static void test_login_ip_limit_in_db(void **state)
+{
+    (void)state;
+    td_db_t *db = open_db();
+    users_user_t cred;
+    bool found;
+    int64_t retry, now = 1700000000000LL;
+    char email[64];
+    for (int i = 0; i < USERS_LOGIN_IP_MAX_FAILS; i++) {
+        snprintf(email, sizeof(email), "guess%d@example.com", i);
+        assert_int_equal(
+            users_login_begin(db, email, "203.0.113.7", now + i * 10, &found, &cred, &retry), 0);
+        assert_false(found);
+    }
+    assert_int_equal(
+        users_login_begin(db, "new@example.com", "203.0.113.7", now + 2000, &found, &cred, &retry),
+        TD_ELIMIT);
+    assert_int_equal(retry, (USERS_LOGIN_WINDOW_MS - 2000) / 1000);
+    /* Another address, and no address, are not affected. */
+    assert_int_equal(
+        users_login_begin(db, "new@example.com", "198.51.100.1", now + 2000, &found, &cred, &retry),
+        0);
+    assert_int_equal(
+        users_login_begin(db, "new2@example.com", NULL, now + 2000, &found, &cred, &retry), 0);
+    /* When the oldest of the hundred leaves the window, one more try. */
+    assert_int_equal(users_login_begin(db, "new@example.com", "203.0.113.7",
+                                       now + USERS_LOGIN_WINDOW_MS, &found, &cred, &retry),
+                     0);
+    assert_int_equal(users_login_begin(db, "new3@example.com", "203.0.113.7",
+                                       now + USERS_LOGIN_WINDOW_MS + 1, &found, &cred, &retry),
+                     TD_ELIMIT);
+    td_db_close(db);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -438,6 +477,7 @@ int main(void)
         cmocka_unit_test(test_rate_limit_window),
         cmocka_unit_test(test_register_and_event),
         cmocka_unit_test(test_login_rate_limit_in_db),
+        cmocka_unit_test(test_login_ip_limit_in_db),
         cmocka_unit_test(test_login_event_optional_fields),
         cmocka_unit_test(test_ensure_admin),
     };

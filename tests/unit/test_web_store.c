@@ -53,7 +53,7 @@ static void test_pages_and_eviction(void **state)
     assert_int_equal(web_store_last(st), 8);
 
     /* The latest 3, oldest first. */
-    json_t *page = web_store_list(st, false, 0, 3);
+    json_t *page = web_store_list(st, false, 0, 3, NULL);
     assert_int_equal(json_array_size(json_object_get(page, "events")), 3);
     assert_int_equal(seq_at(page, 0), 6);
     assert_int_equal(seq_at(page, 2), 8);
@@ -61,21 +61,21 @@ static void test_pages_and_eviction(void **state)
     json_decref(page);
 
     /* After 0: the oldest still held is 4; pages of 2 lead on by cursor. */
-    page = web_store_list(st, true, 0, 2);
+    page = web_store_list(st, true, 0, 2, NULL);
     assert_int_equal(seq_at(page, 0), 4);
     assert_int_equal(seq_at(page, 1), 5);
     assert_string_equal(json_string_value(json_object_get(page, "next")), "5");
     json_decref(page);
-    page = web_store_list(st, true, 7, 2);
+    page = web_store_list(st, true, 7, 2, NULL);
     assert_int_equal(json_array_size(json_object_get(page, "events")), 1);
     assert_true(json_is_null(json_object_get(page, "next")));
     json_decref(page);
-    page = web_store_list(st, true, 8, 50);
+    page = web_store_list(st, true, 8, 50, NULL);
     assert_int_equal(json_array_size(json_object_get(page, "events")), 0);
     json_decref(page);
 
     /* An event's shape. */
-    page = web_store_list(st, false, 0, 1);
+    page = web_store_list(st, false, 0, 1, NULL);
     json_t *e = json_array_get(json_object_get(page, "events"), 0);
     assert_string_equal(json_string_value(json_object_get(e, "topic")), "users");
     assert_string_equal(json_string_value(json_object_get(e, "type")), "UserLoggedInEvent");
@@ -95,9 +95,10 @@ typedef struct seen {
     size_t cnt;
 } seen_t;
 
-static void collect(void *arg, uint64_t seq, const char *json)
+static void collect(void *arg, uint64_t seq, const char *json, const web_vis_t *vis)
 {
     seen_t *s = arg;
+    assert_non_null(vis);
     assert_non_null(json);
     s->seqs[s->cnt++] = seq;
 }
@@ -117,12 +118,12 @@ static void test_each_and_emit(void **state)
 
     seen_t replay = {0};
     /* After 1, but 1..2 are gone: from 3, at most 2. */
-    assert_int_equal(web_store_each(st, 1, 2, collect, &replay), 4);
+    assert_int_equal(web_store_each(st, 1, 2, NULL, collect, &replay), 4);
     assert_int_equal(replay.cnt, 2);
     assert_int_equal(replay.seqs[0], 3);
-    assert_int_equal(web_store_each(st, 4, 10, collect, &replay), 6);
+    assert_int_equal(web_store_each(st, 4, 10, NULL, collect, &replay), 6);
     assert_int_equal(replay.cnt, 4);
-    assert_int_equal(web_store_each(st, 6, 10, collect, &replay), 6); /* nothing new */
+    assert_int_equal(web_store_each(st, 6, 10, NULL, collect, &replay), 6); /* nothing new */
     assert_int_equal(replay.cnt, 4);
     web_store_free(st);
 }
@@ -148,7 +149,7 @@ static void test_not_a_cloudevent_and_dlt(void **state)
     td_record_free(rec);
     td_event_free(ev);
 
-    json_t *page = web_store_list(st, false, 0, 10);
+    json_t *page = web_store_list(st, false, 0, 10, NULL);
     char *text = td_json_dumps(page); /* all of it is valid JSON text */
     assert_non_null(text);
     free(text);
@@ -223,6 +224,80 @@ static void test_trace_of_a_saga(void **state)
     web_store_free(st);
 }
 
+#define ALICE "1a2b3c4d-0000-4000-8000-00000000000a"
+#define BOB   "1a2b3c4d-0000-4000-8000-00000000000b"
+
+static void add_on(web_store_t *st, const char *topic, const char *type, const char *key,
+                   json_t *data)
+{
+    td_event_t *ev = td_event_new("x", type, key, data);
+    char *full = td_asprintf(PREFIX "%s", topic);
+    td_record_t *rec = record_of(ev, full, 0);
+    web_store_add(st, rec, NULL, NULL);
+    td_record_free(rec);
+    td_event_free(ev);
+    free(full);
+}
+
+static size_t count_types(json_t *page, const char *type)
+{
+    size_t n = 0, i;
+    json_t *e;
+    json_array_foreach(json_object_get(page, "events"), i, e) n +=
+        type ? !strcmp(json_string_value(json_object_get(e, "type")) ?: "", type) : 1;
+    return n;
+}
+
+/* SPEC section 5: a visitor sees product events only, a user also their
+ * own, an admin everything; dead letters and invalid records are admin's. */
+static void test_visibility(void **state)
+{
+    (void)state;
+    web_store_t *st = web_store_new(100, PREFIX);
+    add_on(st, "products", "ProductCreatedEvent", "p", json_pack("{s:s}", "title", "Kettle"));
+    add_on(st, "users", "UserLoggedInEvent", ALICE,
+           json_pack("{s:s, s:s, s:s}", "userId", ALICE, "email", "a@x", "ip", "10.1.2.3"));
+    add_on(st, "users", "UserRegisteredEvent", BOB, json_pack("{s:s}", "email", "b@x"));
+    add_on(st, "orders", "OrderCreatedEvent", "o", json_pack("{s:s}", "userId", BOB));
+    /* A product type on the wrong topic is no product event. */
+    add_on(st, "orders", "ProductCreatedEvent", "p", json_object());
+    add_on(st, "products.DLT", "ProductCreatedEvent", "p", json_object());
+
+    web_viewer_t anon = {0}, alice = {0}, bob = {0}, admin = {.admin = true};
+    snprintf(alice.user_id, sizeof(alice.user_id), "%s", ALICE);
+    snprintf(bob.user_id, sizeof(bob.user_id), "%s", BOB);
+
+    json_t *page = web_store_list(st, false, 0, 50, &anon);
+    assert_int_equal(count_types(page, NULL), 1);
+    assert_int_equal(count_types(page, "ProductCreatedEvent"), 1);
+    json_decref(page);
+    page = web_store_list(st, true, 0, 50, &alice);
+    assert_int_equal(count_types(page, NULL), 2);
+    assert_int_equal(count_types(page, "UserLoggedInEvent"), 1);
+    json_decref(page);
+    page = web_store_list(st, false, 0, 50, &bob);
+    assert_int_equal(count_types(page, NULL), 3); /* product, registered (by key), order */
+    assert_int_equal(count_types(page, "UserLoggedInEvent"), 0);
+    json_decref(page);
+    page = web_store_list(st, false, 0, 50, &admin);
+    assert_int_equal(count_types(page, NULL), 6);
+    json_decref(page);
+
+    /* The latest 1 a visitor may see is the product, however old. */
+    page = web_store_list(st, false, 0, 1, &anon);
+    assert_int_equal(count_types(page, "ProductCreatedEvent"), 1);
+    json_decref(page);
+    /* Paging after 1 for a visitor: nothing more to see, cursor at the end. */
+    page = web_store_list(st, true, 1, 2, &anon);
+    assert_int_equal(count_types(page, NULL), 0);
+    json_decref(page);
+
+    seen_t seen = {0};
+    assert_int_equal(web_store_each(st, 0, 10, &alice, collect, &seen), 6);
+    assert_int_equal(seen.cnt, 2);
+    web_store_free(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -230,6 +305,7 @@ int main(void)
         cmocka_unit_test(test_each_and_emit),
         cmocka_unit_test(test_not_a_cloudevent_and_dlt),
         cmocka_unit_test(test_trace_of_a_saga),
+        cmocka_unit_test(test_visibility),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

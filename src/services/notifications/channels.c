@@ -74,7 +74,7 @@ td_vapid_t *notif_vapid_load(td_db_t *db, const char *private_b64, char *errstr,
     sqlite3_stmt *st = td_db_prepare(db, "SELECT private_key FROM vapid_keys WHERE id = 1");
     char *kept =
         sqlite3_step(st) == SQLITE_ROW ? td_strdup((const char *)sqlite3_column_text(st, 0)) : NULL;
-    sqlite3_finalize(st);
+    td_db_done(st);
     if (kept) {
         vapid = td_vapid_from_private(kept, why, sizeof(why));
         if (!vapid)
@@ -118,7 +118,7 @@ static int64_t count_where(td_db_t *db, const char *sql, const char *arg)
     sqlite3_stmt *st = td_db_prepare(db, sql);
     sqlite3_bind_text(st, 1, arg, -1, SQLITE_TRANSIENT);
     int64_t n = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
-    sqlite3_finalize(st);
+    td_db_done(st);
     return n;
 }
 
@@ -195,7 +195,7 @@ int notif_push_subscribe(td_db_t *db, const char *user_id, const json_t *body, b
                     strcmp((const char *)sqlite3_column_text(st, 3), auth) == 0;
         snprintf(created, sizeof(created), "%s", (const char *)sqlite3_column_text(st, 4));
     }
-    sqlite3_finalize(st);
+    td_db_done(st);
 
     if (known && mine) {
         if (!same_keys) {
@@ -210,8 +210,13 @@ int notif_push_subscribe(td_db_t *db, const char *user_id, const json_t *body, b
             sqlite3_bind_text(st, 3, id, -1, SQLITE_STATIC);
             if ((rc = td_db_run(db, st)) != 0) goto fail;
         }
+    } else if (known) {
+        /* Someone else's: it never moves (SPEC section 5), or anyone who
+         * learnt an endpoint could take its owner's notifications. */
+        rc = td_errf(errstr, errlen, TD_EEXIST,
+                     "this push endpoint is registered by another account");
+        goto fail;
     } else {
-        if (known && (rc = drop_subscription(db, id)) != 0) goto fail;
         int64_t have =
             count_where(db, "SELECT COUNT(*) FROM push_subscriptions WHERE user_id = ?", user_id);
         if (have < 0) {
@@ -257,7 +262,7 @@ int notif_push_unsubscribe(td_db_t *db, const char *user_id, const char *endpoin
     char id[TD_UUID_LEN + 1] = "";
     if (sqlite3_step(st) == SQLITE_ROW)
         snprintf(id, sizeof(id), "%s", (const char *)sqlite3_column_text(st, 0));
-    sqlite3_finalize(st);
+    td_db_done(st);
     if (!*id) {
         td_db_rollback(db);
         return TD_ENOENT;
@@ -483,26 +488,25 @@ static char *push_payload(const json_t *n)
 
 typedef struct delivery_ctx {
     const td_config_t *cfg;
-    const json_t *n;
-    const td_event_t *ev;
-    td_record_t *origin; /* made on first need */
-    char *json;          /* n as JSON, on first need */
+    const notif_made_t *m;
+    json_t *n; /* m->json parsed, on first need */
 } delivery_ctx_t;
 
 static const td_record_t *origin_of(delivery_ctx_t *d)
 {
-    if (!d->origin) {
-        char *topic = td_topic_name(d->cfg, "notifications");
-        d->origin = td_event_to_record(d->ev, topic);
-        free(topic);
-    }
-    return d->origin;
+    return d->m->rec;
 }
 
 static const char *json_of(delivery_ctx_t *d)
 {
-    if (!d->json) d->json = td_json_dumps(d->n);
-    return d->json;
+    return d->m->json;
+}
+
+static const json_t *object_of(delivery_ctx_t *d)
+{
+    if (!d->n) d->n = json_loads(d->m->json, 0, NULL);
+    if (!d->n) d->n = json_object(); /* we wrote it: cannot happen */
+    return d->n;
 }
 
 static int queue_pushes(delivery_ctx_t *d, td_db_t *db, const char *user_id, const char *id)
@@ -515,8 +519,8 @@ static int queue_pushes(delivery_ctx_t *d, td_db_t *db, const char *user_id, con
     sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
     while ((step = sqlite3_step(st)) == SQLITE_ROW) {
         const char *sub = (const char *)sqlite3_column_text(st, 0);
-        if (!payload) payload = push_payload(d->n);
-        rc = td_delivery_enqueue_webpush(db, sub, (const char *)sqlite3_column_text(st, 1),
+        if (!payload) payload = push_payload(object_of(d));
+        rc = td_delivery_enqueue_webpush(db, user_id, sub, (const char *)sqlite3_column_text(st, 1),
                                          (const char *)sqlite3_column_text(st, 2),
                                          (const char *)sqlite3_column_text(st, 3), id, payload,
                                          strlen(payload), origin_of(d), err, sizeof(err));
@@ -525,10 +529,14 @@ static int queue_pushes(delivery_ctx_t *d, td_db_t *db, const char *user_id, con
              * nothing a retry changes, so this one push is skipped. */
             td_warn("notification %s: push subscription %s skipped: %s", id, sub, err);
             rc = 0;
+        } else if (rc == TD_ELIMIT) {
+            /* The user's delivery queue is full (the queue counts and
+             * logs it): the notification stands without this push. */
+            rc = 0;
         }
         if (rc) break;
     }
-    sqlite3_finalize(st);
+    td_db_done(st);
     free(payload);
     if (rc == 0 && step != SQLITE_DONE) rc = TD_EIO;
     return rc;
@@ -546,32 +554,32 @@ static int queue_webhooks(delivery_ctx_t *d, td_db_t *db, const char *user_id, c
     sqlite3_bind_text(st, 2, type, -1, SQLITE_TRANSIENT);
     while ((step = sqlite3_step(st)) == SQLITE_ROW) {
         const char *body = json_of(d);
-        rc = td_delivery_enqueue_webhook(db, (const char *)sqlite3_column_text(st, 0),
-                                         (const char *)sqlite3_column_text(st, 1),
-                                         (const char *)sqlite3_column_text(st, 2), id, body,
-                                         strlen(body), origin_of(d), err, sizeof(err));
-        if (rc) {
-            td_warn("notification %s: cannot queue webhook %s: %s", id,
-                    (const char *)sqlite3_column_text(st, 0), err);
+        const char *hook = (const char *)sqlite3_column_text(st, 0);
+        rc =
+            td_delivery_enqueue_webhook(db, user_id, hook, (const char *)sqlite3_column_text(st, 1),
+                                        (const char *)sqlite3_column_text(st, 2), id, body,
+                                        strlen(body), origin_of(d), err, sizeof(err));
+        if (rc == TD_ELIMIT) {
+            rc = 0; /* the user's queue is full: as for pushes */
+        } else if (rc == TD_EINVAL) {
+            td_warn("notification %s: webhook %s skipped: %s", id, hook, err);
+            rc = 0;
+        } else if (rc) {
+            td_warn("notification %s: cannot queue webhook %s: %s", id, hook, err);
             break;
         }
     }
-    sqlite3_finalize(st);
+    td_db_done(st);
     if (rc == 0 && step != SQLITE_DONE) rc = TD_EIO;
     return rc;
 }
 
-int notif_channels_deliver(void *arg, td_db_t *db, const json_t *n, const td_event_t *ev)
+int notif_channels_deliver(void *arg, td_db_t *db, const struct notif_made *m)
 {
-    delivery_ctx_t d = {.cfg = arg, .n = n, .ev = ev};
-    const char *user_id = json_string_value(json_object_get(n, "userId"));
-    const char *type = json_string_value(json_object_get(n, "type"));
-    const char *id = json_string_value(json_object_get(n, "id"));
-    if (!user_id || !type || !id) return TD_EINVAL; /* not a notification: a bug */
-    int rc = queue_pushes(&d, db, user_id, id);
-    if (rc == 0) rc = queue_webhooks(&d, db, user_id, type, id);
-    td_record_free(d.origin);
-    free(d.json);
+    delivery_ctx_t d = {.cfg = arg, .m = m};
+    int rc = queue_pushes(&d, db, m->user_id, m->id);
+    if (rc == 0) rc = queue_webhooks(&d, db, m->user_id, m->type, m->id);
+    json_decref(d.n);
     return rc;
 }
 

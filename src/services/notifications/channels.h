@@ -48,13 +48,13 @@ td_vapid_t *notif_vapid_load(td_db_t *db, const char *private_b64, char *errstr,
  * as a browser's toJSON() gives it ({endpoint, expirationTime?, keys:
  * {p256dh, auth}}; any other field is TD_EINVAL). The endpoint must be
  * https (or loopback http when allow_http). An endpoint already known is
- * updated: its keys replaced (deliveries queued under the old keys are
- * dropped: the browser could not decrypt them), and one registered by
- * another user passes to this one (one endpoint is one browser profile,
- * and the last account registered there owns it; the old owner's queued
- * messages are dropped, never sent to the new one). TD_EEXIST with errstr
- * past NOTIF_MAX_SUBSCRIPTIONS. *out = {subscriptionId, endpoint,
- * createdAt}, caller owns it. */
+ * updated when it is the caller's: its keys replaced (deliveries queued
+ * under the old keys are dropped: the browser could not decrypt them).
+ * One registered by another user is TD_EEXIST and stays theirs (SPEC
+ * section 5: an endpoint never moves, or anyone who learnt one could
+ * take its owner's notifications; the other account deletes it first).
+ * TD_EEXIST with errstr past NOTIF_MAX_SUBSCRIPTIONS too. *out =
+ * {subscriptionId, endpoint, createdAt}, caller owns it. */
 int notif_push_subscribe(td_db_t *db, const char *user_id, const json_t *body, bool allow_http,
                          json_t **out, char *errstr, size_t errlen);
 /* Removes user's subscription of endpoint and its queued deliveries.
@@ -89,7 +89,8 @@ int notif_webhook_remove(td_db_t *db, const char *user_id, const char *webhook_i
  * user's webhooks subscribed to n's type. Inside the creating
  * transaction. A subscription whose stored keys no longer encrypt is
  * skipped with a warning, never a reason to lose the notification. */
-int notif_channels_deliver(void *arg, td_db_t *db, const json_t *n, const td_event_t *ev);
+struct notif_made;
+int notif_channels_deliver(void *arg, td_db_t *db, const struct notif_made *m);
 
 /* The delivery queue's gone callback: a push service said 404/410, so the
  * subscription is deleted (inside the queue's transaction). */

@@ -118,32 +118,29 @@ static bool back_in_stock(const json_t *data)
            quantity > 0;
 }
 
-#define PRODUCT_UPDATED_FIELDS "productId title price quantity previousPrice previousQuantity"
-
 /* SPEC section 2. A new rule is one more entry. When an update both
  * restocks and lowers the price, "Back in stock" wins (its body still
  * names the new price): one event, one notification per user. */
 const notif_rule_t notif_rules[] = {
-    {"UserRegisteredEvent", NULL, NOTIF_TO_USER, "userId email name", "Welcome, {name}",
+    {"UserRegisteredEvent", NULL, NOTIF_TO_USER, "Welcome, {name}",
      "Your account {email} is ready. Happy shopping!"},
-    {"UserLoggedInEvent", NULL, NOTIF_TO_USER, "userId email", "New sign-in to your account",
+    {"UserLoggedInEvent", NULL, NOTIF_TO_USER, "New sign-in to your account",
      "Someone signed in as {email}[ from {ip}][ using {userAgent}]. If this was not you, "
      "change your password."},
-    {"OrderCreatedEvent", NULL, NOTIF_TO_USER, "orderId userId productId quantity",
-     "Order received", "We received your order of {quantity} × {product}."},
-    {"OrderApprovedEvent", NULL, NOTIF_TO_USER, "orderId userId productId quantity total",
-     "Order confirmed", "Your order of {quantity} × {product} is confirmed: total {total}."},
-    {"OrderRejectedEvent", NULL, NOTIF_TO_USER, "orderId userId productId quantity reason",
-     "Order rejected ({reason})",
+    {"OrderCreatedEvent", NULL, NOTIF_TO_USER, "Order received",
+     "We received your order of {quantity} × {product}."},
+    {"OrderApprovedEvent", NULL, NOTIF_TO_USER, "Order confirmed",
+     "Your order of {quantity} × {product} is confirmed: total {total}."},
+    {"OrderRejectedEvent", NULL, NOTIF_TO_USER, "Order rejected ({reason})",
      "Your order of {quantity} × {product} was rejected: {reasonText}."},
-    {"ProductCreatedEvent", NULL, NOTIF_TO_NEW_PRODUCTS, "productId title price quantity",
-     "New in the shop: {title}", "{title} is now available for {price}."},
-    {"ProductUpdatedEvent", back_in_stock, NOTIF_TO_WATCHERS, PRODUCT_UPDATED_FIELDS,
-     "Back in stock: {title}", "{title} is back in stock: {quantity} available at {price}."},
-    {"ProductUpdatedEvent", price_dropped, NOTIF_TO_WATCHERS, PRODUCT_UPDATED_FIELDS,
-     "Price drop: {title}", "{title} now costs {price} instead of {previousPrice}."},
-    {"ProductDeletedEvent", NULL, NOTIF_TO_WATCHERS, "productId title",
-     "No longer available: {title}", "{title} has been removed from the shop."},
+    {"ProductCreatedEvent", NULL, NOTIF_TO_NEW_PRODUCTS, "New in the shop: {title}",
+     "{title} is now available for {price}."},
+    {"ProductUpdatedEvent", back_in_stock, NOTIF_TO_WATCHERS, "Back in stock: {title}",
+     "{title} is back in stock: {quantity} available at {price}."},
+    {"ProductUpdatedEvent", price_dropped, NOTIF_TO_WATCHERS, "Price drop: {title}",
+     "{title} now costs {price} instead of {previousPrice}."},
+    {"ProductDeletedEvent", NULL, NOTIF_TO_WATCHERS, "No longer available: {title}",
+     "{title} has been removed from the shop."},
 };
 const size_t notif_rule_cnt = TD_ARRAY_SIZE(notif_rules);
 
@@ -157,13 +154,12 @@ static int keep_product_deleted(td_db_t *db, const json_t *data);
 
 static const struct keeper {
     const char *type;
-    const char *fields;
     keeper_fn fn;
 } keepers[] = {
-    {"UserRegisteredEvent", "userId email name", keep_user},
-    {"ProductCreatedEvent", "productId title price quantity", keep_product},
-    {"ProductUpdatedEvent", "productId title price quantity", keep_product},
-    {"ProductDeletedEvent", "productId title", keep_product_deleted},
+    {"UserRegisteredEvent", keep_user},
+    {"ProductCreatedEvent", keep_product},
+    {"ProductUpdatedEvent", keep_product},
+    {"ProductDeletedEvent", keep_product_deleted},
 };
 
 const notif_rule_t *notif_rule_match(const char *type, const json_t *data)
@@ -194,56 +190,14 @@ size_t notif_handled_types(const char **out, size_t max)
     return cnt;
 }
 
+/* A field name the catalogue holds as money in some event (price, total,
+ * ...): templates print those as money for people. */
 static bool is_money_field(const char *name)
 {
-    static const char *const money[] = {"price", "previousPrice", "total", "amount", "unitPrice"};
-    for (size_t i = 0; i < TD_ARRAY_SIZE(money); i++)
-        if (strcmp(money[i], name) == 0) return true;
+    for (int e = 0; e < TD_EV__COUNT; e++)
+        for (const td_field_spec_t *f = td_catalog((td_ev_t)e)->fields; f->name; f++)
+            if (f->kind == TD_FIELD_MONEY && !strcmp(f->name, name)) return true;
     return false;
-}
-
-static bool is_id_field(const char *name)
-{
-    size_t len = strlen(name);
-    return len > 2 && strcmp(name + len - 2, "Id") == 0;
-}
-
-static int check_field(const json_t *data, const char *name, char *errstr, size_t errlen)
-{
-    const char *s;
-    int64_t v;
-    if (is_id_field(name)) return td_data_uuid(data, name, &s, errstr, errlen);
-    if (is_money_field(name)) return td_data_cents(data, name, &v, errstr, errlen);
-    if (strcmp(name, "quantity") == 0 || strcmp(name, "previousQuantity") == 0) {
-        int rc = td_data_int(data, name, &v, errstr, errlen);
-        if (rc == 0 && v < 0)
-            return td_errf(errstr, errlen, TD_EINVAL, "field '%s' must be >= 0", name);
-        return rc;
-    }
-    return td_data_str(data, name, &s, errstr, errlen);
-}
-
-static int check_fields(const char *fields, const json_t *data, char *errstr, size_t errlen)
-{
-    if (!json_is_object(data))
-        return td_errf(errstr, errlen, TD_EINVAL, "event data must be a JSON object");
-    const char *p = fields;
-    while (*p) {
-        while (*p == ' ') p++;
-        size_t len = strcspn(p, " ");
-        if (len == 0) break;
-        char name[64];
-        snprintf(name, sizeof(name), "%.*s", (int)len, p);
-        int rc = check_field(data, name, errstr, errlen);
-        if (rc) return rc;
-        p += len;
-    }
-    return 0;
-}
-
-int notif_rule_check(const notif_rule_t *rule, const json_t *data, char *errstr, size_t errlen)
-{
-    return check_fields(rule->fields, data, errstr, errlen);
 }
 
 /* ---- templates -------------------------------------------------------------- */
@@ -362,7 +316,7 @@ static const char *reason_text(const char *reason)
  * {reasonText}. Inside the caller's lock. */
 static json_t *event_vars(td_db_t *db, const json_t *data)
 {
-    json_t *vars = json_deep_copy(data);
+    json_t *vars = json_copy((json_t *)data); /* shallow: members are only added */
     const char *pid = json_string_value(json_object_get(data, "productId"));
     if (pid && !json_object_get(vars, "product")) {
         sqlite3_stmt *st = td_db_prepare(db, "SELECT title FROM products WHERE id = ?");
@@ -370,7 +324,7 @@ static json_t *event_vars(td_db_t *db, const json_t *data)
         json_t *title = NULL;
         if (sqlite3_step(st) == SQLITE_ROW)
             title = json_string((const char *)sqlite3_column_text(st, 0));
-        sqlite3_finalize(st);
+        td_db_done(st);
         /* A product we never heard of (older than the topic's retention):
          * name it by a short id rather than make no sentence. */
         if (!title) title = json_sprintf("product %.8s", pid);
@@ -466,7 +420,46 @@ typedef struct notif_draft {
     const char *body;
     const char *data;        /* JSON object text */
     const td_event_t *cause; /* for the cause id and NotificationCreatedEvent's lineage */
+    /* The same for every recipient, so made once (draft_ready): title and
+     * body as JSON strings, quotes and escapes included. */
+    char *title_js, *body_js;
 } notif_draft_t;
+
+static char *json_str(const char *s)
+{
+    json_t *j = json_string(s);
+    char *out = j ? json_dumps(j, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (!out) td_oom(); /* the texts are UTF-8 (checked or made here) */
+    return out;
+}
+
+static void draft_ready(notif_draft_t *d)
+{
+    d->title_js = json_str(d->title);
+    d->body_js = json_str(d->body);
+}
+
+static void draft_clear(notif_draft_t *d)
+{
+    free(d->title_js);
+    free(d->body_js);
+}
+
+/* A committed notification on its way to this instance's streams. */
+typedef struct local_push {
+    notif_t *n;
+    char user_id[TD_UUID_LEN + 1];
+    int64_t seq;
+    char json[];
+} local_push_t;
+
+static void local_push(void *arg, bool committed)
+{
+    local_push_t *lp = arg;
+    if (committed) lp->n->local(lp->n->local_arg, lp->user_id, lp->seq, lp->json);
+    free(lp);
+}
 
 /* Creates d's notification for user_id inside the caller's transaction,
  * unless it exists already. *made says whether it did. */
@@ -474,7 +467,6 @@ static int create_one(notif_t *n, const notif_draft_t *d, const char *user_id, b
 {
     int rc;
     td_event_t *ev = NULL;
-    json_t *obj = NULL;
     *made = false;
 
     /* The next seq of this user: inside the write transaction, so no other
@@ -483,7 +475,7 @@ static int create_one(notif_t *n, const notif_draft_t *d, const char *user_id, b
         n->db, "SELECT COALESCE(MAX(seq), 0) + 1 FROM notifications WHERE user_id = ?");
     sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
     int64_t seq = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
-    sqlite3_finalize(st);
+    td_db_done(st);
     if (seq < 1) return TD_EIO;
 
     char id[TD_UUID_LEN + 1], now[TD_TIME_LEN + 1];
@@ -505,14 +497,35 @@ static int create_one(notif_t *n, const notif_draft_t *d, const char *user_id, b
     if ((rc = td_db_run(n->db, st)) != 0) goto out;
     if (td_db_changes(n->db) == 0) goto out; /* made before: exactly once */
 
-    json_t *data = json_loads(d->data, 0, NULL);
-    obj = json_pack("{s:s, s:I, s:s, s:s, s:s, s:s, s:o, s:s, s:n}", "id", id, "seq",
-                    (json_int_t)seq, "userId", user_id, "type", d->type, "title", d->title, "body",
-                    d->body, "data", data ? data : json_object(), "createdAt", now, "readAt");
-    ev = td_event_new("notifications", "NotificationCreatedEvent", user_id, json_incref(obj));
+    /* The notification object of SPEC section 2, as text, once: it is the
+     * NotificationCreatedEvent's value, the stream's frame and the webhook
+     * body. The variable parts need no escaping (ids, numbers, times,
+     * catalogue names); title and body were escaped with the draft. */
+    char *json = td_asprintf("{\"id\":\"%s\",\"seq\":%" PRId64 ",\"userId\":\"%s\","
+                             "\"type\":\"%s\",\"title\":%s,\"body\":%s,\"data\":%s,"
+                             "\"createdAt\":\"%s\",\"readAt\":null}",
+                             id, seq, user_id, d->type, d->title_js, d->body_js, d->data, now);
+    ev = td_event_new("notifications", TD_EV_NAME(TD_EV_NOTIFICATION_CREATED), user_id, NULL);
     td_event_set_cause(ev, d->cause);
-    if ((rc = td_outbox_add(n->db, n->cfg, "notifications", ev)) != 0) goto out;
-    if (n->deliver && (rc = n->deliver(n->deliver_arg, n->db, obj, ev)) != 0) goto out;
+    char *topic = td_topic_name(n->cfg, "notifications");
+    td_record_t *rec = td_event_to_record_json(ev, topic, json, strlen(json));
+    free(topic);
+    if (n->instance) td_record_add_header_str(rec, NOTIF_INSTANCE_HEADER, n->instance);
+    rc = td_outbox_add_record(n->db, rec);
+    if (rc == 0 && n->local) {
+        local_push_t *lp = td_malloc(sizeof(*lp) + rec->value_len + 1);
+        lp->n = n;
+        snprintf(lp->user_id, sizeof(lp->user_id), "%s", user_id);
+        lp->seq = seq;
+        memcpy(lp->json, rec->value, rec->value_len + 1);
+        td_db_after_commit(n->db, local_push, lp);
+    }
+    notif_made_t made_n = {
+        .id = id, .user_id = user_id, .type = d->type, .seq = seq, .json = json, .rec = rec};
+    if (rc == 0 && n->deliver) rc = n->deliver(n->deliver_arg, n->db, &made_n);
+    td_record_free(rec);
+    free(json);
+    if (rc != 0) goto out;
 
     char labels[128];
     td_metric_inc("tidings_notifications_created_total",
@@ -520,7 +533,6 @@ static int create_one(notif_t *n, const notif_draft_t *d, const char *user_id, b
     *made = true;
 out:
     td_event_free(ev);
-    json_decref(obj);
     return rc;
 }
 
@@ -530,7 +542,7 @@ static bool is_muted(td_db_t *db, const char *user_id, const char *type)
     sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 2, type, -1, SQLITE_TRANSIENT);
     bool muted = sqlite3_step(st) == SQLITE_ROW;
-    sqlite3_finalize(st);
+    td_db_done(st);
     return muted;
 }
 
@@ -586,15 +598,18 @@ static int queue_fanout(notif_t *n, const notif_rule_t *rule, const notif_draft_
 /* The ids a notification is about, for clients to link to. */
 static char *draft_data(const json_t *event_data)
 {
-    json_t *o = json_object();
+    /* UUIDs (the catalogue's format of both) need no escaping. */
     static const char *const ids[] = {"orderId", "productId"};
+    char buf[128] = "{";
+    size_t len = 1;
     for (size_t i = 0; i < TD_ARRAY_SIZE(ids); i++) {
-        json_t *v = json_object_get(event_data, ids[i]);
-        if (json_is_string(v)) json_object_set(o, ids[i], v);
+        const char *v = json_string_value(json_object_get(event_data, ids[i]));
+        if (!v || !td_uuid_valid(v)) continue;
+        len += (size_t)snprintf(buf + len, sizeof(buf) - len, "%s\"%s\":\"%s\"", len > 1 ? "," : "",
+                                ids[i], v);
     }
-    char *s = td_json_dumps(o);
-    json_decref(o);
-    return s;
+    snprintf(buf + len, sizeof(buf) - len, "}");
+    return td_strdup(buf);
 }
 
 int notif_apply(notif_t *n, const td_event_t *ev, char *errstr, size_t errlen)
@@ -604,19 +619,10 @@ int notif_apply(notif_t *n, const td_event_t *ev, char *errstr, size_t errlen)
     json_t *vars = NULL;
     const struct keeper *keeper = NULL;
 
-    /* Validate everything this type could need before any effect, so bad
-     * data goes to the DLT whichever variant of the rule it would hit:
-     * first the event's whole SPEC shape with the producers' bounds (an
-     * order's quantity >= 1, strings of bounded length, the timestamps),
-     * then what the rules and keepers read. */
-    if ((rc = td_data_check(ev->data, td_event_fields(ev->type), errstr, errlen)) != 0) goto out;
+    /* ev->data has its type's whole shape: the consumer checked it
+     * against the catalogue before calling us. */
     for (size_t i = 0; i < TD_ARRAY_SIZE(keepers); i++)
         if (strcmp(keepers[i].type, ev->type) == 0) keeper = &keepers[i];
-    if (keeper && (rc = check_fields(keeper->fields, ev->data, errstr, errlen)) != 0) goto out;
-    for (size_t i = 0; i < notif_rule_cnt; i++)
-        if (strcmp(notif_rules[i].type, ev->type) == 0 &&
-            (rc = notif_rule_check(&notif_rules[i], ev->data, errstr, errlen)) != 0)
-            goto out;
 
     const notif_rule_t *rule = notif_rule_match(ev->type, ev->data);
     if (rule) {
@@ -627,16 +633,17 @@ int notif_apply(notif_t *n, const td_event_t *ev, char *errstr, size_t errlen)
             goto out;
         }
         data = draft_data(ev->data);
-        notif_draft_t d = {ev->type, title, body, data, ev};
+        notif_draft_t d = {ev->type, title, body, data, ev, NULL, NULL};
+        draft_ready(&d);
         if (rule->to == NOTIF_TO_USER) {
             const char *user_id = json_string_value(json_object_get(ev->data, "userId"));
             bool made;
-            if (!is_muted(n->db, user_id, ev->type) &&
-                (rc = create_one(n, &d, user_id, &made)) != 0)
-                goto out;
-        } else if ((rc = queue_fanout(n, rule, &d, ev->data)) != 0) {
-            goto out;
+            if (!is_muted(n->db, user_id, ev->type)) rc = create_one(n, &d, user_id, &made);
+        } else {
+            rc = queue_fanout(n, rule, &d, ev->data);
         }
+        draft_clear(&d);
+        if (rc) goto out;
     }
     if (keeper && (rc = keeper->fn(n->db, ev->data)) != 0) goto out;
 
@@ -662,7 +669,7 @@ int notif_fanout_step(notif_t *n, size_t *created)
         n->db, "SELECT id, cause_id, correlation_id, traceparent, type, title, body, data"
                " FROM fanout_jobs ORDER BY id LIMIT 1");
     if (sqlite3_step(job) != SQLITE_ROW) {
-        sqlite3_finalize(job);
+        td_db_done(job);
         td_db_rollback(n->db);
         return 0;
     }
@@ -677,7 +684,11 @@ int notif_fanout_step(notif_t *n, size_t *created)
     notif_draft_t d = {(const char *)sqlite3_column_text(job, 4),
                        (const char *)sqlite3_column_text(job, 5),
                        (const char *)sqlite3_column_text(job, 6),
-                       (const char *)sqlite3_column_text(job, 7), &cause};
+                       (const char *)sqlite3_column_text(job, 7),
+                       &cause,
+                       NULL,
+                       NULL};
+    draft_ready(&d);
 
     sqlite3_stmt *rcp = td_db_prepare(n->db, "SELECT user_id FROM fanout_recipients"
                                              " WHERE job_id = ? ORDER BY user_id LIMIT ?");
@@ -693,7 +704,7 @@ int notif_fanout_step(notif_t *n, size_t *created)
         snprintf(last, sizeof(last), "%s", user_id);
         cnt++;
     }
-    sqlite3_finalize(rcp);
+    td_db_done(rcp);
     if (rc != SQLITE_DONE) {
         rc = rc < 0 ? rc : TD_EIO;
         goto fail;
@@ -710,12 +721,14 @@ int notif_fanout_step(notif_t *n, size_t *created)
         sqlite3_bind_text(st, 2, last, -1, SQLITE_TRANSIENT);
     }
     if ((rc = td_db_run(n->db, st)) != 0) goto fail;
-    sqlite3_finalize(job);
+    draft_clear(&d);
+    td_db_done(job);
     if ((rc = td_db_commit(n->db)) != 0) return rc;
     return 1;
 
 fail:
-    sqlite3_finalize(job);
+    draft_clear(&d);
+    td_db_done(job);
     td_db_rollback(n->db);
     *created = 0;
     return rc;
@@ -726,7 +739,7 @@ int64_t notif_fanout_pending(td_db_t *db)
     td_db_lock(db);
     sqlite3_stmt *st = td_db_prepare(db, "SELECT COUNT(*) FROM fanout_recipients");
     int64_t cnt = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
-    sqlite3_finalize(st);
+    td_db_done(st);
     td_db_unlock(db);
     return cnt;
 }
@@ -739,7 +752,7 @@ static int64_t unread_count(td_db_t *db, const char *user_id)
                                          " WHERE user_id = ? AND read_at IS NULL AND deleted = 0");
     sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
     int64_t cnt = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-    sqlite3_finalize(st);
+    td_db_done(st);
     return cnt;
 }
 
@@ -763,7 +776,7 @@ json_t *notif__page(td_db_t *db, const char *sql, const char *user_id, int64_t b
         last = sqlite3_column_int64(st, cursor_col);
         json_array_append_new(items, item(st, first));
     }
-    sqlite3_finalize(st);
+    td_db_done(st);
     *next = more ? json_sprintf("%" PRId64, last) : json_null();
     return items;
 }
@@ -799,7 +812,7 @@ static json_t *get_one(td_db_t *db, const char *user_id, const char *id)
     sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 2, user_id, -1, SQLITE_TRANSIENT);
     json_t *o = sqlite3_step(st) == SQLITE_ROW ? row_json(st) : NULL;
-    sqlite3_finalize(st);
+    td_db_done(st);
     return o;
 }
 
@@ -875,7 +888,7 @@ int notif_after(td_db_t *db, const char *user_id, int64_t after_seq, int limit, 
     sqlite3_bind_int64(st, 2, after_seq);
     sqlite3_bind_int(st, 3, limit);
     while (sqlite3_step(st) == SQLITE_ROW) json_array_append_new(items, row_json(st));
-    sqlite3_finalize(st);
+    td_db_done(st);
     td_db_unlock(db);
     *out = items;
     return 0;
@@ -889,7 +902,7 @@ int notif_last_seq(td_db_t *db, const char *user_id, int64_t *out)
     sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
     int rc = sqlite3_step(st) == SQLITE_ROW ? 0 : TD_EIO;
     *out = rc == 0 ? sqlite3_column_int64(st, 0) : 0;
-    sqlite3_finalize(st);
+    td_db_done(st);
     td_db_unlock(db);
     return rc;
 }
@@ -901,13 +914,13 @@ static json_t *prefs_json(td_db_t *db, const char *user_id)
     sqlite3_stmt *st = td_db_prepare(db, "SELECT new_products FROM prefs WHERE user_id = ?");
     sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
     bool new_products = sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
+    td_db_done(st);
     json_t *muted = json_array();
     st = td_db_prepare(db, "SELECT type FROM mutes WHERE user_id = ? ORDER BY type");
     sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
     while (sqlite3_step(st) == SQLITE_ROW)
         json_array_append_new(muted, json_string((const char *)sqlite3_column_text(st, 0)));
-    sqlite3_finalize(st);
+    td_db_done(st);
     return json_pack("{s:o, s:b}", "muted", muted, "newProducts", new_products);
 }
 
@@ -1002,7 +1015,7 @@ int notif_watch_add(td_db_t *db, const char *user_id, const char *product_id, bo
     sqlite3_stmt *st = td_db_prepare(db, "SELECT 1 FROM products WHERE id = ? AND deleted = 0");
     sqlite3_bind_text(st, 1, product_id, -1, SQLITE_TRANSIENT);
     bool known = sqlite3_step(st) == SQLITE_ROW;
-    sqlite3_finalize(st);
+    td_db_done(st);
     if (!known) {
         rc = TD_ENOENT;
         goto fail;
@@ -1020,7 +1033,7 @@ int notif_watch_add(td_db_t *db, const char *user_id, const char *product_id, bo
     sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 2, product_id, -1, SQLITE_TRANSIENT);
     *out = sqlite3_step(st) == SQLITE_ROW ? watch_json(st, 0) : NULL;
-    sqlite3_finalize(st);
+    td_db_done(st);
     if (!*out) {
         rc = TD_EIO;
         goto fail;

@@ -43,9 +43,8 @@ typedef struct notif_rule {
                                         type that holds wins, so an event
                                         makes at most one notification per user */
     notif_audience_t to;
-    const char *fields; /* required data fields, space-separated; checked
-                           by name: *Id UUIDs, quantities integers, prices
-                           and totals money, anything else strings */
+    /* The {fields} the templates name are required fields of the type in
+     * the catalogue (tidings/catalog.h), which the consumer checked. */
     const char *title;
     const char *body;
 } notif_rule_t;
@@ -61,8 +60,6 @@ bool notif_type_known(const char *type);
 /* The event types the service consumes (the rule table's and those whose
  * facts it keeps), each once, into out (at most max); returns the count. */
 size_t notif_handled_types(const char **out, size_t max);
-/* Checks data against rule->fields. 0 or TD_EINVAL with the reason. */
-int notif_rule_check(const notif_rule_t *rule, const json_t *data, char *errstr, size_t errlen);
 /* Fills tpl from vars (see notif_rule_t). Caller frees. NULL with errstr
  * when a required field is missing (a bug in a template or the check). */
 char *notif_render(const char *tpl, const json_t *vars, char *errstr, size_t errlen);
@@ -73,13 +70,23 @@ void notif_money_text(int64_t cents, char *buf, size_t len);
 
 /* ---- applying events ------------------------------------------------------ */
 
+/* A notification just made, as channels see it (all borrowed). */
+typedef struct notif_made {
+    const char *id;
+    const char *user_id;
+    const char *type;
+    int64_t seq;
+    const char *json;       /* the notification object (SPEC section 2) as text */
+    const td_record_t *rec; /* its NotificationCreatedEvent, what a failed delivery
+                               dead-letters */
+} notif_made_t;
+
 /* A channel beyond the inbox and the live stream (Web Push, webhooks):
  * called for every new notification inside the transaction that creates
- * it, so a channel can queue its deliveries atomically with it. n is the
- * notification object and ev its NotificationCreatedEvent (what a failed
- * delivery dead-letters), both borrowed. 0, or an error that rolls the
- * whole transaction back (and the event or chunk is retried). */
-typedef int (*notif_deliver_fn)(void *arg, td_db_t *db, const json_t *n, const td_event_t *ev);
+ * it, so a channel can queue its deliveries atomically with it. 0, or an
+ * error that rolls the whole transaction back (and the event or chunk is
+ * retried). */
+typedef int (*notif_deliver_fn)(void *arg, td_db_t *db, const notif_made_t *m);
 
 typedef struct notif {
     td_db_t *db;
@@ -91,7 +98,20 @@ typedef struct notif {
      * it wakes then waits on the database lock until that commits. */
     void (*wake)(void *arg);
     void *wake_arg;
+    /* The local path: called once a new notification is committed, on the
+     * committing thread, with its user, seq and JSON text (borrowed for
+     * the call): this instance's live streams get it at once, without the
+     * round trip through Kafka. NULL = none. */
+    void (*local)(void *arg, const char *user_id, int64_t seq, const char *json);
+    void *local_arg;
+    /* This instance, on the tidings_instance header of every
+     * NotificationCreatedEvent it writes, so that its own live consumer
+     * skips what the local path delivered already. */
+    const char *instance;
 } notif_t;
+
+/* The header naming the instance that wrote a NotificationCreatedEvent. */
+#define NOTIF_INSTANCE_HEADER "tidings_instance"
 
 /* Applies one consumed event inside the caller's transaction (the
  * consumer's): keeps the state it needs (users, products), and creates the

@@ -36,6 +36,7 @@
 
 struct notifications_service {
     notif_ctx_t ctx;
+    char instance[TD_UUID_LEN + 1];
     td_db_t *db;
     td_relay_t *relay;
     td_vapid_t *vapid;
@@ -122,6 +123,13 @@ static bool service_ready(void *arg, char *why, size_t whylen)
     return true;
 }
 
+/* The local path (notif_t.local): a committed notification to this
+ * instance's streams. */
+static void local_push(void *arg, const char *user_id, int64_t seq, const char *json)
+{
+    notif_stream_push(arg, user_id, seq, json);
+}
+
 static double streams_open(void *arg)
 {
     return (double)td_sse_count(arg);
@@ -154,6 +162,7 @@ notifications_service_t *notifications_service_start(const td_config_t *cfg, cha
     svc->ctx.db = svc->db;
     svc->ctx.hub = td_sse_hub_new(KEEPALIVE_S);
     svc->ctx.vapid = svc->vapid;
+    td_uuid_new(svc->instance);
     svc->ctx.notif = (notif_t){
         .db = svc->db,
         .cfg = cfg,
@@ -162,6 +171,9 @@ notifications_service_t *notifications_service_start(const td_config_t *cfg, cha
         .deliver_arg = (void *)cfg,
         .wake = fanout_wake,
         .wake_arg = svc,
+        .local = local_push,
+        .local_arg = &svc->ctx,
+        .instance = svc->instance,
     };
 
     svc->relay = td_relay_start(cfg, svc->db, errstr, errlen);
@@ -198,9 +210,8 @@ notifications_service_t *notifications_service_start(const td_config_t *cfg, cha
     /* A group of its own per instance, so every instance sees every
      * notification; from the latest offset, because a stream that was
      * away reconnects with Last-Event-ID and replays from the database. */
-    char instance[TD_UUID_LEN + 1], group[80];
-    td_uuid_new(instance);
-    snprintf(group, sizeof(group), "tidings-notifications-live-%s", instance);
+    char group[80];
+    snprintf(group, sizeof(group), "tidings-notifications-live-%s", svc->instance);
     td_consumer_opts_t lopts = {
         .group = group,
         .topics = live_topics,
@@ -208,16 +219,14 @@ notifications_service_t *notifications_service_start(const td_config_t *cfg, cha
         .handlers = notif_live_handlers,
         .handler_cnt = notif_live_handler_cnt,
         .ctx = &svc->ctx,
-        /* The service's own database, not a throw-away in-memory one:
-         * the inbox rows would not need to survive a restart (the group
-         * starts at the latest offset every time), but a record this
-         * consumer cannot parse is dead-lettered through the outbox, and
-         * only a database with a relay publishes it (an in-memory one
-         * without a relay counted it and kept it forever), and only a
-         * durable one keeps it across a crash after the offset is stored.
-         * events.c prunes this consumer's inbox rows. */
+        /* No inbox (see events.c); the database only dead-letters, through
+         * the outbox, a record that is no CloudEvent at all. */
         .db = svc->db,
         .offset_reset = "latest",
+        .stateless = true,
+        /* What this instance wrote reached its streams by the local path. */
+        .skip_header = NOTIF_INSTANCE_HEADER,
+        .skip_value = svc->instance,
     };
     svc->live = td_consumer_start(cfg, &lopts, errstr, errlen);
     if (!svc->live) goto fail;
@@ -252,7 +261,7 @@ notifications_service_t *notifications_service_start(const td_config_t *cfg, cha
         .secret_len = cfg->secret_len,
         .ready = service_ready,
         .ready_arg = svc,
-        .cors = true,
+        .cors_origins = cfg->cors_origins,
     };
     svc->http = td_http_start(&hopts, errstr, errlen);
     if (!svc->http) goto fail;

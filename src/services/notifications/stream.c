@@ -7,7 +7,9 @@
  * them; without, the stream starts after the user's newest notification.
  * seq has no gaps, so a live frame past the last one sent means frames
  * were missed (another instance published first, or this one was not
- * listening yet) and the hub runs the replay again to fill the gap. */
+ * listening yet) and the hub runs the replay again to fill the gap.
+ * A user holds at most TIDINGS_MAX_STREAMS_PER_USER streams of this
+ * instance (one more gets 429), and each ends when its token expires. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -94,7 +96,16 @@ void notif_stream_get(td_req_t *req, td_resp_t *resp)
         .after = after < 0 ? 0 : after,
         .contiguous = true,
     };
-    if (!td_sse_open_replay(ctx->hub, req, resp, req->auth.sub, STREAM_RETRY_MS, &replay)) return;
+    /* At most TIDINGS_MAX_STREAMS_PER_USER per user (429), and the stream
+     * ends when the token expires (the hub reads req->auth.exp). */
+    td_sse_opts_t o = {
+        .key = req->auth.sub,
+        .retry_ms = STREAM_RETRY_MS,
+        .replay = &replay,
+        .owner = req->auth.sub,
+        .max_per_owner = ctx->cfg->max_streams_per_user,
+    };
+    if (!td_sse_open_opts(ctx->hub, req, resp, &o)) return;
     /* Registered first, then the newest seq: whatever commits from here on
      * is above it and reaches the stream live. Read here rather than at
      * the first read of the stream so that a client holding the 200 knows

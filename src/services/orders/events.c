@@ -1,8 +1,9 @@
 /* The orders service's Kafka handlers: the saga's answers about an order,
- * from the reservations topic (products) and the payments topic. Each one
- * checks its event's whole SPEC shape (td_data_check: a field this service
- * does not use is still part of the contract, and another consumer of the
- * same event may act on it), decodes the fields it needs and hands the
+ * from the reservations topic (products) and the payments topic. The
+ * consumer checked each event's whole shape against the catalogue before
+ * (a field this service does not use is still part of the contract, and
+ * another consumer of the same event may act on it); each handler decodes
+ * the fields it needs and hands the
  * decision to the state machine in orders.c; it runs inside the consumer's transaction, so the
  * order's new state, the inbox row and the OrderApproved/RejectedEvent commit together.
  * ProductReservedEvent and ProductReservationCancelledEvent say nothing an order needs and have no
@@ -13,8 +14,7 @@
 /* Every field of the event, then the order it is about. */
 static int decode_common(const td_event_t *ev, const char **order_id, char *errstr, size_t errlen)
 {
-    int err = td_data_check(ev->data, td_event_fields(ev->type), errstr, errlen);
-    if (!err) err = td_data_uuid(ev->data, "orderId", order_id, errstr, errlen);
+    int err = td_data_uuid(ev->data, "orderId", order_id, errstr, errlen);
     return err;
 }
 

@@ -133,8 +133,22 @@ static int order_load(td_db_t *db, const char *order_id, order_t *out)
         td_error("orders: reading order %s: %s", order_id, sqlite3_errmsg(td_db_sqlite(db)));
         err = TD_EIO;
     }
-    sqlite3_finalize(st);
+    td_db_done(st);
     return err;
+}
+
+/* now_ms, or the newest order's createdAt when that is later. The lock
+ * is held. */
+static int64_t order_created_ms(td_db_t *db, int64_t now_ms)
+{
+    sqlite3_stmt *st = td_db_prepare(db, "SELECT created_at FROM orders ORDER BY seq DESC LIMIT 1");
+    int64_t last = 0;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        const char *t = (const char *)sqlite3_column_text(st, 0);
+        if (!t || td_time_parse(t, &last) != 0) last = 0;
+    }
+    td_db_done(st);
+    return last > now_ms ? last : now_ms;
 }
 
 int orders_create(td_db_t *db, const td_config_t *cfg, const char *user_id, const char *product_id,
@@ -157,18 +171,24 @@ int orders_create(td_db_t *db, const td_config_t *cfg, const char *user_id, cons
     o.quantity = quantity;
     o.status = ORDER_PENDING;
     o.total_cents = -1;
-    td_time_format(td_now_ms(), o.created_at);
+
+    td_event_t *ev = NULL;
+    int err = td_db_begin(db);
+    if (err) goto done;
+    /* The time is taken under the lock that also orders the rows (seq),
+     * and never before the newest order's: so createdAt never increases
+     * down the newest-first list (SPEC section 2), even for orders placed
+     * at the same instant or across a step back of the clock. */
+    td_time_format(order_created_ms(db, td_now_ms()), o.created_at);
     memcpy(o.updated_at, o.created_at, sizeof o.updated_at);
 
     json_t *data =
         json_pack("{s:s, s:s, s:s, s:I, s:s}", "orderId", o.id, "userId", o.user_id, "productId",
                   o.product_id, "quantity", (json_int_t)o.quantity, "createdAt", o.created_at);
-    td_event_t *ev = td_event_new("orders", "OrderCreatedEvent", o.id, data);
+    ev = td_event_new("orders", "OrderCreatedEvent", o.id, data);
     td_event_set_correlation(ev, o.id);
     if (trace) td_event_set_trace_parent(ev, trace);
 
-    int err = td_db_begin(db);
-    if (err) goto done;
     sqlite3_stmt *st = td_db_prepare(
         db, "INSERT INTO orders (id, user_id, product_id, quantity, status, created_at, "
             "updated_at) VALUES (?, ?, ?, ?, 'PENDING', ?, ?)");
@@ -232,7 +252,7 @@ int orders_list(td_db_t *db, const char *user_id, int64_t before_seq, size_t lim
         td_error("orders: listing orders: %s", sqlite3_errmsg(td_db_sqlite(db)));
         err = TD_EIO;
     }
-    sqlite3_finalize(st);
+    td_db_done(st);
     td_db_unlock(db);
 
     if (err) {

@@ -11,8 +11,7 @@ static int on_product_reserved(void *ctx, td_db_t *db, const td_event_t *ev, cha
     const payments_ctx_t *pctx = ctx;
     payment_request_t req;
     const char *product_id;
-    int err = td_data_check(ev->data, td_event_fields(ev->type), errstr, errlen);
-    if (!err) err = td_data_uuid(ev->data, "orderId", &req.order_id, errstr, errlen);
+    int err = td_data_uuid(ev->data, "orderId", &req.order_id, errstr, errlen);
     if (!err) err = td_data_uuid(ev->data, "userId", &req.user_id, errstr, errlen);
     if (!err) err = td_data_uuid(ev->data, "productId", &product_id, errstr, errlen);
     if (!err) err = td_data_int(ev->data, "quantity", &req.quantity, errstr, errlen);

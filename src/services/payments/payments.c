@@ -79,7 +79,7 @@ static int payment_load(td_db_t *db, const char *order_id, payment_t *out)
                  sqlite3_errmsg(td_db_sqlite(db)));
         err = TD_EIO;
     }
-    sqlite3_finalize(st);
+    td_db_done(st);
     return err;
 }
 

@@ -1,8 +1,9 @@
 /* The products service's Kafka handlers, the reservation side of the order
  * saga: an OrderCreatedEvent (topic orders) reserves stock, a
- * PaymentFailedEvent (topic payments) returns it. Each checks the whole
- * SPEC shape of its event first (td_data_check), not only the fields it
- * uses: an event another consumer dead-letters must have no effect here
+ * PaymentFailedEvent (topic payments) returns it. The consumer checked the
+ * whole shape of each event against the catalogue first, not only the
+ * fields a handler uses: an event another consumer dead-letters must have
+ * no effect here
  * either (a PaymentFailedEvent with a bad reason returning stock while
  * orders refuses it would break stock conservation). Then it calls
  * reserve.c inside the consumer's transaction, so the stock
@@ -18,8 +19,7 @@ static int on_order_created(void *ctx, td_db_t *db, const td_event_t *ev, char *
 {
     const td_config_t *cfg = ((const products_ctx_t *)ctx)->cfg;
     reserve_request_t req;
-    int err = td_data_check(ev->data, td_event_fields(ev->type), errstr, errlen);
-    if (!err) err = td_data_uuid(ev->data, "orderId", &req.order_id, errstr, errlen);
+    int err = td_data_uuid(ev->data, "orderId", &req.order_id, errstr, errlen);
     if (!err) err = td_data_uuid(ev->data, "userId", &req.user_id, errstr, errlen);
     if (!err) err = td_data_uuid(ev->data, "productId", &req.product_id, errstr, errlen);
     if (!err) err = td_data_int(ev->data, "quantity", &req.quantity, errstr, errlen);
@@ -32,8 +32,7 @@ static int on_payment_failed(void *ctx, td_db_t *db, const td_event_t *ev, char 
 {
     const td_config_t *cfg = ((const products_ctx_t *)ctx)->cfg;
     const char *order_id;
-    int err = td_data_check(ev->data, td_event_fields(ev->type), errstr, errlen);
-    if (!err) err = td_data_uuid(ev->data, "orderId", &order_id, errstr, errlen);
+    int err = td_data_uuid(ev->data, "orderId", &order_id, errstr, errlen);
     if (err) return err;
     return reserve_release(db, cfg, ev, order_id, NULL, errstr, errlen);
 }

@@ -233,7 +233,7 @@ static int get_locked(td_db_t *db, const char *id, products_product_t *out)
         td_error("products: lookup failed: %s", sqlite3_errmsg(td_db_sqlite(db)));
         ret = TD_EIO;
     }
-    sqlite3_finalize(st);
+    td_db_done(st);
     return ret;
 }
 
@@ -264,7 +264,7 @@ int products_create(td_db_t *db, const td_config_t *cfg, const products_input_t 
     if (rc) goto out;
     sqlite3_stmt *st = td_db_prepare(db, "SELECT COALESCE(MAX(seq), 0) + 1 FROM products");
     p.seq = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-    sqlite3_finalize(st);
+    td_db_done(st);
     if (p.seq <= 0) {
         rc = TD_EIO;
         goto fail;
@@ -331,7 +331,7 @@ int products_list(td_db_t *db, int64_t after_seq, int limit, products_product_t 
         td_error("products: list failed: %s", sqlite3_errmsg(td_db_sqlite(db)));
         rc = TD_EIO;
     }
-    sqlite3_finalize(st);
+    td_db_done(st);
     td_db_unlock(db);
 
     if (rc) {

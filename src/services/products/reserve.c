@@ -45,7 +45,7 @@ static int reservation_load(td_db_t *db, const char *order_id, reservation_t *ou
                  sqlite3_errmsg(td_db_sqlite(db)));
         err = TD_EIO;
     }
-    sqlite3_finalize(st);
+    td_db_done(st);
     return err;
 }
 
@@ -66,7 +66,7 @@ static int product_price(td_db_t *db, const char *product_id, int64_t *price_cen
         td_error("products: reading product %s: %s", product_id, sqlite3_errmsg(td_db_sqlite(db)));
         err = TD_EIO;
     }
-    sqlite3_finalize(st);
+    td_db_done(st);
     return err;
 }
 

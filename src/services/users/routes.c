@@ -1,18 +1,26 @@
 /* The users service's HTTP API (SPEC section 2): registration, login with
- * its rate limit, and the caller's own account. Handlers parse and check
- * the body, do the slow argon2id work with no lock held, then call the
- * domain, which changes state and adds the event in one transaction.
+ * its rate limits, and the caller's own account. Handlers parse and check
+ * the body on the HTTP thread; the slow argon2id work (64 MiB, tens of
+ * milliseconds) never runs there (SPEC section 5): the handler takes a
+ * place in the service's hashing pool, defers the response (the
+ * connection is suspended and holds no thread) and the pool thread hashes
+ * or verifies, calls the domain (state and event in one transaction),
+ * sets the response and resumes the connection. A full pool answers 503
+ * unavailable with Retry-After at once, before anything is recorded, so
+ * a flood of logins slows nobody's /healthz or other requests.
  *
  * Login answers an unknown email exactly like a wrong password, with the
  * same message and about the same time: it verifies against a dummy hash
  * so the response time does not tell which emails have accounts. */
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "tidings/auth.h"
 #include "tidings/json.h"
 #include "tidings/log.h"
+#include "tidings/pool.h"
 #include "users/users.h"
 #include "users/users_service.h"
 
@@ -35,10 +43,55 @@ static void make_dummy_hash(void)
     if (td_password_hash(pw, dummy_hash) != 0) dummy_hash[0] = '\0';
 }
 
-static users_origin_t origin_of(const td_req_t *req)
+/* What a pool thread needs of a request: copies, because the request's
+ * own strings are only borrowed from the suspended connection. */
+typedef struct hash_job {
+    users_ctx_t *ctx;
+    td_deferred_t *d;
+    char email[USERS_EMAIL_MAX + 1];
+    char *password; /* wiped before it is freed */
+    char *name;
+    char *user_agent;
+    char ip[64];
+    td_trace_t trace;
+    char request_id[TD_UUID_LEN + 1];
+    bool found; /* login: the account exists (then user is filled) */
+    users_user_t user;
+} hash_job_t;
+
+static hash_job_t *job_new(td_req_t *req, const char *email, const char *password)
 {
-    users_origin_t o = {&req->trace, req->request_id};
-    return o;
+    hash_job_t *job = td_calloc(1, sizeof(*job));
+    job->ctx = req->ctx;
+    snprintf(job->email, sizeof(job->email), "%s", email);
+    job->password = td_strdup(password);
+    snprintf(job->ip, sizeof(job->ip), "%s", req->client_ip);
+    job->trace = req->trace;
+    snprintf(job->request_id, sizeof(job->request_id), "%s", req->request_id);
+    return job;
+}
+
+static void job_free(hash_job_t *job)
+{
+    if (job->password) {
+        memset(job->password, 0, strlen(job->password));
+        free(job->password);
+    }
+    free(job->name);
+    free(job->user_agent);
+    users_user_clear(&job->user);
+    free(job);
+}
+
+/* Takes a place in the hashing pool: false with 503 and Retry-After set
+ * when it is full. */
+static bool hash_place(td_req_t *req, td_resp_t *resp)
+{
+    users_ctx_t *ctx = req->ctx;
+    if (td_pool_reserve(ctx->hash_pool) == 0) return true;
+    td_resp_error(resp, 503, "too many sign-ins and registrations at once; try again shortly");
+    td_resp_header(resp, "Retry-After", USERS_HASH_RETRY_AFTER_S);
+    return false;
 }
 
 /* Reads and normalises the body's email; false with a 400 set. */
@@ -62,10 +115,41 @@ static json_t *user_json(const users_user_t *u, bool with_role)
     return j;
 }
 
+/* On a pool thread: hash, store, answer. */
+static void register_job(void *arg)
+{
+    hash_job_t *job = arg;
+    users_ctx_t *ctx = job->ctx;
+    td_resp_t *resp = td_deferred_resp(job->d);
+    char hash[TD_PASSWORD_HASH_MAX];
+    users_user_t u;
+    if (td_password_hash(job->password, hash) != 0) {
+        td_resp_error(resp, 500, "cannot hash the password");
+        goto out;
+    }
+    users_origin_t origin = {&job->trace, job->request_id};
+    int rc = users_register(ctx->db, ctx->cfg, job->email, job->name, hash, "customer", &origin,
+                            td_now_ms(), &u);
+    if (rc == TD_EEXIST) {
+        td_resp_error(resp, 409, "email is already registered");
+        goto out;
+    }
+    if (rc) {
+        td_resp_error(resp, 500, "cannot register the user");
+        goto out;
+    }
+    td_info("users: registered %s", u.id);
+    td_resp_json(resp, 201, user_json(&u, false));
+    users_user_clear(&u);
+out:
+    td_deferred_done(job->d);
+    job_free(job);
+}
+
 static void register_user(td_req_t *req, td_resp_t *resp)
 {
     users_ctx_t *ctx = req->ctx;
-    char err[160], email[USERS_EMAIL_MAX + 1], hash[TD_PASSWORD_HASH_MAX];
+    char err[160], email[USERS_EMAIL_MAX + 1];
     const char *password, *name;
 
     if (!td_req_body(req, resp)) return;
@@ -88,25 +172,56 @@ static void register_user(td_req_t *req, td_resp_t *resp)
         td_resp_error(resp, 409, "email is already registered");
         return;
     }
-    if (td_password_hash(password, hash) != 0) {
-        td_resp_error(resp, 500, "cannot hash the password");
-        return;
+    if (!hash_place(req, resp)) return;
+    hash_job_t *job = job_new(req, email, password);
+    job->name = td_strdup(name);
+    job->d = td_req_defer(req);
+    td_pool_run(ctx->hash_pool, register_job, job);
+}
+
+/* On a pool thread: verify, record, answer. */
+static void login_job(void *arg)
+{
+    hash_job_t *job = arg;
+    users_ctx_t *ctx = job->ctx;
+    td_resp_t *resp = td_deferred_resp(job->d);
+    bool ok;
+    if (job->found) {
+        ok = td_password_verify(job->user.password_hash, job->password);
+    } else {
+        pthread_once(&dummy_once, make_dummy_hash);
+        td_password_verify(dummy_hash, job->password);
+        ok = false;
     }
-    users_origin_t origin = origin_of(req);
-    users_user_t u;
+    if (!ok) {
+        td_resp_error(resp, 401, BAD_LOGIN);
+        goto out;
+    }
+
+    users_origin_t origin = {&job->trace, job->request_id};
+    int64_t now = td_now_ms();
     int rc =
-        users_register(ctx->db, ctx->cfg, email, name, hash, "customer", &origin, td_now_ms(), &u);
-    if (rc == TD_EEXIST) {
-        td_resp_error(resp, 409, "email is already registered");
-        return;
-    }
+        users_login_succeed(ctx->db, ctx->cfg, &job->user, job->user_agent, job->ip, &origin, now);
     if (rc) {
-        td_resp_error(resp, 500, "cannot register the user");
-        return;
+        td_resp_error(resp, 500, "cannot record the login");
+        goto out;
     }
-    td_info("users: registered %s", u.id);
-    td_resp_json(resp, 201, user_json(&u, false));
-    users_user_clear(&u);
+    users_user_t *u = &job->user;
+    td_claims_t claims = {0};
+    snprintf(claims.sub, sizeof(claims.sub), "%s", u->id);
+    snprintf(claims.role, sizeof(claims.role), "%s", u->role);
+    claims.iat = now / 1000;
+    claims.exp = claims.iat + TD_TOKEN_TTL_S;
+    char *token = td_jwt_sign(ctx->cfg->secret, ctx->cfg->secret_len, &claims);
+    char expires[TD_TIME_LEN + 1];
+    td_time_format(claims.exp * 1000, expires);
+    td_resp_json(resp, 200,
+                 json_pack("{s:s, s:s, s:s, s:s}", "token", token, "userId", u->id, "role", u->role,
+                           "expiresAt", expires));
+    free(token);
+out:
+    td_deferred_done(job->d);
+    job_free(job);
 }
 
 static void login(td_req_t *req, td_resp_t *resp)
@@ -127,58 +242,30 @@ static void login(td_req_t *req, td_resp_t *resp)
         return;
     }
 
-    bool found;
+    /* The place first: a login refused for a full pool records nothing,
+     * so it costs the account no step towards its rate limit. */
+    if (!hash_place(req, resp)) return;
+    hash_job_t *job = job_new(req, email, password);
     int64_t retry_after;
-    users_user_t u;
-    int rc = users_login_begin(ctx->db, email, td_now_ms(), &found, &u, &retry_after);
-    if (rc == TD_ELIMIT) {
-        char secs[24];
-        snprintf(secs, sizeof(secs), "%lld", (long long)retry_after);
-        td_resp_error(resp, 429, "too many failed logins; try again in %s seconds", secs);
-        td_resp_header(resp, "Retry-After", secs);
-        return;
-    }
+    int rc = users_login_begin(ctx->db, email, req->client_ip, td_now_ms(), &job->found, &job->user,
+                               &retry_after);
     if (rc) {
-        td_resp_error(resp, 500, "cannot check the login");
+        td_pool_release(ctx->hash_pool);
+        job_free(job);
+        if (rc == TD_ELIMIT) {
+            char secs[24];
+            snprintf(secs, sizeof(secs), "%lld", (long long)retry_after);
+            td_resp_error(resp, 429, "too many failed logins; try again in %s seconds", secs);
+            td_resp_header(resp, "Retry-After", secs);
+        } else {
+            td_resp_error(resp, 500, "cannot check the login");
+        }
         return;
     }
-
-    bool ok;
-    if (found) {
-        ok = td_password_verify(u.password_hash, password);
-    } else {
-        pthread_once(&dummy_once, make_dummy_hash);
-        td_password_verify(dummy_hash, password);
-        ok = false;
-    }
-    if (!ok) {
-        users_user_clear(&u);
-        td_resp_error(resp, 401, BAD_LOGIN);
-        return;
-    }
-
-    users_origin_t origin = origin_of(req);
-    int64_t now = td_now_ms();
-    rc = users_login_succeed(ctx->db, ctx->cfg, &u, td_req_header(req, "User-Agent"),
-                             req->client_ip, &origin, now);
-    if (rc) {
-        users_user_clear(&u);
-        td_resp_error(resp, 500, "cannot record the login");
-        return;
-    }
-    td_claims_t claims = {0};
-    snprintf(claims.sub, sizeof(claims.sub), "%s", u.id);
-    snprintf(claims.role, sizeof(claims.role), "%s", u.role);
-    claims.iat = now / 1000;
-    claims.exp = claims.iat + TD_TOKEN_TTL_S;
-    char *token = td_jwt_sign(ctx->cfg->secret, ctx->cfg->secret_len, &claims);
-    char expires[TD_TIME_LEN + 1];
-    td_time_format(claims.exp * 1000, expires);
-    td_resp_json(resp, 200,
-                 json_pack("{s:s, s:s, s:s, s:s}", "token", token, "userId", u.id, "role", u.role,
-                           "expiresAt", expires));
-    free(token);
-    users_user_clear(&u);
+    const char *ua = td_req_header(req, "User-Agent");
+    job->user_agent = ua ? td_strdup(ua) : NULL;
+    job->d = td_req_defer(req);
+    td_pool_run(ctx->hash_pool, login_job, job);
 }
 
 static void me(td_req_t *req, td_resp_t *resp)

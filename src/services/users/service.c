@@ -7,10 +7,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "tidings/auth.h"
 #include "tidings/log.h"
 #include "tidings/app.h"
+#include "tidings/pool.h"
 #include "tidings/service.h"
 #include "users/users.h"
 #include "users/users_service.h"
@@ -43,6 +45,12 @@ static int ensure_admin(td_db_t *db, const td_config_t *cfg, const char *email,
     return 0;
 }
 
+unsigned users_hash_threads(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN) / 2;
+    return n < 1 ? 1 : n > 4 ? 4 : (unsigned)n;
+}
+
 users_service_t *users_service_start(const td_config_t *cfg, char *errstr, size_t errlen)
 {
     users_service_t *svc = td_calloc(1, sizeof *svc);
@@ -73,6 +81,11 @@ users_service_t *users_service_start(const td_config_t *cfg, char *errstr, size_
         users_user_clear(&admin);
     }
 
+    svc->ctx.hash_pool = td_pool_new("password_hash", users_hash_threads(), USERS_HASH_QUEUE);
+    if (!svc->ctx.hash_pool) {
+        td_errf(errstr, errlen, TD_EIO, "cannot start the password hashing threads");
+        goto fail;
+    }
     if (td_app_serve(&svc->app, &opts, errstr, errlen) != 0) goto fail;
     return svc;
 fail:
@@ -93,7 +106,10 @@ td_db_t *users_service_db(const users_service_t *svc)
 void users_service_stop(users_service_t *svc)
 {
     if (!svc) return;
+    /* HTTP first (it waits for every deferred login, so the pool is idle
+     * when the database closes), then the pool. */
     td_app_close(&svc->app);
+    td_pool_free(svc->ctx.hash_pool);
     free(svc);
 }
 

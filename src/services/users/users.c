@@ -30,8 +30,15 @@
     "CREATE TABLE login_failures (email TEXT NOT NULL, at_ms INTEGER NOT NULL);" \
     "CREATE INDEX login_failures_by_email ON login_failures (email, at_ms);"
 
+/* Version 2: the client address of each attempt, for the per-IP limit
+ * (rows from before have none and count for no address). */
+#define USERS_SCHEMA_V2                              \
+    "ALTER TABLE login_failures ADD COLUMN ip TEXT;" \
+    "CREATE INDEX login_failures_by_ip ON login_failures (ip, at_ms);"
+
 const td_migration_t users_migrations[] = {
     {1, USERS_SCHEMA_V1},
+    {2, USERS_SCHEMA_V2},
 };
 const size_t users_migration_cnt = TD_ARRAY_SIZE(users_migrations);
 
@@ -202,7 +209,7 @@ static int find_locked(td_db_t *db, const char *where, const char *arg, users_us
         td_error("users: lookup failed: %s", sqlite3_errmsg(td_db_sqlite(db)));
         ret = TD_EIO;
     }
-    sqlite3_finalize(st);
+    td_db_done(st);
     return ret;
 }
 
@@ -287,7 +294,27 @@ bool users_email_taken(td_db_t *db, const char *email)
     return taken;
 }
 
-int users_login_begin(td_db_t *db, const char *email, int64_t now_ms, bool *found,
+/* The per-IP limit: when ip has USERS_LOGIN_IP_MAX_FAILS failures within
+ * the window, how long until the oldest of the newest that many leaves it
+ * (0: not blocked). The lock is held. */
+static int64_t ip_blocked_ms(td_db_t *db, const char *ip, int64_t now_ms)
+{
+    if (!ip || !*ip) return 0;
+    sqlite3_stmt *st = td_db_prepare(db, "SELECT at_ms FROM login_failures WHERE ip = ?"
+                                         " ORDER BY at_ms DESC LIMIT 1 OFFSET ?");
+    sqlite3_bind_text(st, 1, ip, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int(st, 2, USERS_LOGIN_IP_MAX_FAILS - 1);
+    int64_t blocked = 0;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        int64_t until = sqlite3_column_int64(st, 0) + USERS_LOGIN_WINDOW_MS;
+        if (until > now_ms) blocked = until - now_ms;
+        if (blocked > USERS_LOGIN_WINDOW_MS) blocked = USERS_LOGIN_WINDOW_MS;
+    }
+    td_db_done(st);
+    return blocked;
+}
+
+int users_login_begin(td_db_t *db, const char *email, const char *ip, int64_t now_ms, bool *found,
                       users_user_t *user, int64_t *retry_after_s)
 {
     int64_t recent[USERS_LOGIN_MAX_FAILS];
@@ -307,18 +334,24 @@ int users_login_begin(td_db_t *db, const char *email, int64_t now_ms, bool *foun
     sqlite3_bind_text(st, 1, email, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int(st, 2, USERS_LOGIN_MAX_FAILS);
     while (sqlite3_step(st) == SQLITE_ROW) recent[n++] = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
+    td_db_done(st);
 
     int64_t blocked = users_login_blocked_ms(recent, n, now_ms);
+    int64_t ip_blocked = ip_blocked_ms(db, ip, now_ms);
+    if (ip_blocked > blocked) blocked = ip_blocked;
     if (blocked > 0) {
         *retry_after_s = users_retry_after_s(blocked);
         rc = TD_ELIMIT;
         goto fail;
     }
 
-    st = td_db_prepare(db, "INSERT INTO login_failures (email, at_ms) VALUES (?, ?)");
+    st = td_db_prepare(db, "INSERT INTO login_failures (email, at_ms, ip) VALUES (?, ?, ?)");
     sqlite3_bind_text(st, 1, email, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 2, now_ms);
+    if (ip && *ip)
+        sqlite3_bind_text(st, 3, ip, -1, SQLITE_TRANSIENT);
+    else
+        sqlite3_bind_null(st, 3);
     if ((rc = td_db_run(db, st))) goto fail;
 
     rc = find_locked(db, "email", email, user, true);

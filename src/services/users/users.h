@@ -23,9 +23,12 @@
 #define USERS_NAME_MAX        100  /* characters */
 #define USERS_LOGIN_MAX_FAILS 5
 #define USERS_LOGIN_WINDOW_MS (15 * 60 * 1000)
-#define USERS_USER_AGENT_MAX  512 /* bytes of User-Agent kept in a login event */
-#define USERS_ADMIN_EMAIL     "admin@tidings.local"
-#define USERS_ADMIN_NAME      "Administrator"
+/* Failed logins from one client address within the window after which
+ * every login from it gets 429 (SPEC section 5: more than 100). */
+#define USERS_LOGIN_IP_MAX_FAILS 100
+#define USERS_USER_AGENT_MAX     512 /* bytes of User-Agent kept in a login event */
+#define USERS_ADMIN_EMAIL        "admin@tidings.local"
+#define USERS_ADMIN_NAME         "Administrator"
 
 /* The schema, migrations 1.. for td_db_open / td_service_db. */
 extern const td_migration_t users_migrations[];
@@ -90,12 +93,14 @@ int users_find_by_email(td_db_t *db, const char *email, users_user_t *out);
 bool users_email_taken(td_db_t *db, const char *email);
 
 /* The first half of a login, in one transaction: when the email has
- * USERS_LOGIN_MAX_FAILS failures within the window, TD_ELIMIT and
+ * USERS_LOGIN_MAX_FAILS failures within the window, or the client address
+ * ip (NULL or empty: none) USERS_LOGIN_IP_MAX_FAILS, TD_ELIMIT and
  * *retry_after_s set (nothing recorded). Otherwise the attempt is recorded
- * as a failure up front (so concurrent guesses count too; a success clears
- * it), *found tells whether the account exists and user is filled (with
- * its hash) when it does. Old failures are pruned. */
-int users_login_begin(td_db_t *db, const char *email, int64_t now_ms, bool *found,
+ * as a failure of email from ip up front (so concurrent guesses count
+ * too; a success clears the email's), *found tells whether the account
+ * exists and user is filled (with its hash) when it does. Old failures
+ * are pruned. */
+int users_login_begin(td_db_t *db, const char *email, const char *ip, int64_t now_ms, bool *found,
                       users_user_t *user, int64_t *retry_after_s);
 /* The second half after the password verified: clears the email's
  * failures and adds UserLoggedInEvent (user_agent and ip optional: NULL or

@@ -36,10 +36,22 @@ int users_create_admin_main(int argc, char **argv);
 /* True when argv asks for --create-admin (main.c's dispatch). */
 bool users_wants_create_admin(int argc, char **argv);
 
+/* The password-hashing pool (SPEC section 5): argon2id runs on these
+ * threads, never on HTTP threads; at most USERS_HASH_THREADS hash at once
+ * (64 MiB each) and USERS_HASH_QUEUE wait, and one more login or
+ * registration gets 503 with Retry-After: USERS_HASH_RETRY_AFTER_S. */
+#define USERS_HASH_QUEUE         16
+#define USERS_HASH_RETRY_AFTER_S "1"
+/* Threads: half the processors, 1 to 4 (hashing is CPU and memory bound;
+ * the other half keeps serving). */
+unsigned users_hash_threads(void);
+
 /* What routes.c gets as req->ctx: borrowed, alive while the service runs. */
+typedef struct td_pool td_pool_t;
 typedef struct users_ctx {
     const td_config_t *cfg;
     td_db_t *db;
+    td_pool_t *hash_pool;
 } users_ctx_t;
 
 /* routes.c: the HTTP API of SPEC section 2. */

@@ -115,12 +115,13 @@ static int refresh(web_reader_t *rd)
 }
 
 /* Runs under the store lock: hands the event to every live stream. */
-static void publish(void *arg, uint64_t seq, const char *json)
+static void publish(void *arg, uint64_t seq, const char *json, const web_vis_t *vis)
 {
     web_ctx_t *ctx = arg;
     char id[32];
     snprintf(id, sizeof(id), "%llu", (unsigned long long)seq);
-    td_sse_publish(ctx->hub, "*", "event", id, json);
+    /* Each stream's filter (routes.c) lets through what its viewer may see. */
+    td_sse_publish_tagged(ctx->hub, "*", vis, "event", id, json);
 }
 
 static void *reader_main(void *arg)
@@ -154,9 +155,9 @@ web_reader_t *web_reader_start(const td_config_t *cfg, web_ctx_t *ctx, char *err
     rd->ctx = ctx;
     pthread_mutex_init(&rd->lock, NULL);
     snprintf(rd->why, sizeof(rd->why), "no Kafka metadata yet");
-    for (size_t i = 0; td_spec_topics[i]; i++) {
+    for (size_t i = 0; td_topics[i].name; i++) {
         rd->wanted = td_realloc(rd->wanted, (rd->wanted_cnt + 2) * sizeof(*rd->wanted));
-        char *full = td_topic_name(cfg, td_spec_topics[i]);
+        char *full = td_topic_name(cfg, td_topics[i].name);
         rd->wanted[rd->wanted_cnt++] = full;
         rd->wanted[rd->wanted_cnt++] = td_asprintf("%s.DLT", full);
     }

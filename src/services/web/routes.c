@@ -3,7 +3,12 @@
  * event-flow API (recent events, their live stream, causal chains). The
  * pages call the other services directly; those answer CORS, so this
  * service needs no proxy. The base URLs use the host name the browser used
- * to reach us, so the shop also works when opened by a machine name. */
+ * to reach us, so the shop also works when opened by a machine name.
+ *
+ * Events carry personal data (emails, IPs, orders), so the event views
+ * show each viewer only what SPEC section 5 allows (web_visible): an
+ * anonymous visitor the product events, a signed-in user also the events
+ * about them, an admin everything; causal traces are for admins. */
 #include <errno.h>
 #include <limits.h>
 #include <stdint.h>
@@ -85,9 +90,25 @@ static void get_config(td_req_t *req, td_resp_t *resp)
     td_resp_header(resp, "Cache-Control", "no-store");
 }
 
+/* The viewer of an event view: anonymous without a token; with one (the
+ * Authorization header, or ?token= for EventSource) it must be valid, so
+ * an expired session is told so (401) instead of silently seeing less. */
+static bool viewer_of(td_req_t *req, td_resp_t *resp, web_viewer_t *viewer)
+{
+    memset(viewer, 0, sizeof(*viewer));
+    const char *token = td_req_query(req, "token");
+    if (!td_req_header(req, "Authorization") && (!token || !*token)) return true;
+    if (!td_req_auth(req, resp, true)) return false;
+    viewer->admin = !strcmp(req->auth.role, "admin");
+    snprintf(viewer->user_id, sizeof(viewer->user_id), "%s", req->auth.sub);
+    return true;
+}
+
 static void get_events(td_req_t *req, td_resp_t *resp)
 {
     web_ctx_t *ctx = req->ctx;
+    web_viewer_t viewer;
+    if (!viewer_of(req, resp, &viewer)) return;
     const char *after_s = td_req_query(req, "after");
     uint64_t after = 0;
     int limit;
@@ -96,23 +117,39 @@ static void get_events(td_req_t *req, td_resp_t *resp)
         return;
     }
     if (!td_req_limit(req, resp, WEB_LIST_DEFAULT_LIMIT, WEB_LIST_MAX_LIMIT, &limit)) return;
-    td_resp_json(resp, 200, web_store_list(ctx->store, after_s != NULL, after, (size_t)limit));
+    td_resp_json(resp, 200,
+                 web_store_list(ctx->store, after_s != NULL, after, (size_t)limit, &viewer));
 }
 
-static void replay_send(void *arg, uint64_t seq, const char *json)
+static void replay_send(void *arg, uint64_t seq, const char *json, const web_vis_t *vis)
 {
+    TD_UNUSED(vis); /* web_store_each filtered already */
     char id[32];
     snprintf(id, sizeof(id), "%llu", (unsigned long long)seq);
     td_sse_stream_send(arg, "event", id, json);
 }
 
+/* A stream's state: who watches it, for the replay and the live filter. */
+typedef struct stream_view {
+    web_ctx_t *ctx;
+    web_viewer_t viewer;
+} stream_view_t;
+
 /* One page of a reconnecting stream's history (td_sse_replay_fn). */
 static int replay_next(void *arg, td_sse_stream_t *st, int64_t *last_id)
 {
-    web_ctx_t *ctx = arg;
-    uint64_t last = web_store_each(ctx->store, (uint64_t)*last_id, REPLAY_PAGE, replay_send, st);
+    stream_view_t *sv = arg;
+    uint64_t last = web_store_each(sv->ctx->store, (uint64_t)*last_id, REPLAY_PAGE, &sv->viewer,
+                                   replay_send, st);
     *last_id = (int64_t)last;
-    return last < web_store_last(ctx->store) ? 1 : 0;
+    return last < web_store_last(sv->ctx->store) ? 1 : 0;
+}
+
+/* The live filter (td_sse_filter_fn): tag is the event's web_vis_t. */
+static bool stream_accepts(void *arg, const void *tag)
+{
+    const stream_view_t *sv = arg;
+    return tag && web_visible(tag, &sv->viewer);
 }
 
 /* Live events as SSE (id = the event's sequence number). A reconnect
@@ -121,6 +158,8 @@ static int replay_next(void *arg, td_sse_stream_t *st, int64_t *last_id)
 static void get_stream(td_req_t *req, td_resp_t *resp)
 {
     web_ctx_t *ctx = req->ctx;
+    web_viewer_t viewer;
+    if (!viewer_of(req, resp, &viewer)) return;
     const char *from = td_req_header(req, "Last-Event-ID");
     if (!from || !*from) from = td_req_query(req, "after");
     uint64_t after = 0;
@@ -128,24 +167,45 @@ static void get_stream(td_req_t *req, td_resp_t *resp)
         td_resp_error(resp, 400, "Last-Event-ID / after must be an event sequence number");
         return;
     }
-    if (!from) {
-        td_sse_open(ctx->hub, req, resp, "*", SSE_RETRY_MS);
-        return;
-    }
-    uint64_t last = web_store_last(ctx->store);
-    if (last > REPLAY_MAX && after < last - REPLAY_MAX) after = last - REPLAY_MAX;
-    td_sse_replay_t replay = {
-        .next = replay_next,
-        .arg = ctx,
-        .after = (int64_t)after,
-        .contiguous = true,
+    /* One state for the filter and the replay: the filter frees it. */
+    stream_view_t *sv = td_calloc(1, sizeof(*sv));
+    sv->ctx = ctx;
+    sv->viewer = viewer;
+    td_sse_opts_t o = {
+        .key = "*",
+        .retry_ms = SSE_RETRY_MS,
+        .filter = stream_accepts,
+        .filter_arg = sv,
+        .filter_free = free,
+        /* A signed-in viewer's streams count against their cap; they end
+         * when the token expires (the hub reads req->auth). */
+        .owner = viewer.user_id[0] ? viewer.user_id : NULL,
+        .max_per_owner = ctx->cfg->max_streams_per_user,
     };
-    td_sse_open_replay(ctx->hub, req, resp, "*", SSE_RETRY_MS, &replay);
+    td_sse_replay_t replay;
+    if (from) {
+        uint64_t last = web_store_last(ctx->store);
+        if (last > REPLAY_MAX && after < last - REPLAY_MAX) after = last - REPLAY_MAX;
+        replay = (td_sse_replay_t){
+            .next = replay_next,
+            .arg = sv,
+            .after = (int64_t)after,
+            /* Only an admin sees every seq; a filtered stream skips ids. */
+            .contiguous = viewer.admin,
+        };
+        o.replay = &replay;
+    }
+    td_sse_open_opts(ctx->hub, req, resp, &o);
 }
 
 static void get_trace(td_req_t *req, td_resp_t *resp)
 {
     web_ctx_t *ctx = req->ctx;
+    if (!td_req_auth(req, resp, true)) return;
+    if (strcmp(req->auth.role, "admin") != 0) {
+        td_resp_error(resp, 403, "admin role required");
+        return;
+    }
     const char *id = td_req_param(req, "id");
     if (!id || !*id || strlen(id) > 200) {
         td_resp_error(resp, 400, "id must be 1 to 200 characters");

@@ -55,6 +55,7 @@ web_service_t *web_service_start(const td_config_t *cfg, char *errstr, size_t er
         .secret_len = cfg->secret_len,
         .ready = web_reader_ready,
         .ready_arg = svc->reader,
+        .cors_origins = cfg->cors_origins,
     };
     svc->http = td_http_start(&hopts, errstr, errlen);
     if (!svc->http) goto fail;
@@ -80,11 +81,12 @@ web_store_t *web_service_store(web_service_t *svc)
 void web_service_stop(web_service_t *svc)
 {
     if (!svc) return;
-    /* Streams end before HTTP stops: it must not wait on a suspended one. */
+    /* Streams end first; the hub goes after the reader, which publishes
+     * to it. */
     if (svc->ctx.hub) td_sse_hub_close(svc->ctx.hub);
     if (svc->http) td_http_stop(svc->http);
-    if (svc->ctx.hub) td_sse_hub_free(svc->ctx.hub);
     if (svc->reader) web_reader_stop(svc->reader);
+    if (svc->ctx.hub) td_sse_hub_free(svc->ctx.hub);
     web_store_free(svc->ctx.store);
     free(svc->ctx.web_dir);
     free(svc);

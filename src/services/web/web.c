@@ -6,10 +6,12 @@
 #include "web/web.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "tidings/causal.h"
+#include "tidings/config.h"
 #include "tidings/envelope.h"
 #include "tidings/json.h"
 
@@ -19,6 +21,7 @@ typedef struct entry {
     uint64_t seq;
     td_event_t *ev; /* NULL when the record is not a CloudEvent */
     char *json;     /* what the API serves */
+    web_vis_t vis;
 } entry_t;
 
 struct web_store {
@@ -149,6 +152,28 @@ static json_t *event_json(const td_record_t *rec, const td_event_t *ev, const ch
     return o;
 }
 
+bool web_visible(const web_vis_t *vis, const web_viewer_t *viewer)
+{
+    if (!viewer || viewer->admin || vis->public) return true;
+    return viewer->user_id[0] && vis->owner[0] && !strcmp(vis->owner, viewer->user_id);
+}
+
+/* Public: a product event on its own topic. Owned: the user the event is
+ * about. Anything else (invalid records, dead letters, events about no
+ * user) is for admins. */
+static web_vis_t visibility(const td_record_t *rec, const td_event_t *ev, const char *prefix)
+{
+    web_vis_t vis = {0};
+    if (!ev || td_record_header(rec, "tidings_dlt_reason")) return vis;
+    const char *topic = short_topic(rec->topic, prefix);
+    const char *home = td_topic_of(ev->type);
+    vis.public = home && !strcmp(home, "products") && !strcmp(topic, home);
+    const char *uid = json_string_value(json_object_get(ev->data, "userId"));
+    if (!uid && !strcmp(topic, "users")) uid = ev->subject;
+    if (uid && td_uuid_valid(uid)) snprintf(vis.owner, sizeof(vis.owner), "%s", uid);
+    return vis;
+}
+
 json_t *web_event_json(const td_record_t *rec, const char *prefix, uint64_t seq)
 {
     char reason[256] = "";
@@ -169,6 +194,7 @@ uint64_t web_store_add(web_store_t *st, const td_record_t *rec, web_emit_fn emit
     entry_clear(e);
     e->seq = seq;
     e->ev = ev;
+    e->vis = visibility(rec, ev, st->prefix);
     e->json = td_json_dumps(o);
     json_decref(o);
     /* The data tree is in the JSON text now; the envelope is kept for its
@@ -179,7 +205,7 @@ uint64_t web_store_add(web_store_t *st, const td_record_t *rec, web_emit_fn emit
     }
     st->last = seq;
     if (st->cnt < st->cap) st->cnt++;
-    if (emit) emit(arg, seq, e->json);
+    if (emit) emit(arg, seq, e->json, &e->vis);
     pthread_mutex_unlock(&st->lock);
     return seq;
 }
@@ -190,13 +216,17 @@ static uint64_t first_seq(const web_store_t *st)
     return st->last - st->cnt + 1;
 }
 
-uint64_t web_store_each(web_store_t *st, uint64_t after, size_t max, web_emit_fn emit, void *arg)
+uint64_t web_store_each(web_store_t *st, uint64_t after, size_t max, const web_viewer_t *viewer,
+                        web_emit_fn emit, void *arg)
 {
     pthread_mutex_lock(&st->lock);
     uint64_t s = after + 1 > first_seq(st) ? after + 1 : first_seq(st), done = s - 1;
-    for (size_t n = 0; s <= st->last && n < max; s++, n++) {
-        emit(arg, s, slot(st, s)->json);
+    for (size_t n = 0; s <= st->last && n < max; s++) {
+        const entry_t *e = slot(st, s);
         done = s;
+        if (!web_visible(&e->vis, viewer)) continue;
+        emit(arg, s, e->json, &e->vis);
+        n++;
     }
     pthread_mutex_unlock(&st->lock);
     return done;
@@ -208,28 +238,49 @@ static void append_entry(json_t *arr, const entry_t *e)
     if (o) json_array_append_new(arr, o);
 }
 
-json_t *web_store_list(web_store_t *st, bool has_after, uint64_t after, size_t limit)
+json_t *web_store_list(web_store_t *st, bool has_after, uint64_t after, size_t limit,
+                       const web_viewer_t *viewer)
 {
     if (!limit) limit = WEB_LIST_DEFAULT_LIMIT;
     if (limit > WEB_LIST_MAX_LIMIT) limit = WEB_LIST_MAX_LIMIT;
     json_t *events = json_array();
     json_t *next = json_null();
     pthread_mutex_lock(&st->lock);
-    uint64_t first = first_seq(st), from, to;
+    uint64_t first = first_seq(st);
     if (has_after) {
-        from = after + 1 > first ? after + 1 : first;
-        to = from + limit - 1 < st->last ? from + limit - 1 : st->last;
-        if (to < st->last && from <= to) {
+        /* Oldest first from after; next is the last one looked at while
+         * more follow, so paging never skips and never repeats. */
+        uint64_t s = after + 1 > first ? after + 1 : first, looked = 0;
+        size_t n = 0;
+        for (; s <= st->last && st->cnt && n < limit; s++) {
+            const entry_t *e = slot(st, s);
+            looked = s;
+            if (!web_visible(&e->vis, viewer)) continue;
+            append_entry(events, e);
+            n++;
+        }
+        if (looked && looked < st->last) {
             char buf[32];
-            snprintf(buf, sizeof(buf), "%llu", (unsigned long long)to);
+            snprintf(buf, sizeof(buf), "%llu", (unsigned long long)looked);
             json_decref(next);
             next = json_string(buf);
         }
     } else {
-        to = st->last;
-        from = st->cnt > limit ? st->last - limit + 1 : first;
+        /* The latest limit that viewer may see, still oldest first. */
+        uint64_t from = st->last + 1;
+        size_t n = 0;
+        for (uint64_t s = st->last; st->cnt && s >= first && s > 0 && n < limit; s--) {
+            if (!web_visible(&slot(st, s)->vis, viewer)) continue;
+            from = s;
+            n++;
+        }
+        for (uint64_t s = from; s <= st->last && n > 0; s++) {
+            const entry_t *e = slot(st, s);
+            if (!web_visible(&e->vis, viewer)) continue;
+            append_entry(events, e);
+            n--;
+        }
     }
-    for (uint64_t s = from; s <= to && st->cnt; s++) append_entry(events, slot(st, s));
     uint64_t last = st->last;
     pthread_mutex_unlock(&st->lock);
     return json_pack("{s:o, s:o, s:I}", "events", events, "next", next, "last", (json_int_t)last);
