@@ -172,8 +172,12 @@ bool td_consumer_assigned(td_consumer_t *cons);
  * as a warning naming both. A broker that does not support CreateTopics
  * (the embedded one, whose topics `tidings broker` made) is not an error.
  * 0; TD_EINVAL (a bad setting), TD_EIO (Kafka refused to create a topic),
- * TD_EAGAIN (Kafka refused the credentials) or TD_ETIMEDOUT (unreachable),
- * each with errstr. Any thread. */
+ * TD_EAGAIN (Kafka refused the credentials) or TD_ETIMEDOUT (unreachable,
+ * or a transient error such as a controller moving), each with errstr.
+ * Any thread. */
 int td_topics_ensure(const td_config_t *cfg, char *errstr, size_t errlen);
+/* How long td_topics_ensure waits for a first answer from Kafka before it
+ * returns TD_ETIMEDOUT (or TD_EAGAIN for refused credentials). */
+#define TD_TOPICS_CONNECT_WAIT_MS 3000
 
 #endif

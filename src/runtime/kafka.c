@@ -118,8 +118,7 @@ static int user_set(rd_kafka_conf_t *conf, const char *where, const char *name, 
     rd_kafka_conf_res_t res = rd_kafka_conf_set(conf, name, value, kerr, sizeof(kerr));
     if (res == RD_KAFKA_CONF_OK) return 0;
     scrub(clean, sizeof(clean), kerr);
-    if (secret)
-        return td_errf(errstr, errlen, TD_EINVAL, "%s: %s: %s", where, name, clean);
+    if (secret) return td_errf(errstr, errlen, TD_EINVAL, "%s: %s: %s", where, name, clean);
     return td_errf(errstr, errlen, TD_EINVAL, "%s: %s=%s: %s", where, name, value, clean);
 }
 
@@ -251,7 +250,11 @@ rd_kafka_conf_t *td_kafka_conf(const td_config_t *cfg, char *errstr, size_t errl
     if (td_kafka_set(conf, "client.id", client_id, errstr, errlen) != 0 ||
         td_kafka_set(conf, "reconnect.backoff.ms", "100", errstr, errlen) != 0 ||
         td_kafka_set(conf, "reconnect.backoff.max.ms", "2000", errstr, errlen) != 0 ||
-        td_kafka_set(conf, "socket.keepalive.enable", "true", errstr, errlen) != 0)
+        td_kafka_set(conf, "socket.keepalive.enable", "true", errstr, errlen) != 0 ||
+        /* A service that started before Kafka let it create the topics
+         * has consumers subscribed to topics that did not exist; they see
+         * them at the next metadata refresh (librdkafka's default: 5 min). */
+        td_kafka_set(conf, "topic.metadata.refresh.interval.ms", "10000", errstr, errlen) != 0)
         goto fail;
     /* The operator's: security, SASL, TLS, tuning, librdkafka's `debug`
      * (TIDINGS_KAFKA_DEBUG; its lines are logged at debug level). Each

@@ -21,7 +21,7 @@
 #include "tidings/bus.h"
 #include "tidings/log.h"
 
-#define METADATA_WAIT_MS  10000
+#define METADATA_WAIT_MS  TD_TOPICS_CONNECT_WAIT_MS
 #define CREATE_WAIT_MS    30000
 #define DESCRIBE_WAIT_MS  10000
 #define PROPAGATE_WAIT_MS 10000
@@ -41,6 +41,28 @@ static void ensure_error_cb(rd_kafka_t *rk, int err, const char *reason, void *o
     if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN && atomic_load(&e->err)) return;
     snprintf(e->why, sizeof(e->why), "%s", reason);
     atomic_store(&e->err, err);
+}
+
+/* Errors that say "not now" rather than "no": a controller moving, a broker
+ * down, a request that timed out. The caller tries again later instead of
+ * stopping the service. */
+static bool transient(rd_kafka_resp_err_t err)
+{
+    switch (err) {
+    case RD_KAFKA_RESP_ERR__TIMED_OUT:
+    case RD_KAFKA_RESP_ERR__TRANSPORT:
+    case RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN:
+    case RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT:
+    case RD_KAFKA_RESP_ERR_NOT_CONTROLLER:
+    case RD_KAFKA_RESP_ERR_BROKER_NOT_AVAILABLE:
+    case RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE:
+    case RD_KAFKA_RESP_ERR_THROTTLING_QUOTA_EXCEEDED:
+    /* fewer brokers registered than the metadata listed a moment ago */
+    case RD_KAFKA_RESP_ERR_INVALID_REPLICATION_FACTOR:
+        return true;
+    default:
+        return false;
+    }
 }
 
 static const rd_kafka_metadata_topic_t *find_topic(const struct rd_kafka_metadata *md,
@@ -122,7 +144,8 @@ static void check_existing(rd_kafka_t *rk, const td_config_t *cfg,
     } else {
         const rd_kafka_DescribeConfigs_result_t *dres = rd_kafka_event_DescribeConfigs_result(rkev);
         size_t rcnt = 0;
-        const rd_kafka_ConfigResource_t **rs = rd_kafka_DescribeConfigs_result_resources(dres, &rcnt);
+        const rd_kafka_ConfigResource_t **rs =
+            rd_kafka_DescribeConfigs_result_resources(dres, &rcnt);
         for (size_t i = 0; i < rcnt; i++) {
             const char *topic = rd_kafka_ConfigResource_name(rs[i]);
             if (rd_kafka_ConfigResource_error(rs[i])) {
@@ -202,6 +225,8 @@ int td_topics_ensure(const td_config_t *cfg, char *errstr, size_t errlen)
 
     rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 1, NULL, &md, METADATA_WAIT_MS);
     if (err) {
+        /* The error callback runs from rd_kafka_poll only. */
+        rd_kafka_poll(rk, 0);
         int why = atomic_load(&errs.err);
         if (why == RD_KAFKA_RESP_ERR__AUTHENTICATION)
             rc = td_errf(errstr, errlen, TD_EAGAIN,
@@ -210,8 +235,7 @@ int td_topics_ensure(const td_config_t *cfg, char *errstr, size_t errlen)
                          cfg->brokers, errs.why);
         else
             rc = td_errf(errstr, errlen, TD_ETIMEDOUT, "cannot reach Kafka at %s: %s%s%s",
-                         cfg->brokers, rd_kafka_err2str(err), why ? ": " : "",
-                         why ? errs.why : "");
+                         cfg->brokers, rd_kafka_err2str(err), why ? ": " : "", why ? errs.why : "");
         goto out;
     }
     /* CreateTopics goes to the controller. The embedded broker names one
@@ -268,8 +292,8 @@ int td_topics_ensure(const td_config_t *cfg, char *errstr, size_t errlen)
             td_debug("the brokers do not support CreateTopics (%s); assuming the topics exist",
                      rd_kafka_event_error_string(rkev));
         } else {
-            rc = td_errf(errstr, errlen, TD_EIO, "creating topics: %s",
-                         rd_kafka_event_error_string(rkev));
+            rc = td_errf(errstr, errlen, transient(err) ? TD_ETIMEDOUT : TD_EIO,
+                         "creating topics: %s", rd_kafka_event_error_string(rkev));
         }
         goto out;
     }
@@ -290,7 +314,8 @@ int td_topics_ensure(const td_config_t *cfg, char *errstr, size_t errlen)
             td_debug("topic %s: CreateTopics not supported: %s", name,
                      rd_kafka_topic_result_error_string(results[i]));
         } else if (rc == 0) {
-            rc = td_errf(errstr, errlen, TD_EIO, "cannot create topic %s: %s", name,
+            rc = td_errf(errstr, errlen, transient(terr) ? TD_ETIMEDOUT : TD_EIO,
+                         "cannot create topic %s: %s", name,
                          rd_kafka_topic_result_error_string(results[i]));
         }
     }

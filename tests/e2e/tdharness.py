@@ -183,10 +183,11 @@ class System:
         self.brokers = None
         self.reader_brokers = None
 
-    def _spawn(self, name, args):
+    def _spawn(self, name, args, env=None):
         logf = open(os.path.join(self.dir, name + ".log"), "ab")
         self.logs[name] = logf
-        return subprocess.Popen([BIN] + args, env=self.env, stdout=logf, stderr=logf,
+        penv = dict(self.env, **(env or {}))
+        return subprocess.Popen([BIN] + args, env=penv, stdout=logf, stderr=logf,
                                 stdin=subprocess.DEVNULL)
 
     def start_broker(self):
@@ -210,9 +211,16 @@ class System:
             time.sleep(0.05)
         raise RuntimeError("tidings broker wrote no bootstrap list")
 
-    def start(self, svc):
-        self.procs[svc] = self._spawn(svc, [svc, "--data", self.dir, "--brokers", self.brokers,
-                                            "--port", str(self.ports[svc])])
+    def start(self, svc, name=None, env=None, brokers=None):
+        """Starts service svc as process name (default svc; another name
+        runs a second instance on a port of its own), env added to the
+        System's, on brokers (default the System's)."""
+        name = name or svc
+        if name not in self.ports:
+            self.ports[name] = free_port()
+        self.procs[name] = self._spawn(name, [svc, "--data", self.dir, "--brokers",
+                                              brokers or self.brokers, "--port",
+                                              str(self.ports[name])], env)
 
     def url(self, svc, path):
         return "http://127.0.0.1:%d%s" % (self.ports[svc], path)
