@@ -27,13 +27,16 @@ run: build
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
-# The same tests under AddressSanitizer + UndefinedBehaviorSanitizer (CI runs it).
+# The same tests under AddressSanitizer + UndefinedBehaviorSanitizer (CI runs it),
+# but for the browser test and the kafka tier: `make test` runs that on the
+# real cluster, and its code paths are the e2e tier's, which runs here too
+# (a second cluster run under ASan would cost CI minutes for no new code).
 test-sanitize: deps
 	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DTIDINGS_SANITIZE=ON
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  ctest --output-on-failure -j $(JOBS) -LE browser
+	  ctest --output-on-failure -j $(JOBS) -LE "browser|kafka"
 
 # The libFuzzer harnesses of tests/fuzz (clang, ASan + UBSan), each run for
 # FUZZ_SECONDS; fails if any of them finds a crash, leak or broken invariant.
