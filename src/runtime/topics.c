@@ -7,11 +7,11 @@
  * writes). Topics that exist are left alone, being the operator's, but an
  * existing topic with fewer partitions or another retention than
  * configured is a warning that names both values. Several services create
- * at once: TOPIC_ALREADY_EXISTS is success. Created topics are waited for
- * in the metadata, because a consumer that subscribes to a topic its broker
- * does not know yet only looks again at its next metadata refresh
- * (minutes). The embedded broker answers no CreateTopics; its topics were
- * made by `tidings broker`, so it is detected and left alone. */
+ * at once: TOPIC_ALREADY_EXISTS is success. Every topic is then waited
+ * for until the metadata shows a leader for each of its partitions,
+ * because a consumer group formed before that may get no partitions of it
+ * and only look again at a later metadata refresh. The embedded broker answers no CreateTopics; its
+ * topics were made by `tidings broker`, so it is detected and left alone. */
 #include <inttypes.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -171,25 +171,38 @@ static void check_existing(rd_kafka_t *rk, const td_config_t *cfg,
     free(res);
 }
 
-/* Waits until every name in created shows in the metadata with its
- * partitions, so that a consumer subscribing next finds it. */
-static void wait_visible(rd_kafka_t *rk, char **created, size_t cnt)
+/* True when topic t is usable: no error and every partition has a leader.
+ * A topic created a moment ago is in the metadata before its partitions
+ * have leaders; a consumer group that forms then may get no partitions of
+ * it, and librdkafka 2.0 was seen not to rejoin for minutes after. */
+static bool usable(const rd_kafka_metadata_topic_t *t)
+{
+    if (!t || t->err || t->partition_cnt <= 0) return false;
+    for (int p = 0; p < t->partition_cnt; p++)
+        if (t->partitions[p].err || t->partitions[p].leader < 0) return false;
+    return true;
+}
+
+/* Waits until every name in names is usable in the metadata of two answers
+ * in a row (each from whichever broker librdkafka asks, and brokers learn
+ * new topics from the controller one by one), so that a consumer
+ * subscribing next finds all of it. */
+static void wait_visible(rd_kafka_t *rk, char **names, size_t cnt)
 {
     int64_t deadline = td_mono_ms() + PROPAGATE_WAIT_MS;
+    int good = 0;
     while (td_mono_ms() < deadline) {
         const struct rd_kafka_metadata *md = NULL;
         if (rd_kafka_metadata(rk, 1, NULL, &md, 2000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
             size_t seen = 0;
-            for (size_t i = 0; i < cnt; i++) {
-                const rd_kafka_metadata_topic_t *t = find_topic(md, created[i]);
-                seen += t && !t->err && t->partition_cnt > 0;
-            }
+            for (size_t i = 0; i < cnt; i++) seen += usable(find_topic(md, names[i]));
             rd_kafka_metadata_destroy(md);
-            if (seen == cnt) return;
+            good = seen == cnt ? good + 1 : 0;
+            if (good == 2) return;
         }
         td_sleep_ms(100);
     }
-    td_warn("%zu created topics are not all in the metadata after %d s", cnt,
+    td_warn("%zu topics do not all have partition leaders after %d s", cnt,
             PROPAGATE_WAIT_MS / 1000);
 }
 
@@ -200,7 +213,6 @@ int td_topics_ensure(const td_config_t *cfg, char *errstr, size_t errlen)
     rd_kafka_t *rk = NULL;
     const struct rd_kafka_metadata *md = NULL;
     rd_kafka_NewTopic_t **newt = NULL;
-    char **created = NULL;
     size_t newt_cnt = 0, name_cnt = 0;
     rd_kafka_queue_t *q = NULL;
     rd_kafka_event_t *rkev = NULL;
@@ -259,7 +271,6 @@ int td_topics_ensure(const td_config_t *cfg, char *errstr, size_t errlen)
     snprintf(retention, sizeof(retention), "%" PRId64, cfg->retention_ms);
 
     newt = td_calloc(name_cnt, sizeof(*newt));
-    created = td_calloc(name_cnt + 1, sizeof(*created));
     for (size_t i = 0; i < name_cnt; i++) {
         if (find_topic(md, names[i])) continue;
         rd_kafka_NewTopic_t *nt =
@@ -273,7 +284,10 @@ int td_topics_ensure(const td_config_t *cfg, char *errstr, size_t errlen)
         newt[newt_cnt++] = nt;
     }
     check_existing(rk, cfg, md, names, name_cnt);
-    if (newt_cnt == 0) goto out;
+    if (newt_cnt == 0) {
+        wait_visible(rk, names, name_cnt);
+        goto out;
+    }
 
     q = rd_kafka_queue_new(rk);
     rd_kafka_AdminOptions_t *aopts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
@@ -298,7 +312,7 @@ int td_topics_ensure(const td_config_t *cfg, char *errstr, size_t errlen)
         goto out;
     }
     const rd_kafka_CreateTopics_result_t *res = rd_kafka_event_CreateTopics_result(rkev);
-    size_t res_cnt = 0, created_cnt = 0;
+    size_t res_cnt = 0;
     const rd_kafka_topic_result_t **results = rd_kafka_CreateTopics_result_topics(res, &res_cnt);
     for (size_t i = 0; i < res_cnt; i++) {
         const char *name = rd_kafka_topic_result_name(results[i]);
@@ -307,9 +321,8 @@ int td_topics_ensure(const td_config_t *cfg, char *errstr, size_t errlen)
             td_info("created topic %s (%d partitions, replication %d, retention.ms %s%s)", name,
                     cfg->partitions, replication, retention,
                     replication >= 3 ? ", min.insync.replicas 2" : "");
-            created[created_cnt++] = td_strdup(name);
         } else if (terr == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
-            created[created_cnt++] = td_strdup(name); /* another service made it first */
+            continue; /* another service made it first */
         } else if (unsupported(terr)) {
             td_debug("topic %s: CreateTopics not supported: %s", name,
                      rd_kafka_topic_result_error_string(results[i]));
@@ -319,14 +332,13 @@ int td_topics_ensure(const td_config_t *cfg, char *errstr, size_t errlen)
                          rd_kafka_topic_result_error_string(results[i]));
         }
     }
-    if (rc == 0 && created_cnt > 0) wait_visible(rk, created, created_cnt);
+    if (rc == 0) wait_visible(rk, names, name_cnt);
 
 out:
     if (rkev) rd_kafka_event_destroy(rkev);
     if (q) rd_kafka_queue_destroy(q);
     for (size_t i = 0; i < newt_cnt; i++) rd_kafka_NewTopic_destroy(newt[i]);
     free(newt);
-    free_names(created);
     free_names(names);
     if (md) rd_kafka_metadata_destroy(md);
     rd_kafka_destroy(rk);
