@@ -29,88 +29,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "db_internal.h"
 #include "tidings/fault.h"
 #include "tidings/log.h"
-
-#define STMT_CACHE         64 /* statements cached per connection */
-#define MAX_HOOKS          16
-#define GROUP_MAX_UNITS    64 /* units sharing one COMMIT at most */
-#define GROUP_MAX_MS       5  /* and at most this long after its first began */
-#define BUSY_TIMEOUT_MS    5000
-#define CHECKPOINT_PAGES   1000 /* WAL pages that make a checkpoint due */
-#define CHECKPOINT_IDLE_MS 1000
-
-typedef struct slot {
-    const char *key; /* the sql pointer it was prepared from */
-    sqlite3_stmt *st;
-    bool busy;
-} slot_t;
-
-typedef struct conn {
-    sqlite3 *sq;
-    slot_t cache[STMT_CACHE];
-    size_t cache_cnt;
-    struct conn *next_free;
-} conn_t;
-
-typedef struct after {
-    td_db_after_fn fn;
-    void *arg;
-} after_t;
-
-/* A unit that ended inside an open group waits on one of these. */
-typedef struct ticket {
-    struct ticket *next;
-    int rc;
-    bool done;
-} ticket_t;
-
-typedef struct hook {
-    td_db_commit_hook_fn fn;
-    void *arg;
-} hook_t;
-
-struct td_db {
-    char *path;
-    bool memory; /* no readers, no groups */
-
-    conn_t w;           /* the writer */
-    pthread_mutex_t mu; /* the writer and everything below to the readers */
-    pthread_cond_t cv;  /* a group committed */
-    atomic_int waiting; /* threads blocked in td_db_begin */
-    bool tx_open;
-    bool group_broken; /* SQLite ended the transaction under us */
-    int64_t group_start;
-    int group_units;
-    uint32_t group_marks;
-    ticket_t *tickets;
-    /* The unit running now (its thread holds mu). */
-    uint32_t unit_marks;
-    int sp_depth;
-    size_t sp_after[16]; /* after_cnt when each open savepoint began */
-    after_t *afters;
-    size_t after_cnt, after_cap;
-
-    pthread_mutex_t hook_mu; /* held while hooks run: see td_db_hook_remove */
-    hook_t hooks[MAX_HOOKS];
-    int legacy_hook; /* td_db_set_commit_hook's id, -1 when none */
-
-    pthread_mutex_t rmu; /* readers */
-    conn_t *free_readers;
-    conn_t **readers;
-    size_t reader_cnt;
-
-    pthread_key_t cur; /* conn_t *: this thread's connection now */
-
-    /* The checkpointer: copies the WAL back into the database file on a
-     * connection of its own, so that no commit waits for it. */
-    conn_t ck;
-    pthread_t ck_thread;
-    bool ck_started, ck_stop, ck_due;
-    pthread_mutex_t ck_mu;
-    pthread_cond_t ck_cv;
-    bool sync_full;
-};
+#include "tidings/metrics.h"
+#include "tidings/uuid.h"
 
 /* The connections this thread has open sections on, so td_db_done (which
  * gets no db) finds the cache a statement came from. */
@@ -136,7 +59,7 @@ static void thread_conn_del(conn_t *c)
 
 /* ---- connections ---------------------------------------------------------- */
 
-static int exec_err(sqlite3 *sq, const char *sql, char *errstr, size_t errlen)
+int td__db_exec_err(sqlite3 *sq, const char *sql, char *errstr, size_t errlen)
 {
     char *msg = NULL;
     if (sqlite3_exec(sq, sql, NULL, NULL, &msg) == SQLITE_OK) return 0;
@@ -145,8 +68,23 @@ static int exec_err(sqlite3 *sq, const char *sql, char *errstr, size_t errlen)
     return TD_EIO;
 }
 
-static int conn_exec(conn_t *c, const char *sql)
+/* Runs one of fixed_sql on c (sql is one of its entries), else like
+ * sqlite3_exec. */
+int td__db_conn_exec(conn_t *c, const char *sql)
 {
+    for (size_t i = 0; i < FIXED_CNT; i++) {
+        if (strcmp(sql, fixed_sql[i])) continue;
+        if (!c->fixed[i] && sqlite3_prepare_v3(c->sq, sql, -1, SQLITE_PREPARE_PERSISTENT,
+                                               &c->fixed[i], NULL) != SQLITE_OK) {
+            td_error("database: %s (in: %s)", sqlite3_errmsg(c->sq), sql);
+            return TD_EIO;
+        }
+        int rc = sqlite3_step(c->fixed[i]);
+        sqlite3_reset(c->fixed[i]);
+        if (rc == SQLITE_DONE) return 0;
+        td_error("database: %s (in: %s)", sqlite3_errmsg(c->sq), sql);
+        return TD_EIO;
+    }
     char *msg = NULL;
     if (sqlite3_exec(c->sq, sql, NULL, NULL, &msg) == SQLITE_OK) return 0;
     td_error("database: %s (in: %.200s)", msg ? msg : sqlite3_errmsg(c->sq), sql);
@@ -166,15 +104,19 @@ static void conn_reset_busy(conn_t *c)
         }
 }
 
-static void conn_close(conn_t *c)
+void td__db_conn_close(conn_t *c)
 {
+    for (size_t i = 0; i < FIXED_CNT; i++) {
+        sqlite3_finalize(c->fixed[i]);
+        c->fixed[i] = NULL;
+    }
     for (size_t i = 0; i < c->cache_cnt; i++) sqlite3_finalize(c->cache[i].st);
     c->cache_cnt = 0;
     if (c->sq) sqlite3_close_v2(c->sq);
     c->sq = NULL;
 }
 
-static int conn_open(conn_t *c, const char *path, bool reader, char *errstr, size_t errlen)
+int td__db_conn_open(conn_t *c, const char *path, bool reader, char *errstr, size_t errlen)
 {
     int rc = sqlite3_open_v2(
         path, &c->sq, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
@@ -194,7 +136,7 @@ static int conn_open(conn_t *c, const char *path, bool reader, char *errstr, siz
                                  : "PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON;"
                                    " PRAGMA cache_size=-65536; PRAGMA temp_store=MEMORY;"
                                    " PRAGMA wal_autocheckpoint=0;";
-    if (exec_err(c->sq, pragmas, msg, sizeof(msg)) != 0)
+    if (td__db_exec_err(c->sq, pragmas, msg, sizeof(msg)) != 0)
         return td_errf(errstr, errlen, TD_EIO, "database %s: %s", path, msg);
     return 0;
 }
@@ -205,188 +147,6 @@ static conn_t *current(td_db_t *db)
     /* A statement outside a unit or a read has no connection to run on. */
     assert(c && "database used outside td_db_begin/commit and td_db_lock/unlock");
     return c;
-}
-
-/* ---- migrations ------------------------------------------------------------ */
-
-static int user_version(sqlite3 *sq, int *out)
-{
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(sq, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK) return TD_EIO;
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) *out = sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
-    return rc == SQLITE_ROW ? 0 : TD_EIO;
-}
-
-static int component_version(sqlite3 *sq, const char *name, int *out)
-{
-    sqlite3_stmt *st = NULL;
-    *out = 0;
-    if (sqlite3_prepare_v2(sq, "SELECT version FROM td_schema WHERE name = ?", -1, &st, NULL) !=
-        SQLITE_OK)
-        return TD_EIO;
-    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) *out = sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
-    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : TD_EIO;
-}
-
-/* Applies migs above the version read by `have`; each migration and its
- * version bump (bump_fmt with the version) in one transaction, so a crash
- * never leaves a half-applied version that would be skipped next time. */
-static int migrate(sqlite3 *sq, const char *what, int have, const td_migration_t *migs,
-                   size_t mig_cnt, const char *name, char *errstr, size_t errlen)
-{
-    int prev = 0;
-    for (size_t i = 0; i < mig_cnt; i++) {
-        const td_migration_t *m = &migs[i];
-        if (m->version <= prev)
-            return td_errf(errstr, errlen, TD_EINVAL, "%s versions must increase (%d after %d)",
-                           what, m->version, prev);
-        prev = m->version;
-        if (m->version <= have) continue;
-        char msg[512], bump[160];
-        if (name)
-            snprintf(bump, sizeof(bump),
-                     "INSERT INTO td_schema(name, version) VALUES('%s', %d)"
-                     " ON CONFLICT(name) DO UPDATE SET version = excluded.version",
-                     name, m->version);
-        else
-            snprintf(bump, sizeof(bump), "PRAGMA user_version = %d", m->version);
-        if (exec_err(sq, "BEGIN IMMEDIATE", msg, sizeof(msg)) != 0)
-            return td_errf(errstr, errlen, TD_EIO, "%s %d: %s", what, m->version, msg);
-        if (exec_err(sq, m->sql, msg, sizeof(msg)) != 0 ||
-            exec_err(sq, bump, msg, sizeof(msg)) != 0 ||
-            exec_err(sq, "COMMIT", msg, sizeof(msg)) != 0) {
-            sqlite3_exec(sq, "ROLLBACK", NULL, NULL, NULL);
-            return td_errf(errstr, errlen, TD_EIO, "%s %d: %s", what, m->version, msg);
-        }
-        td_debug("database: %s migrated to version %d", what, m->version);
-        have = m->version;
-    }
-    return 0;
-}
-
-int td_db_migrate(td_db_t *db, const char *name, const td_migration_t *migs, size_t mig_cnt,
-                  char *errstr, size_t errlen)
-{
-    char msg[512];
-    int have = 0;
-    pthread_mutex_lock(&db->mu);
-    assert(!db->tx_open);
-    int rc = exec_err(db->w.sq,
-                      "CREATE TABLE IF NOT EXISTS td_schema ("
-                      " name TEXT PRIMARY KEY, version INTEGER NOT NULL) WITHOUT ROWID",
-                      msg, sizeof(msg));
-    if (rc == 0) rc = component_version(db->w.sq, name, &have);
-    if (rc != 0)
-        td_errf(errstr, errlen, TD_EIO, "database %s: schema of %s: %s", db->path, name,
-                rc ? sqlite3_errmsg(db->w.sq) : msg);
-    else {
-        char what[96];
-        snprintf(what, sizeof(what), "%s migration", name);
-        rc = migrate(db->w.sq, what, have, migs, mig_cnt, name, errstr, errlen);
-    }
-    pthread_mutex_unlock(&db->mu);
-    return rc;
-}
-
-/* The runtime's own tables. Version 1 is the first release's outbox and
- * inbox (created only where missing, so an old database keeps its rows);
- * version 2 gives the inbox a time-ordered rowid, so the oldest rows are
- * pruned without an index on time, and the outcome a redrive looks at. */
-static const td_migration_t runtime_migrations[] = {
-    {1, "CREATE TABLE IF NOT EXISTS td_outbox ("
-        " id INTEGER PRIMARY KEY AUTOINCREMENT,"
-        " topic TEXT NOT NULL,"
-        " key BLOB,"
-        " value BLOB,"
-        " headers BLOB,"
-        " created_ms INTEGER NOT NULL);"
-        "CREATE TABLE IF NOT EXISTS td_inbox ("
-        " event_id TEXT PRIMARY KEY,"
-        " topic TEXT NOT NULL,"
-        " processed_ms INTEGER NOT NULL);"},
-    {2, "CREATE TABLE td_inbox2 ("
-        " id INTEGER PRIMARY KEY,"
-        " event_id TEXT NOT NULL UNIQUE,"
-        " topic TEXT NOT NULL,"
-        " processed_ms INTEGER NOT NULL,"
-        " outcome INTEGER NOT NULL DEFAULT 0);"
-        "INSERT INTO td_inbox2(event_id, topic, processed_ms)"
-        " SELECT event_id, topic, processed_ms FROM td_inbox ORDER BY processed_ms;"
-        "DROP TABLE td_inbox;"
-        "ALTER TABLE td_inbox2 RENAME TO td_inbox;"},
-};
-
-/* ---- the checkpointer -------------------------------------------------------- */
-
-/* sqlite3_wal_hook of the writer: runs inside each COMMIT. */
-static int wal_hook(void *arg, sqlite3 *sq, const char *name, int pages)
-{
-    (void)sq;
-    (void)name;
-    td_db_t *db = arg;
-    if (pages >= CHECKPOINT_PAGES) {
-        pthread_mutex_lock(&db->ck_mu);
-        if (!db->ck_due) {
-            db->ck_due = true;
-            pthread_cond_signal(&db->ck_cv);
-        }
-        pthread_mutex_unlock(&db->ck_mu);
-    }
-    return SQLITE_OK;
-}
-
-static void *checkpoint_main(void *arg)
-{
-    td_db_t *db = arg;
-    pthread_mutex_lock(&db->ck_mu);
-    while (!db->ck_stop) {
-        if (!db->ck_due) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += CHECKPOINT_IDLE_MS / 1000;
-            pthread_cond_timedwait(&db->ck_cv, &db->ck_mu, &ts);
-            if (db->ck_stop) break;
-        }
-        db->ck_due = false;
-        pthread_mutex_unlock(&db->ck_mu);
-        /* PASSIVE: copies what no reader still needs, never waits. */
-        int log = 0, done = 0;
-        int rc = sqlite3_wal_checkpoint_v2(db->ck.sq, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
-        if (rc != SQLITE_OK && rc != SQLITE_BUSY)
-            td_warn("database %s: checkpoint failed: %s", db->path, sqlite3_errmsg(db->ck.sq));
-        pthread_mutex_lock(&db->ck_mu);
-    }
-    pthread_mutex_unlock(&db->ck_mu);
-    return NULL;
-}
-
-static int checkpointer_start(td_db_t *db, char *errstr, size_t errlen)
-{
-    if (conn_open(&db->ck, db->path, false, errstr, errlen) != 0) return TD_EIO;
-    sqlite3_wal_hook(db->w.sq, wal_hook, db);
-    if (pthread_create(&db->ck_thread, NULL, checkpoint_main, db) != 0)
-        return td_errf(errstr, errlen, TD_EIO, "cannot start the checkpoint thread");
-    db->ck_started = true;
-    return 0;
-}
-
-static void checkpointer_stop(td_db_t *db)
-{
-    if (db->ck_started) {
-        pthread_mutex_lock(&db->ck_mu);
-        db->ck_stop = true;
-        pthread_cond_signal(&db->ck_cv);
-        pthread_mutex_unlock(&db->ck_mu);
-        pthread_join(db->ck_thread, NULL);
-        db->ck_started = false;
-    }
-    if (db->w.sq) sqlite3_wal_hook(db->w.sq, NULL, NULL);
-    conn_close(&db->ck);
 }
 
 /* ---- open and close ---------------------------------------------------------- */
@@ -402,6 +162,7 @@ td_db_t *td_db_open(const char *path, const td_migration_t *migs, size_t mig_cnt
     pthread_key_create(&db->cur, NULL);
     pthread_mutex_init(&db->ck_mu, NULL);
     pthread_cond_init(&db->ck_cv, NULL);
+    pthread_mutex_init(&db->prune_mu, NULL);
     atomic_init(&db->waiting, 0);
     db->legacy_hook = -1;
     db->path = td_strdup(path);
@@ -410,24 +171,25 @@ td_db_t *td_db_open(const char *path, const td_migration_t *migs, size_t mig_cnt
     char msg[512];
     int have = 0;
 
-    if (conn_open(&db->w, path, false, errstr, errlen) != 0) goto fail;
-    if (exec_err(db->w.sq, "PRAGMA synchronous=FULL", msg, sizeof(msg)) != 0) {
+    if (td__db_conn_open(&db->w, path, false, errstr, errlen) != 0) goto fail;
+    if (td__db_exec_err(db->w.sq, "PRAGMA synchronous=FULL", msg, sizeof(msg)) != 0) {
         td_errf(errstr, errlen, TD_EIO, "database %s: %s", path, msg);
         goto fail;
     }
-    if (td_db_migrate(db, "runtime", runtime_migrations, TD_ARRAY_SIZE(runtime_migrations), errstr,
-                      errlen) != 0)
+    if (td_db_migrate(db, "runtime", td__db_runtime_migrations, td__db_runtime_migration_cnt,
+                      errstr, errlen) != 0)
         goto fail;
-    if (user_version(db->w.sq, &have) != 0) {
+    if (td__db_user_version(db->w.sq, &have) != 0) {
         td_errf(errstr, errlen, TD_EIO, "database %s: reading user_version: %s", path,
                 sqlite3_errmsg(db->w.sq));
         goto fail;
     }
-    if (migrate(db->w.sq, "migration", have, migs, mig_cnt, NULL, msg, sizeof(msg)) != 0) {
+    if (td__db_migrate_conn(db->w.sq, "migration", have, migs, mig_cnt, NULL, msg, sizeof(msg)) !=
+        0) {
         td_errf(errstr, errlen, TD_EIO, "database %s: %s", path, msg);
         goto fail;
     }
-    if (!db->memory && checkpointer_start(db, errstr, errlen) != 0) goto fail;
+    if (!db->memory && td__db_checkpointer_start(db, errstr, errlen) != 0) goto fail;
     return db;
 
 fail:
@@ -440,7 +202,7 @@ void td_db_set_full_sync(td_db_t *db, bool full)
     pthread_mutex_lock(&db->mu);
     assert(!db->tx_open);
     db->sync_full = full;
-    conn_exec(&db->w, full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+    td__db_conn_exec(&db->w, full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
     pthread_mutex_unlock(&db->mu);
 }
 
@@ -448,18 +210,19 @@ void td_db_close(td_db_t *db)
 {
     if (!db) return;
     assert(!db->tx_open && !db->tickets);
-    checkpointer_stop(db);
+    td__db_checkpointer_stop(db);
     for (size_t i = 0; i < db->reader_cnt; i++) {
-        conn_close(db->readers[i]);
+        td__db_conn_close(db->readers[i]);
         free(db->readers[i]);
     }
     free(db->readers);
-    conn_close(&db->w);
+    td__db_conn_close(&db->w);
     free(db->afters);
     free(db->path);
     pthread_key_delete(db->cur);
     pthread_cond_destroy(&db->ck_cv);
     pthread_mutex_destroy(&db->ck_mu);
+    pthread_mutex_destroy(&db->prune_mu);
     pthread_mutex_destroy(&db->rmu);
     pthread_mutex_destroy(&db->hook_mu);
     pthread_cond_destroy(&db->cv);
@@ -496,7 +259,7 @@ int td_db_begin(td_db_t *db)
     pthread_mutex_lock(&db->mu);
     atomic_fetch_sub(&db->waiting, 1);
     if (!db->tx_open) {
-        if (conn_exec(&db->w, "BEGIN IMMEDIATE") != 0) {
+        if (td__db_conn_exec(&db->w, "BEGIN IMMEDIATE") != 0) {
             pthread_mutex_unlock(&db->mu);
             return TD_EIO;
         }
@@ -510,7 +273,7 @@ int td_db_begin(td_db_t *db)
     db->sp_depth = 0;
     db->after_cnt = 0;
     set_current(db, &db->w);
-    if (conn_exec(&db->w, "SAVEPOINT unit") != 0) {
+    if (td__db_conn_exec(&db->w, "SAVEPOINT unit") != 0) {
         td_db_rollback(db);
         return TD_EIO;
     }
@@ -553,10 +316,10 @@ static int finish_unit(td_db_t *db, bool unit_ok)
         grc = TD_EIO;
     } else if (db->group_units == 0) {
         /* Nothing to keep: ending the transaction writes nothing. */
-        conn_exec(&db->w, "ROLLBACK");
-    } else if (conn_exec(&db->w, "COMMIT") != 0) {
+        td__db_conn_exec(&db->w, "ROLLBACK");
+    } else if (td__db_conn_exec(&db->w, "COMMIT") != 0) {
         td_error("database commit failed: %s", sqlite3_errmsg(db->w.sq));
-        if (!sqlite3_get_autocommit(db->w.sq)) conn_exec(&db->w, "ROLLBACK");
+        if (!sqlite3_get_autocommit(db->w.sq)) td__db_conn_exec(&db->w, "ROLLBACK");
         grc = TD_EIO;
     }
     if (grc) marks = 0;
@@ -593,8 +356,8 @@ static void afters_cancel(after_t *a, size_t cnt)
 static void unit_undo(td_db_t *db)
 {
     conn_reset_busy(&db->w);
-    if (!sqlite3_get_autocommit(db->w.sq) &&
-        (conn_exec(&db->w, "ROLLBACK TO unit") != 0 || conn_exec(&db->w, "RELEASE unit") != 0))
+    if (!sqlite3_get_autocommit(db->w.sq) && (td__db_conn_exec(&db->w, "ROLLBACK TO unit") != 0 ||
+                                              td__db_conn_exec(&db->w, "RELEASE unit") != 0))
         db->group_broken = true;
 }
 
@@ -604,7 +367,7 @@ int td_db_commit(td_db_t *db)
     bool ok = !td__fault("db.before_commit");
     if (!ok) td_error("database commit failed: injected fault db.before_commit");
     conn_reset_busy(&db->w);
-    if (ok && conn_exec(&db->w, "RELEASE unit") != 0) ok = false;
+    if (ok && td__db_conn_exec(&db->w, "RELEASE unit") != 0) ok = false;
     if (!ok) unit_undo(db);
     /* SQLite ends a transaction by itself on some errors (I/O, full disk):
      * then the group's earlier units are gone too. */
@@ -641,7 +404,7 @@ int td_db_savepoint(td_db_t *db)
 {
     assert(td__db_in_unit(db));
     assert(db->sp_depth < (int)TD_ARRAY_SIZE(db->sp_after));
-    if (conn_exec(&db->w, "SAVEPOINT part") != 0) return TD_EIO;
+    if (td__db_conn_exec(&db->w, "SAVEPOINT part") != 0) return TD_EIO;
     db->sp_after[db->sp_depth++] = db->after_cnt;
     return 0;
 }
@@ -651,7 +414,7 @@ int td_db_savepoint_release(td_db_t *db)
     assert(td__db_in_unit(db) && db->sp_depth > 0);
     db->sp_depth--;
     conn_reset_busy(&db->w);
-    return conn_exec(&db->w, "RELEASE part");
+    return td__db_conn_exec(&db->w, "RELEASE part");
 }
 
 void td_db_savepoint_rollback(td_db_t *db)
@@ -664,8 +427,8 @@ void td_db_savepoint_rollback(td_db_t *db)
     afters_cancel(db->afters + from, db->after_cnt - from);
     db->after_cnt = from;
     conn_reset_busy(&db->w);
-    if (!sqlite3_get_autocommit(db->w.sq) &&
-        (conn_exec(&db->w, "ROLLBACK TO part") != 0 || conn_exec(&db->w, "RELEASE part") != 0))
+    if (!sqlite3_get_autocommit(db->w.sq) && (td__db_conn_exec(&db->w, "ROLLBACK TO part") != 0 ||
+                                              td__db_conn_exec(&db->w, "RELEASE part") != 0))
         db->group_broken = true;
 }
 
@@ -690,7 +453,7 @@ static conn_t *reader_get(td_db_t *db)
     if (c) return c;
     c = td_calloc(1, sizeof(*c));
     char err[512];
-    if (conn_open(c, db->path, true, err, sizeof(err)) != 0) {
+    if (td__db_conn_open(c, db->path, true, err, sizeof(err)) != 0) {
         /* The writer opened the same file a moment ago: out of memory or
          * file descriptors, both fatal to the service. */
         td_error("%s", err);
@@ -715,7 +478,7 @@ void td_db_lock(td_db_t *db)
     set_current(db, c);
     /* One read transaction: every statement until unlock sees the same
      * committed state. */
-    conn_exec(c, "BEGIN");
+    td__db_conn_exec(c, "BEGIN");
 }
 
 void td_db_unlock(td_db_t *db)
@@ -728,7 +491,7 @@ void td_db_unlock(td_db_t *db)
         pthread_mutex_unlock(&db->mu);
         return;
     }
-    if (!sqlite3_get_autocommit(c->sq)) conn_exec(c, "COMMIT");
+    if (!sqlite3_get_autocommit(c->sq)) td__db_conn_exec(c, "COMMIT");
     pthread_mutex_lock(&db->rmu);
     c->next_free = db->free_readers;
     db->free_readers = c;
@@ -739,7 +502,7 @@ void td_db_unlock(td_db_t *db)
 
 int td_db_exec(td_db_t *db, const char *sql)
 {
-    return conn_exec(current(db), sql);
+    return td__db_conn_exec(current(db), sql);
 }
 
 sqlite3_stmt *td_db_prepare(td_db_t *db, const char *sql)
