@@ -33,8 +33,8 @@ static atomic_llong last_prune;
 
 int td_idem_migrate(td_db_t *db, char *errstr, size_t errlen)
 {
-    return td_db_migrate(db, "idempotency", idem_migrations, TD_ARRAY_SIZE(idem_migrations),
-                         errstr, errlen);
+    return td_db_migrate(db, "idempotency", idem_migrations, TD_ARRAY_SIZE(idem_migrations), errstr,
+                         errlen);
 }
 
 bool td_idem_key_valid(const char *key)
