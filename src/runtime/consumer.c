@@ -564,6 +564,9 @@ static int process_item(td_consumer_t *cons, item_t *it, int64_t now)
         rc = td__fault("consumer.before_handler")
                  ? TD_EAGAIN
                  : it->h->fn(cons->ctx, cons->db, &it->ev, it->why, sizeof(it->why));
+        if (rc == 0 && td__fault("consumer.handler_rejects"))
+            rc = td_errf(it->why, sizeof(it->why), TD_EINVAL,
+                         "injected fault consumer.handler_rejects");
         if (rc == 0) {
             it->result = R_HANDLED;
             return 0;
