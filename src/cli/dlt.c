@@ -20,35 +20,34 @@
 
 static void dlt_usage(FILE *out)
 {
-    fprintf(out,
-            "usage: tidings dlt list [--topic T] [--json]\n"
-            "       tidings dlt show DLT-REF [--json]\n"
-            "       tidings dlt redrive (DLT-REF... | --topic T --all) [--dry-run] [--json]\n"
-            "       (each also takes --brokers LIST, --data DIR)\n\n"
-            "The dead letters: records a consumer could not process, kept in <topic>.DLT\n"
-            "with the reason. A DLT-REF is <dlt topic>:<partition>:<offset>, as `list`\n"
-            "shows it (tidings.orders.DLT:0:3; the short orders.DLT:0:3 works too).\n\n"
-            "  list              one line per dead letter: DLT-REF, time, original\n"
-            "                    topic/partition/offset, event type, key and reason\n"
-            "  show DLT-REF      one dead letter whole: headers, key and value\n"
-            "  redrive DLT-REF   republish the original record (key, value, headers\n"
-            "                    without tidings_dlt_*) to its original topic and\n"
-            "                    partition with tidings_redriven_from = DLT-REF. The\n"
-            "                    consumer that dead-lettered it processes it again; one\n"
-            "                    that had processed it ignores it. A DLT-REF is redriven\n"
-            "                    once: the original topic is scanned for a record with\n"
-            "                    that tidings_redriven_from first, and a second redrive is\n"
-            "                    refused with the time of the first.\n"
-            "  --topic T         only the dead letters of topic T (short name: orders)\n"
-            "  --all             with redrive --topic: every dead letter of that topic\n"
-            "  --dry-run         check and show what would be redriven; publish nothing\n"
-            "  --json            list: a JSON array; show: one object; redrive: one\n"
-            "                    object per DLT-REF with its result\n"
-            "  --brokers LIST    Kafka bootstrap servers (TIDINGS_BROKERS; default: the\n"
-            "                    list in <data dir>/brokers)\n"
-            "  --data DIR        data directory (TIDINGS_DATA_DIR, default ./data)\n\n"
-            "Exit status: 0 done, 1 an error or a refused redrive (each is reported),\n"
-            "2 usage error.\n");
+    fprintf(out, "usage: tidings dlt list [--topic T] [--json]\n"
+                 "       tidings dlt show DLT-REF [--json]\n"
+                 "       tidings dlt redrive (DLT-REF... | --topic T --all) [--dry-run] [--json]\n"
+                 "       (each also takes --brokers LIST, --data DIR)\n\n"
+                 "The dead letters: records a consumer could not process, kept in <topic>.DLT\n"
+                 "with the reason. A DLT-REF is <dlt topic>:<partition>:<offset>, as `list`\n"
+                 "shows it (tidings.orders.DLT:0:3; the short orders.DLT:0:3 works too).\n\n"
+                 "  list              one line per dead letter: DLT-REF, time, original\n"
+                 "                    topic/partition/offset, event type, key and reason\n"
+                 "  show DLT-REF      one dead letter whole: headers, key and value\n"
+                 "  redrive DLT-REF   republish the original record (key, value, headers\n"
+                 "                    without tidings_dlt_*) to its original topic and\n"
+                 "                    partition with tidings_redriven_from = DLT-REF. The\n"
+                 "                    consumer that dead-lettered it processes it again; one\n"
+                 "                    that had processed it ignores it. A DLT-REF is redriven\n"
+                 "                    once: the original topic is scanned for a record with\n"
+                 "                    that tidings_redriven_from first, and a second redrive is\n"
+                 "                    refused with the time of the first.\n"
+                 "  --topic T         only the dead letters of topic T (short name: orders)\n"
+                 "  --all             with redrive --topic: every dead letter of that topic\n"
+                 "  --dry-run         check and show what would be redriven; publish nothing\n"
+                 "  --json            list: a JSON array; show: one object; redrive: one\n"
+                 "                    object per DLT-REF with its result\n"
+                 "  --brokers LIST    Kafka bootstrap servers (TIDINGS_BROKERS; default: the\n"
+                 "                    list in <data dir>/brokers)\n"
+                 "  --data DIR        data directory (TIDINGS_DATA_DIR, default ./data)\n\n"
+                 "Exit status: 0 done, 1 an error or a refused redrive (each is reported),\n"
+                 "2 usage error.\n");
 }
 
 static void print_table(const td_config_t *cfg, const td_dlt_t *list, size_t cnt)
@@ -64,8 +63,7 @@ static void print_table(const td_config_t *cfg, const td_dlt_t *list, size_t cnt
                  (int)d->orig_partition, (long long)d->orig_offset);
         char *key = d->rec->key ? kread_printable(d->rec->key, d->rec->key_len, DLT_KEY_MAX)
                                 : td_strdup("-");
-        char *type = kread_printable(d->type ? d->type : "-", strlen(d->type ? d->type : "-"),
-                                     34);
+        char *type = kread_printable(d->type ? d->type : "-", strlen(d->type ? d->type : "-"), 34);
         char *reason = kread_printable(d->reason, strlen(d->reason), DLT_REASON_MAX);
         printf("%-32s %-24s %-28s %-34s %-38s %s\n", d->ref, when, orig, type, key, reason);
         free(key);
@@ -91,7 +89,7 @@ static int redrive_one(const td_config_t *cfg, const td_dlt_t *d, bool dry_run, 
     int rc = td_dlt_redrive(cfg, d, dry_run, &r, err, sizeof(err));
     if (as_json) {
         json_t *o = json_pack("{s:s, s:s, s:s, s:i}", "ref", d->ref, "result",
-                              rc == 0 ? (dry_run ? "would_redrive" : "redriven")
+                              rc == 0           ? (dry_run ? "would_redrive" : "redriven")
                               : rc == TD_EEXIST ? "refused"
                                                 : "error",
                               "topic", r.topic, "partition", (int)r.partition);
@@ -194,7 +192,8 @@ int cli_dlt_main(int argc, char **argv)
         }
         if (as_json) {
             json_t *arr = json_array();
-            for (size_t i = 0; i < cnt; i++) json_array_append_new(arr, td_dlt_json(&list[i], false));
+            for (size_t i = 0; i < cnt; i++)
+                json_array_append_new(arr, td_dlt_json(&list[i], false));
             print_json(arr);
         } else {
             print_table(&cfg, list, cnt);

@@ -101,8 +101,8 @@ static int scan(const td_config_t *cfg, const char *topic, int32_t part, int64_t
         rd_kafka_resp_err_t err =
             rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, WM_TIMEOUT_MS);
         if (err) {
-            rc = td_errf(errstr, errlen, TD_EAGAIN, "cannot read the end of %s [%d]: %s", topic,
-                         p, rd_kafka_err2str(err));
+            rc = td_errf(errstr, errlen, TD_EAGAIN, "cannot read the end of %s [%d]: %s", topic, p,
+                         rd_kafka_err2str(err));
             goto out;
         }
         high[p] = hi;
@@ -236,8 +236,10 @@ int td_dlt_list(const td_config_t *cfg, const char *topic_short, td_dlt_t **list
         bool known = false;
         for (size_t i = 0; td_topics[i].name; i++) known |= !strcmp(topic_short, td_topics[i].name);
         if (!known)
-            rc = td_errf(errstr, errlen, TD_ENOENT, "unknown topic %s (one of users, products, "
-                         "reservations, orders, payments, notifications)", topic_short);
+            rc = td_errf(errstr, errlen, TD_ENOENT,
+                         "unknown topic %s (one of users, products, "
+                         "reservations, orders, payments, notifications)",
+                         topic_short);
     }
     if (rc) {
         td_dlt_list_free(c.list, c.cnt);
@@ -293,8 +295,7 @@ static int take_one(void *arg, const rd_kafka_message_t *msg)
     return 1;
 }
 
-int td_dlt_get(const td_config_t *cfg, const char *ref, td_dlt_t *out, char *errstr,
-               size_t errlen)
+int td_dlt_get(const td_config_t *cfg, const char *ref, td_dlt_t *out, char *errstr, size_t errlen)
 {
     memset(out, 0, sizeof(*out));
     char *topic = NULL;
@@ -401,8 +402,8 @@ static int publish(const td_config_t *cfg, const td_record_t *rec, delivered_t *
     rd_kafka_resp_err_t err = rd_kafka_producev(
         rk, RD_KAFKA_V_TOPIC(rec->topic), RD_KAFKA_V_PARTITION(rec->partition),
         RD_KAFKA_V_KEY(rec->key, rec->key_len), RD_KAFKA_V_VALUE(rec->value, rec->value_len),
-        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs),
-        RD_KAFKA_V_OPAQUE(dv), RD_KAFKA_V_END);
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(dv),
+        RD_KAFKA_V_END);
     int rc = 0;
     if (err) {
         rd_kafka_headers_destroy(hdrs);
@@ -511,8 +512,7 @@ json_t *td_dlt_json(const td_dlt_t *d, bool whole)
         json_t *h = json_array();
         for (size_t i = 0; i < r->header_cnt; i++)
             json_array_append_new(h, json_pack("{s:s, s:o}", "name", r->headers[i].name, "value",
-                                               bytes_json(r->headers[i].value,
-                                                          r->headers[i].len)));
+                                               bytes_json(r->headers[i].value, r->headers[i].len)));
         json_object_set_new(o, "headers", h);
         json_object_set_new(o, "value", bytes_json(r->value, r->value_len));
     }

@@ -29,7 +29,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 sys.path.insert(0, os.path.dirname(__file__))
 from tdharness import log, http, expect, System, BIN  # noqa: E402
 
-SERVICES = ["users", "products", "orders", "payments"]
+SERVICES = ["users", "products", "orders", "payments", "web"]
 WAIT_S = 120
 
 
@@ -238,9 +238,41 @@ def main():
                     return float(line.rsplit(" ", 1)[1])
             return 0.0
         before = duplicates()
-        rc, out, _ = tidings("dlt", "redrive", ref_b)
-        assert rc == 0, rc
+        # This one through the web service, as the event-flow page's button
+        # does: admins only.
+        st, body = http("GET", sysm.url("web", "/api/dlt"))
+        expect(st, 401, "GET /api/dlt anonymous", body)
+        st, body = http("GET", sysm.url("web", "/api/dlt"), token=token)
+        expect(st, 403, "GET /api/dlt customer", body)
+        st, body = http("POST", sysm.url("web", "/api/dlt/redrive"), token=token,
+                        body={"ref": ref_b})
+        expect(st, 403, "POST /api/dlt/redrive customer", body)
         full_b = "tidings." + ref_b
+        st, body = http("GET", sysm.url("web", "/api/dlt"), token=admin)
+        expect(st, 200, "GET /api/dlt", body)
+        listed = {x["ref"]: x for x in body["deadLetters"]}
+        assert ref in listed and full_b in listed, listed.keys()
+        assert listed[full_b]["reason"] == "some other consumer failed", listed[full_b]
+        st, body = http("POST", sysm.url("web", "/api/dlt/redrive"), token=admin,
+                        body={"ref": ref_b, "dryRun": True})
+        expect(st, 200, "POST /api/dlt/redrive dry run", body)
+        assert body["result"] == "would_redrive" and body["offset"] is None, body
+        assert redriven_copies(full_b) == []
+        st, body = http("POST", sysm.url("web", "/api/dlt/redrive"), token=admin,
+                        body={"ref": ref_b})
+        expect(st, 200, "POST /api/dlt/redrive", body)
+        assert body["result"] == "redriven", body
+        st, body = http("POST", sysm.url("web", "/api/dlt/redrive"), token=admin,
+                        body={"ref": ref_b})
+        expect(st, 409, "POST /api/dlt/redrive again", body)
+        assert "redriven already at" in body["error"]["message"], body
+        st, body = http("POST", sysm.url("web", "/api/dlt/redrive"), token=admin,
+                        body={"ref": "nonsense"})
+        expect(st, 400, "POST /api/dlt/redrive bad ref", body)
+        with urllib.request.urlopen(sysm.url("web", "/metrics"), timeout=10) as r:
+            metrics = r.read().decode()
+        assert 'tidings_dlt_redriven_total{topic="tidings.reservations"} 1' in metrics, \
+            [m for m in metrics.splitlines() if "dlt" in m]
         assert len(redriven_copies(full_b)) == 1
         wait_for("payments to see B's redriven copy", lambda: duplicates() > before)
         pays_b = [x for x in read_all(brokers, "tidings.payments")
