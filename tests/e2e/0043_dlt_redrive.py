@@ -279,6 +279,15 @@ def main():
                   if json.loads(x.value).get("orderId") == b]
         assert len({hdr(x, "ce_id") for x in pays_b}) == 1, pays_b
         assert order(b)["status"] == "APPROVED"
+
+        # Every dead letter of the topic at once: both were redriven, so
+        # both are refused, and nothing is published.
+        rc, out, _ = tidings("dlt", "redrive", "--topic", "reservations", "--all", "--json")
+        assert rc == 1, rc
+        results = [json.loads(line) for line in out.splitlines()]
+        assert sorted(r["ref"] for r in results) == sorted([ref, full_b]), results
+        assert all(r["result"] == "refused" and r["redrivenAt"] for r in results), results
+        assert len(redriven_copies(ref)) == 1 and len(redriven_copies(full_b)) == 1
         ok = True
     finally:
         codes = sysm.stop()

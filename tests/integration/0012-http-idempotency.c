@@ -71,8 +71,9 @@ static void post_thing(td_req_t *req, td_resp_t *resp)
         td_resp_error(resp, fail, "failed as asked");
         return;
     }
-    td_resp_json(resp, 201, json_pack("{s:I, s:I, s:s}", "id", (json_int_t)id, "seen",
-                                      (json_int_t)n, "now", "x"));
+    td_resp_json(
+        resp, 201,
+        json_pack("{s:I, s:I, s:s}", "id", (json_int_t)id, "seen", (json_int_t)n, "now", "x"));
     td_resp_header(resp, "Location", "/things/1");
     if (json_is_true(json_object_get(req->body, "secret")))
         td_resp_header(resp, "Cache-Control", "no-store");

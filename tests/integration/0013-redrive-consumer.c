@@ -14,8 +14,7 @@
 static atomic_bool fixed;
 
 /* "FlakyEvent" is rejected until the fix; then it records its effect. */
-static int flaky_handler(void *ctx, td_db_t *db, const td_event_t *ev, char *errstr,
-                         size_t errlen)
+static int flaky_handler(void *ctx, td_db_t *db, const td_event_t *ev, char *errstr, size_t errlen)
 {
     (void)ctx;
     if (!atomic_load(&fixed)) return td_errf(errstr, errlen, TD_EINVAL, "not fixed yet");
