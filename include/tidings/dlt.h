@@ -50,8 +50,7 @@ int td_dlt_list(const td_config_t *cfg, const char *topic_short, td_dlt_t **list
 /* The dead letter at ref. 0 with *out, TD_EINVAL for a malformed ref,
  * TD_ENOENT when there is no such record or it is not a dead letter, else
  * an error; errstr says which. */
-int td_dlt_get(const td_config_t *cfg, const char *ref, td_dlt_t *out, char *errstr,
-               size_t errlen);
+int td_dlt_get(const td_config_t *cfg, const char *ref, td_dlt_t *out, char *errstr, size_t errlen);
 
 /* What a redrive did or would do. */
 typedef struct td_dlt_redrive {
