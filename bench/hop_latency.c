@@ -51,7 +51,7 @@ static int on_event(void *ctx, td_db_t *db, const td_event_t *ev, char *errstr, 
     return 0;
 }
 
-static const td_handler_t handlers[] = {{"BenchHopEvent", on_event}};
+static const td_handler_t handlers[] = {{.type = "BenchHopEvent", .fn = on_event}};
 
 /* Waits until event n was handled. false on timeout. */
 static bool wait_handled(hop_t *h, size_t n)

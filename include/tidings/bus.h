@@ -27,6 +27,7 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "tidings/catalog.h"
 #include "tidings/config.h"
 #include "tidings/db.h"
 #include "tidings/envelope.h"
@@ -97,9 +98,12 @@ int td_relay_drain(td_relay_t *relay, int timeout_ms);
 typedef int (*td_handler_fn)(void *ctx, td_db_t *db, const td_event_t *ev, char *errstr,
                              size_t errlen);
 
+/* A handler of one event type: a catalogue type by ev, or any ce_type by
+ * type (which wins when set; tests use types outside the catalogue). */
 typedef struct td_handler {
-    const char *type; /* ce_type, e.g. "OrderCreatedEvent" */
+    td_ev_t ev;
     td_handler_fn fn;
+    const char *type;
 } td_handler_t;
 
 typedef struct td_consumer_opts {
@@ -126,6 +130,9 @@ typedef struct td_consumer_opts {
 typedef struct td_consumer td_consumer_t;
 
 /* Subscribes and starts the consumer thread. NULL with errstr on failure. */
+/* Retention of the inbox (a td_prune_fn; a consumer with a database
+ * registers it with TIDINGS_INBOX_RETENTION_MS). */
+int td_inbox_prune(td_db_t *db, int64_t cutoff_ms, int64_t *deleted);
 td_consumer_t *td_consumer_start(const td_config_t *cfg, const td_consumer_opts_t *opts,
                                  char *errstr, size_t errlen);
 /* Stops the thread after the batch in hand (or in the middle of retrying

@@ -62,6 +62,7 @@ typedef struct td_topic_def {
     const char *producer; /* the one service that writes it */
     const char *key;      /* what its records are keyed by ("orderId") */
     const char *doc;
+    const char *const *readers; /* the services that consume it, NULL-terminated */
 } td_topic_def_t;
 
 typedef struct td_event_def {

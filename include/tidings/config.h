@@ -33,17 +33,19 @@ typedef struct td_config {
     char *data_dir;        /* TIDINGS_DATA_DIR, default ./data */
     unsigned char *secret; /* HS256 key bytes (loaded by td_config_load_secret) */
     size_t secret_len;
-    char *topic_prefix;          /* TIDINGS_TOPIC_PREFIX, default "tidings." */
-    int partitions;              /* TIDINGS_PARTITIONS, default 6 */
-    int replication;             /* TIDINGS_REPLICATION, default 3 (0 = not set: min(3, brokers)) */
-    int64_t retention_ms;        /* TIDINGS_RETENTION_MS, default 7 days */
-    int64_t payment_limit;       /* TIDINGS_PAYMENT_LIMIT in cents, default 500000 */
-    int log_level;               /* TIDINGS_LOG_LEVEL, default info */
-    bool log_json;               /* TIDINGS_LOG_FORMAT=json|text, default json */
-    char *admin_password;        /* TIDINGS_ADMIN_PASSWORD or NULL */
-    bool allow_http_endpoints;   /* TIDINGS_ALLOW_HTTP_ENDPOINTS */
-    int delivery_max_attempts;   /* TIDINGS_DELIVERY_MAX_ATTEMPTS, default 8 */
-    int64_t delivery_backoff_ms; /* TIDINGS_DELIVERY_BACKOFF_MS, default 1000 */
+    char *topic_prefix;         /* TIDINGS_TOPIC_PREFIX, default "tidings." */
+    int partitions;             /* TIDINGS_PARTITIONS, default 6 */
+    int replication;            /* TIDINGS_REPLICATION, default 3 (0 = not set: min(3, brokers)) */
+    int64_t retention_ms;       /* TIDINGS_RETENTION_MS, default 7 days */
+    int64_t inbox_retention_ms; /* TIDINGS_INBOX_RETENTION_MS, default twice retention_ms */
+    int notification_retention_days; /* TIDINGS_NOTIFICATION_RETENTION_DAYS, 90; 0 = forever */
+    int64_t payment_limit;           /* TIDINGS_PAYMENT_LIMIT in cents, default 500000 */
+    int log_level;                   /* TIDINGS_LOG_LEVEL, default info */
+    bool log_json;                   /* TIDINGS_LOG_FORMAT=json|text, default json */
+    char *admin_password;            /* TIDINGS_ADMIN_PASSWORD or NULL */
+    bool allow_http_endpoints;       /* TIDINGS_ALLOW_HTTP_ENDPOINTS */
+    int delivery_max_attempts;       /* TIDINGS_DELIVERY_MAX_ATTEMPTS, default 8 */
+    int64_t delivery_backoff_ms;     /* TIDINGS_DELIVERY_BACKOFF_MS, default 1000 */
     int fetch_wait_ms;   /* TIDINGS_FETCH_WAIT_MS; default 1 on the embedded broker, else 100 */
     bool fetch_wait_set; /* TIDINGS_FETCH_WAIT_MS was given */
     char *listen_addr;   /* TIDINGS_LISTEN_ADDR, default 127.0.0.1 */

@@ -108,6 +108,25 @@ int td_db_changes(td_db_t *db);
  * outside a unit. */
 bool td_db_ping(td_db_t *db);
 
+/* Retention (SPEC section 1): jobs that delete what is older than their
+ * age, run beside the writer (on the checkpoint thread) every quarter of
+ * the age, at least every second and at most every minute. fn deletes
+ * what is older than cutoff_ms (epoch ms) in units of its own, and adds
+ * what it deleted to *deleted; 0 or TD_EIO. Adding a job for a table that
+ * has one replaces it; max_age_ms 0 removes it (keep forever). Counted in
+ * tidings_retention_deleted_total{table}. */
+typedef int (*td_prune_fn)(td_db_t *db, int64_t cutoff_ms, int64_t *deleted);
+void td_db_prune_add(td_db_t *db, const char *table, td_prune_fn fn, int64_t max_age_ms);
+/* Runs every job now (tests, and databases in memory, which have no
+ * checkpoint thread). The rows deleted. */
+int64_t td_db_prune_now(td_db_t *db);
+/* For a td_prune_fn: runs sql, a DELETE of at most TD_PRUNE_CHUNK rows
+ * with ?1 bound to cutoff (as an integer, or as an RFC 3339 text when
+ * as_text), one unit per chunk, until a chunk deletes fewer. */
+#define TD_PRUNE_CHUNK 2000
+int td_db_prune_chunks(td_db_t *db, const char *sql, int64_t cutoff_ms, bool as_text,
+                       int64_t *deleted);
+
 /* Commit hooks: fn(arg) after each COMMIT that included a unit which
  * called td_db_mark(db, id) (the outbox marks, and its relay's hook wakes
  * the relay). td_db_hook_add returns the id (at most 16 hooks), any thread;

@@ -84,6 +84,9 @@
 /* Creates the td_delivery table if it does not exist. Call it right after
  * td_db_open (td_delivery_start calls it too), before the first enqueue.
  * 0 or TD_EIO. Takes the lock. */
+/* Retention of failed deliveries (a td_prune_fn; td_delivery_start
+ * registers it with TIDINGS_RETENTION_MS). */
+int td_delivery_prune(td_db_t *db, int64_t cutoff_ms, int64_t *deleted);
 int td_delivery_init(td_db_t *db);
 
 typedef struct td_delivery_msg {

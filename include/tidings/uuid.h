@@ -9,6 +9,10 @@
 
 /* A new random UUID into out (TD_UUID_LEN + 1 bytes). Any thread. */
 void td_uuid_new(char *out);
+/* A time-ordered UUID (version 7, RFC 9562): 48 bits of ms since the
+ * epoch, then random bits. Rows keyed by it are appended to an index
+ * instead of scattered over it. */
+void td_uuid_v7(char *out);
 /* The name-based (version 5, SHA-1) UUID of name in namespace ns (a UUID
  * string): the same inputs always give the same id. Into out
  * (TD_UUID_LEN + 1 bytes). Any thread. */

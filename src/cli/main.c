@@ -6,26 +6,6 @@
 
 #include "cli.h"
 
-/* Placeholders for subcommands that are still being built; each is
- * replaced by the real (strong) definition when its file lands. */
-#define TD_NOT_YET(fn)                                                              \
-    __attribute__((weak)) int fn(int argc, char **argv)                             \
-    {                                                                               \
-        (void)argc;                                                                 \
-        fprintf(stderr, "tidings: '%s' is not available in this build\n", argv[0]); \
-        return 2;                                                                   \
-    }
-TD_NOT_YET(cli_run_main)
-TD_NOT_YET(cli_broker_main)
-TD_NOT_YET(cli_events_main)
-TD_NOT_YET(cli_trace_main)
-TD_NOT_YET(users_main)
-TD_NOT_YET(products_main)
-TD_NOT_YET(orders_main)
-TD_NOT_YET(payments_main)
-TD_NOT_YET(notifications_main)
-TD_NOT_YET(web_main)
-
 typedef struct command {
     const char *name;
     int (*main)(int argc, char **argv);
@@ -53,6 +33,8 @@ static const command_t commands[] = {
      "  tidings dlt show DLT-REF                    one dead letter whole\n"
      "  tidings dlt redrive (DLT-REF... | --topic T --all) [--dry-run]\n"
      "                                              republish dead letters, once each"},
+    {"asyncapi", cli_asyncapi_main,
+     "asyncapi                            the AsyncAPI 3.1 document of every topic and event"},
 };
 
 static void usage(FILE *out)

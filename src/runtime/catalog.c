@@ -138,14 +138,28 @@ static const td_field_spec_t notification_created[] = {
      .doc = "the earlier notification of the thread it supersedes, or null"},
     F_END};
 
+/* Who consumes each topic (as the services' consumer declarations say;
+ * the web service and the CLI read every topic without a group). */
+static const char *const users_readers[] = {"notifications", NULL};
+static const char *const products_readers[] = {"notifications", NULL};
+static const char *const reservations_readers[] = {"orders", "payments", NULL};
+static const char *const orders_readers[] = {"products", "notifications", NULL};
+static const char *const payments_readers[] = {"orders", "products", NULL};
+static const char *const notifications_readers[] = {"notifications", NULL};
+
 const td_topic_def_t td_topics[] = {
-    {"users", "users", "userId", "accounts: sign-ups and sign-ins"},
-    {"products", "products", "productId", "the catalogue: products created, changed, deleted"},
-    {"reservations", "products", "orderId", "stock reserved, refused or returned for an order"},
-    {"orders", "orders", "orderId", "orders placed and their outcome"},
-    {"payments", "payments", "orderId", "payments taken or declined for an order"},
-    {"notifications", "notifications", "userId", "notifications stored in a user's inbox"},
-    {NULL, NULL, NULL, NULL},
+    {"users", "users", "userId", "accounts: sign-ups and sign-ins", users_readers},
+    {"products", "products", "productId", "the catalogue: products created, changed, deleted",
+     products_readers},
+    {"reservations", "products", "orderId", "stock reserved, refused or returned for an order",
+     reservations_readers},
+    {"orders", "orders", "orderId", "orders placed and their outcome", orders_readers},
+    {"payments", "payments", "orderId", "payments taken or declined for an order",
+     payments_readers},
+    {"notifications", "notifications", "userId",
+     "notifications stored in a user's inbox (read back by the other instances' streams)",
+     notifications_readers},
+    {NULL, NULL, NULL, NULL, NULL},
 };
 
 static const td_event_def_t events[TD_EV__COUNT] = {

@@ -92,6 +92,8 @@ void td_config_defaults(td_config_t *cfg)
     for (int i = 0; i < TD_SVC__COUNT; i++) cfg->ports[i] = default_ports[i];
     cfg->vapid_subject = td_strdup(DEFAULT_VAPID_SUBJECT);
     cfg->max_streams_per_user = DEFAULT_MAX_STREAMS;
+    cfg->inbox_retention_ms = 0; /* twice the topics' retention, once that is known */
+    cfg->notification_retention_days = 90;
     cors_default(cfg);
 }
 
@@ -345,6 +347,14 @@ static int load_env(td_config_t *cfg, bool *fetch_wait_set, bool *cors_set, char
             return rc;
         cfg->retention_ms = n;
     }
+    if ((v = env("TIDINGS_INBOX_RETENTION_MS")) &&
+        (rc = parse_i64("TIDINGS_INBOX_RETENTION_MS", v, 1, INT64_MAX, &cfg->inbox_retention_ms,
+                        errstr, errlen)))
+        return rc;
+    if ((v = env("TIDINGS_NOTIFICATION_RETENTION_DAYS")) &&
+        (rc = parse_int("TIDINGS_NOTIFICATION_RETENTION_DAYS", v, 0, 1000000,
+                        &cfg->notification_retention_days, errstr, errlen)))
+        return rc;
     if ((v = env("TIDINGS_PAYMENT_LIMIT")) &&
         (rc = parse_money("TIDINGS_PAYMENT_LIMIT", v, &cfg->payment_limit, errstr, errlen)))
         return rc;
@@ -500,6 +510,11 @@ int td_config_load(td_config_t *cfg, const char *service, int argc, char **argv,
      * only adds latency there. */
     if (!fetch_wait_set) cfg->fetch_wait_ms = cfg->brokers_embedded ? 1 : 100;
     cfg->fetch_wait_set = fetch_wait_set;
+    /* Longer than Kafka keeps a record, so a redelivery is always known
+     * (-1: Kafka keeps it forever, and so does the inbox). */
+    if (!cfg->inbox_retention_ms)
+        cfg->inbox_retention_ms =
+            cfg->retention_ms < 0 || cfg->retention_ms > INT64_MAX / 2 ? -1 : cfg->retention_ms * 2;
     return 0;
 
 fail:
@@ -536,6 +551,8 @@ void td_config_usage(FILE *out, const char *command)
             "  TIDINGS_PARTITIONS            6\n"
             "  TIDINGS_REPLICATION           3, or the broker count if smaller\n"
             "  TIDINGS_RETENTION_MS          604800000 (7 days)\n"
+            "  TIDINGS_INBOX_RETENTION_MS    twice TIDINGS_RETENTION_MS\n"
+            "  TIDINGS_NOTIFICATION_RETENTION_DAYS 90 (0 keeps them forever)\n"
             "  TIDINGS_PAYMENT_LIMIT         5000.00\n"
             "  TIDINGS_LOG_LEVEL             info\n"
             "  TIDINGS_LOG_FORMAT            json (or text)\n"

@@ -798,6 +798,18 @@ static void consumer_free(td_consumer_t *cons)
     free(cons);
 }
 
+/* Retention of the inbox: its rowid follows processing time, so the
+ * oldest rows are the first ones and a chunk looks at no more rows than it
+ * may delete. */
+int td_inbox_prune(td_db_t *db, int64_t cutoff_ms, int64_t *deleted)
+{
+    return td_db_prune_chunks(db,
+                              "DELETE FROM td_inbox WHERE id IN (SELECT id FROM (SELECT id,"
+                              " processed_ms FROM td_inbox ORDER BY id LIMIT 2000)"
+                              " WHERE processed_ms < ?1)",
+                              cutoff_ms, false, deleted);
+}
+
 td_consumer_t *td_consumer_start(const td_config_t *cfg, const td_consumer_opts_t *opts,
                                  char *errstr, size_t errlen)
 {
@@ -828,7 +840,8 @@ td_consumer_t *td_consumer_start(const td_config_t *cfg, const td_consumer_opts_
     cons->handlers = td_calloc(opts->handler_cnt, sizeof(*cons->handlers));
     cons->handler_cnt = opts->handler_cnt;
     for (size_t i = 0; i < opts->handler_cnt; i++) {
-        cons->handlers[i].type = td_strdup(opts->handlers[i].type);
+        const td_handler_t *h = &opts->handlers[i];
+        cons->handlers[i].type = td_strdup(h->type ? h->type : TD_EV_NAME(h->ev));
         cons->handlers[i].fn = opts->handlers[i].fn;
     }
     cons->topics = td_calloc(opts->topic_cnt, sizeof(*cons->topics));
@@ -840,6 +853,9 @@ td_consumer_t *td_consumer_start(const td_config_t *cfg, const td_consumer_opts_
         td_errf(errstr, errlen, TD_EINVAL, "a consumer needs a group, a database and topics");
         goto fail;
     }
+    if (!opts->stateless)
+        td_db_prune_add(opts->db, "td_inbox", td_inbox_prune,
+                        cfg->inbox_retention_ms > 0 ? cfg->inbox_retention_ms : 0);
     conf = td_kafka_conf(cfg, errstr, errlen);
     if (!conf) goto fail;
     snprintf(num, sizeof(num), "%d", cfg->fetch_wait_ms > 0 ? cfg->fetch_wait_ms : 100);

@@ -31,6 +31,8 @@
 
 #include "tidings/fault.h"
 #include "tidings/log.h"
+#include "tidings/metrics.h"
+#include "tidings/uuid.h"
 
 #define STMT_CACHE         64 /* statements cached per connection */
 #define MAX_HOOKS          16
@@ -40,6 +42,7 @@
 #define CHECKPOINT_PAGES   1000 /* WAL pages that make a checkpoint due */
 #define CHECKPOINT_IDLE_MS 1000
 #define NEST_MAX           8 /* units begun inside one held unit at once */
+#define MAX_PRUNES         8
 
 typedef struct slot {
     const char *key; /* the sql pointer it was prepared from */
@@ -47,10 +50,20 @@ typedef struct slot {
     bool busy;
 } slot_t;
 
+/* The transaction statements, prepared once per connection: sqlite3_exec
+ * would parse them again at every unit and every read. */
+static const char *const fixed_sql[] = {
+    "BEGIN",          "BEGIN IMMEDIATE",  "COMMIT",           "ROLLBACK",     "SAVEPOINT unit",
+    "RELEASE unit",   "ROLLBACK TO unit", "SAVEPOINT part",   "RELEASE part", "ROLLBACK TO part",
+    "SAVEPOINT nest", "RELEASE nest",     "ROLLBACK TO nest",
+};
+#define FIXED_CNT (sizeof(fixed_sql) / sizeof(fixed_sql[0]))
+
 typedef struct conn {
     sqlite3 *sq;
     slot_t cache[STMT_CACHE];
     size_t cache_cnt;
+    sqlite3_stmt *fixed[FIXED_CNT];
     struct conn *next_free;
 } conn_t;
 
@@ -117,6 +130,16 @@ struct td_db {
     pthread_mutex_t ck_mu;
     pthread_cond_t ck_cv;
     bool sync_full;
+
+    /* Retention jobs, run by the checkpoint thread (prune_mu: the list,
+     * and a run in progress). */
+    pthread_mutex_t prune_mu;
+    struct prune_job {
+        char table[48];
+        td_prune_fn fn;
+        int64_t max_age_ms, interval_ms, next_ms; /* next: td_mono_ms */
+    } prunes[MAX_PRUNES];
+    size_t prune_cnt;
 };
 
 /* The connections this thread has open sections on, so td_db_done (which
@@ -155,8 +178,23 @@ static int exec_err(sqlite3 *sq, const char *sql, char *errstr, size_t errlen)
     return TD_EIO;
 }
 
+/* Runs one of fixed_sql on c (sql is one of its entries), else like
+ * sqlite3_exec. */
 static int conn_exec(conn_t *c, const char *sql)
 {
+    for (size_t i = 0; i < FIXED_CNT; i++) {
+        if (strcmp(sql, fixed_sql[i])) continue;
+        if (!c->fixed[i] && sqlite3_prepare_v3(c->sq, sql, -1, SQLITE_PREPARE_PERSISTENT,
+                                               &c->fixed[i], NULL) != SQLITE_OK) {
+            td_error("database: %s (in: %s)", sqlite3_errmsg(c->sq), sql);
+            return TD_EIO;
+        }
+        int rc = sqlite3_step(c->fixed[i]);
+        sqlite3_reset(c->fixed[i]);
+        if (rc == SQLITE_DONE) return 0;
+        td_error("database: %s (in: %s)", sqlite3_errmsg(c->sq), sql);
+        return TD_EIO;
+    }
     char *msg = NULL;
     if (sqlite3_exec(c->sq, sql, NULL, NULL, &msg) == SQLITE_OK) return 0;
     td_error("database: %s (in: %.200s)", msg ? msg : sqlite3_errmsg(c->sq), sql);
@@ -178,6 +216,10 @@ static void conn_reset_busy(conn_t *c)
 
 static void conn_close(conn_t *c)
 {
+    for (size_t i = 0; i < FIXED_CNT; i++) {
+        sqlite3_finalize(c->fixed[i]);
+        c->fixed[i] = NULL;
+    }
     for (size_t i = 0; i < c->cache_cnt; i++) sqlite3_finalize(c->cache[i].st);
     c->cache_cnt = 0;
     if (c->sq) sqlite3_close_v2(c->sq);
@@ -331,6 +373,97 @@ static const td_migration_t runtime_migrations[] = {
         "ALTER TABLE td_inbox2 RENAME TO td_inbox;"},
 };
 
+/* ---- retention ---------------------------------------------------------------- */
+
+static int64_t prune_run(td_db_t *db, struct prune_job *job)
+{
+    int64_t deleted = 0;
+    int64_t cutoff = td_now_ms() - job->max_age_ms;
+    if (job->fn(db, cutoff, &deleted) != 0)
+        td_warn("database %s: retention of %s failed; it is tried again", db->path, job->table);
+    if (deleted > 0) {
+        char labels[128];
+        td_metric_labels(labels, sizeof(labels), "table", job->table, NULL);
+        td_metric_add("tidings_retention_deleted_total", labels, (double)deleted);
+        td_debug("database %s: retention deleted %lld rows of %s", db->path, (long long)deleted,
+                 job->table);
+    }
+    return deleted;
+}
+
+static int64_t prune_due(td_db_t *db, bool all)
+{
+    int64_t deleted = 0;
+    pthread_mutex_lock(&db->prune_mu);
+    for (size_t i = 0; i < db->prune_cnt; i++) {
+        struct prune_job *job = &db->prunes[i];
+        int64_t now = td_mono_ms();
+        if (!all && now < job->next_ms) continue;
+        deleted += prune_run(db, job);
+        job->next_ms = td_mono_ms() + job->interval_ms;
+    }
+    pthread_mutex_unlock(&db->prune_mu);
+    return deleted;
+}
+
+void td_db_prune_add(td_db_t *db, const char *table, td_prune_fn fn, int64_t max_age_ms)
+{
+    static atomic_bool described;
+    if (!atomic_exchange(&described, true))
+        td_metric_describe("tidings_retention_deleted_total", "counter",
+                           "Rows deleted by retention, per table.");
+    pthread_mutex_lock(&db->prune_mu);
+    size_t i = 0;
+    while (i < db->prune_cnt && strcmp(db->prunes[i].table, table)) i++;
+    if (max_age_ms <= 0) {
+        if (i < db->prune_cnt) db->prunes[i] = db->prunes[--db->prune_cnt];
+    } else if (i < db->prune_cnt || db->prune_cnt < MAX_PRUNES) {
+        struct prune_job *job = &db->prunes[i];
+        if (i == db->prune_cnt) db->prune_cnt++;
+        snprintf(job->table, sizeof(job->table), "%s", table);
+        job->fn = fn;
+        job->max_age_ms = max_age_ms;
+        job->interval_ms = max_age_ms / 4;
+        if (job->interval_ms < 1000) job->interval_ms = 1000;
+        if (job->interval_ms > 60000) job->interval_ms = 60000;
+        job->next_ms = td_mono_ms() + job->interval_ms;
+    } else {
+        td_error("database %s: more than %d retention jobs; %s is kept forever", db->path,
+                 MAX_PRUNES, table);
+    }
+    pthread_mutex_unlock(&db->prune_mu);
+}
+
+int64_t td_db_prune_now(td_db_t *db)
+{
+    return prune_due(db, true);
+}
+
+int td_db_prune_chunks(td_db_t *db, const char *sql, int64_t cutoff_ms, bool as_text,
+                       int64_t *deleted)
+{
+    char when[32];
+    if (as_text) td_time_format(cutoff_ms, when);
+    for (;;) {
+        int rc = td_db_begin(db);
+        if (rc != 0) return rc;
+        sqlite3_stmt *st = td_db_prepare(db, sql);
+        if (as_text)
+            sqlite3_bind_text(st, 1, when, -1, SQLITE_TRANSIENT);
+        else
+            sqlite3_bind_int64(st, 1, cutoff_ms);
+        rc = td_db_run(db, st);
+        int n = rc == 0 ? td_db_changes(db) : 0;
+        if (rc != 0) {
+            td_db_rollback(db);
+            return rc;
+        }
+        if ((rc = td_db_commit(db)) != 0) return rc;
+        *deleted += n;
+        if (n < TD_PRUNE_CHUNK) return 0;
+    }
+}
+
 /* ---- the checkpointer -------------------------------------------------------- */
 
 /* sqlite3_wal_hook of the writer: runs inside each COMMIT. */
@@ -369,6 +502,7 @@ static void *checkpoint_main(void *arg)
         int rc = sqlite3_wal_checkpoint_v2(db->ck.sq, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
         if (rc != SQLITE_OK && rc != SQLITE_BUSY)
             td_warn("database %s: checkpoint failed: %s", db->path, sqlite3_errmsg(db->ck.sq));
+        prune_due(db, false);
         pthread_mutex_lock(&db->ck_mu);
     }
     pthread_mutex_unlock(&db->ck_mu);
@@ -412,6 +546,7 @@ td_db_t *td_db_open(const char *path, const td_migration_t *migs, size_t mig_cnt
     pthread_key_create(&db->cur, NULL);
     pthread_mutex_init(&db->ck_mu, NULL);
     pthread_cond_init(&db->ck_cv, NULL);
+    pthread_mutex_init(&db->prune_mu, NULL);
     atomic_init(&db->waiting, 0);
     db->legacy_hook = -1;
     db->path = td_strdup(path);
@@ -470,6 +605,7 @@ void td_db_close(td_db_t *db)
     pthread_key_delete(db->cur);
     pthread_cond_destroy(&db->ck_cv);
     pthread_mutex_destroy(&db->ck_mu);
+    pthread_mutex_destroy(&db->prune_mu);
     pthread_mutex_destroy(&db->rmu);
     pthread_mutex_destroy(&db->hook_mu);
     pthread_cond_destroy(&db->cv);

@@ -852,7 +852,7 @@ static int fail_job(struct td_delivery *dlv, const job_t *job, const outcome_t *
     if (rc == 0)
         rc = set_error(db,
                        "UPDATE td_delivery SET state = 'failed', inflight = 0, failed_ms = ?,"
-                       " last_status = ?, last_error = ? WHERE id = ?",
+                       " last_status = ?, last_error = ?, secret = NULL WHERE id = ?",
                        job, out, td_now_ms());
     if (rc == 0) {
         *done = true;
@@ -1176,6 +1176,16 @@ static void curl_init_once(void)
     curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
+/* Retention of failed deliveries: the dead-letter record holds what is
+ * left to know, for as long as Kafka keeps the topics. */
+int td_delivery_prune(td_db_t *db, int64_t cutoff_ms, int64_t *deleted)
+{
+    return td_db_prune_chunks(db,
+                              "DELETE FROM td_delivery WHERE id IN (SELECT id FROM td_delivery"
+                              " WHERE state = 'failed' AND failed_ms < ?1 LIMIT 2000)",
+                              cutoff_ms, false, deleted);
+}
+
 td_delivery_t *td_delivery_start(const td_delivery_opts_t *opts, char *errstr, size_t errlen)
 {
     if (!opts->db || !opts->cfg) {
@@ -1187,6 +1197,8 @@ td_delivery_t *td_delivery_start(const td_delivery_opts_t *opts, char *errstr, s
         td_errf(errstr, errlen, TD_EIO, "cannot create the delivery table");
         return NULL;
     }
+    td_db_prune_add(opts->db, "td_delivery", td_delivery_prune,
+                    opts->cfg->retention_ms > 0 ? opts->cfg->retention_ms : 0);
     /* Rows in flight belong to a process that died mid-send: whether the
      * receiver got them is unknown, so they go again (at least once). */
     int rc = td_db_begin(opts->db);

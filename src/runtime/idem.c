@@ -3,17 +3,13 @@
  * first request and its answer. Lookups read a snapshot; the answer is
  * written inside the unit that holds the request's effects, so a crash
  * leaves either both or neither. Expired keys are pruned in one place,
- * td_idem_prune, which a store calls at most once a minute (the retention
- * framework can call it instead). */
+ * td_idem_prune, a retention job of the database (td_db_prune_add). */
 #include "tidings/idem.h"
 
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "tidings/log.h"
-
-#define PRUNE_EVERY_MS 60000
 
 static const td_migration_t idem_migrations[] = {
     {1, "CREATE TABLE td_idempotency ("
@@ -28,13 +24,22 @@ static const td_migration_t idem_migrations[] = {
         "CREATE INDEX td_idempotency_created ON td_idempotency(created_ms);"},
 };
 
-/* When the last prune ran (process-wide: one prune a minute is plenty). */
-static atomic_llong last_prune;
+/* The retention job: what is older than cutoff goes, in chunks. */
+static int prune_job(td_db_t *db, int64_t cutoff_ms, int64_t *deleted)
+{
+    return td_db_prune_chunks(db,
+                              "DELETE FROM td_idempotency WHERE (caller, key) IN"
+                              " (SELECT caller, key FROM td_idempotency WHERE created_ms <= ?1"
+                              " LIMIT 2000)", /* TD_PRUNE_CHUNK */
+                              cutoff_ms, false, deleted);
+}
 
 int td_idem_migrate(td_db_t *db, char *errstr, size_t errlen)
 {
-    return td_db_migrate(db, "idempotency", idem_migrations, TD_ARRAY_SIZE(idem_migrations), errstr,
-                         errlen);
+    int rc = td_db_migrate(db, "idempotency", idem_migrations, TD_ARRAY_SIZE(idem_migrations),
+                           errstr, errlen);
+    if (rc == 0) td_db_prune_add(db, "td_idempotency", prune_job, TD_IDEM_TTL_MS);
+    return rc;
 }
 
 bool td_idem_key_valid(const char *key)
@@ -86,34 +91,18 @@ int td_idem_lookup(td_db_t *db, const char *caller, const char *key, int64_t now
     return out_rc;
 }
 
-static int prune_in_unit(td_db_t *db, int64_t now_ms)
-{
-    sqlite3_stmt *st = td_db_prepare(db, "DELETE FROM td_idempotency WHERE created_ms <= ?");
-    sqlite3_bind_int64(st, 1, now_ms - TD_IDEM_TTL_MS);
-    if (td_db_run(db, st) != 0) return TD_EIO;
-    return td_db_changes(db);
-}
-
 int td_idem_prune(td_db_t *db, int64_t now_ms)
 {
-    atomic_store(&last_prune, now_ms);
-    if (td__db_in_unit(db)) return prune_in_unit(db, now_ms);
-    if (td_db_begin(db) != 0) return TD_EIO;
-    int n = prune_in_unit(db, now_ms);
-    if (n < 0) {
-        td_db_rollback(db);
-        return n;
-    }
-    if (td_db_commit(db) != 0) return TD_EIO;
-    if (n > 0) td_debug("idempotency: pruned %d expired keys", n);
-    return n;
+    int64_t deleted = 0;
+    int rc = prune_job(db, now_ms - TD_IDEM_TTL_MS, &deleted);
+    if (rc) return rc;
+    if (deleted > 0) td_debug("idempotency: pruned %lld expired keys", (long long)deleted);
+    return (int)deleted;
 }
 
 int td_idem_store(td_db_t *db, const char *caller, const char *key, const td_idem_answer_t *a,
                   int64_t now_ms)
 {
-    if (now_ms - atomic_load(&last_prune) >= PRUNE_EVERY_MS && td_idem_prune(db, now_ms) < 0)
-        return TD_EIO;
     /* An expired row of the same key that the prune has not reached yet
      * gives way; a live one stays and makes the insert fail. */
     sqlite3_stmt *st = td_db_prepare(db, "DELETE FROM td_idempotency WHERE caller = ? AND key = ?"

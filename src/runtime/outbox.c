@@ -318,7 +318,7 @@ static rd_kafka_resp_err_t produce_row(td_relay_t *r, row_t *row, const void *ke
  * unless its key is held. The number read. */
 static size_t produce_batch(td_relay_t *r, row_t *rows, int64_t deadline)
 {
-    size_t n = 0;
+    size_t n = 0, stopped = 0; /* rows failed or held so far */
     int64_t now = td_mono_ms();
     td_db_lock(r->db);
     sqlite3_stmt *st = td_db_prepare(
@@ -340,6 +340,18 @@ static size_t produce_batch(td_relay_t *r, row_t *rows, int64_t deadline)
         for (size_t i = 0; k && i + 1 < n && first; i++) first = rows[i].key_hash != row->key_hash;
         if (k && (!first || now < k->retry_at)) {
             row->state = ROW_HELD;
+            stopped++;
+            continue;
+        }
+        /* A row of a key that failed or waits earlier in this batch waits
+         * too (a produce refused at once, before any report). */
+        bool behind = false;
+        for (size_t i = 0; stopped && i + 1 < n && !behind; i++)
+            behind = rows[i].key_hash == row->key_hash &&
+                     (rows[i].state == ROW_FAILED || rows[i].state == ROW_HELD);
+        if (behind) {
+            row->state = ROW_HELD;
+            stopped++;
             continue;
         }
         const void *hblob = sqlite3_column_blob(st, 4);
@@ -353,6 +365,7 @@ static size_t produce_batch(td_relay_t *r, row_t *rows, int64_t deadline)
             r->outstanding--;
             row->state = ROW_FAILED;
             row->err = err;
+            stopped++;
         }
     }
     td_db_done(st);
@@ -490,11 +503,10 @@ static int relay_batch(td_relay_t *r, int64_t deadline, size_t *loaded)
     /* Keys: a confirmed row frees its key, a failed one holds it. */
     int64_t now = td_mono_ms();
     bool waiting = false;
+    for (size_t i = 0; i < cnt; i++)
+        if (rows[i].state == ROW_PERSISTED) held_release(r, rows[i].key_hash);
     for (size_t i = 0; i < cnt; i++) {
-        if (rows[i].state == ROW_PERSISTED)
-            held_release(r, rows[i].key_hash);
-        else if (rows[i].state == ROW_FAILED)
-            held_add(r, rows[i].key_hash, now);
+        if (rows[i].state == ROW_FAILED) held_add(r, rows[i].key_hash, now);
         if (rows[i].state != ROW_PERSISTED) waiting = true;
     }
     r->batch = NULL;

@@ -77,6 +77,17 @@ void td_uuid_new(char *out)
     unparse(u, out);
 }
 
+void td_uuid_v7(char *out)
+{
+    unsigned char u[16];
+    random_bytes(u + 6, 10);
+    uint64_t ms = (uint64_t)td_now_ms();
+    for (int i = 0; i < 6; i++) u[i] = (unsigned char)(ms >> (40 - 8 * i));
+    u[6] = (unsigned char)((u[6] & 0x0f) | 0x70); /* version 7 */
+    u[8] = (unsigned char)((u[8] & 0x3f) | 0x80); /* RFC 9562 variant */
+    unparse(u, out);
+}
+
 void td_uuid_name(const char *ns, const char *name, char *out)
 {
     /* RFC 4122 version 5: SHA-1 over the namespace's bytes and the name. */

@@ -9,7 +9,7 @@
 #define PER_KEY 100
 #define TOTAL   (KEYS * PER_KEY)
 
-static const td_handler_t handlers[] = {{"TestEvent", bt_effect_handler}};
+static const td_handler_t handlers[] = {{.type = "TestEvent", .fn = bt_effect_handler}};
 
 static void test_roundtrip(void **state)
 {

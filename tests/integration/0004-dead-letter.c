@@ -18,8 +18,8 @@ static int reject_handler(void *ctx, td_db_t *db, const td_event_t *ev, char *er
 }
 
 static const td_handler_t handlers[] = {
-    {"GoodEvent", bt_effect_handler},
-    {"BadEvent", reject_handler},
+    {.type = "GoodEvent", .fn = bt_effect_handler},
+    {.type = "BadEvent", .fn = reject_handler},
 };
 
 static void set_header(td_record_t *rec, const char *name, const char *value)

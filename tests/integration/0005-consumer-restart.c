@@ -17,7 +17,7 @@ static int slow_handler(void *ctx, td_db_t *db, const td_event_t *ev, char *errs
     return bt_record_effect(db, ev);
 }
 
-static const td_handler_t handlers[] = {{"TestEvent", slow_handler}};
+static const td_handler_t handlers[] = {{.type = "TestEvent", .fn = slow_handler}};
 
 static void test_restart(void **state)
 {

@@ -25,7 +25,7 @@ static int flaky_handler(void *ctx, td_db_t *db, const td_event_t *ev, char *err
     return 0;
 }
 
-static const td_handler_t handlers[] = {{"TestEvent", flaky_handler}};
+static const td_handler_t handlers[] = {{.type = "TestEvent", .fn = flaky_handler}};
 
 /* The group's committed offset for (topic, partition), via a separate
  * client that never joins the group. */

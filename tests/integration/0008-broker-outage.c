@@ -10,7 +10,7 @@
 
 #define EVENTS 20
 
-static const td_handler_t handlers[] = {{"TestEvent", bt_effect_handler}};
+static const td_handler_t handlers[] = {{.type = "TestEvent", .fn = bt_effect_handler}};
 
 static bool ready(void *arg)
 {

@@ -15,7 +15,7 @@
 static td_consumer_t *lost_consumer(const bt_env_t *env, td_db_t *db)
 {
     static const char *const topics[] = {"lost"};
-    static const td_handler_t handlers[] = {{"UnrelatedEvent", bt_effect_handler}};
+    static const td_handler_t handlers[] = {{.type = "UnrelatedEvent", .fn = bt_effect_handler}};
     char err[512];
     td_consumer_opts_t opts = {
         .group = "test-0009",

@@ -312,13 +312,27 @@ typedef struct ht_known_wait {
     const char *product_id;
 } ht_known_wait_t;
 
-/* True once the notifications service knows the product (a watch works). */
+/* Watches the product and is true once the notifications service knows
+ * it: the watch is listed with its title (a product not seen yet is
+ * watched too, with title null). */
 static bool ht_watch_ok(void *arg)
 {
-    char *body = td_asprintf("{\"productId\":\"%s\"}", ((ht_known_wait_t *)arg)->product_id);
+    const char *pid = ((ht_known_wait_t *)arg)->product_id;
+    char *body = td_asprintf("{\"productId\":\"%s\"}", pid);
     ts_resp_t r = ht_call("POST", W.notif_url, "/watches", W.watcher.token, body);
     free(body);
-    bool ok = r.status == 200 || r.status == 201;
+    bool ok = false;
+    json_t *w;
+    size_t i;
+    if (r.status == 200 || r.status == 201) {
+        ts_resp_free(&r);
+        r = ht_call("GET", W.notif_url, "/watches?limit=100", W.watcher.token, NULL);
+        json_array_foreach(json_object_get(r.json, "watches"), i, w)
+        {
+            if (!strcmp(json_string_value(json_object_get(w, "productId")), pid))
+                ok = json_is_string(json_object_get(w, "title"));
+        }
+    }
     ts_resp_free(&r);
     return ok;
 }

@@ -24,8 +24,7 @@ size_t notif_handlers(td_handler_t *out, size_t max)
     size_t cnt = notif_handled_types(types, TD_ARRAY_SIZE(types));
     if (cnt > max) cnt = max;
     for (size_t i = 0; i < cnt; i++) {
-        out[i].type = types[i];
-        out[i].fn = on_domain_event;
+        out[i] = (td_handler_t){.type = types[i], .fn = on_domain_event};
     }
     return cnt;
 }
@@ -54,6 +53,6 @@ static int on_notification_created(void *ctx, td_db_t *db, const td_event_t *ev,
 }
 
 const td_handler_t notif_live_handlers[] = {
-    {"NotificationCreatedEvent", on_notification_created},
+    {.ev = TD_EV_NOTIFICATION_CREATED, .fn = on_notification_created},
 };
 const size_t notif_live_handler_cnt = TD_ARRAY_SIZE(notif_live_handlers);

@@ -479,7 +479,7 @@ static int create_one(notif_t *n, const notif_draft_t *d, const char *user_id, b
     if (seq < 1) return TD_EIO;
 
     char id[TD_UUID_LEN + 1], now[TD_TIME_LEN + 1];
-    td_uuid_new(id);
+    td_uuid_v7(id); /* appended to the primary key, not scattered */
     td_time_format(td_now_ms(), now);
     st =
         td_db_prepare(n->db, "INSERT INTO notifications (id, user_id, seq, type, title, body, data,"
@@ -1012,11 +1012,14 @@ int notif_watch_add(td_db_t *db, const char *user_id, const char *product_id, bo
     td_time_format(td_now_ms(), now);
     int rc = td_db_begin(db);
     if (rc) return rc;
-    sqlite3_stmt *st = td_db_prepare(db, "SELECT 1 FROM products WHERE id = ? AND deleted = 0");
+    /* A product not seen yet may have been created a moment ago, before
+     * its ProductCreatedEvent got here: the watch is kept (title null
+     * until the event arrives). A deleted one can never fire. */
+    sqlite3_stmt *st = td_db_prepare(db, "SELECT 1 FROM products WHERE id = ? AND deleted = 1");
     sqlite3_bind_text(st, 1, product_id, -1, SQLITE_TRANSIENT);
-    bool known = sqlite3_step(st) == SQLITE_ROW;
+    bool deleted = sqlite3_step(st) == SQLITE_ROW;
     td_db_done(st);
-    if (!known) {
+    if (deleted) {
         rc = TD_ENOENT;
         goto fail;
     }
@@ -1028,7 +1031,7 @@ int notif_watch_add(td_db_t *db, const char *user_id, const char *product_id, bo
     if ((rc = td_db_run(db, st)) != 0) goto fail;
     *created = td_db_changes(db) == 1;
     st = td_db_prepare(db, "SELECT w.product_id, w.created_at, p.title, p.price_cents, p.quantity"
-                           " FROM watches w JOIN products p ON p.id = w.product_id"
+                           " FROM watches w LEFT JOIN products p ON p.id = w.product_id"
                            " WHERE w.user_id = ? AND w.product_id = ?");
     sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 2, product_id, -1, SQLITE_TRANSIENT);

@@ -162,6 +162,9 @@ int notif_delete(td_db_t *db, const char *user_id, const char *id);
 int notif_after(td_db_t *db, const char *user_id, int64_t after_seq, int limit, json_t **out);
 /* The highest seq user has (0 when none). */
 int notif_last_seq(td_db_t *db, const char *user_id, int64_t *out);
+/* Retention (a td_prune_fn): deletes notifications made before cutoff_ms,
+ * keeping each user's latest as a tombstone (retention.c). */
+int notif_prune(td_db_t *db, int64_t cutoff_ms, int64_t *deleted);
 
 /* ---- preferences and watches --------------------------------------------- */
 

@@ -124,10 +124,9 @@ static void put_preferences(td_req_t *req, td_resp_t *resp)
     td_resp_json(resp, 200, out);
 }
 
-/* A product we never saw on the products topic gets 404: the service
- * reads that topic from the beginning, so it knows every product the
- * catalogue has (within retention), and a watch that can never fire is
- * far more likely a typo than a product created in the last milliseconds. */
+/* SPEC section 2: a well-formed id not seen yet is watched (201, title
+ * null until its ProductCreatedEvent arrives); a deleted product's id gets
+ * 404. */
 static void post_watch(td_req_t *req, td_resp_t *resp)
 {
     notif_ctx_t *ctx = req->ctx;

@@ -30,7 +30,7 @@
  * the worker pauses briefly, because a mutex is not fair: without the
  * pause it would take the lock straight back, and the HTTP handlers, the
  * consumer and the relay waiting on it would starve until the job ends. */
-#define FANOUT_CHUNK    200
+#define FANOUT_CHUNK    1000
 #define FANOUT_PAUSE_MS 2
 #define FANOUT_IDLE_MS  1000
 #define FANOUT_RETRY_MS 500
@@ -156,6 +156,8 @@ notifications_service_t *notifications_service_start(const td_config_t *cfg, cha
         td_errf(errstr, errlen, TD_EIO, "cannot create the delivery queue");
         goto fail;
     }
+    td_db_prune_add(svc->db, "notifications", notif_prune,
+                    (int64_t)cfg->notification_retention_days * 86400000);
     svc->vapid = notif_vapid_load(svc->db, getenv(NOTIF_VAPID_ENV), errstr, errlen);
     if (!svc->vapid) goto fail;
 

@@ -9,6 +9,7 @@
  * ProductReservedEvent and ProductReservationCancelledEvent say nothing an order needs and have no
  * handler (they are skipped). */
 #include "orders/orders.h"
+#include "tidings/catalog.h"
 #include "orders/orders_service.h"
 
 /* Every field of the event, then the order it is about. */
@@ -56,8 +57,8 @@ static int on_payment_failed(void *ctx, td_db_t *db, const td_event_t *ev, char 
 }
 
 const td_handler_t orders_handlers[] = {
-    {"ProductReservationFailedEvent", on_reservation_failed},
-    {"PaymentProcessedEvent", on_payment_processed},
-    {"PaymentFailedEvent", on_payment_failed},
+    {.ev = TD_EV_PRODUCT_RESERVATION_FAILED, .fn = on_reservation_failed},
+    {.ev = TD_EV_PAYMENT_PROCESSED, .fn = on_payment_processed},
+    {.ev = TD_EV_PAYMENT_FAILED, .fn = on_payment_failed},
 };
 const size_t orders_handler_cnt = TD_ARRAY_SIZE(orders_handlers);

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "tidings/catalog.h"
 #include "tidings/bus.h"
 #include "tidings/json.h"
 #include "tidings/log.h"
@@ -185,7 +186,7 @@ int orders_create(td_db_t *db, const td_config_t *cfg, const char *user_id, cons
     json_t *data =
         json_pack("{s:s, s:s, s:s, s:I, s:s}", "orderId", o.id, "userId", o.user_id, "productId",
                   o.product_id, "quantity", (json_int_t)o.quantity, "createdAt", o.created_at);
-    ev = td_event_new("orders", "OrderCreatedEvent", o.id, data);
+    ev = td_event_new("orders", TD_EV_NAME(TD_EV_ORDER_CREATED), o.id, data);
     td_event_set_correlation(ev, o.id);
     if (trace) td_event_set_trace_parent(ev, trace);
 
@@ -321,12 +322,12 @@ int orders_apply(td_db_t *db, const td_config_t *cfg, const td_event_t *cause, c
     json_t *data;
     const char *type;
     if (to == ORDER_APPROVED) {
-        type = "OrderApprovedEvent";
+        type = TD_EV_NAME(TD_EV_ORDER_APPROVED);
         data = json_pack("{s:s, s:s, s:s, s:I, s:o}", "orderId", o.id, "userId", o.user_id,
                          "productId", o.product_id, "quantity", (json_int_t)o.quantity, "total",
                          td_json_money(total_cents));
     } else {
-        type = "OrderRejectedEvent";
+        type = TD_EV_NAME(TD_EV_ORDER_REJECTED);
         data = json_pack("{s:s, s:s, s:s, s:I, s:s}", "orderId", o.id, "userId", o.user_id,
                          "productId", o.product_id, "quantity", (json_int_t)o.quantity, "reason",
                          reason);

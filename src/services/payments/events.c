@@ -3,6 +3,7 @@
  * payment row, the inbox row and the PaymentProcessed/FailedEvent commit
  * together. The other reservation events are skipped. */
 #include "payments/payments.h"
+#include "tidings/catalog.h"
 #include "payments/payments_service.h"
 
 static int on_product_reserved(void *ctx, td_db_t *db, const td_event_t *ev, char *errstr,
@@ -21,6 +22,6 @@ static int on_product_reserved(void *ctx, td_db_t *db, const td_event_t *ev, cha
 }
 
 const td_handler_t payments_handlers[] = {
-    {"ProductReservedEvent", on_product_reserved},
+    {.ev = TD_EV_PRODUCT_RESERVED, .fn = on_product_reserved},
 };
 const size_t payments_handler_cnt = TD_ARRAY_SIZE(payments_handlers);

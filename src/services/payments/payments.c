@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "tidings/catalog.h"
 #include "tidings/bus.h"
 #include "tidings/json.h"
 #include "tidings/log.h"
@@ -136,11 +137,11 @@ int payments_charge(td_db_t *db, const td_config_t *cfg, const td_event_t *cause
     json_t *data;
     const char *type;
     if (p.status == PAYMENT_PROCESSED) {
-        type = "PaymentProcessedEvent";
+        type = TD_EV_NAME(TD_EV_PAYMENT_PROCESSED);
         data = json_pack("{s:s, s:s, s:s, s:o}", "paymentId", p.id, "orderId", p.order_id, "userId",
                          p.user_id, "amount", td_json_money(p.amount_cents));
     } else {
-        type = "PaymentFailedEvent";
+        type = TD_EV_NAME(TD_EV_PAYMENT_FAILED);
         data = json_pack("{s:s, s:s, s:o, s:s}", "orderId", p.order_id, "userId", p.user_id,
                          "amount", td_json_money(p.amount_cents), "reason", reason);
     }

@@ -10,6 +10,7 @@
  * change, the reservation row, the inbox row and the outgoing event commit
  * together. The other event types on those topics are skipped. */
 #include "products/events.h"
+#include "tidings/catalog.h"
 #include "products/products_service.h"
 
 #include "products/reserve.h"
@@ -38,7 +39,7 @@ static int on_payment_failed(void *ctx, td_db_t *db, const td_event_t *ev, char 
 }
 
 const td_handler_t products_handlers[] = {
-    {"OrderCreatedEvent", on_order_created},
-    {"PaymentFailedEvent", on_payment_failed},
+    {.ev = TD_EV_ORDER_CREATED, .fn = on_order_created},
+    {.ev = TD_EV_PAYMENT_FAILED, .fn = on_payment_failed},
 };
 const size_t products_handler_cnt = TD_ARRAY_SIZE(products_handlers);

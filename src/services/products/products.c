@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "products/schema.h"
+#include "tidings/catalog.h"
 #include "tidings/auth.h"
 #include "tidings/bus.h"
 #include "tidings/envelope.h"
@@ -280,7 +281,7 @@ int products_create(td_db_t *db, const td_config_t *cfg, const products_input_t 
     if ((rc = td_db_run(db, st))) goto fail;
     json_t *data = json_pack("{s:s, s:s, s:o, s:I}", "productId", p.id, "title", p.title, "price",
                              td_json_money(p.price_cents), "quantity", (json_int_t)p.quantity);
-    if ((rc = emit(db, cfg, "ProductCreatedEvent", p.id, data, origin))) goto fail;
+    if ((rc = emit(db, cfg, TD_EV_NAME(TD_EV_PRODUCT_CREATED), p.id, data, origin))) goto fail;
     rc = td_db_commit(db);
     goto out;
 fail:
@@ -378,7 +379,7 @@ int products_update(td_db_t *db, const td_config_t *cfg, const char *id,
         json_pack("{s:s, s:s, s:o, s:I, s:o, s:I}", "productId", p.id, "title", p.title, "price",
                   td_json_money(p.price_cents), "quantity", (json_int_t)p.quantity, "previousPrice",
                   td_json_money(prev_price), "previousQuantity", (json_int_t)prev_quantity);
-    if ((rc = emit(db, cfg, "ProductUpdatedEvent", p.id, data, origin))) goto fail;
+    if ((rc = emit(db, cfg, TD_EV_NAME(TD_EV_PRODUCT_UPDATED), p.id, data, origin))) goto fail;
     if ((rc = td_db_commit(db))) goto out;
     *out = p;
     return 0;
@@ -406,7 +407,7 @@ int products_delete(td_db_t *db, const td_config_t *cfg, const char *id,
     sqlite3_bind_text(st, 2, p.id, -1, SQLITE_TRANSIENT);
     if ((rc = td_db_run(db, st))) goto fail;
     json_t *data = json_pack("{s:s, s:s}", "productId", p.id, "title", p.title);
-    if ((rc = emit(db, cfg, "ProductDeletedEvent", p.id, data, origin))) goto fail;
+    if ((rc = emit(db, cfg, TD_EV_NAME(TD_EV_PRODUCT_DELETED), p.id, data, origin))) goto fail;
     rc = td_db_commit(db);
     products_clear(&p);
     return rc;

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "tidings/catalog.h"
 #include "tidings/bus.h"
 #include "tidings/json.h"
 #include "tidings/log.h"
@@ -150,10 +151,10 @@ int reserve_stock(td_db_t *db, const td_config_t *cfg, const td_event_t *cause,
                   "productId", req->product_id, "quantity", (json_int_t)req->quantity);
     const char *type;
     if (res == RESERVE_RESERVED) {
-        type = "ProductReservedEvent";
+        type = TD_EV_NAME(TD_EV_PRODUCT_RESERVED);
         json_object_set_new(data, "unitPrice", td_json_money(price));
     } else {
-        type = "ProductReservationFailedEvent";
+        type = TD_EV_NAME(TD_EV_PRODUCT_RESERVATION_FAILED);
         json_object_set_new(
             data, "reason",
             json_string(res == RESERVE_OUT_OF_STOCK ? "out_of_stock" : "unknown_product"));
@@ -205,8 +206,8 @@ int reserve_release(td_db_t *db, const td_config_t *cfg, const td_event_t *cause
 
     json_t *data = json_pack("{s:s, s:s, s:s, s:I}", "orderId", r.order_id, "userId", r.user_id,
                              "productId", r.product_id, "quantity", (json_int_t)r.quantity);
-    err =
-        emit(db, cfg, cause, "ProductReservationCancelledEvent", r.order_id, data, errstr, errlen);
+    err = emit(db, cfg, cause, TD_EV_NAME(TD_EV_PRODUCT_RESERVATION_CANCELLED), r.order_id, data,
+               errstr, errlen);
     if (err) return err;
     if (released) *released = true;
     return 0;

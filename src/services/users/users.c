@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tidings/catalog.h"
 #include "tidings/bus.h"
 #include "tidings/envelope.h"
 #include "tidings/json.h"
@@ -245,7 +246,8 @@ static int register_locked(td_db_t *db, const td_config_t *cfg, const char *emai
     snprintf(u.role, sizeof(u.role), "%s", role);
     td_time_format(now_ms, u.created_at);
     int rc = insert_user(db, u.id, email, name, password_hash, role, u.created_at);
-    if (rc == 0) rc = emit(db, cfg, "UserRegisteredEvent", u.id, registered_data(&u), origin);
+    if (rc == 0)
+        rc = emit(db, cfg, TD_EV_NAME(TD_EV_USER_REGISTERED), u.id, registered_data(&u), origin);
     if (rc == 0)
         *out = u;
     else
@@ -401,7 +403,7 @@ int users_login_succeed(td_db_t *db, const td_config_t *cfg, const users_user_t 
     sqlite3_bind_text(st, 1, user->email, -1, SQLITE_TRANSIENT);
     rc = td_db_run(db, st);
     if (rc == 0)
-        rc = emit(db, cfg, "UserLoggedInEvent", user->id, data, origin);
+        rc = emit(db, cfg, TD_EV_NAME(TD_EV_USER_LOGGED_IN), user->id, data, origin);
     else
         json_decref(data);
     if (rc) {

@@ -22,8 +22,8 @@ static int flaky_handler(void *ctx, td_db_t *db, const td_event_t *ev, char *err
 }
 
 static const td_handler_t handlers[] = {
-    {"GoodEvent", bt_effect_handler},
-    {"FlakyEvent", flaky_handler},
+    {.type = "GoodEvent", .fn = bt_effect_handler},
+    {.type = "FlakyEvent", .fn = flaky_handler},
 };
 
 static td_record_t *event_record(const char *type, int n)
@@ -45,10 +45,10 @@ static void test_redrive(void **state)
 {
     (void)state;
     bt_env_t env;
-    bt_setup(&env, "0013-redrive-consumer");
+    bt_setup(&env, "0016-redrive-consumer");
     td_db_t *db = bt_db(&env, "consumer.db");
     td_relay_t *relay = bt_relay(&env, db);
-    td_consumer_t *cons = bt_consumer(&env, db, "test-0013", handlers, 2, NULL);
+    td_consumer_t *cons = bt_consumer(&env, db, "test-0016", handlers, 2, NULL);
 
     td_record_t *flaky = event_record("FlakyEvent", 1);
     td_record_t *good = event_record("GoodEvent", 2);
