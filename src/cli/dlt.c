@@ -152,10 +152,10 @@ int cli_dlt_main(int argc, char **argv)
         } else if (!strncmp(a, "--topic=", 8) && a[8]) {
             topic = a + 8;
         } else if (a[0] == '-') {
-            rest[rest_cnt++] = argv[i]; /* --brokers, --data, ...: the config's */
-            if (i + 1 < argc && argv[i + 1][0] != '-' && !strchr(a, '=') &&
-                (!strcmp(a, "--brokers") || !strcmp(a, "--data") || !strcmp(a, "--log-level")))
-                rest[rest_cnt++] = argv[++i];
+            /* --brokers, --data, ...: the configuration's flags, each with a
+             * value (its own argument unless given as --flag=value). */
+            rest[rest_cnt++] = argv[i];
+            if (i + 1 < argc && !strchr(a, '=')) rest[rest_cnt++] = argv[++i];
         } else if (!verb) {
             verb = a;
         } else {

@@ -753,7 +753,8 @@ static void cors_headers(request_state_t *st, struct MHD_Response *r)
     if (!st->http->cors_any) add_header(r, "Vary", "Origin");
     if (!origin) return;
     add_header(r, "Access-Control-Allow-Origin", st->http->cors_any ? "*" : origin);
-    add_header(r, "Access-Control-Expose-Headers", "X-Request-Id, Retry-After, traceparent");
+    add_header(r, "Access-Control-Expose-Headers",
+               "X-Request-Id, Retry-After, traceparent, Idempotent-Replayed");
 }
 
 /* Parses a TIDINGS_CORS_ORIGINS list into http. */
@@ -1068,12 +1069,11 @@ static void idem_replay(td_resp_t *resp, const td_idem_answer_t *a)
  * (a bad key 400, a repeat of a running request 409, another body with a
  * used key 422, or the stored answer), false to run the handler, which
  * then runs with its units held (td__db_hold) when the request has a key. */
-static bool idem_begin(request_state_t *st, const route_t *found)
+static bool idem_begin(request_state_t *st)
 {
     td_http_t *http = st->http;
     td_req_t *req = &st->req;
     td_resp_t *resp = &st->resp;
-    (void)found;
     if (!http->idem_db || strcmp(req->method, "POST")) return false;
     const char *key = td_req_header(req, "Idempotency-Key");
     if (!key) return false;
@@ -1260,7 +1260,7 @@ static enum MHD_Result dispatch(request_state_t *st)
 
     if (found->builtin != BUILTIN_NONE) {
         builtin_run(http, found->builtin, req, resp);
-    } else if (!idem_begin(st, found)) {
+    } else if (!idem_begin(st)) {
         found->fn(req, resp);
         if (st->deferred) return MHD_YES; /* answered by td_deferred_done */
         idem_end(st);
