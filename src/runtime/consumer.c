@@ -13,7 +13,13 @@
  * retried with backoff without moving the offset; an event type the
  * service does not handle is skipped. Records that vanished before we read
  * them (retention) are never passed over silently: an offset gap or an
- * offset reset is logged as an error and counted. */
+ * offset reset is logged as an error and counted.
+ *
+ * Redrive (SPEC section 3): a record with a tidings_redriven_from header is
+ * a dead letter sent back to its topic. When this consumer's inbox says it
+ * dead-lettered that ce_id, the event is processed again (the inbox row
+ * becomes handled with the effect, so any further copy is a duplicate);
+ * when it handled the event, the copy is a duplicate like any other. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -77,6 +83,8 @@ struct td_consumer {
     part_state_t *parts;
     size_t part_cnt;
     int64_t next_health;
+    int64_t empty_since; /* when assigned last became 0 (or the start) */
+    int resubscribed;    /* times unstick subscribed again */
     int64_t next_lag;
     int generation; /* bumped by every revocation */
     bool stateless;
@@ -131,6 +139,48 @@ static void parts_clear(td_consumer_t *cons)
  * request without topics is the cheapest round trip there is; it blocks
  * this thread at most HEALTH_WAIT_MS every HEALTH_MS, and only while the
  * brokers do not answer. */
+#define EMPTY_GROUP_MS  15000
+#define RESUBSCRIBE_MAX 3
+
+/* A group that formed while its topics were just being created (in the
+ * metadata, partitions without leaders yet) can get no partitions, and
+ * librdkafka 2.0 was seen to stay so for minutes on a busy cluster instead
+ * of rejoining at its next metadata refresh. After EMPTY_GROUP_MS without
+ * partitions while the topics have some, the consumer subscribes again,
+ * which makes it rejoin with fresh metadata. At most RESUBSCRIBE_MAX
+ * times: a member of a group with more members than partitions rightly
+ * has none, and must not rebalance the group forever. */
+static void cons_unstick(td_consumer_t *cons)
+{
+    int64_t now = td_mono_ms();
+    if (atomic_load(&cons->assigned) > 0) {
+        cons->empty_since = now;
+        return;
+    }
+    if (cons->resubscribed >= RESUBSCRIBE_MAX || now - cons->empty_since < EMPTY_GROUP_MS) return;
+    const struct rd_kafka_metadata *md = NULL;
+    if (rd_kafka_metadata(cons->rk, 1, NULL, &md, HEALTH_WAIT_MS) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return;
+    int parts = 0;
+    for (int i = 0; i < md->topic_cnt; i++)
+        for (size_t k = 0; k < cons->topic_cnt; k++)
+            if (!md->topics[i].err && !strcmp(md->topics[i].topic, cons->topics[k]))
+                parts += md->topics[i].partition_cnt;
+    rd_kafka_metadata_destroy(md);
+    cons->empty_since = td_mono_ms();
+    if (parts == 0) return;
+    cons->resubscribed++;
+    td_warn("consumer %s: no partitions for %d s although its topics have %d: joining the group "
+            "again (%d of %d)",
+            cons->group, EMPTY_GROUP_MS / 1000, parts, cons->resubscribed, RESUBSCRIBE_MAX);
+    rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new((int)cons->topic_cnt);
+    for (size_t k = 0; k < cons->topic_cnt; k++)
+        rd_kafka_topic_partition_list_add(subs, cons->topics[k], RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t err = rd_kafka_subscribe(cons->rk, subs);
+    rd_kafka_topic_partition_list_destroy(subs);
+    if (err) td_warn("consumer %s: cannot subscribe again: %s", cons->group, rd_kafka_err2str(err));
+}
+
 static void cons_health(td_consumer_t *cons)
 {
     int64_t now = td_mono_ms();
@@ -143,6 +193,7 @@ static void cons_health(td_consumer_t *cons)
         td_log(up ? TD_LOG_INFO : TD_LOG_WARN, "consumer %s: %s", cons->group,
                up ? "connected to Kafka" : "cannot reach Kafka");
     atomic_store(&cons->connected, up);
+    if (up) cons_unstick(cons);
     cons->next_health = td_mono_ms() + HEALTH_MS;
 }
 
@@ -331,6 +382,7 @@ typedef struct item {
     rd_kafka_message_t *msg;
     td_event_t ev; /* borrowed from msg; valid when parsed */
     bool parsed;
+    bool redriven; /* has tidings_redriven_from */
     enum kind kind;
     const td_handler_t *h;
     enum result result;
@@ -438,6 +490,13 @@ static void classify(td_consumer_t *cons, item_t *it)
             return;
         }
     }
+    {
+        rd_kafka_headers_t *hdrs = NULL;
+        const void *v = NULL;
+        size_t len = 0;
+        it->redriven = rd_kafka_message_headers((rd_kafka_message_t *)msg, &hdrs) == 0 &&
+                       rd_kafka_header_get_last(hdrs, TD_REDRIVEN_FROM, &v, &len) == 0;
+    }
     if (td_event_parse_message(msg, &it->ev, it->why, sizeof(it->why)) != 0) {
         it->kind = K_DLT;
         snprintf(it->key, sizeof(it->key), "raw:%s:%d:%lld", topic, (int)msg->partition,
@@ -481,6 +540,21 @@ static int inbox_insert(td_db_t *db, const char *key, const char *topic, int out
     return td_db_changes(db) > 0 ? 1 : 0;
 }
 
+/* A redriven copy of an event this consumer dead-lettered: its inbox row
+ * takes the new outcome, and 1 says "process it"; 0 when the row says the
+ * event was handled (or there is none, which inbox_insert then makes). */
+static int inbox_redrive(td_db_t *db, const char *key, int outcome, int64_t now)
+{
+    sqlite3_stmt *st = td_db_prepare(db, "UPDATE td_inbox SET outcome = ?, processed_ms = ?"
+                                         " WHERE event_id = ? AND outcome = ?");
+    sqlite3_bind_int(st, 1, outcome);
+    sqlite3_bind_int64(st, 2, now);
+    sqlite3_bind_text(st, 3, key, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 4, TD_INBOX_DEAD_LETTERED);
+    if (td_db_run(db, st) != 0) return TD_EIO;
+    return td_db_changes(db) > 0 ? 1 : 0;
+}
+
 /* The record as it came, for the dead-letter copy (the rare path: here
  * the copy is worth it). */
 static int dead_letter(td_consumer_t *cons, item_t *it)
@@ -517,8 +591,14 @@ static int dead_letter(td_consumer_t *cons, item_t *it)
 static int process_item(td_consumer_t *cons, item_t *it, int64_t now)
 {
     const char *topic = rd_kafka_topic_name(it->msg->rkt);
-    int rc = inbox_insert(cons->db, it->key, topic,
-                          it->kind == K_DLT ? TD_INBOX_DEAD_LETTERED : TD_INBOX_HANDLED, now);
+    int outcome = it->kind == K_DLT ? TD_INBOX_DEAD_LETTERED : TD_INBOX_HANDLED;
+    int rc = it->redriven && it->parsed ? inbox_redrive(cons->db, it->key, outcome, now) : 0;
+    if (rc == 1 && it->kind == K_HANDLE)
+        td_log_event(TD_LOG_INFO, &it->ev,
+                     "consumer %s: processing a redriven %s again (it was "
+                     "dead-lettered before)",
+                     cons->group, it->ev.type);
+    if (rc == 0) rc = inbox_insert(cons->db, it->key, topic, outcome, now);
     if (rc < 0) return rc;
     if (rc == 0) {
         it->result = R_DUPLICATE;
@@ -529,6 +609,9 @@ static int process_item(td_consumer_t *cons, item_t *it, int64_t now)
         rc = td__fault("consumer.before_handler")
                  ? TD_EAGAIN
                  : it->h->fn(cons->ctx, cons->db, &it->ev, it->why, sizeof(it->why));
+        if (rc == 0 && td__fault("consumer.handler_rejects"))
+            rc = td_errf(it->why, sizeof(it->why), TD_EINVAL,
+                         "injected fault consumer.handler_rejects");
         if (rc == 0) {
             it->result = R_HANDLED;
             return 0;
@@ -791,6 +874,7 @@ td_consumer_t *td_consumer_start(const td_config_t *cfg, const td_consumer_opts_
     atomic_init(&cons->processed, 0);
     atomic_init(&cons->lag, -1);
     atomic_init(&cons->assigned, 0);
+    cons->empty_since = td_mono_ms();
     cons->db = opts->db;
     cons->ctx = opts->ctx;
     cons->stateless = opts->stateless;
