@@ -398,7 +398,6 @@
     state.notifications.push(n);
     state.notifications.sort((a, b) => (b.seq || 0) - (a.seq || 0));
     if (n.seq > state.maxSeq) state.maxSeq = n.seq;
-    if (!n.readAt) state.unread++;
     if (live) {
       toast(n.title, n.body, n.type === 'OrderRejectedEvent' ? 'warn' : 'info');
       const bell = $('bell');
@@ -419,28 +418,72 @@
       state.seen.clear();
       state.unread = 0;
       for (const n of res.notifications || []) addNotification(n, false);
-      if (typeof res.unread === 'number') state.unread = res.unread;
       renderBell();
     } catch (e) {
       handleAuthError(e);
     }
   }
 
+  // One card per thread (an order, a product, the account), showing its
+  // latest notification and the steps before it: "Order received" becomes
+  // "Order confirmed" in place as the saga moves, as the server's
+  // ?collapse=thread lists them. The bell counts unread cards.
+  function threadCards() {
+    const cards = new Map();
+    for (const n of state.notifications) { // newest first
+      const key = n.thread || n.id;
+      const c = cards.get(key);
+      if (c) c.earlier.unshift(n);
+      else cards.set(key, { latest: n, earlier: [] });
+    }
+    return [...cards.values()];
+  }
+
   function renderBell() {
+    const cards = threadCards();
+    state.unread = cards.filter((c) => !c.latest.readAt).length;
     const c = $('bell-count');
     c.hidden = state.unread <= 0;
     c.textContent = state.unread > 99 ? '99+' : String(state.unread);
     const list = $('inbox-list');
-    list.replaceChildren(...state.notifications.slice(0, 50).map((n) =>
+    list.replaceChildren(...cards.slice(0, 50).map(({ latest: n, earlier }) =>
       el('li', { class: 'inbox-item' + (n.readAt ? '' : ' unread'),
-                 'data-testid': 'notification', dataset: { id: n.id } },
-        el('div', { class: 'inbox-text', onclick: () => markRead(n) },
+                 'data-testid': 'notification', dataset: { id: n.id, thread: n.thread || '' } },
+        el('div', { class: 'inbox-text', onclick: () => { markRead(n); showDeliveries(n); } },
           el('div', { class: 'inbox-title' }, n.title),
           n.body ? el('div', { class: 'inbox-body' }, n.body) : null,
-          el('div', { class: 'muted small' }, timeAgo(n.createdAt))),
+          earlier.length ? el('div', { class: 'muted small', 'data-testid': 'thread-steps' },
+            [...earlier.map((e) => e.title), n.title].join(' → ')) : null,
+          el('div', { class: 'muted small', 'data-testid': 'deliveries',
+                      dataset: { for: n.id } }, timeAgo(n.createdAt))),
         el('button', { class: 'icon-btn small', title: 'Delete', 'aria-label': 'Delete',
                        onclick: (e) => { e.stopPropagation(); deleteNotification(n); } }, '×'))));
     $('inbox-empty').hidden = state.notifications.length > 0;
+  }
+
+  // "sent to 2 devices, webhook failed, push held until 07:00" under a card.
+  async function showDeliveries(n) {
+    try {
+      const full = await api('notifications', '/notifications/' + n.id);
+      const by = {};
+      for (const d of full.deliveries || []) {
+        const k = d.channel + ' ' + d.status;
+        by[k] = by[k] || { ...d, count: 0 };
+        by[k].count++;
+      }
+      const parts = Object.values(by).map((d) => {
+        const what = d.channel === 'push' ? d.count + ' device' + (d.count > 1 ? 's' : '')
+                                          : d.count + ' ' + d.channel + (d.count > 1 ? 's' : '');
+        if (d.status === 'held')
+          return 'held for ' + what + ' until ' + new Date(d.updatedAt).toLocaleTimeString();
+        return d.status + (d.status === 'failed' ? ' for ' : ' to ') + what;
+      });
+      const line = document.querySelector(`[data-testid=deliveries][data-for="${n.id}"]`);
+      if (line) line.textContent = timeAgo(n.createdAt) + ' · ' +
+        (parts.length ? parts.join(', ') : 'in your inbox only');
+    } catch (e) {
+      handleAuthError(e);
+    }
   }
 
   async function markRead(n) {
@@ -448,7 +491,6 @@
     try {
       await api('notifications', '/notifications/' + n.id + '/read', { method: 'POST' });
       n.readAt = new Date().toISOString();
-      state.unread = Math.max(0, state.unread - 1);
       renderBell();
     } catch (e) {
       if (!handleAuthError(e)) errorToast(e);
@@ -625,6 +667,15 @@
     try {
       const prefs = await api('notifications', '/preferences');
       $('pref-new-products').checked = !!prefs.newProducts;
+      const ch = prefs.channels || {};
+      for (const name of ['push', 'webhook', 'email'])
+        $('pref-ch-' + name).checked = !!(ch[name] && ch[name].enabled);
+      const q = prefs.quietHours;
+      $('pref-quiet-on').checked = !!q;
+      $('pref-quiet-start').value = q ? q.start : '22:00';
+      $('pref-quiet-end').value = q ? q.end : '07:00';
+      $('pref-quiet-zone').value = q ? q.timeZone
+        : (Intl.DateTimeFormat().resolvedOptions().timeZone || 'UTC');
       const muted = new Set(prefs.muted || []);
       for (const box of list.querySelectorAll('input')) box.checked = muted.has(box.value);
       $('prefs-save').disabled = false;
@@ -639,9 +690,17 @@
   async function savePrefs(ev) {
     ev.preventDefault();
     const muted = [...$('mute-list').querySelectorAll('input:checked')].map((b) => b.value);
+    const channels = {};
+    for (const name of ['push', 'webhook', 'email'])
+      channels[name] = { enabled: $('pref-ch-' + name).checked };
+    const quietHours = $('pref-quiet-on').checked
+      ? { start: $('pref-quiet-start').value, end: $('pref-quiet-end').value,
+          timeZone: $('pref-quiet-zone').value.trim() }
+      : null;
+    $('prefs-error').hidden = true;
     try {
       await api('notifications', '/preferences', { method: 'PUT',
-        body: { muted, newProducts: $('pref-new-products').checked } });
+        body: { muted, newProducts: $('pref-new-products').checked, channels, quietHours } });
       $('prefs-dialog').close();
       toast('Settings saved', muted.length ? muted.length + ' type(s) muted' : '');
     } catch (e) {

@@ -128,6 +128,15 @@ await step('an order turns APPROVED and its notification arrives, without a relo
   await bellAtLeast(shopper, before + 1);
   await shot(shopper, '03-approved');
   await openInboxAndFind(shopper, 'Order confirmed');
+  // One card for the order: "Order received" became "Order confirmed" in place.
+  const orderCards = shopper.locator(`[data-testid=notification][data-thread="order:${approvedId}"]`);
+  await shopper.waitForFunction((t) =>
+    document.querySelectorAll(`[data-testid=notification][data-thread="${t}"]`).length === 1,
+  'order:' + approvedId, { timeout: WAIT });
+  const steps = await orderCards.locator('[data-testid=thread-steps]').textContent();
+  if (steps !== 'Order received → Order confirmed') throw new Error(`order card steps: "${steps}"`);
+  if ((await orderCards.locator('.inbox-title').textContent()) !== 'Order confirmed')
+    throw new Error('the order card does not show its latest notification');
   await shot(shopper, '04-inbox');
   if (!(await shopper.evaluate(() => window.__noReload === true)))
     throw new Error('the page was reloaded');
@@ -277,6 +286,40 @@ await step('the shopper changes notification settings', async () => {
     document.querySelector('#mute-list input[value=UserLoggedInEvent]')?.checked &&
     document.querySelector('#pref-new-products').checked, null, { timeout: WAIT });
   await shopper.locator('#prefs-dialog [data-close]').click();
+});
+
+await step('the shopper chooses channels and quiet hours; a bad zone is refused', async () => {
+  await shopper.click('[data-testid=settings]');
+  await shopper.waitForFunction(() => !document.querySelector('#prefs-save').disabled, null,
+    { timeout: WAIT });
+  if (!(await shopper.locator('#pref-ch-push').isChecked()) ||
+      (await shopper.locator('#pref-ch-email').isChecked()))
+    throw new Error('channel defaults: push on, email off');
+  await shopper.locator('#pref-ch-webhook').uncheck();
+  await shopper.locator('#pref-quiet-on').check();
+  await shopper.fill('#pref-quiet-start', '22:00');
+  await shopper.fill('#pref-quiet-end', '07:00');
+  await shopper.fill('#pref-quiet-zone', 'Mars/Olympus_Mons');
+  await shopper.click('#prefs-save');
+  await shopper.locator('#prefs-error', { hasText: 'timeZone' }).waitFor({ timeout: WAIT });
+  await shopper.fill('#pref-quiet-zone', 'Asia/Kathmandu');
+  await shopper.click('#prefs-save');
+  await shopper.waitForFunction(() => !document.querySelector('#prefs-dialog').open, null,
+    { timeout: WAIT });
+  await shopper.click('[data-testid=settings]');
+  await shopper.waitForFunction(() =>
+    !document.querySelector('#prefs-save').disabled &&
+    document.querySelector('#pref-quiet-on').checked &&
+    document.querySelector('#pref-quiet-zone').value === 'Asia/Kathmandu' &&
+    document.querySelector('#pref-quiet-start').value === '22:00' &&
+    !document.querySelector('#pref-ch-webhook').checked &&
+    document.querySelector('#pref-ch-push').checked, null, { timeout: WAIT });
+  await shot(shopper, '06b-channels-quiet');
+  // Switch the quiet hours off again, so the rest of the run's pushes flow.
+  await shopper.locator('#pref-quiet-on').uncheck();
+  await shopper.click('#prefs-save');
+  await shopper.waitForFunction(() => !document.querySelector('#prefs-dialog').open, null,
+    { timeout: WAIT });
 });
 
 // ---- the admin -----------------------------------------------------------------
