@@ -530,11 +530,14 @@ static int queue_pushes(delivery_ctx_t *d, td_db_t *db, const char *user_id, con
      * so a restart keeps the hold) until the window ends. */
     notif_quiet_t quiet;
     int64_t hold_until_ms = 0;
-    if (notif_quiet_of(db, user_id, &quiet))
-        hold_until_ms = notif_quiet_until(&quiet, (time_t)(td_now_ms() / 1000)) * 1000;
     while ((step = sqlite3_step(st)) == SQLITE_ROW) {
         const char *sub = (const char *)sqlite3_column_text(st, 0);
-        if (!payload) payload = push_payload(object_of(d));
+        if (!payload) {
+            /* Once, and only for a user with a subscription. */
+            payload = push_payload(object_of(d));
+            if (notif_quiet_of(db, user_id, &quiet))
+                hold_until_ms = notif_quiet_until(&quiet, (time_t)(td_now_ms() / 1000)) * 1000;
+        }
         rc = td_delivery_enqueue_webpush(
             db, user_id, sub, (const char *)sqlite3_column_text(st, 1),
             (const char *)sqlite3_column_text(st, 2), (const char *)sqlite3_column_text(st, 3), id,
