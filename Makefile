@@ -8,7 +8,7 @@ FUZZ_SECONDS ?= 60
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 DATA       ?= ./data
 
-.PHONY: all deps build run test test-sanitize fuzz format format-check bench clean
+.PHONY: all deps build run test test-sanitize fuzz format format-check bench kafka kafka-stop clean
 
 all: build
 
@@ -27,13 +27,16 @@ run: build
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
-# The same tests under AddressSanitizer + UndefinedBehaviorSanitizer (CI runs it).
+# The same tests under AddressSanitizer + UndefinedBehaviorSanitizer (CI runs it),
+# but for the browser test and the kafka tier: `make test` runs that on the
+# real cluster, and its code paths are the e2e tier's, which runs here too
+# (a second cluster run under ASan would cost CI minutes for no new code).
 test-sanitize: deps
 	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DTIDINGS_SANITIZE=ON
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  ctest --output-on-failure -j $(JOBS) -LE browser
+	  ctest --output-on-failure -j $(JOBS) -LE "browser|kafka"
 
 # The libFuzzer harnesses of tests/fuzz (clang, ASan + UBSan), each run for
 # FUZZ_SECONDS; fails if any of them finds a crash, leak or broken invariant.
@@ -41,6 +44,17 @@ fuzz: deps
 	cmake -S . -B $(FUZZ_BUILD) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DTIDINGS_FUZZ=ON
 	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_all
 	tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
+# A local Apache Kafka cluster (3 KRaft nodes on loopback, PLAINTEXT and
+# SASL_SSL listeners) from Maven Central, cached under $(BUILD)/kafka;
+# prints the bootstrap lists and client settings. scripts/kafka.sh has
+# fetch, start, stop, status.
+KAFKA_DIR ?= $(abspath $(BUILD))/kafka
+kafka: deps
+	@KAFKA_DIR=$(KAFKA_DIR) scripts/kafka.sh start
+
+kafka-stop:
+	@KAFKA_DIR=$(KAFKA_DIR) scripts/kafka.sh stop
 
 FORMAT_FILES = $(shell git ls-files '*.c' '*.h')
 format:

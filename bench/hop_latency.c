@@ -7,8 +7,18 @@
  * embedded broker (1 ms), and briefly with librdkafka's default (500 ms),
  * because the embedded broker holds an empty fetch for the whole
  * fetch.wait.max.ms instead of answering when data arrives, so that
- * setting alone decides the latency a consumer sees. */
+ * setting alone decides the latency a consumer sees.
+ *
+ * usage: bench_hop_latency [--brokers LIST]
+ * With --brokers (or TIDINGS_BROKERS) the hop runs on that cluster instead,
+ * a real Kafka that answers a fetch as soon as data arrives, with the
+ * TIDINGS_KAFKA_* settings every tidings client takes; the two topics are
+ * made for the run (CreateTopics, a prefix of their own) and deleted
+ * after it. */
+#include <assert.h>
 #include <pthread.h>
+#include <stdio.h>
+#include <unistd.h>
 
 #include "bench.h"
 #include "tidings/bus.h"
@@ -23,6 +33,7 @@
 #define SLOW_EVENTS    40
 #define HOP_TIMEOUT_MS 10000
 #define ASSIGN_WAIT_MS 30000
+#define ADMIN_WAIT_MS  30000
 
 /* Shared between the main thread (sender) and the consumer thread (the
  * handler): the monotonic time each event number was handled at. */
@@ -149,8 +160,103 @@ out:
     return ret;
 }
 
-int main(void)
+/* Creates (create) or deletes the run's topics on a real cluster, with
+ * partitions and replication min(3, brokers). 0 or -1 (reason printed). */
+static int real_topics(const td_config_t *cfg, char **names, size_t cnt, bool create)
 {
+    char err[512];
+    int ret = -1;
+    rd_kafka_conf_t *conf = td_kafka_conf(cfg, err, sizeof(err));
+    if (!conf) {
+        fprintf(stderr, "hop_latency: %s\n", err);
+        return -1;
+    }
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        fprintf(stderr, "hop_latency: %s\n", err);
+        return -1;
+    }
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t kerr = rd_kafka_metadata(rk, 0, NULL, &md, ADMIN_WAIT_MS);
+    if (kerr) {
+        fprintf(stderr, "hop_latency: cannot reach %s: %s\n", cfg->brokers, rd_kafka_err2str(kerr));
+        rd_kafka_destroy(rk);
+        return -1;
+    }
+    int repl = md->broker_cnt < 3 ? md->broker_cnt : 3;
+    rd_kafka_metadata_destroy(md);
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_AdminOptions_t *opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_ANY);
+    rd_kafka_AdminOptions_set_operation_timeout(opts, ADMIN_WAIT_MS, err, sizeof(err));
+    rd_kafka_NewTopic_t *nt[4];
+    rd_kafka_DeleteTopic_t *dt[4];
+    assert(cnt <= 4);
+    for (size_t i = 0; i < cnt; i++) {
+        if (create) {
+            nt[i] = rd_kafka_NewTopic_new(names[i], cfg->partitions, repl, err, sizeof(err));
+            if (repl >= 3) rd_kafka_NewTopic_set_config(nt[i], "min.insync.replicas", "2");
+        } else {
+            dt[i] = rd_kafka_DeleteTopic_new(names[i]);
+        }
+    }
+    if (create)
+        rd_kafka_CreateTopics(rk, nt, cnt, opts, q);
+    else
+        rd_kafka_DeleteTopics(rk, dt, cnt, opts, q);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, ADMIN_WAIT_MS + 5000);
+    if (!ev || rd_kafka_event_error(ev)) {
+        fprintf(stderr, "hop_latency: %s topics: %s\n", create ? "creating" : "deleting",
+                ev ? rd_kafka_event_error_string(ev) : "timed out");
+    } else {
+        const rd_kafka_topic_result_t **res;
+        size_t rcnt = 0;
+        if (create)
+            res =
+                rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &rcnt);
+        else
+            res =
+                rd_kafka_DeleteTopics_result_topics(rd_kafka_event_DeleteTopics_result(ev), &rcnt);
+        ret = 0;
+        for (size_t i = 0; i < rcnt; i++) {
+            if (!rd_kafka_topic_result_error(res[i])) continue;
+            fprintf(stderr, "hop_latency: topic %s: %s\n", rd_kafka_topic_result_name(res[i]),
+                    rd_kafka_topic_result_error_string(res[i]));
+            ret = -1;
+        }
+    }
+    if (ev) rd_kafka_event_destroy(ev);
+    for (size_t i = 0; i < cnt; i++) {
+        if (create)
+            rd_kafka_NewTopic_destroy(nt[i]);
+        else
+            rd_kafka_DeleteTopic_destroy(dt[i]);
+    }
+    rd_kafka_AdminOptions_destroy(opts);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_destroy(rk);
+    return ret;
+}
+
+/* Points cfg at the run's own topic prefix. */
+static void use_prefix(td_config_t *cfg, const char *prefix)
+{
+    free(cfg->topic_prefix);
+    cfg->topic_prefix = td_strdup(prefix);
+}
+
+int main(int argc, char **argv)
+{
+    const char *real = getenv("TIDINGS_BROKERS");
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--brokers") && i + 1 < argc) {
+            real = argv[++i];
+        } else {
+            fprintf(stderr, "usage: bench_hop_latency [--brokers LIST]\n");
+            return 2;
+        }
+    }
+    if (real && !*real) real = NULL;
     int rc = 1;
     char err[512] = "";
     td_config_t bcfg, pcfg, fast_cfg, slow_cfg;
@@ -159,6 +265,9 @@ int main(void)
     memset(&fast_cfg, 0, sizeof(fast_cfg));
     memset(&slow_cfg, 0, sizeof(slow_cfg));
     td_broker_t *broker = NULL;
+    char prefix[96] = "";
+    char *real_names[2] = {NULL, NULL};
+    bool made_topics = false;
     td_db_t *pdb = NULL, *cdb = NULL;
     td_relay_t *relay = NULL;
     double *fast = td_calloc(FAST_EVENTS, sizeof(*fast));
@@ -168,17 +277,31 @@ int main(void)
     if (!dir) return 1;
 
     bench_config(&bcfg, "broker", dir, NULL, FAST_WAIT_MS);
-    broker = bench_broker(&bcfg);
-    if (!broker) goto out;
-    const char *brokers = td_broker_bootstraps(broker);
+    const char *brokers = real;
+    if (!real) {
+        broker = bench_broker(&bcfg);
+        if (!broker) goto out;
+        brokers = td_broker_bootstraps(broker);
+    }
     bench_config(&pcfg, "orders", dir, brokers, FAST_WAIT_MS);
     bench_config(&fast_cfg, "bench", dir, brokers, FAST_WAIT_MS);
     bench_config(&slow_cfg, "bench", dir, brokers, SLOW_WAIT_MS);
     /* A topic per run, so the second consumer does not see the first
-     * run's events. */
-    if (td_broker_create_topic(broker, "tidings.bench-hop-fast", bcfg.partitions) != 0 ||
-        td_broker_create_topic(broker, "tidings.bench-hop-slow", bcfg.partitions) != 0)
+     * run's events; on a real cluster under a prefix of this run. */
+    if (real) {
+        snprintf(prefix, sizeof(prefix), "tidings-bench-%ld-%lld.", (long)getpid(),
+                 (long long)td_mono_ms());
+        use_prefix(&pcfg, prefix);
+        use_prefix(&fast_cfg, prefix);
+        use_prefix(&slow_cfg, prefix);
+        real_names[0] = td_topic_name(&pcfg, "bench-hop-fast");
+        real_names[1] = td_topic_name(&pcfg, "bench-hop-slow");
+        if (real_topics(&pcfg, real_names, 2, true) != 0) goto out;
+        made_topics = true;
+    } else if (td_broker_create_topic(broker, "tidings.bench-hop-fast", bcfg.partitions) != 0 ||
+               td_broker_create_topic(broker, "tidings.bench-hop-slow", bcfg.partitions) != 0) {
         goto out;
+    }
 
     char *ppath = td_asprintf("%s/producer.db", dir), *cpath = td_asprintf("%s/consumer.db", dir);
     pdb = td_db_open(ppath, NULL, 0, err, sizeof(err));
@@ -195,7 +318,10 @@ int main(void)
         goto out;
     }
 
-    printf("hop_latency: outbox commit -> relay -> embedded broker (3) -> consumer handler\n");
+    if (real)
+        printf("hop_latency: outbox commit -> relay -> Kafka at %s -> consumer handler\n", brokers);
+    else
+        printf("hop_latency: outbox commit -> relay -> embedded broker (3) -> consumer handler\n");
     printf("  one event at a time, %d partitions, random keys; load average at start %.2f\n",
            bcfg.partitions, bench_load_start);
     if (run_hops(pdb, &pcfg, cdb, &fast_cfg, "bench-hop-fast", FAST_WARMUP, FAST_EVENTS, fast) != 0)
@@ -216,6 +342,7 @@ int main(void)
 
     json_t *res = bench_result_new("hop_latency");
     json_object_set_new(res, "unit", json_string("ms"));
+    json_object_set_new(res, "broker", json_string(real ? "kafka" : "embedded"));
     json_object_set_new(res, "fetch_wait_1ms", bench_stats_json(&sf));
     json_object_set_new(res, "fetch_wait_500ms", bench_stats_json(&ss));
     json_object_set_new(res, "median_ratio_500_vs_1", json_real(round(ratio * 10) / 10));
@@ -224,6 +351,9 @@ int main(void)
 
 out:
     td_relay_stop(relay, 5000);
+    if (made_topics) real_topics(&pcfg, real_names, 2, false);
+    free(real_names[0]);
+    free(real_names[1]);
     td_db_close(cdb);
     td_db_close(pdb);
     td_broker_stop(broker);

@@ -18,6 +18,11 @@ PACKAGES+=(chromium)
 PACKAGES+=(clang libclang-rt-14-dev)
 
 want=("${PACKAGES[@]}")
+# The real Kafka cluster of scripts/kafka.sh (the `kafka` test tier, `make
+# kafka`): a JVM and Maven, which fetches the broker from Maven Central. A
+# JVM or Maven installed otherwise (sdkman, a JDK tarball) will do.
+if ! command -v java >/dev/null 2>&1; then want+=(default-jre-headless); fi
+if ! command -v mvn >/dev/null 2>&1; then want+=(maven); fi
 # Node.js may come from elsewhere (nodesource); only install Debian's if
 # there is no node/npm at all.
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then

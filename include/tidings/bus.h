@@ -33,9 +33,30 @@
 #include "tidings/envelope.h"
 
 /* A librdkafka configuration with bootstrap.servers and the settings every
- * tidings client shares (client.id = tidings-<service>, logging through
- * td_log). NULL with errstr on a bad setting. Caller owns it. */
+ * tidings client shares: our defaults (client.id = tidings-<service>,
+ * reconnect backoff), then the operator's (td_kafka_user_settings), then
+ * cfg->brokers; logging through td_log with secret values scrubbed. The
+ * caller sets what its own correctness needs after this, so those win.
+ * NULL with errstr on a bad setting. Caller owns it. Any thread. */
 rd_kafka_conf_t *td_kafka_conf(const td_config_t *cfg, char *errstr, size_t errlen);
+/* Applies the operator's client settings to conf (SPEC section 1): the
+ * property=value lines of the file TIDINGS_KAFKA_CONFIG names (kcat -F
+ * format, # comments), then every TIDINGS_KAFKA_<PROPERTY> variable, the
+ * name lower-cased with '_' read as '.' (TIDINGS_KAFKA_SASL_USERNAME is
+ * sasl.username). bootstrap.servers (TIDINGS_BROKERS) and
+ * transactional.id are refused. TD_EINVAL with errstr naming the variable
+ * or file line and the property; a secret value is never in errstr, and is
+ * scrubbed from librdkafka's log lines from then on. */
+int td_kafka_user_settings(rd_kafka_conf_t *conf, char *errstr, size_t errlen);
+/* td_kafka_user_settings on a scratch configuration, for a process that
+ * makes no client of its own but must refuse bad settings (`tidings
+ * broker`). *plaintext (may be NULL) is set to whether security.protocol
+ * stays plaintext, the only protocol the embedded broker speaks. */
+int td_kafka_user_settings_check(bool *plaintext, char *errstr, size_t errlen);
+/* True for a property whose value is a secret: any name with password,
+ * secret, private, token or credential in it, ssl.key.pem and
+ * sasl.oauthbearer.config. */
+bool td_kafka_secret_property(const char *name);
 /* True when cfg's brokers are librdkafka's mock cluster (the embedded
  * broker, or any program's rd_kafka_mock_cluster), told by its cluster id;
  * false when they are not or do not answer within timeout_ms. */
@@ -154,10 +175,19 @@ bool td_consumer_assigned(td_consumer_t *cons);
 /* ---- topics ------------------------------------------------------------ */
 
 /* Creates each SPEC topic and its .DLT that does not exist yet (Admin
- * CreateTopics with cfg->partitions, replication min(cfg->replication,
- * brokers), retention.ms). Existing topics are left alone. A broker that
- * does not support CreateTopics (the embedded one, whose topics `tidings
- * broker` made) is not an error. */
+ * CreateTopics with cfg->partitions, replication min(cfg->replication or 3,
+ * brokers), retention.ms, min.insync.replicas=2 from replication 3 on) and
+ * waits until they are in the metadata. Existing topics are left alone; one
+ * with fewer partitions or another retention.ms than configured is logged
+ * as a warning naming both. A broker that does not support CreateTopics
+ * (the embedded one, whose topics `tidings broker` made) is not an error.
+ * 0; TD_EINVAL (a bad setting), TD_EIO (Kafka refused to create a topic),
+ * TD_EAGAIN (Kafka refused the credentials) or TD_ETIMEDOUT (unreachable,
+ * or a transient error such as a controller moving), each with errstr.
+ * Any thread. */
 int td_topics_ensure(const td_config_t *cfg, char *errstr, size_t errlen);
+/* How long td_topics_ensure waits for a first answer from Kafka before it
+ * returns TD_ETIMEDOUT (or TD_EAGAIN for refused credentials). */
+#define TD_TOPICS_CONNECT_WAIT_MS 3000
 
 #endif

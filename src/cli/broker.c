@@ -14,6 +14,7 @@
 
 #include "cli.h"
 #include "tidings/broker.h"
+#include "tidings/bus.h"
 #include "tidings/service.h"
 #include "tidings/config.h"
 #include "tidings/log.h"
@@ -111,6 +112,14 @@ int cli_broker_main(int argc, char **argv)
         goto out;
     }
     td_log_init("broker", cfg.log_level, cfg.log_json);
+    bool plaintext = true;
+    if (td_kafka_user_settings_check(&plaintext, err, sizeof(err)) != 0) {
+        fprintf(stderr, "tidings broker: %s\n", err);
+        goto out;
+    }
+    if (!plaintext)
+        td_warn("the embedded broker speaks PLAINTEXT only: clients started with this "
+                "TIDINGS_KAFKA_SECURITY_PROTOCOL (or TIDINGS_KAFKA_CONFIG) will not reach it");
 
     sigset_t stop;
     sigemptyset(&stop);

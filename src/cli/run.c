@@ -930,6 +930,12 @@ int cli_run_main(int argc, char **argv)
         goto out;
     }
 
+    /* Every child would stop on a bad Kafka client setting: say it once. */
+    bool plaintext = true;
+    if (td_kafka_user_settings_check(&plaintext, errstr, sizeof(errstr)) != 0) {
+        fprintf(stderr, "tidings run: %s\n", errstr);
+        goto out;
+    }
     /* A brokers file left by an earlier run names a broker that died with
      * it: only brokers given by flag or environment count. */
     if (r->cfg.brokers && !r->cfg.brokers_embedded) {
@@ -944,6 +950,9 @@ int cli_run_main(int argc, char **argv)
         }
         r->brokers = td_strdup(td_broker_bootstraps(r->broker));
         say("embedded broker on %s", r->brokers);
+        if (!plaintext)
+            say_warn("the embedded broker speaks PLAINTEXT only, but TIDINGS_KAFKA_* settings ask "
+                     "for another security.protocol: give --brokers");
     }
     char *bpath = td_asprintf("%s/brokers", r->data_dir);
     char *btext = td_asprintf("%s\n", r->brokers);

@@ -83,6 +83,8 @@ struct td_consumer {
     part_state_t *parts;
     size_t part_cnt;
     int64_t next_health;
+    int64_t empty_since; /* when assigned last became 0 (or the start) */
+    int resubscribed;    /* times unstick subscribed again */
     int64_t next_lag;
     int generation; /* bumped by every revocation */
     bool stateless;
@@ -137,6 +139,48 @@ static void parts_clear(td_consumer_t *cons)
  * request without topics is the cheapest round trip there is; it blocks
  * this thread at most HEALTH_WAIT_MS every HEALTH_MS, and only while the
  * brokers do not answer. */
+#define EMPTY_GROUP_MS  15000
+#define RESUBSCRIBE_MAX 3
+
+/* A group that formed while its topics were just being created (in the
+ * metadata, partitions without leaders yet) can get no partitions, and
+ * librdkafka 2.0 was seen to stay so for minutes on a busy cluster instead
+ * of rejoining at its next metadata refresh. After EMPTY_GROUP_MS without
+ * partitions while the topics have some, the consumer subscribes again,
+ * which makes it rejoin with fresh metadata. At most RESUBSCRIBE_MAX
+ * times: a member of a group with more members than partitions rightly
+ * has none, and must not rebalance the group forever. */
+static void cons_unstick(td_consumer_t *cons)
+{
+    int64_t now = td_mono_ms();
+    if (atomic_load(&cons->assigned) > 0) {
+        cons->empty_since = now;
+        return;
+    }
+    if (cons->resubscribed >= RESUBSCRIBE_MAX || now - cons->empty_since < EMPTY_GROUP_MS) return;
+    const struct rd_kafka_metadata *md = NULL;
+    if (rd_kafka_metadata(cons->rk, 1, NULL, &md, HEALTH_WAIT_MS) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return;
+    int parts = 0;
+    for (int i = 0; i < md->topic_cnt; i++)
+        for (size_t k = 0; k < cons->topic_cnt; k++)
+            if (!md->topics[i].err && !strcmp(md->topics[i].topic, cons->topics[k]))
+                parts += md->topics[i].partition_cnt;
+    rd_kafka_metadata_destroy(md);
+    cons->empty_since = td_mono_ms();
+    if (parts == 0) return;
+    cons->resubscribed++;
+    td_warn("consumer %s: no partitions for %d s although its topics have %d: joining the group "
+            "again (%d of %d)",
+            cons->group, EMPTY_GROUP_MS / 1000, parts, cons->resubscribed, RESUBSCRIBE_MAX);
+    rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new((int)cons->topic_cnt);
+    for (size_t k = 0; k < cons->topic_cnt; k++)
+        rd_kafka_topic_partition_list_add(subs, cons->topics[k], RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t err = rd_kafka_subscribe(cons->rk, subs);
+    rd_kafka_topic_partition_list_destroy(subs);
+    if (err) td_warn("consumer %s: cannot subscribe again: %s", cons->group, rd_kafka_err2str(err));
+}
+
 static void cons_health(td_consumer_t *cons)
 {
     int64_t now = td_mono_ms();
@@ -149,6 +193,7 @@ static void cons_health(td_consumer_t *cons)
         td_log(up ? TD_LOG_INFO : TD_LOG_WARN, "consumer %s: %s", cons->group,
                up ? "connected to Kafka" : "cannot reach Kafka");
     atomic_store(&cons->connected, up);
+    if (up) cons_unstick(cons);
     cons->next_health = td_mono_ms() + HEALTH_MS;
 }
 
@@ -829,6 +874,7 @@ td_consumer_t *td_consumer_start(const td_config_t *cfg, const td_consumer_opts_
     atomic_init(&cons->processed, 0);
     atomic_init(&cons->lag, -1);
     atomic_init(&cons->assigned, 0);
+    cons->empty_since = td_mono_ms();
     cons->db = opts->db;
     cons->ctx = opts->ctx;
     cons->stateless = opts->stateless;

@@ -29,118 +29,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "db_internal.h"
 #include "tidings/fault.h"
 #include "tidings/log.h"
 #include "tidings/metrics.h"
 #include "tidings/uuid.h"
-
-#define STMT_CACHE         64 /* statements cached per connection */
-#define MAX_HOOKS          16
-#define GROUP_MAX_UNITS    64 /* units sharing one COMMIT at most */
-#define GROUP_MAX_MS       5  /* and at most this long after its first began */
-#define BUSY_TIMEOUT_MS    5000
-#define CHECKPOINT_PAGES   1000 /* WAL pages that make a checkpoint due */
-#define CHECKPOINT_IDLE_MS 1000
-#define NEST_MAX           8 /* units begun inside one held unit at once */
-#define MAX_PRUNES         8
-
-typedef struct slot {
-    const char *key; /* the sql pointer it was prepared from */
-    sqlite3_stmt *st;
-    bool busy;
-} slot_t;
-
-/* The transaction statements, prepared once per connection: sqlite3_exec
- * would parse them again at every unit and every read. */
-static const char *const fixed_sql[] = {
-    "BEGIN",          "BEGIN IMMEDIATE",  "COMMIT",           "ROLLBACK",     "SAVEPOINT unit",
-    "RELEASE unit",   "ROLLBACK TO unit", "SAVEPOINT part",   "RELEASE part", "ROLLBACK TO part",
-    "SAVEPOINT nest", "RELEASE nest",     "ROLLBACK TO nest",
-};
-#define FIXED_CNT (sizeof(fixed_sql) / sizeof(fixed_sql[0]))
-
-typedef struct conn {
-    sqlite3 *sq;
-    slot_t cache[STMT_CACHE];
-    size_t cache_cnt;
-    sqlite3_stmt *fixed[FIXED_CNT];
-    struct conn *next_free;
-} conn_t;
-
-typedef struct after {
-    td_db_after_fn fn;
-    void *arg;
-} after_t;
-
-/* A unit that ended inside an open group waits on one of these. */
-typedef struct ticket {
-    struct ticket *next;
-    int rc;
-    bool done;
-} ticket_t;
-
-typedef struct hook {
-    td_db_commit_hook_fn fn;
-    void *arg;
-} hook_t;
-
-struct td_db {
-    char *path;
-    bool memory; /* no readers, no groups */
-
-    conn_t w;           /* the writer */
-    pthread_mutex_t mu; /* the writer and everything below to the readers */
-    pthread_cond_t cv;  /* a group committed */
-    atomic_int waiting; /* threads blocked in td_db_begin */
-    bool tx_open;
-    bool group_broken; /* SQLite ended the transaction under us */
-    int64_t group_start;
-    int group_units;
-    uint32_t group_marks;
-    ticket_t *tickets;
-    /* The unit running now (its thread holds mu). */
-    uint32_t unit_marks;
-    int sp_depth;
-    size_t sp_after[16]; /* after_cnt when each open savepoint began */
-    /* Units begun inside the unit of the writer's thread (td__db_hold):
-     * depth 1 is the unit itself, each level above a SAVEPOINT nest;
-     * nest_after[d] is after_cnt when level d began. 0 outside units. */
-    int depth;
-    size_t nest_after[NEST_MAX + 1];
-    int read_nest; /* td_db_lock calls inside the unit of its thread */
-    after_t *afters;
-    size_t after_cnt, after_cap;
-
-    pthread_mutex_t hook_mu; /* held while hooks run: see td_db_hook_remove */
-    hook_t hooks[MAX_HOOKS];
-    int legacy_hook; /* td_db_set_commit_hook's id, -1 when none */
-
-    pthread_mutex_t rmu; /* readers */
-    conn_t *free_readers;
-    conn_t **readers;
-    size_t reader_cnt;
-
-    pthread_key_t cur; /* conn_t *: this thread's connection now */
-
-    /* The checkpointer: copies the WAL back into the database file on a
-     * connection of its own, so that no commit waits for it. */
-    conn_t ck;
-    pthread_t ck_thread;
-    bool ck_started, ck_stop, ck_due;
-    pthread_mutex_t ck_mu;
-    pthread_cond_t ck_cv;
-    bool sync_full;
-
-    /* Retention jobs, run by the checkpoint thread (prune_mu: the list,
-     * and a run in progress). */
-    pthread_mutex_t prune_mu;
-    struct prune_job {
-        char table[48];
-        td_prune_fn fn;
-        int64_t max_age_ms, interval_ms, next_ms; /* next: td_mono_ms */
-    } prunes[MAX_PRUNES];
-    size_t prune_cnt;
-};
 
 /* The connections this thread has open sections on, so td_db_done (which
  * gets no db) finds the cache a statement came from. */
@@ -169,7 +62,7 @@ static void thread_conn_del(conn_t *c)
 
 /* ---- connections ---------------------------------------------------------- */
 
-static int exec_err(sqlite3 *sq, const char *sql, char *errstr, size_t errlen)
+int td__db_exec_err(sqlite3 *sq, const char *sql, char *errstr, size_t errlen)
 {
     char *msg = NULL;
     if (sqlite3_exec(sq, sql, NULL, NULL, &msg) == SQLITE_OK) return 0;
@@ -180,7 +73,7 @@ static int exec_err(sqlite3 *sq, const char *sql, char *errstr, size_t errlen)
 
 /* Runs one of fixed_sql on c (sql is one of its entries), else like
  * sqlite3_exec. */
-static int conn_exec(conn_t *c, const char *sql)
+int td__db_conn_exec(conn_t *c, const char *sql)
 {
     for (size_t i = 0; i < FIXED_CNT; i++) {
         if (strcmp(sql, fixed_sql[i])) continue;
@@ -214,7 +107,7 @@ static void conn_reset_busy(conn_t *c)
         }
 }
 
-static void conn_close(conn_t *c)
+void td__db_conn_close(conn_t *c)
 {
     for (size_t i = 0; i < FIXED_CNT; i++) {
         sqlite3_finalize(c->fixed[i]);
@@ -226,7 +119,7 @@ static void conn_close(conn_t *c)
     c->sq = NULL;
 }
 
-static int conn_open(conn_t *c, const char *path, bool reader, char *errstr, size_t errlen)
+int td__db_conn_open(conn_t *c, const char *path, bool reader, char *errstr, size_t errlen)
 {
     int rc = sqlite3_open_v2(
         path, &c->sq, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
@@ -246,7 +139,7 @@ static int conn_open(conn_t *c, const char *path, bool reader, char *errstr, siz
                                  : "PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON;"
                                    " PRAGMA cache_size=-65536; PRAGMA temp_store=MEMORY;"
                                    " PRAGMA wal_autocheckpoint=0;";
-    if (exec_err(c->sq, pragmas, msg, sizeof(msg)) != 0)
+    if (td__db_exec_err(c->sq, pragmas, msg, sizeof(msg)) != 0)
         return td_errf(errstr, errlen, TD_EIO, "database %s: %s", path, msg);
     return 0;
 }
@@ -257,280 +150,6 @@ static conn_t *current(td_db_t *db)
     /* A statement outside a unit or a read has no connection to run on. */
     assert(c && "database used outside td_db_begin/commit and td_db_lock/unlock");
     return c;
-}
-
-/* ---- migrations ------------------------------------------------------------ */
-
-static int user_version(sqlite3 *sq, int *out)
-{
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(sq, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK) return TD_EIO;
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) *out = sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
-    return rc == SQLITE_ROW ? 0 : TD_EIO;
-}
-
-static int component_version(sqlite3 *sq, const char *name, int *out)
-{
-    sqlite3_stmt *st = NULL;
-    *out = 0;
-    if (sqlite3_prepare_v2(sq, "SELECT version FROM td_schema WHERE name = ?", -1, &st, NULL) !=
-        SQLITE_OK)
-        return TD_EIO;
-    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) *out = sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
-    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : TD_EIO;
-}
-
-/* Applies migs above the version read by `have`; each migration and its
- * version bump (bump_fmt with the version) in one transaction, so a crash
- * never leaves a half-applied version that would be skipped next time. */
-static int migrate(sqlite3 *sq, const char *what, int have, const td_migration_t *migs,
-                   size_t mig_cnt, const char *name, char *errstr, size_t errlen)
-{
-    int prev = 0;
-    for (size_t i = 0; i < mig_cnt; i++) {
-        const td_migration_t *m = &migs[i];
-        if (m->version <= prev)
-            return td_errf(errstr, errlen, TD_EINVAL, "%s versions must increase (%d after %d)",
-                           what, m->version, prev);
-        prev = m->version;
-        if (m->version <= have) continue;
-        char msg[512], bump[160];
-        if (name)
-            snprintf(bump, sizeof(bump),
-                     "INSERT INTO td_schema(name, version) VALUES('%s', %d)"
-                     " ON CONFLICT(name) DO UPDATE SET version = excluded.version",
-                     name, m->version);
-        else
-            snprintf(bump, sizeof(bump), "PRAGMA user_version = %d", m->version);
-        if (exec_err(sq, "BEGIN IMMEDIATE", msg, sizeof(msg)) != 0)
-            return td_errf(errstr, errlen, TD_EIO, "%s %d: %s", what, m->version, msg);
-        if (exec_err(sq, m->sql, msg, sizeof(msg)) != 0 ||
-            exec_err(sq, bump, msg, sizeof(msg)) != 0 ||
-            exec_err(sq, "COMMIT", msg, sizeof(msg)) != 0) {
-            sqlite3_exec(sq, "ROLLBACK", NULL, NULL, NULL);
-            return td_errf(errstr, errlen, TD_EIO, "%s %d: %s", what, m->version, msg);
-        }
-        td_debug("database: %s migrated to version %d", what, m->version);
-        have = m->version;
-    }
-    return 0;
-}
-
-int td_db_migrate(td_db_t *db, const char *name, const td_migration_t *migs, size_t mig_cnt,
-                  char *errstr, size_t errlen)
-{
-    char msg[512];
-    int have = 0;
-    pthread_mutex_lock(&db->mu);
-    assert(!db->tx_open);
-    int rc = exec_err(db->w.sq,
-                      "CREATE TABLE IF NOT EXISTS td_schema ("
-                      " name TEXT PRIMARY KEY, version INTEGER NOT NULL) WITHOUT ROWID",
-                      msg, sizeof(msg));
-    if (rc == 0) rc = component_version(db->w.sq, name, &have);
-    if (rc != 0)
-        td_errf(errstr, errlen, TD_EIO, "database %s: schema of %s: %s", db->path, name,
-                rc ? sqlite3_errmsg(db->w.sq) : msg);
-    else {
-        char what[96];
-        snprintf(what, sizeof(what), "%s migration", name);
-        rc = migrate(db->w.sq, what, have, migs, mig_cnt, name, errstr, errlen);
-    }
-    pthread_mutex_unlock(&db->mu);
-    return rc;
-}
-
-/* The runtime's own tables. Version 1 is the first release's outbox and
- * inbox (created only where missing, so an old database keeps its rows);
- * version 2 gives the inbox a time-ordered rowid, so the oldest rows are
- * pruned without an index on time, and the outcome a redrive looks at. */
-static const td_migration_t runtime_migrations[] = {
-    {1, "CREATE TABLE IF NOT EXISTS td_outbox ("
-        " id INTEGER PRIMARY KEY AUTOINCREMENT,"
-        " topic TEXT NOT NULL,"
-        " key BLOB,"
-        " value BLOB,"
-        " headers BLOB,"
-        " created_ms INTEGER NOT NULL);"
-        "CREATE TABLE IF NOT EXISTS td_inbox ("
-        " event_id TEXT PRIMARY KEY,"
-        " topic TEXT NOT NULL,"
-        " processed_ms INTEGER NOT NULL);"},
-    {2, "CREATE TABLE td_inbox2 ("
-        " id INTEGER PRIMARY KEY,"
-        " event_id TEXT NOT NULL UNIQUE,"
-        " topic TEXT NOT NULL,"
-        " processed_ms INTEGER NOT NULL,"
-        " outcome INTEGER NOT NULL DEFAULT 0);"
-        "INSERT INTO td_inbox2(event_id, topic, processed_ms)"
-        " SELECT event_id, topic, processed_ms FROM td_inbox ORDER BY processed_ms;"
-        "DROP TABLE td_inbox;"
-        "ALTER TABLE td_inbox2 RENAME TO td_inbox;"},
-};
-
-/* ---- retention ---------------------------------------------------------------- */
-
-static int64_t prune_run(td_db_t *db, struct prune_job *job)
-{
-    int64_t deleted = 0;
-    int64_t cutoff = td_now_ms() - job->max_age_ms;
-    if (job->fn(db, cutoff, &deleted) != 0)
-        td_warn("database %s: retention of %s failed; it is tried again", db->path, job->table);
-    if (deleted > 0) {
-        char labels[128];
-        td_metric_labels(labels, sizeof(labels), "table", job->table, NULL);
-        td_metric_add("tidings_retention_deleted_total", labels, (double)deleted);
-        td_debug("database %s: retention deleted %lld rows of %s", db->path, (long long)deleted,
-                 job->table);
-    }
-    return deleted;
-}
-
-static int64_t prune_due(td_db_t *db, bool all)
-{
-    int64_t deleted = 0;
-    pthread_mutex_lock(&db->prune_mu);
-    for (size_t i = 0; i < db->prune_cnt; i++) {
-        struct prune_job *job = &db->prunes[i];
-        int64_t now = td_mono_ms();
-        if (!all && now < job->next_ms) continue;
-        deleted += prune_run(db, job);
-        job->next_ms = td_mono_ms() + job->interval_ms;
-    }
-    pthread_mutex_unlock(&db->prune_mu);
-    return deleted;
-}
-
-void td_db_prune_add(td_db_t *db, const char *table, td_prune_fn fn, int64_t max_age_ms)
-{
-    static atomic_bool described;
-    if (!atomic_exchange(&described, true))
-        td_metric_describe("tidings_retention_deleted_total", "counter",
-                           "Rows deleted by retention, per table.");
-    pthread_mutex_lock(&db->prune_mu);
-    size_t i = 0;
-    while (i < db->prune_cnt && strcmp(db->prunes[i].table, table)) i++;
-    if (max_age_ms <= 0) {
-        if (i < db->prune_cnt) db->prunes[i] = db->prunes[--db->prune_cnt];
-    } else if (i < db->prune_cnt || db->prune_cnt < MAX_PRUNES) {
-        struct prune_job *job = &db->prunes[i];
-        if (i == db->prune_cnt) db->prune_cnt++;
-        snprintf(job->table, sizeof(job->table), "%s", table);
-        job->fn = fn;
-        job->max_age_ms = max_age_ms;
-        job->interval_ms = max_age_ms / 4;
-        if (job->interval_ms < 1000) job->interval_ms = 1000;
-        if (job->interval_ms > 60000) job->interval_ms = 60000;
-        job->next_ms = td_mono_ms() + job->interval_ms;
-    } else {
-        td_error("database %s: more than %d retention jobs; %s is kept forever", db->path,
-                 MAX_PRUNES, table);
-    }
-    pthread_mutex_unlock(&db->prune_mu);
-}
-
-int64_t td_db_prune_now(td_db_t *db)
-{
-    return prune_due(db, true);
-}
-
-int td_db_prune_chunks(td_db_t *db, const char *sql, int64_t cutoff_ms, bool as_text,
-                       int64_t *deleted)
-{
-    char when[32];
-    if (as_text) td_time_format(cutoff_ms, when);
-    for (;;) {
-        int rc = td_db_begin(db);
-        if (rc != 0) return rc;
-        sqlite3_stmt *st = td_db_prepare(db, sql);
-        if (as_text)
-            sqlite3_bind_text(st, 1, when, -1, SQLITE_TRANSIENT);
-        else
-            sqlite3_bind_int64(st, 1, cutoff_ms);
-        rc = td_db_run(db, st);
-        int n = rc == 0 ? td_db_changes(db) : 0;
-        if (rc != 0) {
-            td_db_rollback(db);
-            return rc;
-        }
-        if ((rc = td_db_commit(db)) != 0) return rc;
-        *deleted += n;
-        if (n < TD_PRUNE_CHUNK) return 0;
-    }
-}
-
-/* ---- the checkpointer -------------------------------------------------------- */
-
-/* sqlite3_wal_hook of the writer: runs inside each COMMIT. */
-static int wal_hook(void *arg, sqlite3 *sq, const char *name, int pages)
-{
-    (void)sq;
-    (void)name;
-    td_db_t *db = arg;
-    if (pages >= CHECKPOINT_PAGES) {
-        pthread_mutex_lock(&db->ck_mu);
-        if (!db->ck_due) {
-            db->ck_due = true;
-            pthread_cond_signal(&db->ck_cv);
-        }
-        pthread_mutex_unlock(&db->ck_mu);
-    }
-    return SQLITE_OK;
-}
-
-static void *checkpoint_main(void *arg)
-{
-    td_db_t *db = arg;
-    pthread_mutex_lock(&db->ck_mu);
-    while (!db->ck_stop) {
-        if (!db->ck_due) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += CHECKPOINT_IDLE_MS / 1000;
-            pthread_cond_timedwait(&db->ck_cv, &db->ck_mu, &ts);
-            if (db->ck_stop) break;
-        }
-        db->ck_due = false;
-        pthread_mutex_unlock(&db->ck_mu);
-        /* PASSIVE: copies what no reader still needs, never waits. */
-        int log = 0, done = 0;
-        int rc = sqlite3_wal_checkpoint_v2(db->ck.sq, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
-        if (rc != SQLITE_OK && rc != SQLITE_BUSY)
-            td_warn("database %s: checkpoint failed: %s", db->path, sqlite3_errmsg(db->ck.sq));
-        prune_due(db, false);
-        pthread_mutex_lock(&db->ck_mu);
-    }
-    pthread_mutex_unlock(&db->ck_mu);
-    return NULL;
-}
-
-static int checkpointer_start(td_db_t *db, char *errstr, size_t errlen)
-{
-    if (conn_open(&db->ck, db->path, false, errstr, errlen) != 0) return TD_EIO;
-    sqlite3_wal_hook(db->w.sq, wal_hook, db);
-    if (pthread_create(&db->ck_thread, NULL, checkpoint_main, db) != 0)
-        return td_errf(errstr, errlen, TD_EIO, "cannot start the checkpoint thread");
-    db->ck_started = true;
-    return 0;
-}
-
-static void checkpointer_stop(td_db_t *db)
-{
-    if (db->ck_started) {
-        pthread_mutex_lock(&db->ck_mu);
-        db->ck_stop = true;
-        pthread_cond_signal(&db->ck_cv);
-        pthread_mutex_unlock(&db->ck_mu);
-        pthread_join(db->ck_thread, NULL);
-        db->ck_started = false;
-    }
-    if (db->w.sq) sqlite3_wal_hook(db->w.sq, NULL, NULL);
-    conn_close(&db->ck);
 }
 
 /* ---- open and close ---------------------------------------------------------- */
@@ -555,24 +174,25 @@ td_db_t *td_db_open(const char *path, const td_migration_t *migs, size_t mig_cnt
     char msg[512];
     int have = 0;
 
-    if (conn_open(&db->w, path, false, errstr, errlen) != 0) goto fail;
-    if (exec_err(db->w.sq, "PRAGMA synchronous=FULL", msg, sizeof(msg)) != 0) {
+    if (td__db_conn_open(&db->w, path, false, errstr, errlen) != 0) goto fail;
+    if (td__db_exec_err(db->w.sq, "PRAGMA synchronous=FULL", msg, sizeof(msg)) != 0) {
         td_errf(errstr, errlen, TD_EIO, "database %s: %s", path, msg);
         goto fail;
     }
-    if (td_db_migrate(db, "runtime", runtime_migrations, TD_ARRAY_SIZE(runtime_migrations), errstr,
-                      errlen) != 0)
+    if (td_db_migrate(db, "runtime", td__db_runtime_migrations, td__db_runtime_migration_cnt,
+                      errstr, errlen) != 0)
         goto fail;
-    if (user_version(db->w.sq, &have) != 0) {
+    if (td__db_user_version(db->w.sq, &have) != 0) {
         td_errf(errstr, errlen, TD_EIO, "database %s: reading user_version: %s", path,
                 sqlite3_errmsg(db->w.sq));
         goto fail;
     }
-    if (migrate(db->w.sq, "migration", have, migs, mig_cnt, NULL, msg, sizeof(msg)) != 0) {
+    if (td__db_migrate_conn(db->w.sq, "migration", have, migs, mig_cnt, NULL, msg, sizeof(msg)) !=
+        0) {
         td_errf(errstr, errlen, TD_EIO, "database %s: %s", path, msg);
         goto fail;
     }
-    if (!db->memory && checkpointer_start(db, errstr, errlen) != 0) goto fail;
+    if (!db->memory && td__db_checkpointer_start(db, errstr, errlen) != 0) goto fail;
     return db;
 
 fail:
@@ -585,7 +205,7 @@ void td_db_set_full_sync(td_db_t *db, bool full)
     pthread_mutex_lock(&db->mu);
     assert(!db->tx_open);
     db->sync_full = full;
-    conn_exec(&db->w, full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+    td__db_conn_exec(&db->w, full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
     pthread_mutex_unlock(&db->mu);
 }
 
@@ -593,13 +213,13 @@ void td_db_close(td_db_t *db)
 {
     if (!db) return;
     assert(!db->tx_open && !db->tickets);
-    checkpointer_stop(db);
+    td__db_checkpointer_stop(db);
     for (size_t i = 0; i < db->reader_cnt; i++) {
-        conn_close(db->readers[i]);
+        td__db_conn_close(db->readers[i]);
         free(db->readers[i]);
     }
     free(db->readers);
-    conn_close(&db->w);
+    td__db_conn_close(&db->w);
     free(db->afters);
     free(db->path);
     pthread_key_delete(db->cur);
@@ -650,7 +270,7 @@ void td__db_hold(td_db_t *db)
 static int nest_begin(td_db_t *db)
 {
     assert(db->depth >= 1 && db->depth < NEST_MAX);
-    if (conn_exec(&db->w, "SAVEPOINT nest") != 0) return TD_EIO;
+    if (td__db_conn_exec(&db->w, "SAVEPOINT nest") != 0) return TD_EIO;
     db->nest_after[++db->depth] = db->after_cnt;
     return 0;
 }
@@ -661,8 +281,8 @@ static void nest_rollback(td_db_t *db)
     size_t from = db->nest_after[db->depth--];
     afters_cancel_from(db, from);
     conn_reset_busy(&db->w);
-    if (!sqlite3_get_autocommit(db->w.sq) &&
-        (conn_exec(&db->w, "ROLLBACK TO nest") != 0 || conn_exec(&db->w, "RELEASE nest") != 0))
+    if (!sqlite3_get_autocommit(db->w.sq) && (td__db_conn_exec(&db->w, "ROLLBACK TO nest") != 0 ||
+                                              td__db_conn_exec(&db->w, "RELEASE nest") != 0))
         db->group_broken = true;
 }
 
@@ -676,7 +296,7 @@ int td_db_begin(td_db_t *db)
     pthread_mutex_lock(&db->mu);
     atomic_fetch_sub(&db->waiting, 1);
     if (!db->tx_open) {
-        if (conn_exec(&db->w, "BEGIN IMMEDIATE") != 0) {
+        if (td__db_conn_exec(&db->w, "BEGIN IMMEDIATE") != 0) {
             pthread_mutex_unlock(&db->mu);
             return TD_EIO;
         }
@@ -692,7 +312,7 @@ int td_db_begin(td_db_t *db)
     db->depth = 1;
     db->read_nest = 0;
     set_current(db, &db->w);
-    if (conn_exec(&db->w, "SAVEPOINT unit") != 0) {
+    if (td__db_conn_exec(&db->w, "SAVEPOINT unit") != 0) {
         td_db_rollback(db);
         return TD_EIO;
     }
@@ -744,10 +364,10 @@ static int finish_unit(td_db_t *db, bool unit_ok)
         grc = TD_EIO;
     } else if (db->group_units == 0) {
         /* Nothing to keep: ending the transaction writes nothing. */
-        conn_exec(&db->w, "ROLLBACK");
-    } else if (conn_exec(&db->w, "COMMIT") != 0) {
+        td__db_conn_exec(&db->w, "ROLLBACK");
+    } else if (td__db_conn_exec(&db->w, "COMMIT") != 0) {
         td_error("database commit failed: %s", sqlite3_errmsg(db->w.sq));
-        if (!sqlite3_get_autocommit(db->w.sq)) conn_exec(&db->w, "ROLLBACK");
+        if (!sqlite3_get_autocommit(db->w.sq)) td__db_conn_exec(&db->w, "ROLLBACK");
         grc = TD_EIO;
     }
     if (grc) marks = 0;
@@ -784,8 +404,8 @@ static void afters_cancel(after_t *a, size_t cnt)
 static void unit_undo(td_db_t *db)
 {
     conn_reset_busy(&db->w);
-    if (!sqlite3_get_autocommit(db->w.sq) &&
-        (conn_exec(&db->w, "ROLLBACK TO unit") != 0 || conn_exec(&db->w, "RELEASE unit") != 0))
+    if (!sqlite3_get_autocommit(db->w.sq) && (td__db_conn_exec(&db->w, "ROLLBACK TO unit") != 0 ||
+                                              td__db_conn_exec(&db->w, "RELEASE unit") != 0))
         db->group_broken = true;
 }
 
@@ -794,7 +414,7 @@ int td_db_commit(td_db_t *db)
     assert(td__db_in_unit(db));
     if (db->depth > 1) {
         conn_reset_busy(&db->w);
-        if (conn_exec(&db->w, "RELEASE nest") != 0) {
+        if (td__db_conn_exec(&db->w, "RELEASE nest") != 0) {
             nest_rollback(db);
             return TD_EIO;
         }
@@ -805,7 +425,7 @@ int td_db_commit(td_db_t *db)
     bool ok = !td__fault("db.before_commit");
     if (!ok) td_error("database commit failed: injected fault db.before_commit");
     conn_reset_busy(&db->w);
-    if (ok && conn_exec(&db->w, "RELEASE unit") != 0) ok = false;
+    if (ok && td__db_conn_exec(&db->w, "RELEASE unit") != 0) ok = false;
     if (!ok) unit_undo(db);
     /* SQLite ends a transaction by itself on some errors (I/O, full disk):
      * then the group's earlier units are gone too. */
@@ -847,7 +467,7 @@ int td_db_savepoint(td_db_t *db)
 {
     assert(td__db_in_unit(db));
     assert(db->sp_depth < (int)TD_ARRAY_SIZE(db->sp_after));
-    if (conn_exec(&db->w, "SAVEPOINT part") != 0) return TD_EIO;
+    if (td__db_conn_exec(&db->w, "SAVEPOINT part") != 0) return TD_EIO;
     db->sp_after[db->sp_depth++] = db->after_cnt;
     return 0;
 }
@@ -857,7 +477,7 @@ int td_db_savepoint_release(td_db_t *db)
     assert(td__db_in_unit(db) && db->sp_depth > 0);
     db->sp_depth--;
     conn_reset_busy(&db->w);
-    return conn_exec(&db->w, "RELEASE part");
+    return td__db_conn_exec(&db->w, "RELEASE part");
 }
 
 void td_db_savepoint_rollback(td_db_t *db)
@@ -870,8 +490,8 @@ void td_db_savepoint_rollback(td_db_t *db)
     afters_cancel(db->afters + from, db->after_cnt - from);
     db->after_cnt = from;
     conn_reset_busy(&db->w);
-    if (!sqlite3_get_autocommit(db->w.sq) &&
-        (conn_exec(&db->w, "ROLLBACK TO part") != 0 || conn_exec(&db->w, "RELEASE part") != 0))
+    if (!sqlite3_get_autocommit(db->w.sq) && (td__db_conn_exec(&db->w, "ROLLBACK TO part") != 0 ||
+                                              td__db_conn_exec(&db->w, "RELEASE part") != 0))
         db->group_broken = true;
 }
 
@@ -896,7 +516,7 @@ static conn_t *reader_get(td_db_t *db)
     if (c) return c;
     c = td_calloc(1, sizeof(*c));
     char err[512];
-    if (conn_open(c, db->path, true, err, sizeof(err)) != 0) {
+    if (td__db_conn_open(c, db->path, true, err, sizeof(err)) != 0) {
         /* The writer opened the same file a moment ago: out of memory or
          * file descriptors, both fatal to the service. */
         td_error("%s", err);
@@ -927,7 +547,7 @@ void td_db_lock(td_db_t *db)
     set_current(db, c);
     /* One read transaction: every statement until unlock sees the same
      * committed state. */
-    conn_exec(c, "BEGIN");
+    td__db_conn_exec(c, "BEGIN");
 }
 
 void td_db_unlock(td_db_t *db)
@@ -945,7 +565,7 @@ void td_db_unlock(td_db_t *db)
         pthread_mutex_unlock(&db->mu);
         return;
     }
-    if (!sqlite3_get_autocommit(c->sq)) conn_exec(c, "COMMIT");
+    if (!sqlite3_get_autocommit(c->sq)) td__db_conn_exec(c, "COMMIT");
     pthread_mutex_lock(&db->rmu);
     c->next_free = db->free_readers;
     db->free_readers = c;
@@ -956,7 +576,7 @@ void td_db_unlock(td_db_t *db)
 
 int td_db_exec(td_db_t *db, const char *sql)
 {
-    return conn_exec(current(db), sql);
+    return td__db_conn_exec(current(db), sql);
 }
 
 sqlite3_stmt *td_db_prepare(td_db_t *db, const char *sql)

@@ -9,10 +9,12 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "tidings/log.h"
 
@@ -39,9 +41,19 @@ int td_signals_wait(void)
     return sig;
 }
 
+/* True while the topics could not be made at start and the retry thread
+ * below is still at it: the service is not ready until they exist, even
+ * when its clients reach Kafka (a consumer of a topic that does not exist
+ * yet consumes nothing). */
+static atomic_bool topics_pending;
+
 bool td_readiness_check(void *arg, char *why, size_t whylen)
 {
     const td_readiness_t *r = arg;
+    if (atomic_load(&topics_pending)) {
+        td_errf(why, whylen, TD_EAGAIN, "the topics are not created yet (Kafka not reachable)");
+        return false;
+    }
     if (r->db && !td_db_ping(r->db)) {
         td_errf(why, whylen, TD_EIO, "database is not answering");
         return false;
@@ -114,9 +126,100 @@ td_db_t *td_service_db(const td_config_t *cfg, const td_migration_t *migs, size_
     return db;
 }
 
+/* Creating the topics again and again, in the background, after Kafka
+ * could not be reached (or refused the credentials) at start: the service
+ * runs meanwhile, /readyz answering 503, and makes the topics as soon as
+ * Kafka lets it. */
+typedef struct topics_retry {
+    const td_config_t *cfg;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool stop;
+    int last_rc;        /* the failure logged last, so each is logged once */
+    char last_err[512]; /* its message */
+} topics_retry_t;
+
+#define TOPICS_RETRY_MS 5000
+
+static void *topics_retry_main(void *arg)
+{
+    topics_retry_t *tr = arg;
+    char err[512];
+    for (;;) {
+        pthread_mutex_lock(&tr->mu);
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += TOPICS_RETRY_MS / 1000;
+        while (!tr->stop && pthread_cond_timedwait(&tr->cv, &tr->mu, &ts) == 0) continue;
+        bool stop = tr->stop;
+        pthread_mutex_unlock(&tr->mu);
+        if (stop) break;
+        int rc = td_topics_ensure(tr->cfg, err, sizeof(err));
+        if (rc == 0) {
+            td_info("Kafka is reachable now: the topics exist");
+            atomic_store(&topics_pending, false);
+            break;
+        }
+        if (rc == TD_EINVAL || rc == TD_EIO) {
+            /* Kafka answers but refuses the topics (ACLs, a policy): that
+             * is for the operator, and retrying will not change it. */
+            td_error("%s; the service stays unready", err);
+            break;
+        }
+        /* Once per failure kind, not every attempt: the clients' own
+         * lines say the rest. */
+        if (rc != tr->last_rc || strcmp(err, tr->last_err))
+            td_warn("still waiting for Kafka: %s", err);
+        tr->last_rc = rc;
+        snprintf(tr->last_err, sizeof(tr->last_err), "%s", err);
+    }
+    return NULL;
+}
+
+static topics_retry_t *topics_retry_start(const td_config_t *cfg, int rc, const char *err)
+{
+    topics_retry_t *tr = td_calloc(1, sizeof(*tr));
+    tr->cfg = cfg;
+    tr->last_rc = rc;
+    snprintf(tr->last_err, sizeof(tr->last_err), "%s", err);
+    atomic_store(&topics_pending, true);
+    pthread_mutex_init(&tr->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&tr->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    if (pthread_create(&tr->thread, NULL, topics_retry_main, tr) != 0) {
+        td_error("cannot start the thread that creates the topics later");
+        atomic_store(&topics_pending, false);
+        pthread_cond_destroy(&tr->cv);
+        pthread_mutex_destroy(&tr->mu);
+        free(tr);
+        return NULL;
+    }
+    return tr;
+}
+
+/* Stops the retries; waits for an attempt under way (at most the metadata
+ * wait of td_topics_ensure). */
+static void topics_retry_stop(topics_retry_t *tr)
+{
+    if (!tr) return;
+    pthread_mutex_lock(&tr->mu);
+    tr->stop = true;
+    pthread_cond_signal(&tr->cv);
+    pthread_mutex_unlock(&tr->mu);
+    pthread_join(tr->thread, NULL);
+    pthread_cond_destroy(&tr->cv);
+    pthread_mutex_destroy(&tr->mu);
+    free(tr);
+}
+
 int td_service_main(const char *service, int argc, char **argv, td_service_start_fn start,
                     td_service_stop_fn stop)
 {
+    topics_retry_t *retry = NULL;
     td_config_t cfg;
     char err[512];
     int rc = 1;
@@ -142,20 +245,33 @@ int td_service_main(const char *service, int argc, char **argv, td_service_start
                  "/ `tidings run`");
         goto out;
     }
-    if (td_topics_ensure(&cfg, err, sizeof(err)) != 0) {
+    /* A bad setting or a topic Kafka will not create stops the service; a
+     * Kafka it cannot reach (or that refuses its credentials) does not
+     * (SPEC section 5): the HTTP server starts with /readyz 503, as after
+     * losing Kafka later, and a thread creates the topics once Kafka lets
+     * it. The attempt here waits TD_TOPICS_CONNECT_WAIT_MS at most, so
+     * /healthz answers within a few seconds whatever Kafka does. */
+    int trc = td_topics_ensure(&cfg, err, sizeof(err));
+    if (trc == TD_EINVAL || trc == TD_EIO) {
         td_error("%s", err);
         goto out;
     }
+    if (trc != 0)
+        td_error("%s; starting anyway: /readyz answers 503 until Kafka is reachable, and the "
+                 "topics are created then",
+                 err);
     /* A mock cluster holds an empty fetch for the whole fetch.wait.max.ms
      * instead of answering when data arrives, as Kafka does: there only a
-     * short wait keeps a hop short. */
-    if (!cfg.fetch_wait_set && !cfg.brokers_embedded && td_kafka_is_mock(&cfg, 2000)) {
+     * short wait keeps a hop short. (Not asked of brokers that did not
+     * answer just now: it would only delay the start.) */
+    if (trc == 0 && !cfg.fetch_wait_set && !cfg.brokers_embedded && td_kafka_is_mock(&cfg, 2000)) {
         cfg.fetch_wait_ms = 1;
         td_info("brokers %s are a mock cluster: fetch wait 1 ms", cfg.brokers);
     }
     /* Before any thread exists, so that every thread inherits the mask and
      * only the sigwait below sees SIGINT/SIGTERM. */
     td_signals_block();
+    if (trc != 0) retry = topics_retry_start(&cfg, trc, err);
     svc = start(&cfg, err, sizeof(err));
     if (!svc) {
         td_error("cannot start: %s", err);
@@ -165,11 +281,14 @@ int td_service_main(const char *service, int argc, char **argv, td_service_start
     td_info("ready (port %d, brokers %s)", sid >= 0 ? td_config_port(&cfg, sid) : 0, cfg.brokers);
     int sig = td_signals_wait();
     td_info("stopping (%s)", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    topics_retry_stop(retry);
+    retry = NULL;
     stop(svc);
     td_info("stopped");
     rc = 0;
 
 out:
+    topics_retry_stop(retry);
     td_config_free(&cfg);
     return rc;
 }

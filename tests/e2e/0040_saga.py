@@ -13,7 +13,9 @@ correlation id (the orderId, also the key), each causation id naming the
 event reacted to and published after it, one trace, one event per fact.
 
 0041_saga_crash.py runs the same with a service killed (kill -9) and
-restarted in the middle; `run(crash=...)` is shared with it.
+restarted in the middle; `run(crash=...)` is shared with it, and with the
+kafka tier, which runs it on a real cluster (tdharness: TIDINGS_TEST_KAFKA)
+and kills a Kafka broker in the middle.
 """
 import concurrent.futures
 import json
@@ -54,10 +56,10 @@ def money_cents(value):
 # ---- Kafka -------------------------------------------------------------------
 
 
-def read_topics(brokers, shorts):
+def read_topics(brokers, shorts, prefix=PREFIX):
     """Every record of the topics, from the beginning to the end offsets of
     now, as dicts."""
-    topics = [PREFIX + s for s in shorts]
+    topics = [prefix + s for s in shorts]
     c = KafkaConsumer(bootstrap_servers=brokers.split(","), enable_auto_commit=False,
                       group_id=None, consumer_timeout_ms=1000)
     try:
@@ -86,7 +88,7 @@ def read_topics(brokers, shorts):
                         continue
                     h = {k: (v.decode() if v is not None else None) for k, v in r.headers}
                     out.append({
-                        "topic": r.topic[len(PREFIX):], "partition": r.partition,
+                        "topic": r.topic[len(prefix):], "partition": r.partition,
                         "offset": r.offset, "key": r.key.decode() if r.key else None,
                         "headers": h, "id": h.get("ce_id"), "type": h.get("ce_type"),
                         "corr": h.get("ce_correlationid"), "cause": h.get("ce_causationid"),
@@ -196,18 +198,21 @@ def plan_orders(rng, products, ghost):
     return plan
 
 
-def run(name, crash=None):
+def run(name, crash=None, services=SERVICES, check=None):
     """The whole scenario; crash is None or a list of (after_n_orders,
-    service) to kill -9 and restart while orders are being placed."""
+    what): a service to kill -9 and restart while orders are being placed,
+    or a function of the System that does something worse. services may add
+    to SERVICES; check(sysm, users, orders, placed) runs last, before the
+    processes stop."""
     rng = random.Random(4040)
-    sysm = System(name, SERVICES, {"TIDINGS_PAYMENT_LIMIT": "500.00", "TIDINGS_LOG_FORMAT": "json"})
+    sysm = System(name, services, {"TIDINGS_PAYMENT_LIMIT": "500.00", "TIDINGS_LOG_FORMAT": "json"})
     ok = False
     try:
         sysm.start_broker()
         log("broker at %s, data in %s" % (sysm.brokers, sysm.dir))
-        for svc in SERVICES:
+        for svc in services:
             sysm.start(svc)
-        for svc in SERVICES:
+        for svc in services:
             sysm.wait_ready(svc)
         log("services ready")
 
@@ -279,6 +284,9 @@ def run(name, crash=None):
             for n, svc in sorted(kill_at.items()):
                 with progress:
                     progress.wait_for(lambda: done_count[0] >= n, timeout=120)
+                if callable(svc):
+                    svc(sysm)
+                    continue
                 log("kill -9 %s after %d orders" % (svc, done_count[0]))
                 sysm.kill9(svc)
                 time.sleep(0.5)
@@ -289,7 +297,8 @@ def run(name, crash=None):
         log("%d orders placed in %.1f s" % (len(placed), time.time() - t0))
         assert len(placed) == ORDER_COUNT
         for svc in (kill_at.values() if crash else []):
-            sysm.wait_ready(svc, timeout=120)
+            if not callable(svc):
+                sysm.wait_ready(svc, timeout=120)
 
         # Every order ends final within the bound. The orders service's own
         # lists are the truth: they also hold any order whose 202 was lost.
@@ -387,7 +396,8 @@ def run(name, crash=None):
         # Kafka: each order's saga, complete, causal, one correlation id.
         deadline = time.time() + 60
         while True:
-            records = read_topics(sysm.brokers, ["orders", "reservations", "payments"])
+            records = read_topics(sysm.reader_brokers, ["orders", "reservations", "payments"],
+                                  sysm.prefix)
             by_order, repeats = group_events(records)
             try:
                 for o in orders.values():
@@ -402,9 +412,12 @@ def run(name, crash=None):
         assert not stray, "events for orders nobody placed: %s" % sorted(stray)[:3]
         log("%d saga events on Kafka in causal order (%d re-published copies)"
             % (sum(len(v) for v in by_order.values()), repeats))
-        dlt = read_topics(sysm.brokers, ["orders.DLT", "reservations.DLT", "payments.DLT"])
+        dlt = read_topics(sysm.reader_brokers, ["orders.DLT", "reservations.DLT", "payments.DLT"],
+                          sysm.prefix)
         assert not dlt, "dead-lettered: %s" % [(r["type"], r["headers"].get(
             "tidings_dlt_reason")) for r in dlt]
+        if check:
+            check(sysm, users, orders, placed)
         ok = True
     finally:
         codes = sysm.stop()
@@ -417,7 +430,7 @@ def run(name, crash=None):
         if ok:
             shutil.rmtree(sysm.dir, ignore_errors=True)
         else:
-            for name in ["broker"] + SERVICES:
+            for name in ["broker"] + list(services):
                 sys.stderr.write("---- %s log (%s):%s\n" % (name, sysm.dir, sysm.tail(name)))
     if not ok:
         raise AssertionError("a saga service did not stop cleanly (see its log above)")

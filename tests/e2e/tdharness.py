@@ -1,7 +1,16 @@
 """Shared harness of the e2e Python tests: timestamped logging, free TCP
 ports, the JSON-over-HTTP helpers and System, the processes of a run. Not a test itself (the e2e glob takes
 only files starting with digits); tests import it after
-sys.path.insert(0, os.path.dirname(__file__))."""
+sys.path.insert(0, os.path.dirname(__file__)).
+
+A System runs on the embedded broker (`tidings broker`) unless
+TIDINGS_TEST_KAFKA names a listener of a real cluster, as the kafka tier
+sets it: "plaintext", or "sasl_ssl" (the services then reach Kafka over TLS
+and SASL configured with nothing but TIDINGS_KAFKA_* variables). The
+cluster is the one scripts/kafka.sh describes in its cluster.env
+(TIDINGS_TEST_KAFKA_ENV, default <build>/kafka/cluster/cluster.env), and
+each System gets topics of its own (a fresh TIDINGS_TOPIC_PREFIX)."""
+import ctypes
 import json
 import os
 import secrets
@@ -60,12 +69,90 @@ BIN = os.environ.get("TIDINGS_BIN", "tidings")
 TMP = os.environ.get("TIDINGS_TEST_TMP") or "/tmp"
 
 
+def librdkafka_version():
+    """The version of the librdkafka the tidings binary loads, as a tuple."""
+    v = ctypes.CDLL("librdkafka.so.1").rd_kafka_version()
+    return (v >> 24 & 0xff, v >> 16 & 0xff, v >> 8 & 0xff)
+
+
+class KafkaCluster:
+    """The real cluster of scripts/kafka.sh, read from its cluster.env.
+    plaintext: its PLAINTEXT bootstrap list (what test code reads with);
+    brokers and client_env: what the services get for the listener asked
+    for."""
+
+    def __init__(self, listener, env_file=None):
+        env_file = env_file or os.environ.get("TIDINGS_TEST_KAFKA_ENV") or os.path.join(
+            os.path.dirname(os.path.abspath(BIN)), "kafka", "cluster", "cluster.env")
+        self.env_file = env_file
+        self.vals = {}
+        with open(env_file) as f:
+            for line in f:
+                line = line.strip()
+                if line and not line.startswith("#") and "=" in line:
+                    k, _, v = line.partition("=")
+                    self.vals[k] = v
+        self.dir = self.vals["KAFKA_CLUSTER_DIR"]
+        self.plaintext = self.vals["KAFKA_BOOTSTRAP_PLAINTEXT"]
+        self.sasl_ssl = self.vals["KAFKA_BOOTSTRAP_SASL_SSL"]
+        self.password = self.vals["KAFKA_SASL_PASSWORD"]
+        self.listener = listener
+        if listener == "plaintext":
+            self.brokers, self.client_env = self.plaintext, {}
+        elif listener == "sasl_ssl":
+            self.brokers = self.sasl_ssl
+            self.client_env = self.sasl_env(self.password)
+        else:
+            raise ValueError("TIDINGS_TEST_KAFKA=%r: not plaintext or sasl_ssl" % listener)
+
+    @staticmethod
+    def sasl_mechanism():
+        """SCRAM-SHA-512, unless the librdkafka here has the SCRAM nonce bug
+        Kafka 4 rejects (before 2.6.1): then PLAIN, over the same TLS."""
+        forced = os.environ.get("TIDINGS_TEST_SASL_MECHANISM")
+        if forced:
+            return forced
+        return "SCRAM-SHA-512" if librdkafka_version() >= (2, 6, 1) else "PLAIN"
+
+    def sasl_env(self, password, mechanism=None):
+        return {
+            "TIDINGS_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "TIDINGS_KAFKA_SASL_MECHANISM": mechanism or self.sasl_mechanism(),
+            "TIDINGS_KAFKA_SASL_USERNAME": self.vals["KAFKA_SASL_USERNAME"],
+            "TIDINGS_KAFKA_SASL_PASSWORD": password,
+            "TIDINGS_KAFKA_SSL_CA_LOCATION": self.vals["KAFKA_CA"],
+        }
+
+    def node_pid(self, node):
+        """The pid of the JVM of node N (1..3), or None when it is down."""
+        try:
+            pid = int(open(os.path.join(self.dir, "node-%d.pid" % node)).read())
+            os.kill(pid, 0)
+            return pid
+        except (OSError, ValueError):
+            return None
+
+    def node_of_port(self, port):
+        """The node whose PLAINTEXT or SASL_SSL listener is port."""
+        base = int(self.vals["KAFKA_PORT_BASE"])
+        return (port - base) % 10 + 1
+
+
+def kafka_cluster():
+    """The KafkaCluster TIDINGS_TEST_KAFKA asks for, or None (embedded)."""
+    listener = os.environ.get("TIDINGS_TEST_KAFKA")
+    return KafkaCluster(listener) if listener else None
+
+
 class System:
     """The processes of one test run, each with its log file: a `tidings
-    broker` and the services, each on a free port, sharing one scratch data
-    dir. env adds settings; admin=True makes admin@tidings.local with a
-    random password (self.admin_password). Settings that would point the
-    run elsewhere are dropped from the inherited environment."""
+    broker` (or a real cluster, see kafka_cluster) and the services, each on
+    a free port, sharing one scratch data dir. env adds settings; admin=True
+    makes admin@tidings.local with a random password (self.admin_password).
+    Settings that would point the run elsewhere are dropped from the
+    inherited environment. self.prefix is the topic prefix, and
+    self.reader_brokers what test code reads the topics with (the PLAINTEXT
+    listener of a real cluster)."""
 
     def __init__(self, name, services, env=None, admin=True):
         os.makedirs(TMP, exist_ok=True)
@@ -78,22 +165,38 @@ class System:
         for k in ("TIDINGS_BROKERS", "TIDINGS_DATA_DIR", "TIDINGS_TOPIC_PREFIX",
                   "TIDINGS_VAPID_PRIVATE_KEY"):
             self.env.pop(k, None)
+        for k in [k for k in self.env if k.startswith("TIDINGS_KAFKA_")]:
+            self.env.pop(k)
         self.env.update({
             "TIDINGS_SECRET": secrets.token_urlsafe(36),
             "TIDINGS_LOG_LEVEL": "info",
         })
         if admin:
             self.env["TIDINGS_ADMIN_PASSWORD"] = self.admin_password
+        self.kafka = kafka_cluster()
+        self.prefix = "tidings."
+        if self.kafka:
+            self.prefix = "%s-%s." % (name.replace("_", "-")[:40], secrets.token_hex(4))
+            self.env["TIDINGS_TOPIC_PREFIX"] = self.prefix
+            self.env.update(self.kafka.client_env)
         self.env.update(env or {})
         self.brokers = None
+        self.reader_brokers = None
 
-    def _spawn(self, name, args):
+    def _spawn(self, name, args, env=None):
         logf = open(os.path.join(self.dir, name + ".log"), "ab")
         self.logs[name] = logf
-        return subprocess.Popen([BIN] + args, env=self.env, stdout=logf, stderr=logf,
+        penv = dict(self.env, **(env or {}))
+        return subprocess.Popen([BIN] + args, env=penv, stdout=logf, stderr=logf,
                                 stdin=subprocess.DEVNULL)
 
     def start_broker(self):
+        if self.kafka:
+            self.brokers = self.kafka.brokers
+            self.reader_brokers = self.kafka.plaintext
+            log("real Kafka (%s) at %s, topic prefix %s" % (self.kafka.listener, self.brokers,
+                                                            self.prefix))
+            return
         path = os.path.join(self.dir, "brokers")
         self.procs["broker"] = self._spawn("broker", ["broker", "--data", self.dir])
         deadline = time.time() + 30
@@ -103,14 +206,21 @@ class System:
             if os.path.exists(path):
                 text = open(path).read().strip()
                 if text:
-                    self.brokers = text
+                    self.brokers = self.reader_brokers = text
                     return
             time.sleep(0.05)
         raise RuntimeError("tidings broker wrote no bootstrap list")
 
-    def start(self, svc):
-        self.procs[svc] = self._spawn(svc, [svc, "--data", self.dir, "--brokers", self.brokers,
-                                            "--port", str(self.ports[svc])])
+    def start(self, svc, name=None, env=None, brokers=None):
+        """Starts service svc as process name (default svc; another name
+        runs a second instance on a port of its own), env added to the
+        System's, on brokers (default the System's)."""
+        name = name or svc
+        if name not in self.ports:
+            self.ports[name] = free_port()
+        self.procs[name] = self._spawn(name, [svc, "--data", self.dir, "--brokers",
+                                              brokers or self.brokers, "--port",
+                                              str(self.ports[name])], env)
 
     def url(self, svc, path):
         return "http://127.0.0.1:%d%s" % (self.ports[svc], path)
@@ -144,7 +254,8 @@ class System:
     def stop(self):
         # The services first (a consumer leaves its group and a relay
         # flushes on the way out, which needs the broker), then the broker.
-        for group in ([n for n in self.procs if n != "broker"], ["broker"]):
+        for group in ([n for n in self.procs if n != "broker"],
+                      [n for n in self.procs if n == "broker"]):
             for name in group:
                 if self.procs[name].poll() is None:
                     self.procs[name].send_signal(signal.SIGTERM)
@@ -158,4 +269,22 @@ class System:
                     p.wait()
         for f in self.logs.values():
             f.close()
+        self.delete_topics()
         return {name: p.returncode for name, p in self.procs.items()}
+
+    def delete_topics(self):
+        """Deletes this run's topics on a real cluster (best effort), so a
+        long-lived cluster does not collect the topics of every test."""
+        if not self.kafka:
+            return
+        try:
+            from kafka.admin import KafkaAdminClient
+            admin = KafkaAdminClient(bootstrap_servers=self.reader_brokers.split(","))
+            try:
+                mine = [t for t in admin.list_topics() if t.startswith(self.prefix)]
+                if mine:
+                    admin.delete_topics(mine, timeout_ms=30000)
+            finally:
+                admin.close()
+        except Exception as e:  # noqa: BLE001 - cleanup must not fail a test
+            log("could not delete the topics %s*: %s" % (self.prefix, e))
