@@ -45,6 +45,8 @@ const tidings = (() => {
     const headers = {};
     const s = session();
     if (opts.auth !== false && s) headers.Authorization = 'Bearer ' + s.token;
+    // Safe retries (SPEC section 2): the same key on every try of one action.
+    if (opts.idempotencyKey) headers['Idempotency-Key'] = opts.idempotencyKey;
     let body;
     if (opts.body !== undefined) {
       headers['Content-Type'] = 'application/json';

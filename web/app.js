@@ -281,9 +281,24 @@
       return;
     }
     button.disabled = true;
+    // One key per order the user means to place: a retry after a lost
+    // answer (the service restarted, the network dropped) gets the first
+    // answer back instead of buying twice.
+    const idempotencyKey = 'order-' + (crypto.randomUUID ? crypto.randomUUID()
+                                        : Date.now() + '-' + Math.random().toString(16).slice(2));
     try {
-      const res = await api('orders', '/orders', { method: 'POST',
-                                                   body: { productId: p.productId, quantity } });
+      let res;
+      for (let attempt = 0; ; attempt++) {
+        try {
+          res = await api('orders', '/orders', { method: 'POST', idempotencyKey,
+                                                 body: { productId: p.productId, quantity } });
+          break;
+        } catch (e) {
+          const retriable = e.status === 0 || e.status >= 500 || e.code === 'conflict';
+          if (!retriable || attempt >= 4) throw e;
+          await new Promise((r) => setTimeout(r, 500 * (attempt + 1)));
+        }
+      }
       const now = new Date().toISOString();
       state.orders.set(res.orderId, { orderId: res.orderId, productId: p.productId, quantity,
                                       status: res.status || 'PENDING', createdAt: now,

@@ -81,7 +81,69 @@
       }
       renderCounter();
       if (state.trace && belongs(ev)) scheduleTrace();
+      if (/\.DLT$/.test(ev.topic || '')) scheduleDeadLetters();
     }
+  }
+
+  // ---- dead letters (the web service does what `tidings dlt` does) ------------
+
+  let dltTimer = null;
+  function scheduleDeadLetters() {
+    clearTimeout(dltTimer);
+    dltTimer = setTimeout(loadDeadLetters, 500);
+  }
+
+  async function loadDeadLetters() {
+    try {
+      const res = await fetch('/api/dlt', { headers: authHeaders() });
+      const page = await res.json();
+      if (!res.ok) throw new Error((page.error && page.error.message) || res.statusText);
+      renderDeadLetters(page.deadLetters || []);
+    } catch (e) {
+      $('dlt-counter').textContent = 'cannot read the dead letters: ' + e.message;
+    }
+  }
+
+  async function redrive(d, button, status) {
+    button.disabled = true;
+    status.textContent = 'redriving…';
+    try {
+      const res = await fetch('/api/dlt/redrive', {
+        method: 'POST', headers: { ...authHeaders(), 'Content-Type': 'application/json' },
+        body: JSON.stringify({ ref: d.ref }) });
+      const body = await res.json();
+      if (res.ok) {
+        status.textContent = 'redriven to ' + body.topic + ' [' + body.partition + '] @ ' +
+                             body.offset;
+      } else {
+        status.textContent = (body.error && body.error.message) || res.statusText;
+        if (res.status !== 409) button.disabled = false;
+      }
+    } catch (e) {
+      status.textContent = 'the web service cannot be reached';
+      button.disabled = false;
+    }
+  }
+
+  function renderDeadLetters(list) {
+    $('dlt-counter').textContent = list.length + ' dead letter' + (list.length === 1 ? '' : 's');
+    $('dlt-empty').hidden = list.length > 0;
+    $('dlt-body').replaceChildren(...list.slice().reverse().map((d) => {
+      const status = el('span', { class: 'muted', 'data-testid': 'dlt-status' });
+      const button = el('button', { class: 'btn', type: 'button', 'data-testid': 'dlt-redrive',
+                                    title: 'Republish ' + d.ref + ' to ' + d.originalTopic },
+                        'Redrive');
+      button.addEventListener('click', () => redrive(d, button, status));
+      const orig = (d.originalTopic || '?') + ' [' + d.originalPartition + '] @ ' +
+                   d.originalOffset;
+      return el('tr', { 'data-ref': d.ref },
+        el('td', {}, d.time ? clock(d.time) : '-'),
+        el('td', { title: d.ref }, orig),
+        el('td', {}, d.type || '(not a CloudEvent)'),
+        el('td', { title: d.key || '' }, d.key ? shortId(d.key) : '-'),
+        el('td', { class: 'reason' }, d.reason || ''),
+        el('td', {}, button, ' ', status));
+    }));
   }
 
   // ---- recent orders -----------------------------------------------------------
@@ -339,6 +401,8 @@
     } catch (_) { /* the stream will fill in */ }
     renderTable();
     openStream();
+    $('dlt-refresh').addEventListener('click', loadDeadLetters);
+    loadDeadLetters();
     const fromHash = () => {
       const m = location.hash.match(/^#trace=(.+)$/);
       if (m && (!state.trace || state.trace.id !== decodeURIComponent(m[1])))

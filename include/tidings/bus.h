@@ -67,6 +67,9 @@ int td_kafka_set(rd_kafka_conf_t *conf, const char *name, const char *value, cha
 /* Records a consumer takes into one batch (one unit) at most. */
 #define TD_CONSUMER_BATCH 512
 
+/* The header of a redriven dead letter: its DLT-REF (SPEC section 3). */
+#define TD_REDRIVEN_FROM "tidings_redriven_from"
+
 /* The outcome an inbox row remembers. */
 #define TD_INBOX_HANDLED       0
 #define TD_INBOX_DEAD_LETTERED 1

@@ -144,6 +144,16 @@ void td_db_mark(td_db_t *db, int id);
 void td_db_set_commit_hook(td_db_t *db, td_db_commit_hook_fn fn, void *arg);
 void td__db_mark_dirty(td_db_t *db);
 
+/* Holding a unit open (idempotent HTTP requests, tidings/http.h): the
+ * next unit this thread begins on db stays open after its td_db_commit,
+ * which then returns 0 with the changes kept in the unit; every unit this
+ * thread begins inside it is a savepoint of it (td_db_rollback undoes only
+ * that), and its td_db_lock reads on the writer (seeing the unit's rows).
+ * The holder ends the unit with one more td_db_commit or td_db_rollback
+ * once td__db_in_unit says it is open. td__db_hold(NULL) disarms it when
+ * no unit was begun. Only the calling thread is affected. */
+void td__db_hold(td_db_t *db);
+
 /* True when the calling thread is inside a unit of db (asserts). */
 bool td__db_in_unit(td_db_t *db);
 

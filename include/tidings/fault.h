@@ -26,6 +26,10 @@
  *   relay.after_delete          rows deleted (ERROR: nothing to fail)
  *   consumer.before_handler     inbox row inserted, handler not run: the
  *                               batch is rolled back and retried
+ *   consumer.handler_rejects    the handler succeeded: its event is treated as
+ *                               rejected for good instead (dead-lettered, its
+ *                               effects rolled back), as by a bug that a new
+ *                               release fixes (redrive tests)
  *   consumer.mid_batch          a record done, the next not begun (inside the
  *                               batch's unit): rolled back, retried
  *   consumer.before_commit      every record done, before COMMIT: rolled back,

@@ -21,6 +21,7 @@
 
 #include "tidings/auth.h"
 #include "tidings/common.h"
+#include "tidings/db.h"
 #include "tidings/trace.h"
 
 struct MHD_Connection;
@@ -128,6 +129,11 @@ int td_resp_status(const td_resp_t *resp);
  * thread. */
 typedef struct td_deferred td_deferred_t;
 td_deferred_t *td_req_defer(td_req_t *req);
+/* On the thread that does a deferred request's work, before its first
+ * database unit: that work is held with the request's stored answer when
+ * it has an Idempotency-Key (see td_http_opts_t.idem_db), and committed by
+ * td_deferred_done, which must then come from this thread. */
+void td_deferred_begin(td_deferred_t *d);
 td_req_t *td_deferred_req(td_deferred_t *d);
 td_resp_t *td_deferred_resp(td_deferred_t *d);
 void td_deferred_done(td_deferred_t *d);
@@ -165,6 +171,19 @@ typedef struct td_http_opts {
      * any other origin gets no allow header. NULL or "": no CORS at all
      * (OPTIONS is then a route like any other). Copied. */
     const char *cors_origins;
+    /* Safe retries (SPEC section 2): with a database (migrated with
+     * td_idem_migrate), every POST route honours an Idempotency-Key header. The first request with
+     * a key (per caller: the token's user, else the client address) runs its handler with its units
+     * held (td__db_hold): whatever units the handler's thread begins are one unit with the stored
+     * answer (status, headers, body) and commit with it, so a crash keeps both or neither. A repeat
+     * with the same method, path and body gets that answer byte for byte
+     * (plus Idempotent-Replayed: true) for TD_IDEM_TTL_MS; another body
+     * gets 422 idempotency_key_mismatch; a repeat while the first runs in
+     * this process gets 409. Answers of 5xx, 401 and 429 are not kept (and
+     * the handler's units are rolled back with a 5xx), nor those sent with
+     * "Cache-Control: no-store" (a login's token is never stored; the
+     * login runs again). NULL: off. */
+    td_db_t *idem_db;
 } td_http_opts_t;
 
 typedef struct td_http td_http_t;

@@ -8,6 +8,7 @@ int cli_broker_main(int argc, char **argv);   /* broker.c: embedded broker */
 int cli_events_main(int argc, char **argv);   /* events.c: decoded events */
 int cli_trace_main(int argc, char **argv);    /* trace.c: causal chain */
 int cli_asyncapi_main(int argc, char **argv); /* asyncapi.c: the catalogue as AsyncAPI */
+int cli_dlt_main(int argc, char **argv);      /* dlt.c: dead letters */
 
 /* The services (src/services/<name>/main.c). */
 int users_main(int argc, char **argv);

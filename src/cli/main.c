@@ -28,6 +28,11 @@ static const command_t commands[] = {
     {"trace", cli_trace_main,
      "trace ID                            the causal chain of an order, "
      "user or event"},
+    {"dlt", cli_dlt_main,
+     "dlt list [--topic T] [--json]        the dead letters: reason, original place, type, key\n"
+     "  tidings dlt show DLT-REF                    one dead letter whole\n"
+     "  tidings dlt redrive (DLT-REF... | --topic T --all) [--dry-run]\n"
+     "                                              republish dead letters, once each"},
     {"asyncapi", cli_asyncapi_main,
      "asyncapi                            the AsyncAPI 3.1 document of every topic and event"},
 };

@@ -6,6 +6,8 @@
 
 #include <string.h>
 
+#include "tidings/idem.h"
+
 /* How long a stop waits for the outbox to be delivered. */
 #define RELAY_STOP_TIMEOUT_MS 5000
 
@@ -16,6 +18,7 @@ int td_app_open(td_app_t *app, const td_config_t *cfg, const td_app_opts_t *opts
     app->cfg = cfg;
     app->db = td_service_db(cfg, opts->migs, opts->mig_cnt, errstr, errlen);
     if (!app->db) return TD_EIO;
+    if (td_idem_migrate(app->db, errstr, errlen) != 0) return TD_EIO;
     app->relay = td_relay_start(cfg, app->db, errstr, errlen);
     if (!app->relay) return TD_EIO;
     app->ready.db = app->db;
@@ -58,6 +61,7 @@ int td_app_serve(td_app_t *app, const td_app_opts_t *opts, char *errstr, size_t 
         .ready_arg = &app->ready,
         /* The storefront calls the APIs directly (web/README.md). */
         .cors_origins = cfg->cors_origins,
+        .idem_db = app->db,
     };
     app->http = td_http_start(&hopts, errstr, errlen);
     return app->http ? 0 : TD_EIO;

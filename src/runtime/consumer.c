@@ -13,7 +13,13 @@
  * retried with backoff without moving the offset; an event type the
  * service does not handle is skipped. Records that vanished before we read
  * them (retention) are never passed over silently: an offset gap or an
- * offset reset is logged as an error and counted. */
+ * offset reset is logged as an error and counted.
+ *
+ * Redrive (SPEC section 3): a record with a tidings_redriven_from header is
+ * a dead letter sent back to its topic. When this consumer's inbox says it
+ * dead-lettered that ce_id, the event is processed again (the inbox row
+ * becomes handled with the effect, so any further copy is a duplicate);
+ * when it handled the event, the copy is a duplicate like any other. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -376,6 +382,7 @@ typedef struct item {
     rd_kafka_message_t *msg;
     td_event_t ev; /* borrowed from msg; valid when parsed */
     bool parsed;
+    bool redriven; /* has tidings_redriven_from */
     enum kind kind;
     const td_handler_t *h;
     enum result result;
@@ -483,6 +490,13 @@ static void classify(td_consumer_t *cons, item_t *it)
             return;
         }
     }
+    {
+        rd_kafka_headers_t *hdrs = NULL;
+        const void *v = NULL;
+        size_t len = 0;
+        it->redriven = rd_kafka_message_headers((rd_kafka_message_t *)msg, &hdrs) == 0 &&
+                       rd_kafka_header_get_last(hdrs, TD_REDRIVEN_FROM, &v, &len) == 0;
+    }
     if (td_event_parse_message(msg, &it->ev, it->why, sizeof(it->why)) != 0) {
         it->kind = K_DLT;
         snprintf(it->key, sizeof(it->key), "raw:%s:%d:%lld", topic, (int)msg->partition,
@@ -526,6 +540,21 @@ static int inbox_insert(td_db_t *db, const char *key, const char *topic, int out
     return td_db_changes(db) > 0 ? 1 : 0;
 }
 
+/* A redriven copy of an event this consumer dead-lettered: its inbox row
+ * takes the new outcome, and 1 says "process it"; 0 when the row says the
+ * event was handled (or there is none, which inbox_insert then makes). */
+static int inbox_redrive(td_db_t *db, const char *key, int outcome, int64_t now)
+{
+    sqlite3_stmt *st = td_db_prepare(db, "UPDATE td_inbox SET outcome = ?, processed_ms = ?"
+                                         " WHERE event_id = ? AND outcome = ?");
+    sqlite3_bind_int(st, 1, outcome);
+    sqlite3_bind_int64(st, 2, now);
+    sqlite3_bind_text(st, 3, key, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 4, TD_INBOX_DEAD_LETTERED);
+    if (td_db_run(db, st) != 0) return TD_EIO;
+    return td_db_changes(db) > 0 ? 1 : 0;
+}
+
 /* The record as it came, for the dead-letter copy (the rare path: here
  * the copy is worth it). */
 static int dead_letter(td_consumer_t *cons, item_t *it)
@@ -562,8 +591,14 @@ static int dead_letter(td_consumer_t *cons, item_t *it)
 static int process_item(td_consumer_t *cons, item_t *it, int64_t now)
 {
     const char *topic = rd_kafka_topic_name(it->msg->rkt);
-    int rc = inbox_insert(cons->db, it->key, topic,
-                          it->kind == K_DLT ? TD_INBOX_DEAD_LETTERED : TD_INBOX_HANDLED, now);
+    int outcome = it->kind == K_DLT ? TD_INBOX_DEAD_LETTERED : TD_INBOX_HANDLED;
+    int rc = it->redriven && it->parsed ? inbox_redrive(cons->db, it->key, outcome, now) : 0;
+    if (rc == 1 && it->kind == K_HANDLE)
+        td_log_event(TD_LOG_INFO, &it->ev,
+                     "consumer %s: processing a redriven %s again (it was "
+                     "dead-lettered before)",
+                     cons->group, it->ev.type);
+    if (rc == 0) rc = inbox_insert(cons->db, it->key, topic, outcome, now);
     if (rc < 0) return rc;
     if (rc == 0) {
         it->result = R_DUPLICATE;
@@ -574,6 +609,9 @@ static int process_item(td_consumer_t *cons, item_t *it, int64_t now)
         rc = td__fault("consumer.before_handler")
                  ? TD_EAGAIN
                  : it->h->fn(cons->ctx, cons->db, &it->ev, it->why, sizeof(it->why));
+        if (rc == 0 && td__fault("consumer.handler_rejects"))
+            rc = td_errf(it->why, sizeof(it->why), TD_EINVAL,
+                         "injected fault consumer.handler_rejects");
         if (rc == 0) {
             it->result = R_HANDLED;
             return 0;

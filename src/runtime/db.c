@@ -40,6 +40,9 @@
 #define THREAD_CONNS 4
 static __thread conn_t *thread_conns[THREAD_CONNS];
 
+/* The database whose next unit this thread begins is held (td__db_hold). */
+static __thread td_db_t *thread_hold;
+
 static void thread_conn_add(conn_t *c)
 {
     for (int i = 0; i < THREAD_CONNS; i++)
@@ -242,6 +245,14 @@ bool td__db_in_unit(td_db_t *db)
 
 /* ---- units and groups ------------------------------------------------------- */
 
+/* Tells the callbacks registered since after_cnt was from that their
+ * changes will not commit, and forgets them. */
+static void afters_cancel_from(td_db_t *db, size_t from)
+{
+    for (size_t i = from; i < db->after_cnt; i++) db->afters[i].fn(db->afters[i].arg, false);
+    db->after_cnt = from;
+}
+
 static void set_current(td_db_t *db, conn_t *c)
 {
     conn_t *old = pthread_getspecific(db->cur);
@@ -250,10 +261,36 @@ static void set_current(td_db_t *db, conn_t *c)
     if (c) thread_conn_add(c);
 }
 
+void td__db_hold(td_db_t *db)
+{
+    thread_hold = db;
+}
+
+/* A unit begun inside the unit this thread holds: a savepoint of it. */
+static int nest_begin(td_db_t *db)
+{
+    assert(db->depth >= 1 && db->depth < NEST_MAX);
+    if (td__db_conn_exec(&db->w, "SAVEPOINT nest") != 0) return TD_EIO;
+    db->nest_after[++db->depth] = db->after_cnt;
+    return 0;
+}
+
+static void nest_rollback(td_db_t *db)
+{
+    assert(db->depth > 1);
+    size_t from = db->nest_after[db->depth--];
+    afters_cancel_from(db, from);
+    conn_reset_busy(&db->w);
+    if (!sqlite3_get_autocommit(db->w.sq) && (td__db_conn_exec(&db->w, "ROLLBACK TO nest") != 0 ||
+                                              td__db_conn_exec(&db->w, "RELEASE nest") != 0))
+        db->group_broken = true;
+}
+
 int td_db_begin(td_db_t *db)
 {
-    /* Units do not nest, and a read of this thread would see none of the
-     * unit's rows: both are bugs of the caller. */
+    if (pthread_getspecific(db->cur) == &db->w && db->depth > 0) return nest_begin(db);
+    /* Units do not nest (but inside a held one), and a read of this thread
+     * would see none of the unit's rows: both are bugs of the caller. */
     assert(!pthread_getspecific(db->cur));
     atomic_fetch_add(&db->waiting, 1);
     pthread_mutex_lock(&db->mu);
@@ -272,10 +309,21 @@ int td_db_begin(td_db_t *db)
     db->unit_marks = 0;
     db->sp_depth = 0;
     db->after_cnt = 0;
+    db->depth = 1;
+    db->read_nest = 0;
     set_current(db, &db->w);
     if (td__db_conn_exec(&db->w, "SAVEPOINT unit") != 0) {
         td_db_rollback(db);
         return TD_EIO;
+    }
+    if (thread_hold == db) {
+        /* The holder ends the unit; this caller's commit only ends the
+         * savepoint it gets. */
+        thread_hold = NULL;
+        if (nest_begin(db) != 0) {
+            td_db_rollback(db);
+            return TD_EIO;
+        }
     }
     return 0;
 }
@@ -364,6 +412,16 @@ static void unit_undo(td_db_t *db)
 int td_db_commit(td_db_t *db)
 {
     assert(td__db_in_unit(db));
+    if (db->depth > 1) {
+        conn_reset_busy(&db->w);
+        if (td__db_conn_exec(&db->w, "RELEASE nest") != 0) {
+            nest_rollback(db);
+            return TD_EIO;
+        }
+        db->depth--;
+        return 0;
+    }
+    db->depth = 0;
     bool ok = !td__fault("db.before_commit");
     if (!ok) td_error("database commit failed: injected fault db.before_commit");
     conn_reset_busy(&db->w);
@@ -390,6 +448,11 @@ int td_db_commit(td_db_t *db)
 void td_db_rollback(td_db_t *db)
 {
     assert(pthread_getspecific(db->cur) == &db->w);
+    if (db->depth > 1) {
+        nest_rollback(db);
+        return;
+    }
+    db->depth = 0;
     unit_undo(db);
     if (sqlite3_get_autocommit(db->w.sq)) db->group_broken = true;
     size_t after_cnt;
@@ -468,6 +531,12 @@ static conn_t *reader_get(td_db_t *db)
 
 void td_db_lock(td_db_t *db)
 {
+    /* Inside the held unit of this thread: read on the writer, which sees
+     * the unit's own rows. */
+    if (pthread_getspecific(db->cur) == &db->w && db->depth > 0) {
+        db->read_nest++;
+        return;
+    }
     assert(!pthread_getspecific(db->cur));
     if (db->memory) {
         pthread_mutex_lock(&db->mu);
@@ -485,6 +554,11 @@ void td_db_unlock(td_db_t *db)
 {
     conn_t *c = pthread_getspecific(db->cur);
     assert(c);
+    if (c == &db->w && db->depth > 0) {
+        assert(db->read_nest > 0);
+        db->read_nest--;
+        return;
+    }
     conn_reset_busy(c);
     set_current(db, NULL);
     if (db->memory) {

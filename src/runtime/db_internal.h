@@ -17,6 +17,7 @@
 #define BUSY_TIMEOUT_MS    5000
 #define CHECKPOINT_PAGES   1000 /* WAL pages that make a checkpoint due */
 #define CHECKPOINT_IDLE_MS 1000
+#define NEST_MAX           8 /* units begun inside one held unit at once */
 #define MAX_PRUNES         8
 
 typedef struct slot {
@@ -28,8 +29,9 @@ typedef struct slot {
 /* The transaction statements, prepared once per connection: sqlite3_exec
  * would parse them again at every unit and every read. */
 static const char *const fixed_sql[] = {
-    "BEGIN",        "BEGIN IMMEDIATE",  "COMMIT",         "ROLLBACK",     "SAVEPOINT unit",
-    "RELEASE unit", "ROLLBACK TO unit", "SAVEPOINT part", "RELEASE part", "ROLLBACK TO part",
+    "BEGIN",          "BEGIN IMMEDIATE",  "COMMIT",           "ROLLBACK",     "SAVEPOINT unit",
+    "RELEASE unit",   "ROLLBACK TO unit", "SAVEPOINT part",   "RELEASE part", "ROLLBACK TO part",
+    "SAVEPOINT nest", "RELEASE nest",     "ROLLBACK TO nest",
 };
 #define FIXED_CNT (sizeof(fixed_sql) / sizeof(fixed_sql[0]))
 
@@ -76,6 +78,12 @@ struct td_db {
     uint32_t unit_marks;
     int sp_depth;
     size_t sp_after[16]; /* after_cnt when each open savepoint began */
+    /* Units begun inside the unit of the writer's thread (td__db_hold):
+     * depth 1 is the unit itself, each level above a SAVEPOINT nest;
+     * nest_after[d] is after_cnt when level d began. 0 outside units. */
+    int depth;
+    size_t nest_after[NEST_MAX + 1];
+    int read_nest; /* td_db_lock calls inside the unit of its thread */
     after_t *afters;
     size_t after_cnt, after_cap;
 

@@ -18,7 +18,7 @@
 td_event_t *td_event_new(const char *service, const char *type, const char *subject, json_t *data)
 {
     td_event_t *ev = td_calloc(1, sizeof(*ev));
-    td_uuid_new(ev->id);
+    td_uuid_v7(ev->id); /* time-ordered: the inboxes append instead of scatter */
     ev->source = td_asprintf("/tidings/%s", service);
     ev->type = td_strdup(type);
     td_time_format(td_now_ms(), ev->time);

@@ -23,6 +23,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -34,6 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tidings/idem.h"
 #include "tidings/json.h"
 #include "tidings/log.h"
 #include "tidings/metrics.h"
@@ -82,7 +84,21 @@ struct td_http {
     int port;
     atomic_int inflight; /* requests received and not yet answered */
     atomic_int deferred; /* suspended by td_req_defer and not yet answered */
+    /* Idempotency-Key: the database of the stored answers (NULL: off) and
+     * the keys whose first request runs now, "caller\nkey" each. */
+    td_db_t *idem_db;
+    pthread_mutex_t idem_mu;
+    char **idem_running;
+    size_t idem_cnt;
 };
+
+/* The Idempotency-Key of a request that runs its handler. */
+typedef struct idem {
+    char *caller; /* "user:<id>" or "ip:<addr>" */
+    char *key;
+    char *slot; /* its entry in idem_running */
+    unsigned char hash[TD_IDEM_HASH];
+} idem_t;
 
 typedef struct header {
     char *name;
@@ -120,6 +136,7 @@ typedef struct request_state {
     size_t body_len;
     int status; /* the status sent */
     const char *route_label;
+    idem_t *idem; /* set while a keyed first request runs */
     td_req_t req;
     td_resp_t resp;
 } request_state_t;
@@ -321,6 +338,8 @@ const char *td_http_error_code(int status)
         return "payload_too_large";
     case 415:
         return "unsupported_media_type";
+    case 422:
+        return "idempotency_key_mismatch";
     case 429:
         return "rate_limited";
     case 502:
@@ -459,9 +478,9 @@ static bool unauthenticated(td_resp_t *resp, const char *message, bool bad_token
     return false;
 }
 
-bool td_req_auth(td_req_t *req, td_resp_t *resp, bool allow_query)
+/* The token of "Authorization: Bearer <token>", or NULL. */
+static const char *bearer_token(const td_req_t *req)
 {
-    if (req->authed) return true;
     const char *token = NULL;
     const char *h = td_req_header(req, "Authorization");
     if (h) {
@@ -471,6 +490,13 @@ bool td_req_auth(td_req_t *req, td_resp_t *resp, bool allow_query)
             while (*token == ' ' || *token == '\t') token++;
         }
     }
+    return token;
+}
+
+bool td_req_auth(td_req_t *req, td_resp_t *resp, bool allow_query)
+{
+    if (req->authed) return true;
+    const char *token = bearer_token(req);
     if ((!token || !*token) && allow_query) token = td_req_query(req, "token");
     if (!token || !*token) return unauthenticated(resp, "missing bearer token", false);
     if (!req->secret || !req->secret_len) {
@@ -727,7 +753,8 @@ static void cors_headers(request_state_t *st, struct MHD_Response *r)
     if (!st->http->cors_any) add_header(r, "Vary", "Origin");
     if (!origin) return;
     add_header(r, "Access-Control-Allow-Origin", st->http->cors_any ? "*" : origin);
-    add_header(r, "Access-Control-Expose-Headers", "X-Request-Id, Retry-After, traceparent");
+    add_header(r, "Access-Control-Expose-Headers",
+               "X-Request-Id, Retry-After, traceparent, Idempotent-Replayed");
 }
 
 /* Parses a TIDINGS_CORS_ORIGINS list into http. */
@@ -946,6 +973,211 @@ static void append_allow(char *allow, size_t len, const char *method)
     snprintf(allow + n, len - n, "%s%s", n ? ", " : "", method);
 }
 
+/* ---- Idempotency-Key (SPEC section 2, "Safe retries") ---- */
+
+/* Takes caller+key as running; false when it runs already. */
+static bool idem_take(td_http_t *http, idem_t *im)
+{
+    char *slot = td_asprintf("%s\n%s", im->caller, im->key);
+    pthread_mutex_lock(&http->idem_mu);
+    for (size_t i = 0; i < http->idem_cnt; i++)
+        if (!strcmp(http->idem_running[i], slot)) {
+            pthread_mutex_unlock(&http->idem_mu);
+            free(slot);
+            return false;
+        }
+    http->idem_running =
+        td_realloc(http->idem_running, (http->idem_cnt + 1) * sizeof(*http->idem_running));
+    http->idem_running[http->idem_cnt++] = slot;
+    pthread_mutex_unlock(&http->idem_mu);
+    im->slot = slot;
+    return true;
+}
+
+static void idem_free(td_http_t *http, idem_t *im)
+{
+    if (!im) return;
+    if (im->slot) {
+        pthread_mutex_lock(&http->idem_mu);
+        for (size_t i = 0; i < http->idem_cnt; i++)
+            if (http->idem_running[i] == im->slot) {
+                http->idem_running[i] = http->idem_running[--http->idem_cnt];
+                break;
+            }
+        pthread_mutex_unlock(&http->idem_mu);
+        free(im->slot);
+    }
+    free(im->caller);
+    free(im->key);
+    free(im);
+}
+
+/* The caller a key belongs to: the user of a valid token, else the
+ * client's address (anonymous requests). */
+static char *idem_caller(const td_req_t *req)
+{
+    const char *token = bearer_token(req);
+    td_claims_t claims;
+    char err[128];
+    if (token && *token && req->secret_len &&
+        td_jwt_verify(req->secret, req->secret_len, token, td_now_ms() / 1000, &claims, err,
+                      sizeof(err)) == 0)
+        return td_asprintf("user:%s", claims.sub);
+    return td_asprintf("ip:%s", req->client_ip);
+}
+
+/* What makes two requests with one key the same request. */
+static void idem_hash(const td_req_t *req, unsigned char out[TD_IDEM_HASH])
+{
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    if (!md) td_oom();
+    EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+    EVP_DigestUpdate(md, req->method, strlen(req->method) + 1);
+    EVP_DigestUpdate(md, req->path, strlen(req->path) + 1);
+    if (req->body_raw) EVP_DigestUpdate(md, req->body_raw, req->body_len);
+    unsigned int n = 0;
+    EVP_DigestFinal_ex(md, out, &n);
+    EVP_MD_CTX_free(md);
+    assert(n == TD_IDEM_HASH);
+}
+
+/* The stored answer as this request's response, byte for byte. */
+static void idem_replay(td_resp_t *resp, const td_idem_answer_t *a)
+{
+    const char *ctype = NULL;
+    char *hdrs = td_strdup(a->headers ? a->headers : "");
+    char *save = NULL;
+    header_t extra[16];
+    size_t extra_cnt = 0;
+    for (char *line = strtok_r(hdrs, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        char *colon = strstr(line, ": ");
+        if (!colon) continue;
+        *colon = '\0';
+        if (!strcasecmp(line, "Content-Type"))
+            ctype = colon + 2;
+        else if (extra_cnt < TD_ARRAY_SIZE(extra))
+            extra[extra_cnt++] = (header_t){line, colon + 2};
+    }
+    td_resp_data(resp, a->status, ctype ? ctype : "application/json; charset=utf-8", a->body,
+                 a->body_len);
+    for (size_t i = 0; i < extra_cnt; i++) td_resp_header(resp, extra[i].name, extra[i].value);
+    td_resp_header(resp, "Idempotent-Replayed", "true");
+    free(hdrs);
+}
+
+/* Before the handler of a POST: true when the request is answered already
+ * (a bad key 400, a repeat of a running request 409, another body with a
+ * used key 422, or the stored answer), false to run the handler, which
+ * then runs with its units held (td__db_hold) when the request has a key. */
+static bool idem_begin(request_state_t *st)
+{
+    td_http_t *http = st->http;
+    td_req_t *req = &st->req;
+    td_resp_t *resp = &st->resp;
+    if (!http->idem_db || strcmp(req->method, "POST")) return false;
+    const char *key = td_req_header(req, "Idempotency-Key");
+    if (!key) return false;
+    if (!td_idem_key_valid(key)) {
+        resp_error_msg(resp, 400, "Idempotency-Key must be 1 to 255 printable ASCII characters");
+        return true;
+    }
+    idem_t *im = td_calloc(1, sizeof(*im));
+    im->caller = idem_caller(req);
+    im->key = td_strdup(key);
+    idem_hash(req, im->hash);
+    if (!idem_take(http, im)) {
+        idem_free(http, im);
+        resp_error_msg(resp, 409, "a request with this Idempotency-Key is still in progress");
+        return true;
+    }
+    td_idem_answer_t a;
+    int rc = td_idem_lookup(http->idem_db, im->caller, im->key, td_now_ms(), &a);
+    if (rc == 0) {
+        if (memcmp(a.hash, im->hash, TD_IDEM_HASH))
+            resp_error_msg(resp, 422, "this Idempotency-Key was used for another request");
+        else
+            idem_replay(resp, &a);
+        td_idem_answer_clear(&a);
+        idem_free(http, im);
+        return true;
+    }
+    if (rc != TD_ENOENT) {
+        idem_free(http, im);
+        resp_error_msg(resp, 500, "the Idempotency-Key could not be checked");
+        return true;
+    }
+    st->idem = im;
+    td__db_hold(http->idem_db);
+    return false;
+}
+
+/* Answers worth keeping: a retry of a server error, an authentication
+ * failure or a rate limit must run again, not get the same refusal; an
+ * answer marked no-store (a token) is never written down. */
+static bool idem_keeps(const td_resp_t *resp)
+{
+    for (size_t i = 0; i < resp->hdr_cnt; i++)
+        if (!strcasecmp(resp->hdrs[i].name, "Cache-Control") &&
+            strstr(resp->hdrs[i].value, "no-store"))
+            return false;
+    return resp->status > 0 && resp->status < 500 && resp->status != 401 && resp->status != 429 &&
+           !resp->mhd && !resp->has_takeover;
+}
+
+/* After the handler, on its thread: stores the answer in the unit that
+ * holds the handler's effects and commits both, or rolls the effects back
+ * with an answer that is not kept. The response becomes 409 when another
+ * instance stored this key first, 500 when the commit failed. */
+static void idem_end(request_state_t *st)
+{
+    idem_t *im = st->idem;
+    if (!im) return;
+    st->idem = NULL;
+    td_http_t *http = st->http;
+    td_db_t *db = http->idem_db;
+    td_resp_t *resp = &st->resp;
+    td__db_hold(NULL);
+    bool held = td__db_in_unit(db);
+    if (!idem_keeps(resp)) {
+        /* A server error answers for no effect; other answers not kept
+         * keep their effects. */
+        if (held && (resp->status >= 500 || resp->status == 0))
+            td_db_rollback(db);
+        else if (held && td_db_commit(db) != 0)
+            resp_error_msg(resp, 500, "the request could not be committed");
+        idem_free(http, im);
+        return;
+    }
+    td_idem_answer_t a = {.status = resp->status, .body = resp->data, .body_len = resp->len};
+    memcpy(a.hash, im->hash, TD_IDEM_HASH);
+    size_t hlen = 0, hcap = 256;
+    char *hdrs = td_malloc(hcap);
+    hdrs[0] = '\0';
+    for (size_t i = 0; i <= resp->hdr_cnt; i++) {
+        const char *name = i == 0 ? "Content-Type" : resp->hdrs[i - 1].name;
+        const char *value = i == 0 ? resp->ctype : resp->hdrs[i - 1].value;
+        if (!value || (i > 0 && !strcasecmp(name, "Content-Type"))) continue;
+        size_t n = strlen(name) + strlen(value) + 4;
+        if (hlen + n > hcap) hdrs = td_realloc(hdrs, hcap = 2 * (hlen + n));
+        hlen += (size_t)snprintf(hdrs + hlen, hcap - hlen, "%s: %s\n", name, value);
+    }
+    a.headers = hdrs;
+    int rc = held ? 0 : td_db_begin(db);
+    if (rc == 0) {
+        rc = td_idem_store(db, im->caller, im->key, &a, td_now_ms());
+        if (rc == 0)
+            rc = td_db_commit(db);
+        else
+            td_db_rollback(db);
+    }
+    free(hdrs);
+    if (rc == TD_EEXIST)
+        resp_error_msg(resp, 409, "another request with this Idempotency-Key was answered first");
+    else if (rc != 0)
+        resp_error_msg(resp, 500, "the request could not be committed");
+    idem_free(http, im);
+}
+
 static enum MHD_Result dispatch(request_state_t *st)
 {
     td_http_t *http = st->http;
@@ -1026,11 +1258,13 @@ static enum MHD_Result dispatch(request_state_t *st)
         req->body_len = st->body_len;
     }
 
-    if (found->builtin != BUILTIN_NONE)
+    if (found->builtin != BUILTIN_NONE) {
         builtin_run(http, found->builtin, req, resp);
-    else
+    } else if (!idem_begin(st)) {
         found->fn(req, resp);
-    if (st->deferred) return MHD_YES; /* answered by td_deferred_done */
+        if (st->deferred) return MHD_YES; /* answered by td_deferred_done */
+        idem_end(st);
+    }
 
     if (resp->status == 0) {
         td_error("http: bug: handler for %s %s set no response", req->method, found->pattern);
@@ -1052,6 +1286,12 @@ td_deferred_t *td_req_defer(td_req_t *req)
     request_state_t *st = state_of(req);
     assert(!st->deferred && !st->responded);
     st->deferred = true;
+    /* The work goes to another thread, which holds its units with
+     * td_deferred_begin. Nothing of it may run on this one. */
+    if (st->idem) {
+        assert(!td__db_in_unit(st->http->idem_db));
+        td__db_hold(NULL);
+    }
     atomic_init(&st->deferred_done, false);
     atomic_fetch_add(&st->http->deferred, 1);
     MHD_suspend_connection(req->conn);
@@ -1068,9 +1308,16 @@ td_resp_t *td_deferred_resp(td_deferred_t *d)
     return &((request_state_t *)(void *)d)->resp;
 }
 
+void td_deferred_begin(td_deferred_t *d)
+{
+    request_state_t *st = (request_state_t *)(void *)d;
+    if (st->idem) td__db_hold(st->http->idem_db);
+}
+
 void td_deferred_done(td_deferred_t *d)
 {
     request_state_t *st = (request_state_t *)(void *)d;
+    idem_end(st);
     struct MHD_Connection *conn = st->req.conn;
     atomic_store(&st->deferred_done, true);
     /* From here on libmicrohttpd owns st again (it may answer and free it
@@ -1173,6 +1420,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 static void state_free(request_state_t *st)
 {
     td_req_t *req = &st->req;
+    idem_free(st->http, st->idem);
     for (size_t i = 0; i < req->param_cnt; i++) free(req->param_values[i]);
     json_decref(req->body);
     resp_free(&st->resp);
@@ -1300,6 +1548,9 @@ static void http_free(td_http_t *http)
     for (size_t i = 0; i < http->cors_cnt; i++) free(http->cors_list[i]);
     free(http->cors_list);
     free(http->service);
+    for (size_t i = 0; i < http->idem_cnt; i++) free(http->idem_running[i]);
+    free(http->idem_running);
+    pthread_mutex_destroy(&http->idem_mu);
     if (http->secret) OPENSSL_cleanse(http->secret, http->secret_len);
     free(http->secret);
     free(http);
@@ -1311,6 +1562,8 @@ td_http_t *td_http_start(const td_http_opts_t *opts, char *errstr, size_t errlen
     const char *addr = opts->addr && opts->addr[0] ? opts->addr : "127.0.0.1";
     http->service = td_strdup(opts->service ? opts->service : "http");
     http->ctx = opts->ctx;
+    http->idem_db = opts->idem_db;
+    pthread_mutex_init(&http->idem_mu, NULL);
     http->ready = opts->ready;
     http->ready_arg = opts->ready_arg;
     cors_parse(http, opts->cors_origins);

@@ -146,9 +146,13 @@ static const char *const fault_points[] = {
     "outbox.after_insert",         "db.before_commit",       "db.after_commit",
     "relay.after_produce",         "relay.before_delete",    "relay.after_delete",
     "consumer.before_handler",     "consumer.before_commit", "consumer.after_commit",
-    "consumer.after_offset_store", "consumer.mid_batch",
+    "consumer.after_offset_store", "consumer.mid_batch",     "consumer.handler_rejects",
 };
-#define POINT_CNT TD_ARRAY_SIZE(fault_points)
+/* An error there dead-letters a saga event on purpose (the redrive tests'
+ * stand-in for a bug): the saga cannot settle, so the error loop skips it;
+ * a crash there is like any other. */
+#define ERROR_SKIP "consumer.handler_rejects"
+#define POINT_CNT  TD_ARRAY_SIZE(fault_points)
 
 typedef struct scenario {
     char product[O_COUNT][TD_UUID_LEN + 1];
@@ -1140,6 +1144,7 @@ static TD_NORETURN void error_child(const char *dir, const long *ks, size_t k_cn
     world_t w;
     world_start(&w, dir, td_broker_bootstraps(broker));
     for (size_t p = 0; p < POINT_CNT; p++) {
+        if (!strcmp(fault_points[p], ERROR_SKIP)) continue;
         for (size_t i = 0; i < k_cnt; i++) {
             scenario_t sc;
             scenario_setup(&w, &sc);
@@ -1222,7 +1227,7 @@ static void test_error_loop(void **state)
     if (!ok || s != 0)
         fail_msg("error loop failed (status %d): %s; logs: %s", s, failure, E.logpath);
     /* Each point's first hit is on the scenario's path. */
-    assert_true(fired >= (int)POINT_CNT);
+    assert_true(fired >= (int)POINT_CNT - 1); /* all but ERROR_SKIP */
     nftw(E.dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     free(E.logpath);
     free(E.dir);

@@ -619,13 +619,20 @@ static void test_money_reads_naturally_in_notifications(void **state)
     bool found = false;
     size_t i;
     json_t *it;
+    char seen[2048] = "";
     json_array_foreach(json_object_get(r.json, "notifications"), i, it)
     {
         if (!strcmp(jstr(it, "body"), "Your order of 2 × Phone is confirmed: total 2,258.00."))
             found = true;
+        else if (strstr(jstr(it, "body"), "2 ×") && strlen(seen) < sizeof(seen) - 200)
+            snprintf(seen + strlen(seen), sizeof(seen) - strlen(seen), " [%s]", jstr(it, "body"));
     }
+    size_t listed = json_array_size(json_object_get(r.json, "notifications"));
     ts_resp_free(&r);
-    assert_true(found);
+    if (!found)
+        fail_msg("no confirmation of the 2 x Phone order among %zu notifications (status %ld); "
+                 "other texts with '2 ×':%s",
+                 listed, r.status, seen);
 
     /* A watcher hears of a price drop in the same words. */
     json_t *body_json = json_pack("{s:s}", "productId", W.phone_id);

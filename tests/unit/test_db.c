@@ -1,8 +1,10 @@
 /* The service database: migrations by version applied once and only once,
  * a failing migration leaving the schema at the last good version, write
  * transactions (begin/commit/rollback), constraint violations mapped to
- * TD_EEXIST, the runtime tables, and the commit hook firing only after a
- * commit whose transaction marked itself (the outbox relay's wake-up). */
+ * TD_EEXIST, the runtime tables, the commit hook firing only after a
+ * commit whose transaction marked itself (the outbox relay's wake-up), and
+ * held units (td__db_hold): what the thread begins inside is one unit with
+ * the holder's, undone alone when rolled back, committed only with it. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -138,6 +140,71 @@ static void test_transactions(void **state)
 
     assert_true(td_db_ping(db));
     td_db_close(db);
+}
+
+static int after_ok, after_undone;
+
+static void after(void *arg, bool committed)
+{
+    (void)arg;
+    if (committed)
+        after_ok++;
+    else
+        after_undone++;
+}
+
+static void held_round(td_db_t *db, bool holder_commits)
+{
+    after_ok = after_undone = 0;
+    td__db_hold(db);
+    /* What a domain function does: a unit, a read, a unit it rolls back. */
+    assert_int_equal(td_db_begin(db), 0);
+    assert_int_equal(td_db_exec(db, "INSERT INTO items(name) VALUES('held')"), 0);
+    td_db_after_commit(db, after, NULL);
+    assert_int_equal(td_db_commit(db), 0);
+    assert_true(td__db_in_unit(db)); /* still open: the holder's */
+    assert_int_equal(query_int(db, "SELECT count(*) FROM items WHERE name = 'held'"), 1);
+    assert_int_equal(td_db_begin(db), 0);
+    assert_int_equal(td_db_exec(db, "INSERT INTO items(name) VALUES('undone')"), 0);
+    td_db_after_commit(db, after, NULL);
+    td_db_rollback(db);
+    assert_int_equal(after_undone, 1);
+    assert_int_equal(query_int(db, "SELECT count(*) FROM items WHERE name = 'undone'"), 0);
+    assert_int_equal(after_ok, 0); /* nothing is committed yet */
+    /* The holder's own row, then its end. */
+    assert_int_equal(td_db_exec(db, "INSERT INTO items(name) VALUES('answer')"), 0);
+    if (holder_commits) {
+        assert_int_equal(td_db_commit(db), 0);
+        assert_int_equal(after_ok, 1);
+    } else {
+        td_db_rollback(db);
+        assert_int_equal(after_undone, 2);
+    }
+    assert_false(td__db_in_unit(db));
+}
+
+static void test_held_units(void **state)
+{
+    (void)state;
+    char err[256];
+    char *path = db_path("test_db_held");
+    td_db_t *db = td_db_open(path, migs_v2, 2, err, sizeof(err));
+    assert_non_null(db);
+    held_round(db, false);
+    assert_int_equal(query_int(db, "SELECT count(*) FROM items WHERE name IN ('held','answer')"),
+                     0);
+    held_round(db, true);
+    assert_int_equal(query_int(db, "SELECT count(*) FROM items WHERE name IN ('held','answer')"),
+                     2);
+    /* Disarmed: units are plain again. */
+    td__db_hold(db);
+    td__db_hold(NULL);
+    assert_int_equal(td_db_begin(db), 0);
+    assert_int_equal(td_db_exec(db, "INSERT INTO items(name) VALUES('plain')"), 0);
+    assert_int_equal(td_db_commit(db), 0);
+    assert_false(td__db_in_unit(db));
+    td_db_close(db);
+    free(path);
 }
 
 static int hook_calls;
@@ -363,6 +430,7 @@ int main(void)
         cmocka_unit_test(test_commit_hook_outside_lock),
         cmocka_unit_test(test_group_commit_and_readers),
         cmocka_unit_test(test_statement_cache),
+        cmocka_unit_test(test_held_units),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -23,6 +24,31 @@ static void test_uuid_new_is_valid_v4(void **state)
     assert_string_not_equal(a, b);
     assert_int_equal(a[14], '4');           /* version 4 */
     assert_non_null(strchr("89ab", a[19])); /* RFC 4122 variant */
+}
+
+/* Version 7: valid, unique, its first 48 bits the time in ms, so ids made
+ * one after the other sort in the order they were made. */
+static void test_uuid_v7_is_time_ordered(void **state)
+{
+    (void)state;
+    char prev[TD_UUID_LEN + 1] = "", id[TD_UUID_LEN + 1];
+    int64_t before = td_now_ms();
+    for (int i = 0; i < 1000; i++) {
+        td_uuid_v7(id);
+        assert_true(td_uuid_valid(id));
+        assert_int_equal(id[14], '7');
+        assert_non_null(strchr("89ab", id[19]));
+        assert_string_not_equal(id, prev);
+        /* Within one ms the random bits decide; across ms the time. */
+        if (prev[0] && strncmp(prev, id, 13) != 0) assert_true(strcmp(prev, id) < 0);
+        memcpy(prev, id, sizeof(id));
+    }
+    char hex[13];
+    memcpy(hex, id, 8);
+    memcpy(hex + 8, id + 9, 4);
+    hex[12] = '\0';
+    int64_t ms = (int64_t)strtoll(hex, NULL, 16);
+    assert_true(ms >= before && ms <= td_now_ms());
 }
 
 static void test_uuid_valid_rejects(void **state)
@@ -135,9 +161,10 @@ static void test_time_parse_rejects(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_uuid_new_is_valid_v4), cmocka_unit_test(test_uuid_valid_rejects),
-        cmocka_unit_test(test_time_format),          cmocka_unit_test(test_time_round_trip),
-        cmocka_unit_test(test_time_parse_forms),     cmocka_unit_test(test_time_parse_rejects),
+        cmocka_unit_test(test_uuid_new_is_valid_v4), cmocka_unit_test(test_uuid_v7_is_time_ordered),
+        cmocka_unit_test(test_uuid_valid_rejects),   cmocka_unit_test(test_time_format),
+        cmocka_unit_test(test_time_round_trip),      cmocka_unit_test(test_time_parse_forms),
+        cmocka_unit_test(test_time_parse_rejects),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -18,6 +18,7 @@
 #include "notifications/channels.h"
 #include "notifications/notifications.h"
 #include "notifications/notifications_service.h"
+#include "tidings/idem.h"
 #include "tidings/delivery.h"
 #include "tidings/log.h"
 #include "tidings/metrics.h"
@@ -150,7 +151,7 @@ notifications_service_t *notifications_service_start(const td_config_t *cfg, cha
     pthread_cond_init(&svc->cv, NULL);
 
     svc->db = td_service_db(cfg, notif_migrations, notif_migration_cnt, errstr, errlen);
-    if (!svc->db) goto fail;
+    if (!svc->db || td_idem_migrate(svc->db, errstr, errlen) != 0) goto fail;
     if (td_delivery_init(svc->db) != 0) {
         td_errf(errstr, errlen, TD_EIO, "cannot create the delivery queue");
         goto fail;
@@ -264,6 +265,7 @@ notifications_service_t *notifications_service_start(const td_config_t *cfg, cha
         .ready = service_ready,
         .ready_arg = svc,
         .cors_origins = cfg->cors_origins,
+        .idem_db = svc->db,
     };
     svc->http = td_http_start(&hopts, errstr, errlen);
     if (!svc->http) goto fail;

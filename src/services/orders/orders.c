@@ -166,7 +166,7 @@ int orders_create(td_db_t *db, const td_config_t *cfg, const char *user_id, cons
 
     order_t o;
     memset(&o, 0, sizeof o);
-    td_uuid_new(o.id);
+    td_uuid_v7(o.id); /* time-ordered: appended to every index keyed by it */
     snprintf(o.user_id, sizeof o.user_id, "%s", user_id);
     snprintf(o.product_id, sizeof o.product_id, "%s", product_id);
     o.quantity = quantity;

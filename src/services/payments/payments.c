@@ -110,7 +110,7 @@ int payments_charge(td_db_t *db, const td_config_t *cfg, const td_event_t *cause
     }
     if (err != TD_ENOENT) return td_errf(errstr, errlen, err, "reading the payment failed");
 
-    td_uuid_new(p.id);
+    td_uuid_v7(p.id);
     snprintf(p.order_id, sizeof p.order_id, "%s", req->order_id);
     snprintf(p.user_id, sizeof p.user_id, "%s", req->user_id);
     p.status =

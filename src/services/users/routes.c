@@ -128,6 +128,7 @@ static void register_job(void *arg)
         goto out;
     }
     users_origin_t origin = {&job->trace, job->request_id};
+    td_deferred_begin(job->d);
     int rc = users_register(ctx->db, ctx->cfg, job->email, job->name, hash, "customer", &origin,
                             td_now_ms(), &u);
     if (rc == TD_EEXIST) {
@@ -218,6 +219,9 @@ static void login_job(void *arg)
     td_resp_json(resp, 200,
                  json_pack("{s:s, s:s, s:s, s:s}", "token", token, "userId", u->id, "role", u->role,
                            "expiresAt", expires));
+    /* A token is never cached, and never kept as an Idempotency-Key's
+     * answer (RFC 6749 section 5.1). */
+    td_resp_header(resp, "Cache-Control", "no-store");
     free(token);
 out:
     td_deferred_done(job->d);

@@ -17,6 +17,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <pthread.h>
+
+#include "tidings/dlt.h"
 #include "tidings/json.h"
 #include "tidings/log.h"
 #include "web/web_service.h"
@@ -302,11 +305,137 @@ out:
     free(rel);
 }
 
+/* ---- dead letters (admins): what `tidings dlt` does ---- */
+
+/* The work of one dead-letter request, on a thread of its own: it reads
+ * and writes Kafka, which never happens on an HTTP thread. */
+typedef struct dlt_job {
+    td_deferred_t *d;
+    const td_config_t *cfg;
+    char *topic; /* list: the short topic, or NULL */
+    char *ref;   /* redrive: the DLT-REF */
+    bool dry_run;
+} dlt_job_t;
+
+static void *dlt_list_job(void *arg)
+{
+    dlt_job_t *job = arg;
+    td_resp_t *resp = td_deferred_resp(job->d);
+    td_dlt_t *list = NULL;
+    size_t cnt = 0;
+    char err[600];
+    int rc = td_dlt_list(job->cfg, job->topic, &list, &cnt, err, sizeof(err));
+    if (rc == TD_ENOENT) {
+        td_resp_error(resp, 404, "%s", err);
+    } else if (rc) {
+        td_resp_error(resp, 503, "%s", err);
+    } else {
+        json_t *arr = json_array();
+        for (size_t i = 0; i < cnt; i++) json_array_append_new(arr, td_dlt_json(&list[i], true));
+        td_resp_json(resp, 200, json_pack("{s:o, s:n}", "deadLetters", arr, "next"));
+    }
+    td_dlt_list_free(list, cnt);
+    td_deferred_done(job->d);
+    free(job->topic);
+    free(job);
+    return NULL;
+}
+
+static void *dlt_redrive_job(void *arg)
+{
+    dlt_job_t *job = arg;
+    td_resp_t *resp = td_deferred_resp(job->d);
+    char err[600];
+    td_dlt_t d;
+    td_dlt_redrive_t r;
+    int rc = td_dlt_get(job->cfg, job->ref, &d, err, sizeof(err));
+    if (rc == 0) {
+        rc = td_dlt_redrive(job->cfg, &d, job->dry_run, &r, err, sizeof(err));
+        td_dlt_clear(&d);
+    }
+    if (rc == 0) {
+        json_t *o = json_pack("{s:s, s:s, s:s, s:i}", "ref", job->ref, "result",
+                              job->dry_run ? "would_redrive" : "redriven", "topic", r.topic,
+                              "partition", (int)r.partition);
+        json_object_set_new(o, "offset", r.offset >= 0 ? json_integer(r.offset) : json_null());
+        td_resp_json(resp, 200, o);
+    } else if (rc == TD_EEXIST) {
+        td_resp_error(resp, 409, "%s", err);
+    } else if (rc == TD_EINVAL) {
+        td_resp_error(resp, 400, "%s", err);
+    } else if (rc == TD_ENOENT) {
+        td_resp_error(resp, 404, "%s", err);
+    } else {
+        td_resp_error(resp, 503, "%s", err);
+    }
+    td_deferred_done(job->d);
+    free(job->ref);
+    free(job);
+    return NULL;
+}
+
+static void dlt_start(td_req_t *req, td_resp_t *resp, dlt_job_t *job, void *(*fn)(void *))
+{
+    job->d = td_req_defer(req);
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&t, &attr, fn, job) != 0) {
+        td_resp_error(td_deferred_resp(job->d), 503, "cannot start the work");
+        td_deferred_done(job->d);
+        free(job->topic);
+        free(job->ref);
+        free(job);
+    }
+    pthread_attr_destroy(&attr);
+    (void)resp;
+}
+
+/* GET /api/dlt[?topic=orders]: every dead letter, whole (admins). */
+static void get_dlt(td_req_t *req, td_resp_t *resp)
+{
+    web_ctx_t *ctx = req->ctx;
+    if (!td_req_admin(req, resp)) return;
+    const char *topic = td_req_query(req, "topic");
+    dlt_job_t *job = td_calloc(1, sizeof(*job));
+    job->cfg = ctx->cfg;
+    job->topic = topic && *topic ? td_strdup(topic) : NULL;
+    dlt_start(req, resp, job, dlt_list_job);
+}
+
+/* POST /api/dlt/redrive {ref, dryRun?} (admins): `tidings dlt redrive`. */
+static void post_dlt_redrive(td_req_t *req, td_resp_t *resp)
+{
+    web_ctx_t *ctx = req->ctx;
+    static const char *const allowed[] = {"ref", "dryRun", NULL};
+    char err[256];
+    const char *ref;
+    if (!td_req_admin(req, resp) || !td_req_body(req, resp)) return;
+    if (td_json_only_fields(req->body, allowed, err, sizeof err) ||
+        td_json_req_string(req->body, "ref", TD_DLT_REF_MAX - 1, &ref, err, sizeof err)) {
+        td_resp_error(resp, 400, "%s", err);
+        return;
+    }
+    json_t *dry = json_object_get(req->body, "dryRun");
+    if (dry && !json_is_boolean(dry)) {
+        td_resp_error(resp, 400, "dryRun must be a boolean");
+        return;
+    }
+    dlt_job_t *job = td_calloc(1, sizeof(*job));
+    job->cfg = ctx->cfg;
+    job->ref = td_strdup(ref);
+    job->dry_run = json_is_true(dry);
+    dlt_start(req, resp, job, dlt_redrive_job);
+}
+
 const td_route_t web_routes[] = {
     {"GET", "/config.json", get_config},
     {"GET", "/api/events", get_events},
     {"GET", "/api/events/stream", get_stream},
     {"GET", "/api/trace/{id}", get_trace},
+    {"GET", "/api/dlt", get_dlt},
+    {"POST", "/api/dlt/redrive", post_dlt_redrive},
     {"GET", "/", get_static},
     {"GET", "/{*path}", get_static},
 };
