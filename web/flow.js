@@ -136,11 +136,11 @@
       button.addEventListener('click', () => redrive(d, button, status));
       const orig = (d.originalTopic || '?') + ' [' + d.originalPartition + '] @ ' +
                    d.originalOffset;
-      return el('tr', { 'data-ref': d.ref },
+      return el('tr', { 'data-ref': d.ref, 'data-key': d.key || '' },
         el('td', {}, d.time ? clock(d.time) : '-'),
         el('td', { title: d.ref }, orig),
         el('td', {}, d.type || '(not a CloudEvent)'),
-        el('td', { title: d.key || '' }, d.key ? shortId(d.key) : '-'),
+        el('td', { title: d.key || '' }, !d.key ? '-' : d.key.length > 20 ? shortId(d.key) : d.key),
         el('td', { class: 'reason' }, d.reason || ''),
         el('td', {}, button, ' ', status));
     }));

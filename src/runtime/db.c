@@ -269,7 +269,13 @@ void td__db_hold(td_db_t *db)
 /* A unit begun inside the unit this thread holds: a savepoint of it. */
 static int nest_begin(td_db_t *db)
 {
-    assert(db->depth >= 1 && db->depth < NEST_MAX);
+    assert(db->depth >= 1);
+    /* Deeper than any handler goes; refused rather than overrun (asserts
+     * are off in release builds). */
+    if (db->depth >= NEST_MAX) {
+        td_error("database: units nested deeper than %d inside a held unit", NEST_MAX);
+        return TD_EIO;
+    }
     if (td__db_conn_exec(&db->w, "SAVEPOINT nest") != 0) return TD_EIO;
     db->nest_after[++db->depth] = db->after_cnt;
     return 0;

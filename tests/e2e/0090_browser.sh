@@ -85,6 +85,16 @@ fi
 SHOP=$(sed -n 's/.*shop: *\(http[^ ]*\).*/\1/p' "$TMP/run.out" | head -1 | sed 's/\x1b\[[0-9;]*m//g')
 echo "shop at $SHOP"
 
+# A record that is no CloudEvent on the orders topic: its consumers
+# dead-letter it, and the event-flow page shows it with a Redrive button.
+/usr/bin/python3 - "$(cat "$TMP/data/brokers")" <<'EOF'
+import sys
+from kafka import KafkaProducer
+p = KafkaProducer(bootstrap_servers=sys.argv[1].split(","), acks="all")
+p.send("tidings.orders", key=b"browser-poison", value=b"not a cloudevent").get(timeout=30)
+p.close()
+EOF
+
 rc=0
 SHOP_URL="$SHOP" ARTIFACTS="$ARTIFACTS" CHROMIUM="$CHROMIUM" \
   ADMIN_PASSWORD="$TIDINGS_ADMIN_PASSWORD" PAYMENT_LIMIT=5000 \

@@ -402,6 +402,25 @@ await step('the event-flow table receives new events live', async () => {
   await shot(admin, '10-flow-live');
 });
 
+await step('admins see dead letters on the event-flow page and redrive one', async () => {
+  // 0090_browser.sh put a record that is no CloudEvent on the orders topic.
+  const row = admin.locator('[data-testid=dead-letters] tr[data-key=browser-poison]')
+    .first();
+  for (let i = 0; i < 60 && !(await row.count()); i++) {
+    await admin.click('#dlt-refresh');
+    await admin.waitForTimeout(500);
+  }
+  await row.waitFor({ timeout: WAIT });
+  const text = await row.innerText();
+  if (!/ce_specversion|CloudEvent/i.test(text)) throw new Error(`no reason shown: ${text}`);
+  await row.locator('[data-testid=dlt-redrive]').click();
+  await row.locator('[data-testid=dlt-status]', { hasText: 'redriven to tidings.orders' })
+    .waitFor({ timeout: WAIT });
+  if (!(await row.locator('[data-testid=dlt-redrive]').isDisabled()))
+    throw new Error('the redrive button is still enabled after a redrive');
+  await shot(admin, '11-flow-dead-letters');
+});
+
 await step('no script errors on any page', async () => {
   if (pageErrors.length) throw new Error(pageErrors.join('; '));
 });
