@@ -89,7 +89,10 @@ static void test_transient_retry(void **state)
         td_sleep_ms(100);
     }
     assert_true(attempts_done(&rc));
-    assert_int_equal(max_seen, flaky_off); /* the good record was committed meanwhile */
+    /* The good record's offset may be committed meanwhile (when a poll
+     * gave it alone) or not (when both came in one batch, which is retried
+     * whole): either way never past the flaky one. */
+    assert_true(max_seen <= flaky_off);
 
     assert_true(bt_wait_processed(cons, 2, 10000));
     assert_int_equal(atomic_load(&rc.attempts), FAILURES + 1);
