@@ -248,6 +248,7 @@ static void test_500_then_success(void **state)
     const json_t *ps = status_of(env, n, TD_DELIVERY_WEBPUSH, &all);
     assert_status(ps, "sent", 3, NULL);
     assert_string_equal(json_string_value(json_object_get(ps, "target")), "127.0.0.1");
+    json_decref(all);
     const json_t *hs = status_of(env, n, TD_DELIVERY_WEBHOOK, &all);
     assert_status(hs, "sent", 2, NULL);
     assert_string_equal(json_string_value(json_object_get(hs, "target")), "hook-f");

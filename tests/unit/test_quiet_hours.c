@@ -133,7 +133,9 @@ static void test_seconds_and_json(void **state)
     notif_quiet_t q = quiet("10:00:05", "10:00:15", "UTC");
     until_is(&q, "2026-05-05T10:00:04", NULL);
     until_is(&q, "2026-05-05T10:00:05", "2026-05-05T10:00:15");
-    char *s = json_dumps(notif_quiet_json(&q), JSON_COMPACT | JSON_SORT_KEYS);
+    json_t *made = notif_quiet_json(&q);
+    char *s = json_dumps(made, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(made);
     json_t *back = json_loads(s, 0, NULL);
     assert_string_equal(json_string_value(json_object_get(back, "start")), "10:00:05");
     json_decref(back);
