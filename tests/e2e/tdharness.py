@@ -28,6 +28,19 @@ def log(msg):
 
 
 def free_port():
+    """A free port below the kernel's ephemeral range (32768 and up), so
+    that a broker or client started later cannot be given it by bind(0)
+    or connect() before the service that was promised it listens."""
+    import random
+    for _ in range(200):
+        port = random.randint(20000, 32000)
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
