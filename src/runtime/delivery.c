@@ -198,12 +198,6 @@ int td_delivery_init(td_db_t *db)
     return td_db_commit(db);
 }
 
-/* Prepares sql on the delivery table (td_delivery_init made it). */
-static sqlite3_stmt *prepare(td_db_t *db, const char *sql)
-{
-    return td_db_prepare(db, sql);
-}
-
 static bool header_ok(const char *h)
 {
     const char *colon = strchr(h, ':');
@@ -227,7 +221,7 @@ static void wake_db(td_db_t *db)
 static int64_t owner_queued(td_db_t *db, const char *owner)
 {
     sqlite3_stmt *st =
-        prepare(db, "SELECT count(*) FROM td_delivery WHERE owner = ? AND state = 'pending'");
+        td_db_prepare(db, "SELECT count(*) FROM td_delivery WHERE owner = ? AND state = 'pending'");
     if (!st) return -1;
     sqlite3_bind_text(st, 1, owner, -1, SQLITE_STATIC);
     int64_t n = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
@@ -299,7 +293,8 @@ int td__breaker_cap(const td__breaker_t *b, const td_delivery_policy_t *p, int64
 /* When dest's pause ends (0 when it is not paused). */
 static int64_t dest_paused_until(td_db_t *db, const char *dest)
 {
-    sqlite3_stmt *st = prepare(db, "SELECT open_until_ms FROM td_delivery_dest WHERE dest = ?");
+    sqlite3_stmt *st =
+        td_db_prepare(db, "SELECT open_until_ms FROM td_delivery_dest WHERE dest = ?");
     if (!st) return 0;
     sqlite3_bind_text(st, 1, dest, -1, SQLITE_STATIC);
     int64_t until = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
@@ -376,7 +371,7 @@ int td_delivery_enqueue(td_db_t *db, const td_delivery_msg_t *msg, char *errstr,
     bool held = msg->hold_until_ms > now;
     if (held && due < msg->hold_until_ms) due = msg->hold_until_ms;
     int rc = TD_EIO;
-    sqlite3_stmt *st = prepare(
+    sqlite3_stmt *st = td_db_prepare(
         db, "INSERT INTO td_delivery(channel, target_id, event_id, url, headers, body, secret,"
             " next_at_ms, created_ms, origin_topic, origin_partition, origin_offset, origin_key,"
             " origin_value, origin_headers, owner, dest)"
@@ -417,8 +412,9 @@ int td_delivery_enqueue(td_db_t *db, const td_delivery_msg_t *msg, char *errstr,
     if (rc == 0) {
         int64_t id = sqlite3_last_insert_rowid(td_db_sqlite(db));
         char *target = msg->target ? td_strdup(msg->target) : target_of(msg);
-        st = prepare(db, "INSERT INTO td_delivery_status(delivery_id, event_id, channel, target,"
-                         " status, updated_ms) VALUES(?,?,?,?,?,?)");
+        st = td_db_prepare(db,
+                           "INSERT INTO td_delivery_status(delivery_id, event_id, channel, target,"
+                           " status, updated_ms) VALUES(?,?,?,?,?,?)");
         if (st) {
             sqlite3_bind_int64(st, 1, id);
             sqlite3_bind_text(st, 2, msg->event_id, -1, SQLITE_STATIC);
@@ -508,16 +504,16 @@ int td_delivery_enqueue_webhook(td_db_t *db, const char *owner, const char *webh
 
 int td_delivery_cancel(td_db_t *db, const char *channel, const char *target_id)
 {
-    sqlite3_stmt *st =
-        prepare(db, "UPDATE td_delivery_status SET status = 'failed', last_error = 'cancelled',"
-                    " updated_ms = ? WHERE delivery_id IN (SELECT id FROM td_delivery"
-                    " WHERE channel = ? AND target_id = ? AND state = 'pending')");
+    sqlite3_stmt *st = td_db_prepare(
+        db, "UPDATE td_delivery_status SET status = 'failed', last_error = 'cancelled',"
+            " updated_ms = ? WHERE delivery_id IN (SELECT id FROM td_delivery"
+            " WHERE channel = ? AND target_id = ? AND state = 'pending')");
     if (!st) return TD_EIO;
     sqlite3_bind_int64(st, 1, td_now_ms());
     sqlite3_bind_text(st, 2, channel, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, target_id, -1, SQLITE_STATIC);
     if (td_db_run(db, st) != 0) return TD_EIO;
-    st = prepare(
+    st = td_db_prepare(
         db, "DELETE FROM td_delivery WHERE channel = ? AND target_id = ? AND state = 'pending'");
     if (!st) return TD_EIO;
     sqlite3_bind_text(st, 1, channel, -1, SQLITE_STATIC);
@@ -530,7 +526,7 @@ int64_t td_delivery_count(td_db_t *db, const char *state)
 {
     td_db_lock(db);
     int64_t n = -1;
-    sqlite3_stmt *st = prepare(db, "SELECT count(*) FROM td_delivery WHERE state = ?");
+    sqlite3_stmt *st = td_db_prepare(db, "SELECT count(*) FROM td_delivery WHERE state = ?");
     if (st) {
         sqlite3_bind_text(st, 1, state, -1, SQLITE_STATIC);
         if (sqlite3_step(st) == SQLITE_ROW) n = sqlite3_column_int64(st, 0);
