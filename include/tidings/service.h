@@ -43,8 +43,10 @@ typedef void (*td_service_stop_fn)(void *svc);
 
 /* The whole main() of a service: --help, configuration (service is the
  * short name), logging, the token secret, a clear error when no brokers
- * are known, td_topics_ensure, signals blocked, start(cfg), a "ready" log
- * line, wait for SIGINT/SIGTERM, "stopping", stop(svc). Returns the exit
+ * are known, signals blocked, td_topics_ensure on a thread of its own
+ * (waited for 0.5 s at most, so an unreachable Kafka delays nothing and
+ * only a refusal Kafka gives at once stops the start), start(cfg), a
+ * "ready" log line, wait for SIGINT/SIGTERM, "stopping", stop(svc). Returns the exit
  * code: 0 after a clean stop (or --help), 1 on a startup error (bad flags
  * or environment included), whose message is logged on stderr. Main
  * thread only. */

@@ -126,50 +126,81 @@ td_db_t *td_service_db(const td_config_t *cfg, const td_migration_t *migs, size_
     return db;
 }
 
-/* Creating the topics again and again, in the background, after Kafka
- * could not be reached (or refused the credentials) at start: the service
- * runs meanwhile, /readyz answering 503, and makes the topics as soon as
- * Kafka lets it. */
+/* Creating the topics, in the background: the first attempt at start,
+ * then again every few seconds while Kafka cannot be reached (or refuses
+ * the credentials). The service runs meanwhile, /readyz answering 503, and
+ * makes the topics as soon as Kafka lets it. */
 typedef struct topics_retry {
     const td_config_t *cfg;
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool stop;
+    bool first_done;    /* the first attempt has an answer (under mu) */
     int last_rc;        /* the failure logged last, so each is logged once */
     char last_err[512]; /* its message */
 } topics_retry_t;
 
 #define TOPICS_RETRY_MS 5000
+/* How long the start waits for the first attempt's answer before it goes
+ * on without it: a reachable Kafka answers well within it, so a bad
+ * setting still stops the service at start; an unreachable one does not
+ * keep /healthz from answering (SPEC section 5: at once). */
+#define TOPICS_FIRST_WAIT_MS 500
+
+/* Waits until ms have passed or stop is asked; false on stop. */
+static bool retry_sleep(topics_retry_t *tr, int ms)
+{
+    pthread_mutex_lock(&tr->mu);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    while (!tr->stop && pthread_cond_timedwait(&tr->cv, &tr->mu, &ts) == 0) continue;
+    bool stop = tr->stop;
+    pthread_mutex_unlock(&tr->mu);
+    return !stop;
+}
 
 static void *topics_retry_main(void *arg)
 {
     topics_retry_t *tr = arg;
     char err[512];
-    for (;;) {
-        pthread_mutex_lock(&tr->mu);
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += TOPICS_RETRY_MS / 1000;
-        while (!tr->stop && pthread_cond_timedwait(&tr->cv, &tr->mu, &ts) == 0) continue;
-        bool stop = tr->stop;
-        pthread_mutex_unlock(&tr->mu);
-        if (stop) break;
+    for (bool first = true;; first = false) {
+        if (!first && !retry_sleep(tr, TOPICS_RETRY_MS)) break;
         int rc = td_topics_ensure(tr->cfg, err, sizeof(err));
+        if (rc == 0) atomic_store(&topics_pending, false);
+        pthread_mutex_lock(&tr->mu);
+        bool late = tr->first_done; /* the start stopped waiting for it */
+        if (first) {
+            tr->first_done = true;
+            tr->last_rc = rc;
+            snprintf(tr->last_err, sizeof(tr->last_err), "%s", err);
+            pthread_cond_broadcast(&tr->cv);
+        }
+        pthread_mutex_unlock(&tr->mu);
         if (rc == 0) {
-            td_info("Kafka is reachable now: the topics exist");
-            atomic_store(&topics_pending, false);
+            if (!first || late) td_info("Kafka is reachable now: the topics exist");
             break;
         }
         if (rc == TD_EINVAL || rc == TD_EIO) {
             /* Kafka answers but refuses the topics (ACLs, a policy): that
-             * is for the operator, and retrying will not change it. */
-            td_error("%s; the service stays unready", err);
+             * is for the operator, and retrying will not change it. At
+             * start the main thread says it and stops the service. */
+            if (!first || late) td_error("%s; the service stays unready", err);
             break;
         }
         /* Once per failure kind, not every attempt: the clients' own
          * lines say the rest. */
-        if (rc != tr->last_rc || strcmp(err, tr->last_err))
+        if (first && late)
+            td_error("%s; /readyz answers 503 until Kafka is reachable, and the topics are "
+                     "created then",
+                     err);
+        else if (!first && (rc != tr->last_rc || strcmp(err, tr->last_err)))
             td_warn("still waiting for Kafka: %s", err);
         tr->last_rc = rc;
         snprintf(tr->last_err, sizeof(tr->last_err), "%s", err);
@@ -177,12 +208,10 @@ static void *topics_retry_main(void *arg)
     return NULL;
 }
 
-static topics_retry_t *topics_retry_start(const td_config_t *cfg, int rc, const char *err)
+static topics_retry_t *topics_retry_start(const td_config_t *cfg)
 {
     topics_retry_t *tr = td_calloc(1, sizeof(*tr));
     tr->cfg = cfg;
-    tr->last_rc = rc;
-    snprintf(tr->last_err, sizeof(tr->last_err), "%s", err);
     atomic_store(&topics_pending, true);
     pthread_mutex_init(&tr->mu, NULL);
     pthread_condattr_t ca;
@@ -191,14 +220,36 @@ static topics_retry_t *topics_retry_start(const td_config_t *cfg, int rc, const 
     pthread_cond_init(&tr->cv, &ca);
     pthread_condattr_destroy(&ca);
     if (pthread_create(&tr->thread, NULL, topics_retry_main, tr) != 0) {
-        td_error("cannot start the thread that creates the topics later");
-        atomic_store(&topics_pending, false);
+        td_error("cannot start the thread that creates the topics");
         pthread_cond_destroy(&tr->cv);
         pthread_mutex_destroy(&tr->mu);
         free(tr);
         return NULL;
     }
     return tr;
+}
+
+/* The first attempt's answer if it came within ms: 0, or its failure with
+ * err filled; TD_EAGAIN with err empty when it has not answered yet. */
+static int topics_first_wait(topics_retry_t *tr, int ms, char *err, size_t errlen)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_nsec += (long)ms * 1000000L;
+    ts.tv_sec += ts.tv_nsec / 1000000000L;
+    ts.tv_nsec %= 1000000000L;
+    pthread_mutex_lock(&tr->mu);
+    while (!tr->first_done && pthread_cond_timedwait(&tr->cv, &tr->mu, &ts) == 0) continue;
+    int rc = TD_EAGAIN;
+    err[0] = '\0';
+    if (tr->first_done) {
+        rc = tr->last_rc;
+        snprintf(err, errlen, "%s", tr->last_err);
+    } else {
+        tr->first_done = true; /* the thread logs its own answer */
+    }
+    pthread_mutex_unlock(&tr->mu);
+    return rc;
 }
 
 /* Stops the retries; waits for an attempt under way (at most the metadata
@@ -208,7 +259,7 @@ static void topics_retry_stop(topics_retry_t *tr)
     if (!tr) return;
     pthread_mutex_lock(&tr->mu);
     tr->stop = true;
-    pthread_cond_signal(&tr->cv);
+    pthread_cond_broadcast(&tr->cv);
     pthread_mutex_unlock(&tr->mu);
     pthread_join(tr->thread, NULL);
     pthread_cond_destroy(&tr->cv);
@@ -245,33 +296,37 @@ int td_service_main(const char *service, int argc, char **argv, td_service_start
                  "/ `tidings run`");
         goto out;
     }
+    /* Before any thread exists, so that every thread inherits the mask and
+     * only the sigwait below sees SIGINT/SIGTERM. */
+    td_signals_block();
     /* A bad setting or a topic Kafka will not create stops the service; a
      * Kafka it cannot reach (or that refuses its credentials) does not
-     * (SPEC section 5): the HTTP server starts with /readyz 503, as after
-     * losing Kafka later, and a thread creates the topics once Kafka lets
-     * it. The attempt here waits TD_TOPICS_CONNECT_WAIT_MS at most, so
-     * /healthz answers within a few seconds whatever Kafka does. */
-    int trc = td_topics_ensure(&cfg, err, sizeof(err));
+     * (SPEC section 5): the HTTP server starts at once with /readyz 503,
+     * as after losing Kafka later, and the thread creates the topics once
+     * Kafka lets it. */
+    retry = topics_retry_start(&cfg);
+    if (!retry) goto out;
+    int trc = topics_first_wait(retry, TOPICS_FIRST_WAIT_MS, err, sizeof(err));
     if (trc == TD_EINVAL || trc == TD_EIO) {
         td_error("%s", err);
         goto out;
     }
-    if (trc != 0)
+    if (trc == TD_EAGAIN && !err[0])
+        td_warn("Kafka (%s) has not answered yet; starting anyway: /readyz answers 503 until "
+                "the topics exist",
+                cfg.brokers);
+    else if (trc != 0)
         td_error("%s; starting anyway: /readyz answers 503 until Kafka is reachable, and the "
                  "topics are created then",
                  err);
     /* A mock cluster holds an empty fetch for the whole fetch.wait.max.ms
      * instead of answering when data arrives, as Kafka does: there only a
-     * short wait keeps a hop short. (Not asked of brokers that did not
-     * answer just now: it would only delay the start.) */
+     * short wait keeps a hop short. Asked only of brokers that answered
+     * just now (the retry thread is done then and reads cfg no more). */
     if (trc == 0 && !cfg.fetch_wait_set && !cfg.brokers_embedded && td_kafka_is_mock(&cfg, 2000)) {
         cfg.fetch_wait_ms = 1;
         td_info("brokers %s are a mock cluster: fetch wait 1 ms", cfg.brokers);
     }
-    /* Before any thread exists, so that every thread inherits the mask and
-     * only the sigwait below sees SIGINT/SIGTERM. */
-    td_signals_block();
-    if (trc != 0) retry = topics_retry_start(&cfg, trc, err);
     svc = start(&cfg, err, sizeof(err));
     if (!svc) {
         td_error("cannot start: %s", err);

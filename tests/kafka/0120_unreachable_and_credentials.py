@@ -24,7 +24,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ktier  # noqa: E402
-from tdharness import BIN, System, free_port, http, log, expect  # noqa: E402
+from tdharness import BIN, Relay, System, free_port, http, log, expect  # noqa: E402
 
 
 def status(sysm, name, path):
@@ -99,52 +99,6 @@ def wrong_password(kc):
         codes = sysm.stop()
     assert codes["users"] == 0, "users did not stop cleanly: %s" % sysm.tail("users")
     shutil.rmtree(sysm.dir, ignore_errors=True)
-
-
-class Relay:
-    """A TCP relay from a loopback port to another, started on demand."""
-
-    def __init__(self, port, target):
-        self.port, self.target = port, target
-        self.sock = None
-
-    def start(self):
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", self.port))
-        self.sock.listen(16)
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            u = socket.create_connection(("127.0.0.1", self.target))
-            for a, b in ((c, u), (u, c)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(a, b):
-        try:
-            while True:
-                d = a.recv(65536)
-                if not d:
-                    break
-                b.sendall(d)
-        except OSError:
-            pass
-        finally:
-            for s in (a, b):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def stop(self):
-        if self.sock:
-            self.sock.close()
 
 
 def unreachable_then_ready(kc):
