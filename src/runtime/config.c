@@ -2,23 +2,24 @@
  * environment variables, then command-line flags, each later source
  * overriding the earlier. Every value is checked at startup and a bad one is
  * an error that names the variable or flag, so a typo never turns into a
- * silently different system. Also the shared token key, which every service
- * must agree on: from TIDINGS_SECRET, or generated once into the data dir in
- * a way that is safe when all services start at the same moment. */
+ * silently different system. One table (settings[] below) says each
+ * setting once: its variable and flag, its kind and bounds, its default and
+ * its help line; parsing, validation, the defaults and --help come from it.
+ * The token key is secret.c's. */
 #include "tidings/config.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <ctype.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include "tidings/json.h"
 #include "tidings/log.h"
@@ -26,19 +27,8 @@
 static const char *const service_names[TD_SVC__COUNT] = {
     "users", "products", "orders", "payments", "notifications", "web",
 };
-static const char *const port_vars[TD_SVC__COUNT] = {
-    "TIDINGS_USERS_PORT",    "TIDINGS_PRODUCTS_PORT",      "TIDINGS_ORDERS_PORT",
-    "TIDINGS_PAYMENTS_PORT", "TIDINGS_NOTIFICATIONS_PORT", "TIDINGS_WEB_PORT",
-};
-static const int default_ports[TD_SVC__COUNT] = {8081, 8082, 8083, 8084, 8085, 8080};
-
-#define DEFAULT_DATA_DIR      "./data"
-#define DEFAULT_PREFIX        "tidings."
-#define DEFAULT_LISTEN        "127.0.0.1"
-#define DEFAULT_VAPID_SUBJECT "mailto:admin@tidings.local"
-#define DEFAULT_MAX_STREAMS   32
-#define SECRET_MIN            32
-#define SECRET_GENERATED      48
+#define DEFAULT_DATA_DIR "./data"
+#define DEFAULT_LISTEN   "127.0.0.1"
 
 const char *td_service_name(td_service_t svc)
 {
@@ -72,29 +62,6 @@ static void cors_default(td_config_t *cfg)
     }
     free(cfg->cors_origins);
     cfg->cors_origins = list;
-}
-
-void td_config_defaults(td_config_t *cfg)
-{
-    memset(cfg, 0, sizeof(*cfg));
-    cfg->data_dir = td_strdup(DEFAULT_DATA_DIR);
-    cfg->topic_prefix = td_strdup(DEFAULT_PREFIX);
-    cfg->partitions = 6;
-    cfg->replication = 0; /* not set: min(3, broker count) when topics are created */
-    cfg->retention_ms = 604800000;
-    cfg->payment_limit = 500000;
-    cfg->log_level = TD_LOG_INFO;
-    cfg->log_json = true;
-    cfg->delivery_max_attempts = 8;
-    cfg->delivery_backoff_ms = 1000;
-    cfg->fetch_wait_ms = 100;
-    cfg->listen_addr = td_strdup(DEFAULT_LISTEN);
-    for (int i = 0; i < TD_SVC__COUNT; i++) cfg->ports[i] = default_ports[i];
-    cfg->vapid_subject = td_strdup(DEFAULT_VAPID_SUBJECT);
-    cfg->max_streams_per_user = DEFAULT_MAX_STREAMS;
-    cfg->inbox_retention_ms = 0; /* twice the topics' retention, once that is known */
-    cfg->notification_retention_days = 90;
-    cors_default(cfg);
 }
 
 void td_config_free(td_config_t *cfg)
@@ -312,130 +279,226 @@ static void set_str(char **dst, const char *text)
     *dst = td_strdup(text);
 }
 
-/* getenv, with an empty value counting as unset (VAR= in a shell script
- * usually means "no value"). */
-static const char *env(const char *name)
+/* ---- the settings table ---- */
+
+/* How a setting's text becomes its value. */
+typedef enum set_kind {
+    SET_DOC,      /* read elsewhere (the secret, librdkafka's own); listed only */
+    SET_STR,      /* any text */
+    SET_INT,      /* an int from min to max */
+    SET_I64,      /* an int64 from min to max */
+    SET_BOOL,     /* 0/1/true/false */
+    SET_PORT,     /* 1..65535 */
+    SET_OWN_PORT, /* --port: the port of the running service */
+    SET_LEVEL,    /* a log level */
+    SET_FORMAT,   /* json or text, into a bool "json" */
+    SET_MONEY,    /* an amount, in cents */
+    SET_LISTEN,   /* an IP address or localhost */
+    SET_PREFIX,   /* a topic name prefix */
+    SET_VAPID,    /* a mailto: or https: URI */
+    SET_ORIGINS,  /* CORS origins */
+    SET_DB_SYNC,  /* full or normal, into a bool "normal" */
+} set_kind_t;
+
+enum {
+    SET_EMPTY_OK = 1 << 0, /* an empty value is a value (not "unset") */
+    SET_MINUS1 = 1 << 1,   /* -1 is allowed besides min..max */
+};
+
+/* One row: where it comes from (variable, flag), what it takes, its
+ * default (parsed like a given value, so it is written once) and the
+ * words --help shows. Parsing, validation, defaults and the usage text all
+ * come from here. */
+typedef struct setting {
+    const char *env;     /* TIDINGS_..., or NULL for a flag only */
+    const char *flag;    /* --name taking a value, or NULL */
+    const char *metavar; /* the flag's value in --help */
+    set_kind_t kind;
+    size_t off; /* where in td_config_t */
+    int64_t min, max;
+    const char *def;   /* default text; NULL: none or computed (see shown) */
+    const char *shown; /* the default as --help says it, when def is not it */
+    const char *help;  /* the flag's line in --help */
+    unsigned opts;
+} setting_t;
+
+#define AT(field) offsetof(td_config_t, field)
+#define PORT_ROW(svc, var, def)                                                                  \
+    {                                                                                            \
+        var, NULL, NULL, SET_PORT, offsetof(td_config_t, ports) + (svc) * sizeof(int), 1, 65535, \
+            def, NULL, NULL, 0                                                                   \
+    }
+
+static const setting_t settings[] = {
+    {"TIDINGS_BROKERS", "--brokers", "LIST", SET_STR, AT(brokers), 0, 0, NULL,
+     "(embedded: <data>/brokers)", "Kafka bootstrap servers", 0},
+    {"TIDINGS_DATA_DIR", "--data", "DIR", SET_STR, AT(data_dir), 0, 0, "./data", NULL,
+     "data directory", 0},
+    {NULL, "--port", "N", SET_OWN_PORT, 0, 1, 65535, NULL, NULL,
+     "HTTP port of this service (TIDINGS_<SERVICE>_PORT)", 0},
+    {"TIDINGS_LISTEN_ADDR", "--listen", "ADDR", SET_LISTEN, AT(listen_addr), 0, 0, "127.0.0.1",
+     NULL, "address to listen on", 0},
+    {"TIDINGS_LOG_LEVEL", "--log-level", "L", SET_LEVEL, AT(log_level), 0, 0, "info", NULL,
+     "debug, info, warn or error", 0},
+    {"TIDINGS_SECRET", NULL, NULL, SET_DOC, 0, 0, 0, NULL,
+     "(generated once into <data>/secret; >= 32 bytes)", NULL, 0},
+    {"TIDINGS_TOPIC_PREFIX", NULL, NULL, SET_PREFIX, AT(topic_prefix), 0, 0, "tidings.", NULL, NULL,
+     SET_EMPTY_OK},
+    {"TIDINGS_PARTITIONS", NULL, NULL, SET_INT, AT(partitions), 1, 10000, "6", NULL, NULL, 0},
+    {"TIDINGS_REPLICATION", NULL, NULL, SET_INT, AT(replication), 1, 32767, NULL,
+     "3, or the broker count if smaller", NULL, 0},
+    {"TIDINGS_RETENTION_MS", NULL, NULL, SET_I64, AT(retention_ms), 1, INT64_MAX, "604800000",
+     "604800000 (7 days; -1 keeps records forever)", NULL, SET_MINUS1},
+    {"TIDINGS_INBOX_RETENTION_MS", NULL, NULL, SET_I64, AT(inbox_retention_ms), 1, INT64_MAX, NULL,
+     "twice TIDINGS_RETENTION_MS", NULL, 0},
+    {"TIDINGS_NOTIFICATION_RETENTION_DAYS", NULL, NULL, SET_INT, AT(notification_retention_days), 0,
+     1000000, "90", "90 (0 keeps them forever)", NULL, 0},
+    {"TIDINGS_PAYMENT_LIMIT", NULL, NULL, SET_MONEY, AT(payment_limit), 0, 0, "5000.00", NULL, NULL,
+     0},
+    {"TIDINGS_LOG_FORMAT", NULL, NULL, SET_FORMAT, AT(log_json), 0, 0, "json", "json (or text)",
+     NULL, 0},
+    {"TIDINGS_ADMIN_PASSWORD", NULL, NULL, SET_STR, AT(admin_password), 0, 0, NULL, NULL, NULL, 0},
+    {"TIDINGS_ALLOW_HTTP_ENDPOINTS", NULL, NULL, SET_BOOL, AT(allow_http_endpoints), 0, 0, "0",
+     NULL, NULL, 0},
+    {"TIDINGS_DELIVERY_MAX_ATTEMPTS", NULL, NULL, SET_INT, AT(delivery_max_attempts), 1, 1000, "8",
+     NULL, NULL, 0},
+    {"TIDINGS_DELIVERY_BACKOFF_MS", NULL, NULL, SET_I64, AT(delivery_backoff_ms), 1, 300000, "1000",
+     NULL, NULL, 0},
+    {"TIDINGS_FETCH_WAIT_MS", NULL, NULL, SET_INT, AT(fetch_wait_ms), 0, 300000, "100",
+     "1 on a mock (embedded) broker, else 100", NULL, 0},
+    {"TIDINGS_DB_SYNC", NULL, NULL, SET_DB_SYNC, AT(db_sync_normal), 0, 0, "full",
+     "full (or normal: safe from crashes, not power cuts)", NULL, 0},
+    {"TIDINGS_VAPID_SUBJECT", NULL, NULL, SET_VAPID, AT(vapid_subject), 0, 0,
+     "mailto:admin@tidings.local", NULL, NULL, 0},
+    {"TIDINGS_VAPID_PRIVATE_KEY", NULL, NULL, SET_DOC, 0, 0, 0, NULL,
+     "(notifications: generated once into its db)", NULL, 0},
+    {"TIDINGS_CORS_ORIGINS", NULL, NULL, SET_ORIGINS, AT(cors_origins), 0, 0, NULL,
+     "http://127.0.0.1:<web port>,http://localhost:<web port>", NULL, 0},
+    {"TIDINGS_MAX_STREAMS_PER_USER", NULL, NULL, SET_INT, AT(max_streams_per_user), 1, 10000, "32",
+     NULL, NULL, 0},
+    {"TIDINGS_KAFKA_CONFIG", NULL, NULL, SET_DOC, 0, 0, 0, NULL,
+     "(none; a librdkafka properties file, kcat -F format)", NULL, 0},
+    {"TIDINGS_KAFKA_<PROPERTY>", NULL, NULL, SET_DOC, 0, 0, 0, NULL,
+     "(none; e.g. TIDINGS_KAFKA_SECURITY_PROTOCOL=sasl_ssl)", NULL, 0},
+    {"TIDINGS_KAFKA_DEBUG", NULL, NULL, SET_DOC, 0, 0, 0, NULL,
+     "(none; librdkafka debug contexts, e.g. cgrp)", NULL, 0},
+    PORT_ROW(TD_SVC_USERS, "TIDINGS_USERS_PORT", "8081"),
+    PORT_ROW(TD_SVC_PRODUCTS, "TIDINGS_PRODUCTS_PORT", "8082"),
+    PORT_ROW(TD_SVC_ORDERS, "TIDINGS_ORDERS_PORT", "8083"),
+    PORT_ROW(TD_SVC_PAYMENTS, "TIDINGS_PAYMENTS_PORT", "8084"),
+    PORT_ROW(TD_SVC_NOTIFICATIONS, "TIDINGS_NOTIFICATIONS_PORT", "8085"),
+    PORT_ROW(TD_SVC_WEB, "TIDINGS_WEB_PORT", "8080"),
+};
+
+#undef AT
+#undef PORT_ROW
+
+static const setting_t *setting_by_env(const char *name)
 {
-    const char *v = getenv(name);
-    return v && *v ? v : NULL;
+    for (size_t i = 0; i < TD_ARRAY_SIZE(settings); i++)
+        if (settings[i].env && !strcmp(settings[i].env, name)) return &settings[i];
+    return NULL;
 }
 
-static int load_env(td_config_t *cfg, bool *fetch_wait_set, bool *cors_set, char *errstr,
-                    size_t errlen)
+/* Parses text for row s into cfg; what names the source in errors. */
+static int set_value(td_config_t *cfg, const setting_t *s, const char *what, const char *text,
+                     char *errstr, size_t errlen)
 {
-    const char *v;
+    void *at = (char *)cfg + s->off;
     int64_t n;
     int rc = 0;
-
-    if ((v = env("TIDINGS_BROKERS"))) set_str(&cfg->brokers, v);
-    if ((v = env("TIDINGS_DATA_DIR"))) set_str(&cfg->data_dir, v);
-    /* An empty prefix is meaningful (bare topic names), so it is not unset. */
-    if ((v = getenv("TIDINGS_TOPIC_PREFIX")) &&
-        (rc = parse_prefix("TIDINGS_TOPIC_PREFIX", v, &cfg->topic_prefix, errstr, errlen)))
-        return rc;
-    if ((v = env("TIDINGS_PARTITIONS")) &&
-        (rc = parse_int("TIDINGS_PARTITIONS", v, 1, 10000, &cfg->partitions, errstr, errlen)))
-        return rc;
-    if ((v = env("TIDINGS_REPLICATION")) &&
-        (rc = parse_int("TIDINGS_REPLICATION", v, 1, 32767, &cfg->replication, errstr, errlen)))
-        return rc;
-    if ((v = env("TIDINGS_RETENTION_MS"))) {
-        /* -1 is Kafka's "keep forever". */
-        n = -1;
-        if (strcmp(v, "-1") &&
-            (rc = parse_i64("TIDINGS_RETENTION_MS", v, 1, INT64_MAX, &n, errstr, errlen)))
-            return rc;
-        cfg->retention_ms = n;
-    }
-    if ((v = env("TIDINGS_INBOX_RETENTION_MS")) &&
-        (rc = parse_i64("TIDINGS_INBOX_RETENTION_MS", v, 1, INT64_MAX, &cfg->inbox_retention_ms,
-                        errstr, errlen)))
-        return rc;
-    if ((v = env("TIDINGS_NOTIFICATION_RETENTION_DAYS")) &&
-        (rc = parse_int("TIDINGS_NOTIFICATION_RETENTION_DAYS", v, 0, 1000000,
-                        &cfg->notification_retention_days, errstr, errlen)))
-        return rc;
-    if ((v = env("TIDINGS_PAYMENT_LIMIT")) &&
-        (rc = parse_money("TIDINGS_PAYMENT_LIMIT", v, &cfg->payment_limit, errstr, errlen)))
-        return rc;
-    if ((v = env("TIDINGS_LOG_LEVEL")) &&
-        (rc = parse_level("TIDINGS_LOG_LEVEL", v, &cfg->log_level, errstr, errlen)))
-        return rc;
-    if ((v = env("TIDINGS_LOG_FORMAT")) &&
-        (rc = parse_format("TIDINGS_LOG_FORMAT", v, &cfg->log_json, errstr, errlen)))
-        return rc;
-    if ((v = env("TIDINGS_ADMIN_PASSWORD"))) set_str(&cfg->admin_password, v);
-    if ((v = env("TIDINGS_ALLOW_HTTP_ENDPOINTS")) &&
-        (rc = parse_bool("TIDINGS_ALLOW_HTTP_ENDPOINTS", v, &cfg->allow_http_endpoints, errstr,
-                         errlen)))
-        return rc;
-    if ((v = env("TIDINGS_DELIVERY_MAX_ATTEMPTS")) &&
-        (rc = parse_int("TIDINGS_DELIVERY_MAX_ATTEMPTS", v, 1, 1000, &cfg->delivery_max_attempts,
-                        errstr, errlen)))
-        return rc;
-    if ((v = env("TIDINGS_DELIVERY_BACKOFF_MS")) &&
-        (rc = parse_i64("TIDINGS_DELIVERY_BACKOFF_MS", v, 1, 300000, &cfg->delivery_backoff_ms,
-                        errstr, errlen)))
-        return rc;
-    if ((v = env("TIDINGS_FETCH_WAIT_MS"))) {
-        rc = parse_int("TIDINGS_FETCH_WAIT_MS", v, 0, 300000, &cfg->fetch_wait_ms, errstr, errlen);
-        if (rc) return rc;
-        *fetch_wait_set = true;
-    }
-    if ((v = env("TIDINGS_LISTEN_ADDR")) &&
-        (rc = parse_listen("TIDINGS_LISTEN_ADDR", v, &cfg->listen_addr, errstr, errlen)))
-        return rc;
-    if ((v = env("TIDINGS_DB_SYNC"))) {
-        if (strcmp(v, "full") && strcmp(v, "normal"))
-            return td_errf(errstr, errlen, TD_EINVAL,
-                           "TIDINGS_DB_SYNC: '%.100s' is not one of full, normal", v);
-        cfg->db_sync_normal = !strcmp(v, "normal");
-    }
-    if ((v = env("TIDINGS_VAPID_SUBJECT")) &&
-        (rc = parse_vapid("TIDINGS_VAPID_SUBJECT", v, &cfg->vapid_subject, errstr, errlen)))
-        return rc;
-    for (int i = 0; i < TD_SVC__COUNT; i++)
-        if ((v = env(port_vars[i])) &&
-            (rc = parse_port(port_vars[i], v, &cfg->ports[i], errstr, errlen)))
-            return rc;
-    if ((v = env("TIDINGS_CORS_ORIGINS"))) {
-        rc = parse_origins("TIDINGS_CORS_ORIGINS", v, &cfg->cors_origins, errstr, errlen);
-        if (rc) return rc;
-        *cors_set = true;
-    }
-    if ((v = env("TIDINGS_MAX_STREAMS_PER_USER")) &&
-        (rc = parse_int("TIDINGS_MAX_STREAMS_PER_USER", v, 1, 10000, &cfg->max_streams_per_user,
-                        errstr, errlen)))
-        return rc;
-    return 0;
-}
-
-static const char *const value_flags[] = {"--brokers", "--data", "--port", "--listen",
-                                          "--log-level"};
-
-static int apply_flag(td_config_t *cfg, const char *flag, const char *val, char *errstr,
-                      size_t errlen)
-{
-    if (!*val) return td_errf(errstr, errlen, TD_EINVAL, "%s: the value is empty", flag);
-    if (!strcmp(flag, "--brokers")) {
-        set_str(&cfg->brokers, val);
-        return 0;
-    }
-    if (!strcmp(flag, "--data")) {
-        set_str(&cfg->data_dir, val);
-        return 0;
-    }
-    if (!strcmp(flag, "--port")) {
+    switch (s->kind) {
+    case SET_DOC:
+        break;
+    case SET_STR:
+        set_str(at, text);
+        break;
+    case SET_INT:
+        rc = parse_int(what, text, (int)s->min, (int)s->max, at, errstr, errlen);
+        break;
+    case SET_I64:
+        if ((s->opts & SET_MINUS1) && !strcmp(text, "-1")) {
+            *(int64_t *)at = -1;
+            break;
+        }
+        rc = parse_i64(what, text, s->min, s->max, &n, errstr, errlen);
+        if (rc == 0) *(int64_t *)at = n;
+        break;
+    case SET_BOOL:
+        rc = parse_bool(what, text, at, errstr, errlen);
+        break;
+    case SET_PORT:
+        rc = parse_port(what, text, at, errstr, errlen);
+        break;
+    case SET_OWN_PORT: {
         int svc = td_service_from_name(cfg->service);
         if (svc < 0)
-            return td_errf(errstr, errlen, TD_EINVAL, "--port: %s%s%s has no HTTP port",
+            return td_errf(errstr, errlen, TD_EINVAL, "%s: %s%s%s has no HTTP port", what,
                            cfg->service ? "'" : "", cfg->service ? cfg->service : "this command",
                            cfg->service ? "'" : "");
-        return parse_port("--port", val, &cfg->ports[svc], errstr, errlen);
+        rc = parse_port(what, text, &cfg->ports[svc], errstr, errlen);
+        break;
     }
-    if (!strcmp(flag, "--listen"))
-        return parse_listen("--listen", val, &cfg->listen_addr, errstr, errlen);
-    return parse_level("--log-level", val, &cfg->log_level, errstr, errlen);
+    case SET_LEVEL:
+        rc = parse_level(what, text, at, errstr, errlen);
+        break;
+    case SET_FORMAT:
+        rc = parse_format(what, text, at, errstr, errlen);
+        break;
+    case SET_MONEY:
+        rc = parse_money(what, text, at, errstr, errlen);
+        break;
+    case SET_LISTEN:
+        rc = parse_listen(what, text, at, errstr, errlen);
+        break;
+    case SET_PREFIX:
+        rc = parse_prefix(what, text, at, errstr, errlen);
+        break;
+    case SET_VAPID:
+        rc = parse_vapid(what, text, at, errstr, errlen);
+        break;
+    case SET_ORIGINS:
+        rc = parse_origins(what, text, at, errstr, errlen);
+        break;
+    case SET_DB_SYNC:
+        if (strcmp(text, "full") && strcmp(text, "normal"))
+            return td_errf(errstr, errlen, TD_EINVAL, "%s: '%.100s' is not one of full, normal",
+                           what, text);
+        *(bool *)at = !strcmp(text, "normal");
+        break;
+    }
+    return rc;
+}
+
+void td_config_defaults(td_config_t *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    for (size_t i = 0; i < TD_ARRAY_SIZE(settings); i++) {
+        if (!settings[i].def) continue;
+        int rc = set_value(cfg, &settings[i], settings[i].env, settings[i].def, NULL, 0);
+        assert(rc == 0 && "a default in the settings table does not parse");
+        (void)rc;
+    }
+    /* Not set: replication min(3, broker count) when topics are created;
+     * the inbox keeps twice the topics' retention once that is known. */
+    cors_default(cfg);
+}
+
+/* The environment over the defaults; given[i] says which rows were set
+ * (getenv's empty value counts as unset, VAR= in a shell script usually
+ * meaning "no value", unless the row takes an empty value). */
+static int load_env(td_config_t *cfg, bool *given, char *errstr, size_t errlen)
+{
+    for (size_t i = 0; i < TD_ARRAY_SIZE(settings); i++) {
+        const setting_t *s = &settings[i];
+        if (!s->env || s->kind == SET_DOC) continue;
+        const char *v = getenv(s->env);
+        if (!v || (!*v && !(s->opts & SET_EMPTY_OK))) continue;
+        int rc = set_value(cfg, s, s->env, v, errstr, errlen);
+        if (rc) return rc;
+        given[i] = true;
+    }
+    return 0;
 }
 
 /* Flags up to the first positional argument (or "--"), POSIX style. */
@@ -453,18 +516,20 @@ static int load_flags(td_config_t *cfg, int argc, char **argv, int *argi, char *
 
         const char *eq = strchr(arg, '=');
         size_t nlen = eq ? (size_t)(eq - arg) : strlen(arg);
-        const char *flag = NULL;
-        for (size_t k = 0; k < TD_ARRAY_SIZE(value_flags); k++)
-            if (strlen(value_flags[k]) == nlen && !strncmp(value_flags[k], arg, nlen))
-                flag = value_flags[k];
-        if (!flag)
-            return td_errf(errstr, errlen, TD_EINVAL, "unknown option '%.*s'", (int)nlen, arg);
+        const setting_t *s = NULL;
+        for (size_t k = 0; k < TD_ARRAY_SIZE(settings); k++)
+            if (settings[k].flag && strlen(settings[k].flag) == nlen &&
+                !strncmp(settings[k].flag, arg, nlen))
+                s = &settings[k];
+        if (!s) return td_errf(errstr, errlen, TD_EINVAL, "unknown option '%.*s'", (int)nlen, arg);
         const char *val = eq ? eq + 1 : NULL;
         if (!val) {
-            if (i + 1 >= argc) return td_errf(errstr, errlen, TD_EINVAL, "%s needs a value", flag);
+            if (i + 1 >= argc)
+                return td_errf(errstr, errlen, TD_EINVAL, "%s needs a value", s->flag);
             val = argv[++i];
         }
-        int rc = apply_flag(cfg, flag, val, errstr, errlen);
+        if (!*val) return td_errf(errstr, errlen, TD_EINVAL, "%s: the value is empty", s->flag);
+        int rc = set_value(cfg, s, s->flag, val, errstr, errlen);
         if (rc) return rc;
     }
     if (argi) {
@@ -496,20 +561,20 @@ static void load_brokers_file(td_config_t *cfg)
 int td_config_load(td_config_t *cfg, const char *service, int argc, char **argv, int *argi,
                    char *errstr, size_t errlen)
 {
-    bool fetch_wait_set = false, cors_set = false;
+    bool given[TD_ARRAY_SIZE(settings)] = {0};
     int rc;
 
     td_config_defaults(cfg);
     cfg->service = td_strdup(service);
-    if ((rc = load_env(cfg, &fetch_wait_set, &cors_set, errstr, errlen))) goto fail;
+    if ((rc = load_env(cfg, given, errstr, errlen))) goto fail;
     if ((rc = load_flags(cfg, argc, argv, argi, errstr, errlen))) goto fail;
     /* The web port and listen address may have changed since the defaults. */
-    if (!cors_set) cors_default(cfg);
+    if (!given[setting_by_env("TIDINGS_CORS_ORIGINS") - settings]) cors_default(cfg);
     if (!cfg->brokers) load_brokers_file(cfg);
     /* The embedded broker is in-process memory: waiting for a fetch to fill
      * only adds latency there. */
-    if (!fetch_wait_set) cfg->fetch_wait_ms = cfg->brokers_embedded ? 1 : 100;
-    cfg->fetch_wait_set = fetch_wait_set;
+    cfg->fetch_wait_set = given[setting_by_env("TIDINGS_FETCH_WAIT_MS") - settings];
+    if (!cfg->fetch_wait_set) cfg->fetch_wait_ms = cfg->brokers_embedded ? 1 : 100;
     /* Longer than Kafka keeps a record, so a redelivery is always known
      * (-1: Kafka keeps it forever, and so does the inbox). */
     if (!cfg->inbox_retention_ms)
@@ -533,145 +598,29 @@ bool td_config_wants_help(int argc, char **argv)
 
 void td_config_usage(FILE *out, const char *command)
 {
-    fprintf(out,
-            "usage: tidings %s [options]\n\n"
-            "options (they override the environment):\n"
-            "  --brokers LIST     Kafka bootstrap servers (TIDINGS_BROKERS)\n"
-            "  --data DIR         data directory (TIDINGS_DATA_DIR)\n"
-            "  --port N           HTTP port of this service (TIDINGS_<SERVICE>_PORT)\n"
-            "  --listen ADDR      address to listen on (TIDINGS_LISTEN_ADDR)\n"
-            "  --log-level L      debug, info, warn or error (TIDINGS_LOG_LEVEL)\n"
-            "  --help, -h         this text\n"
-            "Each option also takes the form --option=value.\n\n"
-            "environment (default):\n"
-            "  TIDINGS_BROKERS               (embedded: <data>/brokers)\n"
-            "  TIDINGS_DATA_DIR              " DEFAULT_DATA_DIR "\n"
-            "  TIDINGS_SECRET                (generated once into <data>/secret; >= 32 bytes)\n"
-            "  TIDINGS_TOPIC_PREFIX          " DEFAULT_PREFIX "\n"
-            "  TIDINGS_PARTITIONS            6\n"
-            "  TIDINGS_REPLICATION           3, or the broker count if smaller\n"
-            "  TIDINGS_RETENTION_MS          604800000 (7 days)\n"
-            "  TIDINGS_INBOX_RETENTION_MS    twice TIDINGS_RETENTION_MS\n"
-            "  TIDINGS_NOTIFICATION_RETENTION_DAYS 90 (0 keeps them forever)\n"
-            "  TIDINGS_PAYMENT_LIMIT         5000.00\n"
-            "  TIDINGS_LOG_LEVEL             info\n"
-            "  TIDINGS_LOG_FORMAT            json (or text)\n"
-            "  TIDINGS_ADMIN_PASSWORD        (none)\n"
-            "  TIDINGS_ALLOW_HTTP_ENDPOINTS  0\n"
-            "  TIDINGS_DELIVERY_MAX_ATTEMPTS 8\n"
-            "  TIDINGS_DELIVERY_BACKOFF_MS   1000\n"
-            "  TIDINGS_FETCH_WAIT_MS         1 on a mock (embedded) broker, else 100\n"
-            "  TIDINGS_LISTEN_ADDR           " DEFAULT_LISTEN "\n"
-            "  TIDINGS_DB_SYNC               full (or normal: safe from crashes, not power cuts)\n"
-            "  TIDINGS_VAPID_SUBJECT         " DEFAULT_VAPID_SUBJECT "\n"
-            "  TIDINGS_VAPID_PRIVATE_KEY     (notifications: generated once into its db)\n"
-            "  TIDINGS_CORS_ORIGINS          http://127.0.0.1:<web port>,http://localhost:<web "
-            "port>\n"
-            "  TIDINGS_MAX_STREAMS_PER_USER  32\n"
-            "  TIDINGS_KAFKA_DEBUG           (none; librdkafka debug contexts, e.g. cgrp)\n",
+    fprintf(out, "usage: tidings %s [options]\n\noptions (they override the environment):\n",
             command ? command : "<command>");
-    for (int i = 0; i < TD_SVC__COUNT; i++)
-        fprintf(out, "  %-29s %d\n", port_vars[i], default_ports[i]);
-}
-
-/* 48 characters from the url-safe base64 alphabet: 288 bits of key. */
-static void random_secret(char *out, size_t n)
-{
-    static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-                                   "0123456789-_";
-    for (size_t i = 0; i < n; i++) out[i] = alphabet[randombytes_uniform(64)];
-}
-
-static int read_secret_file(td_config_t *cfg, const char *path, char *errstr, size_t errlen)
-{
-    size_t len;
-    char *text = td_read_file(path, &len);
-    if (!text) return td_errf(errstr, errlen, TD_EIO, "%s: cannot read: %s", path, strerror(errno));
-    /* Tolerate the newline an editor or `echo` adds. */
-    while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r')) len--;
-    if (len < SECRET_MIN) {
-        sodium_memzero(text, len);
-        free(text);
-        return td_errf(errstr, errlen, TD_EINVAL, "%s: the secret must be at least %d bytes", path,
-                       SECRET_MIN);
+    for (size_t i = 0; i < TD_ARRAY_SIZE(settings); i++) {
+        const setting_t *s = &settings[i];
+        if (!s->flag) continue;
+        char left[64];
+        snprintf(left, sizeof(left), "%s %s", s->flag, s->metavar);
+        if (s->env)
+            fprintf(out, "  %-18s %s (%s)\n", left, s->help, s->env);
+        else
+            fprintf(out, "  %-18s %s\n", left, s->help);
     }
-    cfg->secret = (unsigned char *)text;
-    cfg->secret_len = len;
-    return 0;
-}
-
-/* Creates path with a fresh secret. The file appears complete or not at all:
- * it is written under a unique temporary name and hard-linked into place,
- * and link(2), unlike rename(2), fails with EEXIST when another service won
- * the race, in which case its secret is the one everyone uses. */
-static int create_secret_file(const char *path, char *errstr, size_t errlen)
-{
-    char secret[SECRET_GENERATED];
-    char rnd[8];
-    random_secret(rnd, sizeof(rnd));
-    char *tmp = td_asprintf("%s.tmp.%ld.%.8s", path, (long)getpid(), rnd);
-    int rc = 0;
-
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        rc = td_errf(errstr, errlen, TD_EIO, "%s: cannot create: %s", tmp, strerror(errno));
-        goto out;
+    fprintf(out,
+            "  %-18s this text\n"
+            "Each option also takes the form --option=value.\n\n"
+            "environment (default):\n",
+            "--help, -h");
+    for (size_t i = 0; i < TD_ARRAY_SIZE(settings); i++) {
+        const setting_t *s = &settings[i];
+        if (!s->env) continue;
+        const char *shown = s->shown ? s->shown : s->def ? s->def : "(none)";
+        fprintf(out, "  %-29s %s\n", s->env, shown);
     }
-    random_secret(secret, sizeof(secret));
-    ssize_t w = write(fd, secret, sizeof(secret));
-    sodium_memzero(secret, sizeof(secret));
-    if (w != (ssize_t)sizeof(secret) || fsync(fd) != 0) {
-        rc = td_errf(errstr, errlen, TD_EIO, "%s: cannot write: %s", tmp, strerror(errno));
-        close(fd);
-        goto out_unlink;
-    }
-    if (close(fd) != 0) {
-        rc = td_errf(errstr, errlen, TD_EIO, "%s: cannot write: %s", tmp, strerror(errno));
-        goto out_unlink;
-    }
-    if (link(tmp, path) != 0 && errno != EEXIST)
-        rc = td_errf(errstr, errlen, TD_EIO, "%s: cannot create: %s", path, strerror(errno));
-out_unlink:
-    unlink(tmp);
-out:
-    free(tmp);
-    return rc;
-}
-
-int td_config_load_secret(td_config_t *cfg, char *errstr, size_t errlen)
-{
-    char *path = NULL;
-    int rc = 0;
-
-    if (sodium_init() < 0) return td_errf(errstr, errlen, TD_EIO, "libsodium failed to start");
-    if (cfg->secret) sodium_memzero(cfg->secret, cfg->secret_len);
-    free(cfg->secret);
-    cfg->secret = NULL;
-    cfg->secret_len = 0;
-
-    const char *v = getenv("TIDINGS_SECRET");
-    if (v && *v) {
-        size_t n = strlen(v);
-        if (n < SECRET_MIN)
-            return td_errf(errstr, errlen, TD_EINVAL,
-                           "TIDINGS_SECRET: must be at least %d bytes, not %zu", SECRET_MIN, n);
-        cfg->secret = td_malloc(n + 1);
-        memcpy(cfg->secret, v, n + 1);
-        cfg->secret_len = n;
-        return 0;
-    }
-
-    if (td_mkdirs(cfg->data_dir, 0700) != 0) {
-        rc = td_errf(errstr, errlen, TD_EIO, "%s: cannot create the data directory: %s",
-                     cfg->data_dir, strerror(errno));
-        goto fail;
-    }
-    path = td_data_path(cfg, "secret");
-    if (access(path, F_OK) != 0 && (rc = create_secret_file(path, errstr, errlen))) goto fail;
-    rc = read_secret_file(cfg, path, errstr, errlen);
-fail:
-    free(path);
-    return rc;
 }
 
 int td_config_port(const td_config_t *cfg, td_service_t svc)

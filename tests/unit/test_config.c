@@ -519,7 +519,66 @@ static void test_names_help_usage(void **state)
     assert_non_null(strstr(text, "--log-level"));
     assert_non_null(strstr(text, "TIDINGS_PAYMENT_LIMIT"));
     assert_non_null(strstr(text, "TIDINGS_NOTIFICATIONS_PORT    8085"));
+    /* Every variable of SPEC section 1 has its line, with a default. */
+    static const char *const spec[] = {
+        "TIDINGS_BROKERS",
+        "TIDINGS_DATA_DIR",
+        "TIDINGS_SECRET",
+        "TIDINGS_TOPIC_PREFIX",
+        "TIDINGS_PARTITIONS",
+        "TIDINGS_REPLICATION",
+        "TIDINGS_RETENTION_MS",
+        "TIDINGS_PAYMENT_LIMIT",
+        "TIDINGS_LOG_LEVEL",
+        "TIDINGS_ADMIN_PASSWORD",
+        "TIDINGS_ALLOW_HTTP_ENDPOINTS",
+        "TIDINGS_DELIVERY_MAX_ATTEMPTS",
+        "TIDINGS_DELIVERY_BACKOFF_MS",
+        "TIDINGS_KAFKA_CONFIG",
+        "TIDINGS_DB_SYNC",
+        "TIDINGS_CORS_ORIGINS",
+        "TIDINGS_MAX_STREAMS_PER_USER",
+        "TIDINGS_INBOX_RETENTION_MS",
+        "TIDINGS_NOTIFICATION_RETENTION_DAYS",
+    };
+    for (size_t i = 0; i < TD_ARRAY_SIZE(spec); i++) {
+        char *line = td_asprintf("\n  %s ", spec[i]);
+        const char *at = strstr(text, line);
+        if (!at) fail_msg("--help does not list %s", spec[i]);
+        const char *eol = strchr(at + 1, '\n');
+        assert_non_null(eol);
+        assert_true(eol - at > (ptrdiff_t)strlen(line)); /* a default follows */
+        free(line);
+    }
     free(text);
+}
+
+/* The defaults come from the settings table's texts: each one is what the
+ * variable set to that text gives. */
+static void test_defaults_are_table_texts(void **state)
+{
+    (void)state;
+    td_config_t a, b;
+    char err[256];
+    td_config_defaults(&a);
+    setenv("TIDINGS_PAYMENT_LIMIT", "5000.00", 1);
+    setenv("TIDINGS_RETENTION_MS", "604800000", 1);
+    setenv("TIDINGS_MAX_STREAMS_PER_USER", "32", 1);
+    assert_int_equal(
+        td_config_load(&b, "orders", 1, (char *[]){"orders", NULL}, NULL, err, sizeof(err)), 0);
+    assert_int_equal(a.payment_limit, b.payment_limit);
+    assert_int_equal(a.retention_ms, b.retention_ms);
+    assert_int_equal(a.max_streams_per_user, b.max_streams_per_user);
+    assert_int_equal(a.partitions, 6);
+    assert_int_equal(a.log_level, TD_LOG_INFO);
+    assert_true(a.log_json);
+    assert_false(a.db_sync_normal);
+    assert_string_equal(a.topic_prefix, "tidings.");
+    unsetenv("TIDINGS_PAYMENT_LIMIT");
+    unsetenv("TIDINGS_RETENTION_MS");
+    unsetenv("TIDINGS_MAX_STREAMS_PER_USER");
+    td_config_free(&a);
+    td_config_free(&b);
 }
 
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -528,6 +587,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         T(test_defaults),
+        T(test_defaults_are_table_texts),
         T(test_env),
         T(test_env_errors),
         T(test_payment_limit_values),
