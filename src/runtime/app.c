@@ -1,10 +1,12 @@
 /* The lifecycle every service shares (tidings/app.h): database, outbox
- * relay, consumer and HTTP server up in dependency order, down in reverse.
- * Services that run more threads of their own (notifications, web) stop
- * those between td_http_stop and the consumer in their own service.c. */
+ * relay, the service's components, consumer and HTTP server up in
+ * dependency order, down in reverse. */
 #include "tidings/app.h"
 
+#include <assert.h>
 #include <string.h>
+
+#include "tidings/log.h"
 
 #include "tidings/idem.h"
 
@@ -16,6 +18,8 @@ int td_app_open(td_app_t *app, const td_config_t *cfg, const td_app_opts_t *opts
 {
     memset(app, 0, sizeof(*app));
     app->cfg = cfg;
+    app->opts = *opts;
+    if (!opts->migs || opts->mig_cnt == 0) return 0; /* no schema: no db, no relay */
     app->db = td_service_db(cfg, opts->migs, opts->mig_cnt, errstr, errlen);
     if (!app->db) return TD_EIO;
     if (td_idem_migrate(app->db, errstr, errlen) != 0) return TD_EIO;
@@ -30,6 +34,16 @@ int td_app_serve(td_app_t *app, const td_app_opts_t *opts, char *errstr, size_t 
 {
     const char *name = td_service_name(opts->service);
     const td_config_t *cfg = app->cfg;
+    assert(app->opts.components == opts->components && "serve with the options of the open");
+
+    for (; app->started < opts->component_cnt; app->started++) {
+        const td_component_t *c = &opts->components[app->started];
+        int rc = c->start(app, opts->ctx, errstr, errlen);
+        if (rc != 0) {
+            td_debug("%s: component %s did not start", name, c->name);
+            return rc;
+        }
+    }
 
     if (opts->topic_cnt > 0) {
         char group[64];
@@ -45,6 +59,7 @@ int td_app_serve(td_app_t *app, const td_app_opts_t *opts, char *errstr, size_t 
         };
         app->cons = td_consumer_start(cfg, &copts, errstr, errlen);
         if (!app->cons) return TD_EIO;
+        assert(app->ready.cons_cnt < TD_ARRAY_SIZE(app->ready.cons));
         app->ready.cons[app->ready.cons_cnt++] = app->cons;
     }
 
@@ -57,11 +72,11 @@ int td_app_serve(td_app_t *app, const td_app_opts_t *opts, char *errstr, size_t 
         .ctx = opts->ctx,
         .secret = cfg->secret,
         .secret_len = cfg->secret_len,
-        .ready = td_readiness_check,
-        .ready_arg = &app->ready,
+        .ready = opts->ready ? opts->ready : td_readiness_check,
+        .ready_arg = opts->ready ? opts->ready_arg : &app->ready,
         /* The storefront calls the APIs directly (web/README.md). */
         .cors_origins = cfg->cors_origins,
-        .idem_db = app->db,
+        .idem_db = app->db, /* NULL without a schema: no Idempotency-Key store */
     };
     app->http = td_http_start(&hopts, errstr, errlen);
     return app->http ? 0 : TD_EIO;
@@ -74,8 +89,12 @@ int td_app_port(const td_app_t *app)
 
 void td_app_close(td_app_t *app)
 {
+    const td_app_opts_t *opts = &app->opts;
+    for (size_t i = app->started; i-- > 0;)
+        if (opts->components[i].quiesce) opts->components[i].quiesce(app, opts->ctx);
     if (app->http) td_http_stop(app->http);
     if (app->cons) td_consumer_stop(app->cons);
+    for (size_t i = app->started; i-- > 0;) opts->components[i].stop(app, opts->ctx);
     if (app->relay) td_relay_stop(app->relay, RELAY_STOP_TIMEOUT_MS);
     if (app->db) td_db_close(app->db);
     memset(app, 0, sizeof(*app));

@@ -113,4 +113,3 @@ fail:
     free(path);
     return rc;
 }
-
