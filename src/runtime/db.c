@@ -163,8 +163,6 @@ td_db_t *td_db_open(const char *path, const td_migration_t *migs, size_t mig_cnt
     pthread_mutex_init(&db->hook_mu, NULL);
     pthread_mutex_init(&db->rmu, NULL);
     pthread_key_create(&db->cur, NULL);
-    pthread_mutex_init(&db->ck_mu, NULL);
-    pthread_cond_init(&db->ck_cv, NULL);
     pthread_mutex_init(&db->prune_mu, NULL);
     atomic_init(&db->waiting, 0);
     db->legacy_hook = -1;
@@ -223,8 +221,6 @@ void td_db_close(td_db_t *db)
     free(db->afters);
     free(db->path);
     pthread_key_delete(db->cur);
-    pthread_cond_destroy(&db->ck_cv);
-    pthread_mutex_destroy(&db->ck_mu);
     pthread_mutex_destroy(&db->prune_mu);
     pthread_mutex_destroy(&db->rmu);
     pthread_mutex_destroy(&db->hook_mu);

@@ -117,63 +117,40 @@ static int wal_hook(void *arg, sqlite3 *sq, const char *name, int pages)
     (void)sq;
     (void)name;
     td_db_t *db = arg;
-    if (pages >= CHECKPOINT_PAGES) {
-        pthread_mutex_lock(&db->ck_mu);
-        if (!db->ck_due) {
-            db->ck_due = true;
-            pthread_cond_signal(&db->ck_cv);
-        }
-        pthread_mutex_unlock(&db->ck_mu);
-    }
+    if (pages >= CHECKPOINT_PAGES) td_worker_wake(db->ck_worker);
     return SQLITE_OK;
 }
 
-static void *checkpoint_main(void *arg)
+/* A round of the checkpoint worker: when the WAL has grown (woken) or
+ * every CHECKPOINT_IDLE_MS, a PASSIVE checkpoint (it copies what no reader
+ * still needs and never waits) and the retention jobs that are due. */
+static int64_t checkpoint_round(void *arg, bool woken, int64_t now)
 {
+    (void)woken;
     td_db_t *db = arg;
-    pthread_mutex_lock(&db->ck_mu);
-    while (!db->ck_stop) {
-        if (!db->ck_due) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += CHECKPOINT_IDLE_MS / 1000;
-            pthread_cond_timedwait(&db->ck_cv, &db->ck_mu, &ts);
-            if (db->ck_stop) break;
-        }
-        db->ck_due = false;
-        pthread_mutex_unlock(&db->ck_mu);
-        /* PASSIVE: copies what no reader still needs, never waits. */
-        int log = 0, done = 0;
-        int rc = sqlite3_wal_checkpoint_v2(db->ck.sq, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
-        if (rc != SQLITE_OK && rc != SQLITE_BUSY)
-            td_warn("database %s: checkpoint failed: %s", db->path, sqlite3_errmsg(db->ck.sq));
-        prune_due(db, false);
-        pthread_mutex_lock(&db->ck_mu);
-    }
-    pthread_mutex_unlock(&db->ck_mu);
-    return NULL;
+    int log = 0, done = 0;
+    int rc = sqlite3_wal_checkpoint_v2(db->ck.sq, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
+    if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+        td_warn("database %s: checkpoint failed: %s", db->path, sqlite3_errmsg(db->ck.sq));
+    prune_due(db, false);
+    return now + CHECKPOINT_IDLE_MS;
 }
 
 int td__db_checkpointer_start(td_db_t *db, char *errstr, size_t errlen)
 {
     if (td__db_conn_open(&db->ck, db->path, false, errstr, errlen) != 0) return TD_EIO;
+    td_worker_opts_t wopts = {.name = "checkpoint", .round = checkpoint_round, .arg = db};
+    db->ck_worker = td_worker_start(&wopts, errstr, errlen);
+    if (!db->ck_worker) return TD_EIO;
     sqlite3_wal_hook(db->w.sq, wal_hook, db);
-    if (pthread_create(&db->ck_thread, NULL, checkpoint_main, db) != 0)
-        return td_errf(errstr, errlen, TD_EIO, "cannot start the checkpoint thread");
-    db->ck_started = true;
     return 0;
 }
 
 void td__db_checkpointer_stop(td_db_t *db)
 {
-    if (db->ck_started) {
-        pthread_mutex_lock(&db->ck_mu);
-        db->ck_stop = true;
-        pthread_cond_signal(&db->ck_cv);
-        pthread_mutex_unlock(&db->ck_mu);
-        pthread_join(db->ck_thread, NULL);
-        db->ck_started = false;
-    }
+    /* The hook first: no commit may wake a worker being freed. */
     if (db->w.sq) sqlite3_wal_hook(db->w.sq, NULL, NULL);
+    td_worker_stop(db->ck_worker);
+    db->ck_worker = NULL;
     td__db_conn_close(&db->ck);
 }

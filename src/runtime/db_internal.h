@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 
 #include "tidings/db.h"
+#include "tidings/worker.h"
 
 #define STMT_CACHE         64 /* statements cached per connection */
 #define MAX_HOOKS          16
@@ -101,10 +102,7 @@ struct td_db {
     /* The checkpointer: copies the WAL back into the database file on a
      * connection of its own, so that no commit waits for it. */
     conn_t ck;
-    pthread_t ck_thread;
-    bool ck_started, ck_stop, ck_due;
-    pthread_mutex_t ck_mu;
-    pthread_cond_t ck_cv;
+    td_worker_t *ck_worker;
     bool sync_full;
 
     /* Retention jobs, run by the checkpoint thread (prune_mu: the list,

@@ -15,7 +15,6 @@
  * later messages fail too. A row that still fails holds its key: until it
  * is confirmed, the relay publishes no later row of that key, and retries
  * it alone after a backoff, while every other key goes on. */
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +24,7 @@
 #include "tidings/fault.h"
 #include "tidings/log.h"
 #include "tidings/metrics.h"
+#include "tidings/worker.h"
 
 #define BATCH          1000
 #define IDLE_WAKE_MS   1000 /* wakes without a kick, for rows another process wrote */
@@ -73,12 +73,8 @@ struct td_relay {
     rd_kafka_conf_t *conf; /* template: each producer gets a dup */
     rd_kafka_t *rk;        /* relay thread only (after start) */
     char *service;
-    pthread_t thread;
-    int hook;
-
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool kick;
+    td_worker_t *worker;
+    int64_t due; /* td_mono_ms of the next round without a wake (worker only) */
 
     atomic_bool stopping;
     atomic_llong stop_deadline; /* td_mono_ms, set before stopping */
@@ -496,45 +492,32 @@ static int64_t next_retry(const td_relay_t *r)
     return at;
 }
 
-static void *relay_main(void *arg)
+/* One round of the relay's worker: new rows go out at once, whatever
+ * waits behind a held key; the held ones when their backoff has passed;
+ * without a wake, every IDLE_WAKE_MS a look for rows another process
+ * wrote. */
+static int64_t relay_round(void *arg, bool woken, int64_t now)
 {
     td_relay_t *r = arg;
-    int64_t retry_at = 0;
-    bool kicked = true;
-
-    for (;;) {
-        relay_health(r);
-        if (atomic_load(&r->stopping)) break;
-        /* New rows go out at once, whatever waits behind a held key; the
-         * held ones when their backoff has passed. */
-        if (kicked || td_mono_ms() >= retry_at) {
-            int rc = relay_publish(r, 0);
-            retry_at = rc < 0 ? next_retry(r) : 0;
-            if (rc < 0 && !retry_at) retry_at = td_mono_ms() + BACKOFF_MIN_MS;
-            if (atomic_load(&r->fatal)) relay_renew_producer(r);
-        }
-
-        int64_t now = td_mono_ms();
-        int64_t wake = now + IDLE_WAKE_MS;
-        if (retry_at > now && retry_at < wake) wake = retry_at;
-        if (r->next_health < wake) wake = r->next_health;
-        struct timespec ts = {.tv_sec = wake / 1000, .tv_nsec = (wake % 1000) * 1000000};
-        pthread_mutex_lock(&r->mu);
-        while (!r->kick && !atomic_load(&r->stopping) && td_mono_ms() < wake)
-            pthread_cond_timedwait(&r->cv, &r->mu, &ts);
-        kicked = r->kick;
-        r->kick = false;
-        pthread_mutex_unlock(&r->mu);
-        /* The idle wake-up looks for rows another process wrote. */
-        if (!retry_at) kicked = true;
+    relay_health(r);
+    if (woken || now >= r->due) {
+        int rc = relay_publish(r, 0);
+        int64_t retry_at = rc < 0 ? next_retry(r) : 0;
+        if (rc < 0 && !retry_at) retry_at = td_mono_ms() + BACKOFF_MIN_MS;
+        if (atomic_load(&r->fatal)) relay_renew_producer(r);
+        r->due = retry_at ? retry_at : td_mono_ms() + IDLE_WAKE_MS;
     }
+    return r->next_health < r->due ? r->next_health : r->due;
+}
 
-    /* Stopping: one last bounded attempt at what is left. */
+/* Stopping: one last bounded attempt at what is left. */
+static void relay_finish(void *arg)
+{
+    td_relay_t *r = arg;
     int64_t deadline = atomic_load(&r->stop_deadline);
     if (td_mono_ms() < deadline) relay_publish(r, deadline);
     rd_kafka_purge(r->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
     rd_kafka_poll(r->rk, 0);
-    return NULL;
 }
 
 static void relay_commit_hook(void *arg)
@@ -559,12 +542,6 @@ td_relay_t *td_relay_start(const td_config_t *cfg, td_db_t *db, char *errstr, si
     atomic_init(&r->stop_deadline, 0);
     atomic_init(&r->connected, false);
     atomic_init(&r->fatal, false);
-    pthread_mutex_init(&r->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&r->cv, &ca);
-    pthread_condattr_destroy(&ca);
 
     r->conf = td_kafka_conf(cfg, errstr, errlen);
     if (!r->conf) goto fail;
@@ -584,10 +561,10 @@ td_relay_t *td_relay_start(const td_config_t *cfg, td_db_t *db, char *errstr, si
 
     r->rk = make_producer(r, errstr, errlen);
     if (!r->rk) goto fail;
-    if (pthread_create(&r->thread, NULL, relay_main, r) != 0) {
-        td_errf(errstr, errlen, TD_EIO, "cannot start the outbox relay thread");
-        goto fail;
-    }
+    td_worker_opts_t wopts = {
+        .name = "relay", .round = relay_round, .finish = relay_finish, .arg = r};
+    r->worker = td_worker_start(&wopts, errstr, errlen);
+    if (!r->worker) goto fail;
     td_db_set_commit_hook(db, relay_commit_hook, r);
     char labels[128];
     td_metric_labels(labels, sizeof(labels), "service", r->service, NULL);
@@ -602,8 +579,6 @@ td_relay_t *td_relay_start(const td_config_t *cfg, td_db_t *db, char *errstr, si
 fail:
     if (r->rk) rd_kafka_destroy(r->rk);
     if (r->conf) rd_kafka_conf_destroy(r->conf);
-    pthread_cond_destroy(&r->cv);
-    pthread_mutex_destroy(&r->mu);
     free(r->batch_rows);
     free(r->held);
     free(r->service);
@@ -618,16 +593,11 @@ void td_relay_stop(td_relay_t *relay, int timeout_ms)
     td_db_set_commit_hook(relay->db, NULL, NULL);
     td_metric_unregister(relay);
     atomic_store(&relay->stop_deadline, td_mono_ms() + (timeout_ms > 0 ? timeout_ms : 0));
-    pthread_mutex_lock(&relay->mu);
     atomic_store(&relay->stopping, true);
-    pthread_cond_signal(&relay->cv);
-    pthread_mutex_unlock(&relay->mu);
-    pthread_join(relay->thread, NULL);
+    td_worker_stop(relay->worker);
 
     rd_kafka_destroy(relay->rk);
     rd_kafka_conf_destroy(relay->conf);
-    pthread_cond_destroy(&relay->cv);
-    pthread_mutex_destroy(&relay->mu);
     free(relay->batch_rows);
     free(relay->held);
     free(relay->service);
@@ -641,10 +611,7 @@ bool td_relay_connected(td_relay_t *relay)
 
 void td_relay_kick(td_relay_t *relay)
 {
-    pthread_mutex_lock(&relay->mu);
-    relay->kick = true;
-    pthread_cond_signal(&relay->cv);
-    pthread_mutex_unlock(&relay->mu);
+    td_worker_wake(relay->worker);
 }
 
 int td_relay_drain(td_relay_t *relay, int timeout_ms)
