@@ -123,7 +123,8 @@ bool td__idem_begin(request_state_t *st)
     const char *key = td_req_header(req, "Idempotency-Key");
     if (!key) return false;
     if (!td_idem_key_valid(key)) {
-        td__resp_error_msg(resp, 400, "Idempotency-Key must be 1 to 255 printable ASCII characters");
+        td__resp_error_msg(resp, 400,
+                           "Idempotency-Key must be 1 to 255 printable ASCII characters");
         return true;
     }
     idem_t *im = td_calloc(1, sizeof(*im));
@@ -217,7 +218,8 @@ void td__idem_end(request_state_t *st)
     }
     free(hdrs);
     if (rc == TD_EEXIST)
-        td__resp_error_msg(resp, 409, "another request with this Idempotency-Key was answered first");
+        td__resp_error_msg(resp, 409,
+                           "another request with this Idempotency-Key was answered first");
     else if (rc != 0)
         td__resp_error_msg(resp, 500, "the request could not be committed");
     td__idem_free(http, im);

@@ -223,7 +223,7 @@ void td__route_free(route_t *r)
 /* Splits pattern into r. TD_EINVAL for a malformed one (a bug in the
  * service, reported at start rather than at the first request). */
 int td__route_compile(route_t *r, const char *method, const char *pattern, char *errstr,
-                         size_t errlen)
+                      size_t errlen)
 {
     memset(r, 0, sizeof(*r));
     r->method = td_strdup(method);
@@ -366,4 +366,3 @@ void td__http_builtin_run(td_http_t *http, enum builtin b, td_req_t *req, td_res
         break;
     }
 }
-
