@@ -220,7 +220,7 @@ static enum MHD_Result dispatch(request_state_t *st)
     if (found->builtin != BUILTIN_NONE) {
         td__http_builtin_run(http, found->builtin, req, resp);
     } else if (!td__idem_begin(st)) {
-        found->fn(req, resp);
+        if (td__route_admit(found, req, resp)) found->fn(req, resp);
         if (st->deferred) return MHD_YES; /* answered by td_deferred_done */
         td__idem_end(st);
     }
@@ -564,6 +564,9 @@ td_http_t *td_http_start(const td_http_opts_t *opts, char *errstr, size_t errlen
             goto fail;
         }
         r->fn = src->fn;
+        r->auth = src->auth;
+        r->body = src->body;
+        r->flags = src->flags;
     }
 
     struct sockaddr_in sin;

@@ -22,6 +22,9 @@ typedef struct route {
     char *method;
     char *pattern;
     td_route_fn fn;
+    td_route_auth_t auth; /* as declared in the table */
+    td_route_body_t body;
+    unsigned flags;
     enum builtin builtin;
     char **segs;    /* literal text, or the parameter name */
     bool *is_param; /* "{name}" */
@@ -126,6 +129,9 @@ void td__path_free(path_segs_t *ps);
 bool td__route_match(const route_t *r, const path_segs_t *ps, td_req_t *req);
 /* HEAD is answered by a GET route. */
 bool td__route_method_matches(const char *route_method, const char *method);
+/* What the table declares of r, checked where a handler used to check
+ * it: false with the 401, 403 or 400 set on resp. */
+bool td__route_admit(const route_t *r, td_req_t *req, td_resp_t *resp);
 void td__http_builtin_run(td_http_t *http, enum builtin b, td_req_t *req, td_resp_t *resp);
 
 /* http_resp.c: responses, CORS and sending. */

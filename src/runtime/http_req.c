@@ -169,14 +169,52 @@ bool td_req_auth(td_req_t *req, td_resp_t *resp, bool allow_query)
     return true;
 }
 
-bool td_req_admin(td_req_t *req, td_resp_t *resp)
+static bool need_admin(td_req_t *req, td_resp_t *resp, bool allow_query)
 {
-    if (!td_req_auth(req, resp, false)) return false;
+    if (!td_req_auth(req, resp, allow_query)) return false;
     if (strcmp(req->auth.role, "admin") != 0) {
         td_resp_error(resp, 403, "admin role required");
         return false;
     }
     return true;
+}
+
+bool td_req_admin(td_req_t *req, td_resp_t *resp)
+{
+    return need_admin(req, resp, false);
+}
+
+const td_claims_t *td_req_caller(const td_req_t *req)
+{
+    return req->authed ? &req->auth : NULL;
+}
+
+bool td__route_admit(const route_t *r, td_req_t *req, td_resp_t *resp)
+{
+    bool query = r->flags & TD_ROUTE_QUERY_TOKEN;
+    bool ok = true;
+    switch (r->auth) {
+    case TD_AUTH_UNDECLARED:
+    case TD_AUTH_PUBLIC:
+        break;
+    case TD_AUTH_OPTIONAL: {
+        /* Anonymous without a token; with one it must be valid, so an
+         * expired session is told so (401) instead of silently seeing less. */
+        const char *token = query ? td_req_query(req, "token") : NULL;
+        if (td_req_header(req, "Authorization") || (token && *token))
+            ok = td_req_auth(req, resp, query);
+        break;
+    }
+    case TD_AUTH_USER:
+        ok = td_req_auth(req, resp, query);
+        break;
+    case TD_AUTH_ADMIN:
+        ok = need_admin(req, resp, query);
+        break;
+    }
+    assert(!ok || r->auth < TD_AUTH_USER || req->authed);
+    if (ok && r->body == TD_BODY_JSON) ok = td_req_body(req, resp);
+    return ok;
 }
 
 bool td_req_body(td_req_t *req, td_resp_t *resp)

@@ -38,7 +38,6 @@ static void post_order(td_req_t *req, td_resp_t *resp)
     const char *product_id;
     int64_t quantity;
 
-    if (!td_req_auth(req, resp, false) || !td_req_body(req, resp)) return;
     if (td_json_only_fields(req->body, allowed, err, sizeof err) ||
         td_json_req_string(req->body, "productId", 200, &product_id, err, sizeof err) ||
         td_json_req_int(req->body, "quantity", 1, ORDERS_QUANTITY_MAX, &quantity, err,
@@ -66,7 +65,6 @@ static void post_order(td_req_t *req, td_resp_t *resp)
 static void get_order(td_req_t *req, td_resp_t *resp)
 {
     const orders_ctx_t *ctx = req->ctx;
-    if (!td_req_auth(req, resp, false)) return;
     order_t o;
     int rc = orders_get(ctx->db, td_req_param(req, "orderId"), &o);
     if (rc == TD_ENOENT || (!rc && strcmp(o.user_id, req->auth.sub) && !is_admin(req))) {
@@ -83,8 +81,6 @@ static void get_order(td_req_t *req, td_resp_t *resp)
 static void list_orders(td_req_t *req, td_resp_t *resp)
 {
     const orders_ctx_t *ctx = req->ctx;
-    if (!td_req_auth(req, resp, false)) return;
-
     int limit;
     int64_t after;
     if (!td_req_limit(req, resp, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, &limit) ||
@@ -112,8 +108,8 @@ static void list_orders(td_req_t *req, td_resp_t *resp)
 }
 
 const td_route_t orders_routes[] = {
-    {"POST", "/orders", post_order},
-    {"GET", "/orders", list_orders},
-    {"GET", "/orders/{orderId}", get_order},
+    {"POST", "/orders", post_order, TD_AUTH_USER, TD_BODY_JSON, 0},
+    {"GET", "/orders", list_orders, TD_AUTH_USER, TD_BODY_NONE, 0},
+    {"GET", "/orders/{orderId}", get_order, TD_AUTH_USER, TD_BODY_NONE, 0},
 };
 const size_t orders_route_cnt = TD_ARRAY_SIZE(orders_routes);
