@@ -16,6 +16,7 @@
  * raw JSON lines go to <data>/logs/<service>.log and, made readable, to our
  * stdout. The in-process broker's logs (td_log) go through a pipe too, so
  * every line is shown the same way. */
+#include <assert.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -31,6 +32,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -116,6 +118,8 @@ static int spawn(run_t *r, child_t *c)
         err = -errno;
         goto out;
     }
+    /* PR_SET_PDEATHSIG follows the forking thread: the main one only. */
+    assert(getpid() == (pid_t)syscall(SYS_gettid));
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {

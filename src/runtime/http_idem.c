@@ -23,6 +23,7 @@
 /* Takes caller+key as running; false when it runs already. */
 static bool idem_take(td_http_t *http, idem_t *im)
 {
+    assert(!im->slot);
     char *slot = td_asprintf("%s\n%s", im->caller, im->key);
     pthread_mutex_lock(&http->idem_mu);
     for (size_t i = 0; i < http->idem_cnt; i++)

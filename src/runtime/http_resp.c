@@ -370,6 +370,7 @@ static enum MHD_Result send_takeover(request_state_t *st, struct MHD_Response *r
 
 enum MHD_Result td__http_send(request_state_t *st)
 {
+    assert(!st->responded); /* one response per request */
     td_http_t *http = st->http;
     td_resp_t *resp = &st->resp;
     struct MHD_Response *r;

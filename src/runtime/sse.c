@@ -120,10 +120,10 @@ bool td__sse_service(td_sse_stream_t *st)
             if (st->held && st->replay.next && !st->replaying) replay_queue(st);
             return false;
         }
-        pthread_mutex_unlock(&hub->mu);
+        td__sse_unlock(hub);
         ssize_t n = writev(st->fd, iov, cnt);
         int err = errno;
-        pthread_mutex_lock(&hub->mu);
+        td__sse_lock(hub);
         if (n < 0) {
             if (err == EINTR) continue;
             if (err == EAGAIN || err == EWOULDBLOCK) return false; /* EPOLLOUT comes */
@@ -182,7 +182,7 @@ static void run_ready(td_sse_hub_t *hub, td_sse_stream_t ***free_tail)
 
 void td__sse_hub_keepalive(td_sse_hub_t *hub)
 {
-    pthread_mutex_lock(&hub->mu);
+    td__sse_lock(hub);
     for (td_sse_stream_t *st = hub->all; st; st = st->anext) {
         /* A stream with bytes still queued is not idle and would only
          * grow; the keepalive is for the quiet ones. */
@@ -190,13 +190,13 @@ void td__sse_hub_keepalive(td_sse_hub_t *hub)
         td__sse_out_push(st, hub->keepalive);
         td__sse_mark_ready(st);
     }
-    pthread_mutex_unlock(&hub->mu);
+    td__sse_unlock(hub);
 }
 
 void td__sse_hub_tick(td_sse_hub_t *hub, int64_t now_ms)
 {
     int64_t mono = td_mono_ms();
-    pthread_mutex_lock(&hub->mu);
+    td__sse_lock(hub);
     for (td_sse_stream_t *st = hub->all; st; st = st->anext) {
         if (st->dead) continue;
         if (st->expires_ms && now_ms >= st->expires_ms && !st->closed) {
@@ -214,7 +214,7 @@ void td__sse_hub_tick(td_sse_hub_t *hub, int64_t now_ms)
             td__sse_mark_ready(st);
         }
     }
-    pthread_mutex_unlock(&hub->mu);
+    td__sse_unlock(hub);
 }
 
 static void *io_main(void *arg)
@@ -233,9 +233,9 @@ static void *io_main(void *arg)
             td_sleep_ms(10);
         }
         td_sse_stream_t *to_free = NULL, **free_tail = &to_free;
-        pthread_mutex_lock(&hub->mu);
+        td__sse_lock(hub);
         if (hub->stop) {
-            pthread_mutex_unlock(&hub->mu);
+            td__sse_unlock(hub);
             break;
         }
         for (int i = 0; i < n; i++) {
@@ -261,7 +261,7 @@ static void *io_main(void *arg)
             td__sse_mark_ready(st);
         }
         run_ready(hub, &free_tail);
-        pthread_mutex_unlock(&hub->mu);
+        td__sse_unlock(hub);
         free_list_run(to_free);
 
         now = td_mono_ms();
@@ -282,18 +282,27 @@ static void *io_main(void *arg)
 static void *replay_main(void *arg)
 {
     td_sse_hub_t *hub = arg;
-    pthread_mutex_lock(&hub->mu);
+    td__sse_lock(hub);
     for (;;) {
-        while (!hub->rq_stop && !hub->rq_head) pthread_cond_wait(&hub->rq_cv, &hub->mu);
+        while (!hub->rq_stop && !hub->rq_head) {
+#ifndef NDEBUG
+            atomic_store_explicit(&hub->mu_held, false, memory_order_relaxed);
+#endif
+            pthread_cond_wait(&hub->rq_cv, &hub->mu);
+#ifndef NDEBUG
+            atomic_store_explicit(&hub->mu_holder, pthread_self(), memory_order_relaxed);
+            atomic_store_explicit(&hub->mu_held, true, memory_order_relaxed);
+#endif
+        }
         if (hub->rq_stop) break;
         td_sse_stream_t *st = hub->rq_head;
         hub->rq_head = st->qnext;
         if (!hub->rq_head) hub->rq_tail = NULL;
         if (!st->dead && !st->closed && st->held) {
             int64_t last = st->replay_last;
-            pthread_mutex_unlock(&hub->mu);
+            td__sse_unlock(hub);
             int rc = st->replay.next(st->replay.arg, st, &last);
-            pthread_mutex_lock(&hub->mu);
+            td__sse_lock(hub);
             st->replay_last = last;
             if (rc < 0)
                 td__sse_stream_close(st);
@@ -303,9 +312,9 @@ static void *replay_main(void *arg)
         st->replaying = false;
         td__sse_mark_ready(st); /* the next page, or what the replay released */
         if (td__sse_stream_unref(st)) {
-            pthread_mutex_unlock(&hub->mu);
+            td__sse_unlock(hub);
             td__sse_stream_free_callbacks(st);
-            pthread_mutex_lock(&hub->mu);
+            td__sse_lock(hub);
         }
     }
     /* Jobs left: their streams are torn down by td_sse_hub_free. */
@@ -316,7 +325,7 @@ static void *replay_main(void *arg)
         st->refs--;
     }
     hub->rq_tail = NULL;
-    pthread_mutex_unlock(&hub->mu);
+    td__sse_unlock(hub);
     return NULL;
 }
 
@@ -372,33 +381,33 @@ td_sse_hub_t *td_sse_hub_new(int keepalive_s)
 void td_sse_hub_close(td_sse_hub_t *hub)
 {
     if (!hub) return;
-    pthread_mutex_lock(&hub->mu);
+    td__sse_lock(hub);
     hub->closing = true;
     for (td_sse_stream_t *st = hub->all; st; st = st->anext) {
         td__sse_stream_close(st);
         td__sse_mark_ready(st);
     }
-    pthread_mutex_unlock(&hub->mu);
+    td__sse_unlock(hub);
 }
 
 void td_sse_hub_free(td_sse_hub_t *hub)
 {
     if (!hub) return;
-    pthread_mutex_lock(&hub->mu);
+    td__sse_lock(hub);
     hub->stop = true;
     hub->rq_stop = true;
     pthread_cond_signal(&hub->rq_cv);
     uint64_t one = 1;
     ssize_t w = write(hub->wake_fd, &one, sizeof(one));
     (void)w;
-    pthread_mutex_unlock(&hub->mu);
+    td__sse_unlock(hub);
     pthread_join(hub->io_thread, NULL);
     pthread_join(hub->replay_thread, NULL);
 
     /* Every stream left: sockets closed, test streams too (a test that
      * forgot one leaks nothing). */
     td_sse_stream_t *to_free = NULL, **free_tail = &to_free;
-    pthread_mutex_lock(&hub->mu);
+    td__sse_lock(hub);
     while (hub->ready) {
         td_sse_stream_t *st = hub->ready;
         hub->ready = st->rnext;
@@ -419,7 +428,7 @@ void td_sse_hub_free(td_sse_hub_t *hub)
     }
     td__sse_map_free(&hub->keys);
     td__sse_map_free(&hub->owners);
-    pthread_mutex_unlock(&hub->mu);
+    td__sse_unlock(hub);
     free_list_run(to_free);
     close(hub->ep);
     close(hub->wake_fd);

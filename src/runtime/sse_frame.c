@@ -135,6 +135,7 @@ static void frame_ref(frame_t *f)
 
 void td__sse_frame_unref(td_sse_hub_t *hub, frame_t *f)
 {
+    assert(!f || atomic_load_explicit(&f->refs, memory_order_relaxed) > 0);
     if (f && atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) == 1) {
         atomic_fetch_sub(&hub->frames_live, 1);
         free(f);
@@ -263,6 +264,7 @@ static size_t pending_bytes(const td_sse_stream_t *st)
 
 void td__sse_wake(td_sse_hub_t *hub)
 {
+    assert(td__sse_held(hub));
     if (hub->wake_pending) return;
     hub->wake_pending = true;
     uint64_t one = 1;
@@ -273,6 +275,7 @@ void td__sse_wake(td_sse_hub_t *hub)
 /* The I/O thread should look at st (write, replay, end). */
 void td__sse_mark_ready(td_sse_stream_t *st)
 {
+    assert(td__sse_held(st->hub));
     if (!st->active || st->torn || st->in_ready) return;
     st->in_ready = true;
     st->refs++;
@@ -290,6 +293,7 @@ void td__sse_stream_close(td_sse_stream_t *st)
 
 void td__sse_out_push(td_sse_stream_t *st, frame_t *f)
 {
+    assert(td__sse_held(st->hub));
     qent_t *q = qent_get(st->hub, f);
     if (st->out_tail)
         st->out_tail->next = q;
@@ -324,6 +328,7 @@ static void queue_out(td_sse_stream_t *st, frame_t *f)
 
 void td__sse_queue_frame(td_sse_stream_t *st, bool from_publish, frame_t *f)
 {
+    assert(td__sse_held(st->hub));
     if (st->closed) return;
     if (from_publish && !st->held && st->replay.contiguous && f->numeric && st->has_floor &&
         f->id > st->floor + 1) {
@@ -357,6 +362,7 @@ void td__sse_queue_frame(td_sse_stream_t *st, bool from_publish, frame_t *f)
 /* The replay is done: held frames it did not already send go out. */
 void td__sse_release_held(td_sse_stream_t *st, int64_t last_id)
 {
+    assert(td__sse_held(st->hub));
     st->held = false;
     if (!st->has_floor || last_id > st->floor) {
         st->floor = last_id;

@@ -93,7 +93,11 @@ struct td_sse_stream {
 };
 
 struct td_sse_hub {
-    pthread_mutex_t mu;
+    pthread_mutex_t mu; /* taken with td__sse_lock, so debug builds know the holder */
+#ifndef NDEBUG
+    _Atomic pthread_t mu_holder;
+    atomic_bool mu_held;
+#endif
     kmap_t keys, owners;
     td_sse_stream_t *all;
     size_t count;
@@ -147,5 +151,34 @@ void td__sse_out_consume(td_sse_stream_t *st, size_t n, bool wire);
 void td__sse_stream_unlink(td_sse_stream_t *st);
 void td__sse_stream_free_callbacks(td_sse_stream_t *st);
 bool td__sse_stream_unref(td_sse_stream_t *st);
+
+/* hub->mu. Debug builds remember who holds it, for the asserts of what
+ * must run with it held ("hub->mu held"): td__sse_held. */
+static inline void td__sse_lock(td_sse_hub_t *hub)
+{
+    pthread_mutex_lock(&hub->mu);
+#ifndef NDEBUG
+    atomic_store_explicit(&hub->mu_holder, pthread_self(), memory_order_relaxed);
+    atomic_store_explicit(&hub->mu_held, true, memory_order_relaxed);
+#endif
+}
+
+static inline void td__sse_unlock(td_sse_hub_t *hub)
+{
+#ifndef NDEBUG
+    atomic_store_explicit(&hub->mu_held, false, memory_order_relaxed);
+#endif
+    pthread_mutex_unlock(&hub->mu);
+}
+
+#ifndef NDEBUG
+/* True when the calling thread holds hub->mu (debug builds only). */
+static inline bool td__sse_held(td_sse_hub_t *hub)
+{
+    return atomic_load_explicit(&hub->mu_held, memory_order_relaxed) &&
+           pthread_equal(atomic_load_explicit(&hub->mu_holder, memory_order_relaxed),
+                         pthread_self());
+}
+#endif
 
 #endif

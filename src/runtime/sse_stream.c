@@ -96,6 +96,7 @@ void td__sse_stream_free_callbacks(td_sse_stream_t *st)
  * (with stream_free_callbacks, after unlocking). */
 bool td__sse_stream_unref(td_sse_stream_t *st)
 {
+    assert(td__sse_held(st->hub)); /* refcounted under the lock */
     assert(st->refs > 0);
     if (--st->refs > 0) return false;
     td__sse_stream_unlink(st);
@@ -158,13 +159,13 @@ static td_sse_stream_t *stream_open(td_sse_hub_t *hub, const td_sse_opts_t *o, b
     st->filter_free = o->filter_free;
     st->socket = socket;
     st->expires_ms = expires_ms;
-    pthread_mutex_lock(&hub->mu);
+    td__sse_lock(hub);
     *status = admit(hub, o->owner, o->max_per_owner);
     if (*status == 0) {
         stream_link(st, o->key ? o->key : "", o->owner);
         td__sse_out_push(st, first);
     }
-    pthread_mutex_unlock(&hub->mu);
+    td__sse_unlock(hub);
     td__sse_frame_unref(hub, first);
     if (*status != 0) {
         td__sse_stream_free_callbacks(st);
@@ -194,17 +195,17 @@ void td__sse_stream_free(td_sse_stream_t *st)
 {
     if (!st) return;
     td_sse_hub_t *hub = st->hub;
-    pthread_mutex_lock(&hub->mu);
+    td__sse_lock(hub);
     assert(!st->socket);
     bool last = td__sse_stream_unref(st);
-    pthread_mutex_unlock(&hub->mu);
+    td__sse_unlock(hub);
     if (last) td__sse_stream_free_callbacks(st);
 }
 
 long td__sse_stream_read(td_sse_stream_t *st, char *buf, size_t max)
 {
     td_sse_hub_t *hub = st->hub;
-    pthread_mutex_lock(&hub->mu);
+    td__sse_lock(hub);
     for (;;) {
         if (st->out_head) {
             size_t n = 0;
@@ -218,19 +219,19 @@ long td__sse_stream_read(td_sse_stream_t *st, char *buf, size_t max)
             }
             td__sse_out_consume(st, n, false);
             if (!st->out_bytes) st->stalled_since = 0;
-            pthread_mutex_unlock(&hub->mu);
+            td__sse_unlock(hub);
             return (long)n;
         }
         if (st->closed) {
-            pthread_mutex_unlock(&hub->mu);
+            td__sse_unlock(hub);
             return -1;
         }
         if (st->held && st->replay.next) {
             /* The replay sends through td_sse_stream_send, which locks. */
             int64_t last = st->replay_last;
-            pthread_mutex_unlock(&hub->mu);
+            td__sse_unlock(hub);
             int rc = st->replay.next(st->replay.arg, st, &last);
-            pthread_mutex_lock(&hub->mu);
+            td__sse_lock(hub);
             st->replay_last = last;
             if (rc < 0)
                 td__sse_stream_close(st);
@@ -238,28 +239,28 @@ long td__sse_stream_read(td_sse_stream_t *st, char *buf, size_t max)
                 td__sse_release_held(st, last);
             continue;
         }
-        pthread_mutex_unlock(&hub->mu);
+        td__sse_unlock(hub);
         return 0;
     }
 }
 
 size_t td__sse_stream_heap(td_sse_stream_t *st)
 {
-    pthread_mutex_lock(&st->hub->mu);
+    td__sse_lock(st->hub);
     size_t n = 0;
     for (qent_t *q = st->out_head; q; q = q->next) n += sizeof(*q);
     for (qent_t *q = st->held_head; q; q = q->next) n += sizeof(*q);
     if (st->head) n += st->head_len;
-    pthread_mutex_unlock(&st->hub->mu);
+    td__sse_unlock(st->hub);
     return n;
 }
 
 size_t td__sse_key_count(td_sse_hub_t *hub, const char *key)
 {
-    pthread_mutex_lock(&hub->mu);
+    td__sse_lock(hub);
     knode_t *n = td__sse_map_find(&hub->keys, key, td__sse_hash_str(key));
     size_t c = n ? n->count : 0;
-    pthread_mutex_unlock(&hub->mu);
+    td__sse_unlock(hub);
     return c;
 }
 
@@ -293,7 +294,7 @@ static void takeover_start(void *arg, int fd, char *head, size_t head_len, bool 
     td_sse_stream_t *st = arg;
     td_sse_hub_t *hub = st->hub;
     set_sockopts(fd, hub->stall_ms);
-    pthread_mutex_lock(&hub->mu);
+    td__sse_lock(hub);
     st->fd = fd;
     st->head = head;
     st->head_len = head_len;
@@ -311,17 +312,17 @@ static void takeover_start(void *arg, int fd, char *head, size_t head_len, bool 
     st->rnext = hub->ready;
     hub->ready = st;
     td__sse_wake(hub);
-    pthread_mutex_unlock(&hub->mu);
+    td__sse_unlock(hub);
 }
 
 static void takeover_cancel(void *arg)
 {
     td_sse_stream_t *st = arg;
     td_sse_hub_t *hub = st->hub;
-    pthread_mutex_lock(&hub->mu);
+    td__sse_lock(hub);
     st->dead = st->torn = true;
     bool last = td__sse_stream_unref(st);
-    pthread_mutex_unlock(&hub->mu);
+    td__sse_unlock(hub);
     if (last) td__sse_stream_free_callbacks(st);
 }
 
@@ -384,9 +385,9 @@ void td_sse_stream_send(td_sse_stream_t *st, const char *event, const char *id, 
 {
     td_sse_hub_t *hub = st->hub;
     frame_t *f = td__sse_frame_build(hub, event, id, data);
-    pthread_mutex_lock(&hub->mu);
+    td__sse_lock(hub);
     td__sse_queue_frame(st, false, f);
-    pthread_mutex_unlock(&hub->mu);
+    td__sse_unlock(hub);
     td__sse_frame_unref(hub, f);
 }
 
@@ -414,21 +415,21 @@ size_t td_sse_publish_tagged(td_sse_hub_t *hub, const char *key, const void *tag
                              const char *id, const char *data)
 {
     frame_t *f = NULL;
-    pthread_mutex_lock(&hub->mu);
+    td__sse_lock(hub);
     size_t n = publish_to(hub, td__sse_map_find(&hub->keys, key, td__sse_hash_str(key)), tag, &f,
                           event, id, data);
     if (strcmp(key, "*") != 0)
         n += publish_to(hub, td__sse_map_find(&hub->keys, "*", td__sse_hash_str("*")), tag, &f,
                         event, id, data);
-    pthread_mutex_unlock(&hub->mu);
+    td__sse_unlock(hub);
     if (f) td__sse_frame_unref(hub, f);
     return n;
 }
 
 size_t td_sse_count(td_sse_hub_t *hub)
 {
-    pthread_mutex_lock(&hub->mu);
+    td__sse_lock(hub);
     size_t n = hub->count;
-    pthread_mutex_unlock(&hub->mu);
+    td__sse_unlock(hub);
     return n;
 }
