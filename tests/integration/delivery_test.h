@@ -3,7 +3,7 @@
  * process, a service-like database with a gone-callback log, a fresh
  * subscription key pair, the NotificationCreatedEvent record a delivery
  * dead-letters, and helpers to enqueue and wait. Header-only (static
- * inline), like bus_test.h. */
+ * inline), like tbus.h. */
 #ifndef TIDINGS_DELIVERY_TEST_H
 #define TIDINGS_DELIVERY_TEST_H
 
