@@ -16,7 +16,7 @@
  *    NotificationCreatedEvent lands in notifications.DLT;
  *  - the service stopped with deliveries pending and started again: each
  *    is delivered exactly once, signed with the same (kept) VAPID key. */
-#include "delivery_test.h"
+#include "tdelivery.h"
 
 #include <curl/curl.h>
 #include <sqlite3.h>
