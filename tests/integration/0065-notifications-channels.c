@@ -21,7 +21,7 @@
 #include <curl/curl.h>
 #include <sqlite3.h>
 
-#include "0050-notifications-common.h"
+#include "tnotif.h"
 #include "notifications/channels.h"
 
 #define ATTEMPTS 3
