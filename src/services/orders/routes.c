@@ -25,9 +25,9 @@ static json_t *order_json(const order_t *o)
     return j;
 }
 
-static bool is_admin(const td_req_t *req)
+static bool is_admin(const td_claims_t *caller)
 {
-    return !strcmp(req->auth.role, "admin");
+    return !strcmp(caller->role, "admin");
 }
 
 static void post_order(td_req_t *req, td_resp_t *resp)
@@ -50,8 +50,8 @@ static void post_order(td_req_t *req, td_resp_t *resp)
         return;
     }
     order_t o;
-    int rc = orders_create(ctx->db, ctx->cfg, req->auth.sub, product_id, quantity, &req->trace, &o,
-                           err, sizeof err);
+    int rc = orders_create(ctx->db, ctx->cfg, td_req_caller(req)->sub, product_id, quantity,
+                           &req->trace, &o, err, sizeof err);
     if (rc) {
         td_resp_errno(resp, rc, err);
         return;
@@ -65,9 +65,10 @@ static void post_order(td_req_t *req, td_resp_t *resp)
 static void get_order(td_req_t *req, td_resp_t *resp)
 {
     const orders_ctx_t *ctx = req->ctx;
+    const td_claims_t *caller = td_req_caller(req); /* TD_AUTH_USER */
     order_t o;
     int rc = orders_get(ctx->db, td_req_param(req, "orderId"), &o);
-    if (rc == TD_ENOENT || (!rc && strcmp(o.user_id, req->auth.sub) && !is_admin(req))) {
+    if (rc == TD_ENOENT || (!rc && strcmp(o.user_id, caller->sub) && !is_admin(caller))) {
         td_resp_error(resp, 404, "order not found");
         return;
     }
@@ -90,7 +91,8 @@ static void list_orders(td_req_t *req, td_resp_t *resp)
     order_t *list;
     size_t cnt;
     bool more;
-    int rc = orders_list(ctx->db, req->auth.sub, after, (size_t)limit, &list, &cnt, &more);
+    int rc =
+        orders_list(ctx->db, td_req_caller(req)->sub, after, (size_t)limit, &list, &cnt, &more);
     if (rc) {
         td_resp_errno(resp, rc, "the orders could not be read");
         return;

@@ -274,7 +274,7 @@ static void me(td_req_t *req, td_resp_t *resp)
 {
     users_ctx_t *ctx = req->ctx;
     users_user_t u;
-    int rc = users_find_by_id(ctx->db, req->auth.sub, &u);
+    int rc = users_find_by_id(ctx->db, td_req_caller(req)->sub, &u);
     if (rc == TD_ENOENT) {
         td_resp_error(resp, 404, "user not found");
         return;
