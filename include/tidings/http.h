@@ -67,6 +67,11 @@ const char *td_req_header(const td_req_t *req, const char *name);
  * needs role admin (403 permission_denied otherwise). */
 bool td_req_auth(td_req_t *req, td_resp_t *resp, bool allow_query);
 bool td_req_admin(td_req_t *req, td_resp_t *resp);
+/* The authenticated caller (user id in sub, role), or NULL when the request
+ * carried no token. Set by the router for TD_AUTH_USER and TD_AUTH_ADMIN
+ * routes (never NULL there) and for TD_AUTH_OPTIONAL ones with a token.
+ * Borrowed from req. The request's thread. */
+const td_claims_t *td_req_caller(const td_req_t *req);
 /* The body, required: false with 400 "request body is required" when
  * there is none. */
 bool td_req_body(td_req_t *req, td_resp_t *resp);
@@ -143,10 +148,41 @@ const char *td_http_error_code(int status);
 
 typedef void (*td_route_fn)(td_req_t *req, td_resp_t *resp);
 
+/* Who may call a route; the router checks it after the body was parsed and
+ * right before the handler (where a handler's own check used to be), so the
+ * answers are those of td_req_auth and td_req_admin: 401 unauthenticated
+ * (with WWW-Authenticate) without a valid token, 403 permission_denied for
+ * a non-admin on an admin route. The handler then finds the caller in
+ * req->auth (td_req_caller). */
+typedef enum td_route_auth {
+    TD_AUTH_UNDECLARED = 0, /* the handler checks for itself (routes not yet converted) */
+    TD_AUTH_PUBLIC,         /* anyone; a token is not even looked at */
+    TD_AUTH_OPTIONAL,       /* anyone, but a token that is sent must be valid (401) */
+    TD_AUTH_USER,           /* a valid token */
+    TD_AUTH_ADMIN,          /* a valid token with role admin */
+} td_route_auth_t;
+
+/* What body a route takes. Every route may get one (a JSON object of at
+ * most TD_HTTP_MAX_BODY bytes, refused with 413/415/400 before any auth);
+ * TD_BODY_JSON routes need one: 400 "request body is required" after the
+ * auth check. */
+typedef enum td_route_body {
+    TD_BODY_NONE = 0, /* none needed (one sent is still parsed) */
+    TD_BODY_JSON,     /* a JSON object is required */
+} td_route_body_t;
+
+/* td_route_t.flags */
+#define TD_ROUTE_QUERY_TOKEN 0x1 /* "?token=" counts as the bearer token (EventSource) */
+
+/* One entry of a service's route table, in the manner of Redis's command
+ * table: what it matches, who may call it and what body it takes. */
 typedef struct td_route {
     const char *method;  /* "GET", "POST", "PUT", "PATCH", "DELETE" */
     const char *pattern; /* "/orders/{orderId}"; "/static/{*path}" matches the rest */
     td_route_fn fn;
+    td_route_auth_t auth;
+    td_route_body_t body;
+    unsigned flags; /* TD_ROUTE_* */
 } td_route_t;
 
 /* Readiness for /readyz: true when ready, else false with why. */

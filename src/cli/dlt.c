@@ -59,7 +59,7 @@ static void print_table(const td_config_t *cfg, const td_dlt_t *list, size_t cnt
         char when[TD_TIME_LEN + 1] = "-";
         if (d->rec->timestamp >= 0) td_time_format(d->rec->timestamp, when);
         char orig[300];
-        snprintf(orig, sizeof(orig), "%s:%d:%lld", kread_short_topic(cfg, d->orig_topic),
+        snprintf(orig, sizeof(orig), "%s:%d:%lld", td_topic_short(cfg, d->orig_topic),
                  (int)d->orig_partition, (long long)d->orig_offset);
         char *key = d->rec->key ? kread_printable(d->rec->key, d->rec->key_len, DLT_KEY_MAX)
                                 : td_strdup("-");

@@ -51,7 +51,7 @@ static void events_usage(FILE *out)
 }
 
 /* The time to show: ce_time of an event, else the record's timestamp. */
-static void record_time(const kread_msg_t *m, char *out)
+static void record_time(const td_topic_reader_msg_t *m, char *out)
 {
     if (m->ev) {
         snprintf(out, TD_TIME_LEN + 1, "%s", m->ev->time);
@@ -106,7 +106,7 @@ static json_t *dlt_json(const td_record_t *rec)
     return d;
 }
 
-static void print_json(const kread_msg_t *m)
+static void print_json(const td_topic_reader_msg_t *m)
 {
     const td_record_t *rec = m->rec;
     const td_event_t *ev = m->ev;
@@ -160,7 +160,7 @@ static void print_json(const kread_msg_t *m)
     json_decref(o);
 }
 
-static void print_line(const kread_msg_t *m)
+static void print_line(const td_topic_reader_msg_t *m)
 {
     const td_record_t *rec = m->rec;
     char time[TD_TIME_LEN + 1];
@@ -201,7 +201,7 @@ int cli_events_main(int argc, char **argv)
     size_t topic_cnt = 0;
     char **rest = td_calloc((size_t)argc + 1, sizeof(*rest));
     int rest_cnt = 0;
-    kread_t *kr = NULL;
+    td_topic_reader_t *kr = NULL;
     memset(&cfg, 0, sizeof(cfg));
 
     if (td_config_wants_help(argc, argv)) {
@@ -240,27 +240,29 @@ int cli_events_main(int argc, char **argv)
     setvbuf(stdout, NULL, _IOLBF, 0);
 
     rc = 1;
-    kread_opts_t opts = {
+    td_topic_reader_opts_t opts = {
         .topics = topics,
         .topic_cnt = topic_cnt,
         .from_beginning = from_beginning,
         .until_caught_up = from_beginning && !follow,
+        .client = "cli",
     };
-    kr = kread_open(&cfg, &opts, err, sizeof(err));
+    kr = td_topic_reader_open(&cfg, &opts, err, sizeof(err));
     if (!kr) {
         fprintf(stderr, "tidings events: %s\n", err);
         goto out;
     }
-    td_info("reading %zu topic%s (%zu partitions) at %s%s", kread_topic_count(kr),
-            kread_topic_count(kr) == 1 ? "" : "s", kread_partition_count(kr), cfg.brokers,
+    td_info("reading %zu topic%s (%zu partitions) at %s%s", td_topic_reader_topic_count(kr),
+            td_topic_reader_topic_count(kr) == 1 ? "" : "s", td_topic_reader_partition_count(kr),
+            cfg.brokers,
             opts.until_caught_up ? " from the beginning until caught up"
             : from_beginning     ? " from the beginning, then following live"
                                  : ", following live from now");
 
     while (!kread_interrupted()) {
-        kread_msg_t m;
-        int r = kread_next(kr, EVENTS_POLL_MS, &m, err, sizeof(err));
-        if (r == KREAD_DONE) break;
+        td_topic_reader_msg_t m;
+        int r = td_topic_reader_next(kr, EVENTS_POLL_MS, &m, err, sizeof(err));
+        if (r == TD_TOPIC_READER_DONE) break;
         if (r == TD_EAGAIN) continue;
         if (r) {
             fprintf(stderr, "tidings events: %s\n", err);
@@ -270,13 +272,13 @@ int cli_events_main(int argc, char **argv)
             print_json(&m);
         else
             print_line(&m);
-        kread_msg_clear(&m);
+        td_topic_reader_msg_clear(&m);
     }
     rc = 0;
 
 out:
     fflush(stdout);
-    kread_close(kr);
+    td_topic_reader_close(kr);
     td_config_free(&cfg);
     free(rest);
     free(topics);

@@ -16,6 +16,7 @@
  * raw JSON lines go to <data>/logs/<service>.log and, made readable, to our
  * stdout. The in-process broker's logs (td_log) go through a pipe too, so
  * every line is shown the same way. */
+#include <assert.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -31,12 +32,14 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <arpa/inet.h>
 
 #include "cli.h"
+#include "run_internal.h"
 #include "tidings/auth.h"
 #include "tidings/broker.h"
 #include "tidings/bus.h"
@@ -46,215 +49,7 @@
 #include "tidings/service.h"
 
 extern char **environ;
-
-#define READY_TIMEOUT_MS  60000 /* per service at startup */
-#define STOP_TIMEOUT_MS   10000 /* per service at shutdown, then SIGKILL */
-#define BACKOFF_FIRST_MS  1000
-#define BACKOFF_MAX_MS    30000
-#define HEALTHY_RESET_MS  60000 /* a child up this long starts over at the first backoff */
-#define PROBE_INTERVAL_MS 200
-#define LINE_MAX_BYTES    (64 * 1024)
-#define ADMIN_EMAIL       "admin@tidings.local"
-#define SEED_MARKER       "seeded"
-#ifdef TIDINGS_WEB_DIR
-#define WEB_DIR_DEFAULT TIDINGS_WEB_DIR
-#else
-#define WEB_DIR_DEFAULT "none compiled in"
-#endif
-
-typedef struct child {
-    const char *name;
-    td_service_t svc; /* -1 for the in-process log source */
-    pid_t pid;        /* 0 when not running */
-    int fd;           /* read end of its output pipe, -1 when closed */
-    char *buf;        /* an incomplete line */
-    size_t len;
-    int logfd;          /* <data>/logs/<name>.log */
-    int64_t started_ms; /* monotonic time of the last start */
-    int64_t restart_at; /* monotonic time of a pending restart, 0 = none */
-    int64_t backoff_ms; /* the next restart delay */
-    int64_t next_probe; /* monotonic time of the next /readyz probe */
-    int restarts;
-    bool ready;           /* /readyz said 200 since the last start */
-    char last_probe[256]; /* why the last probe failed */
-    int last_status;      /* wait status of the last exit */
-} child_t;
-
-typedef enum phase { PHASE_STARTING, PHASE_UP, PHASE_STOPPING } phase_t;
-
-typedef struct run {
-    td_config_t cfg;
-    bool json_logs;
-    bool color;
-    phase_t phase;
-    td_broker_t *broker;
-    char *brokers;  /* the bootstrap list the children get */
-    char *data_dir; /* absolute */
-    char *logs_dir;
-    char *host;           /* where the children's ports are reached */
-    char *admin_password; /* given or generated; NULL when neither */
-    bool admin_generated;
-    bool first_start;
-    child_t kids[TD_SVC__COUNT];
-    child_t self; /* the in-process log source ("run") */
-    int sigfd;
-    int stop_signals; /* SIGINT/SIGTERM seen */
-} run_t;
-
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
-
-/* ---- output ------------------------------------------------------------ */
-
-static void write_all(int fd, const char *p, size_t n)
-{
-    while (n) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            return;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-}
-
-static const char *svc_color(const char *name)
-{
-    static const char *const colors[] = {"\033[36m", "\033[35m", "\033[34m",
-                                         "\033[33m", "\033[32m", "\033[96m"};
-    int s = td_service_from_name(name);
-    return s >= 0 ? colors[s % 6] : "\033[37m";
-}
-
-static const char *level_color(const char *level)
-{
-    if (!strcasecmp(level, "error")) return "\033[31;1m";
-    if (!strcasecmp(level, "warn")) return "\033[33m";
-    if (!strcasecmp(level, "debug")) return "\033[90m";
-    return "\033[32m";
-}
-
-/* Appends " k=v" for the fields a person wants on the console; ids and
- * request details stay in the raw JSON of the log file. */
-static void append_fields(char **line, json_t *obj)
-{
-    static const char *const skip[] = {
-        "time",       "ts",      "level",    "service",        "msg",         "message",
-        "request_id", "ip",      "route",    "method",         "path",        "status",
-        "trace_id",   "span_id", "event_id", "correlation_id", "duration_ms", NULL};
-    const char *key;
-    json_t *val;
-    json_object_foreach(obj, key, val)
-    {
-        bool skipped = false;
-        for (size_t i = 0; skip[i]; i++)
-            if (!strcmp(key, skip[i])) skipped = true;
-        if (skipped) continue;
-        char *text = json_is_string(val) ? td_strdup(json_string_value(val)) : td_json_dumps(val);
-        char *next = td_asprintf("%s %s=%s", *line, key, text);
-        free(text);
-        free(*line);
-        *line = next;
-    }
-    json_t *ms = json_object_get(obj, "duration_ms");
-    if (json_is_number(ms)) {
-        char *next = td_asprintf("%s (%.1f ms)", *line, json_number_value(ms));
-        free(*line);
-        *line = next;
-    }
-}
-
-/* Shows one log line of name: "users         | INFO  message k=v". A line
- * that is not a JSON object is shown as it is. */
-static void show_line(run_t *r, const char *name, const char *line)
-{
-    if (r->json_logs) {
-        char *out = td_asprintf("%s\n", line);
-        write_all(STDOUT_FILENO, out, strlen(out));
-        free(out);
-        return;
-    }
-    json_t *obj = json_loads(line, JSON_REJECT_DUPLICATES, NULL);
-    char *text, *out;
-    const char *level = "", *time = NULL;
-    if (json_is_object(obj)) {
-        const char *msg = json_string_value(json_object_get(obj, "msg"));
-        if (!msg) msg = json_string_value(json_object_get(obj, "message"));
-        level = "info";
-        if (json_string_value(json_object_get(obj, "level")))
-            level = json_string_value(json_object_get(obj, "level"));
-        time = json_string_value(json_object_get(obj, "time"));
-        if (!time) time = json_string_value(json_object_get(obj, "ts"));
-        text = td_strdup(msg ? msg : "");
-        append_fields(&text, obj);
-    } else {
-        text = td_strdup(line);
-    }
-    char clock[16] = "";
-    if (time && strlen(time) >= 23) snprintf(clock, sizeof(clock), "%.12s", time + 11);
-    char lvl[8];
-    snprintf(lvl, sizeof(lvl), "%s", level);
-    for (char *p = lvl; *p; p++) *p = (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
-    if (r->color)
-        out = td_asprintf("\033[90m%s\033[0m %s%-14s\033[0m| %s%-5s\033[0m %s\n", clock,
-                          svc_color(name), name, level_color(level), lvl, text);
-    else
-        out = td_asprintf("%s%s%-14s| %-5s %s\n", clock, *clock ? " " : "", name, lvl, text);
-    write_all(STDOUT_FILENO, out, strlen(out));
-    free(out);
-    free(text);
-    json_decref(obj);
-}
-
-static void handle_line(run_t *r, child_t *c, const char *line, size_t len)
-{
-    if (!len) return;
-    if (c->logfd >= 0) {
-        write_all(c->logfd, line, len);
-        write_all(c->logfd, "\n", 1);
-    }
-    char *copy = td_strndup(line, len);
-    show_line(r, c->name, copy);
-    free(copy);
-}
-
-/* Reads what the pipe of c holds now and handles the complete lines. */
-static void pump(run_t *r, child_t *c)
-{
-    char chunk[16384];
-    for (;;) {
-        ssize_t n = read(c->fd, chunk, sizeof(chunk));
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && errno == EAGAIN) return;
-        if (n <= 0) { /* EOF or error: the writer is gone */
-            if (c->len) handle_line(r, c, c->buf, c->len);
-            c->len = 0;
-            close(c->fd);
-            c->fd = -1;
-            return;
-        }
-        c->buf = td_realloc(c->buf, c->len + (size_t)n + 1);
-        memcpy(c->buf + c->len, chunk, (size_t)n);
-        c->len += (size_t)n;
-        size_t start = 0;
-        for (size_t i = 0; i < c->len; i++) {
-            if (c->buf[i] != '\n') continue;
-            handle_line(r, c, c->buf + start, i - start);
-            start = i + 1;
-        }
-        if (c->len - start > LINE_MAX_BYTES) { /* no newline in sight: flush */
-            handle_line(r, c, c->buf + start, c->len - start);
-            start = c->len;
-        }
-        memmove(c->buf, c->buf + start, c->len - start);
-        c->len -= start;
-    }
-}
-
-/* The supervisor's own messages go through td_log, whose output is the
- * "run" pipe: shown and filed like any child's. */
-#define say(...)      td_info(__VA_ARGS__)
-#define say_warn(...) td_warn(__VA_ARGS__)
 
 /* ---- children ---------------------------------------------------------- */
 
@@ -323,6 +118,8 @@ static int spawn(run_t *r, child_t *c)
         err = -errno;
         goto out;
     }
+    /* PR_SET_PDEATHSIG follows the forking thread: the main one only. */
+    assert(getpid() == (pid_t)syscall(SYS_gettid));
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
@@ -372,80 +169,6 @@ static char *describe_status(int status)
     return td_strdup("stopped");
 }
 
-static size_t curl_sink(char *p, size_t size, size_t n, void *arg)
-{
-    char **body = arg;
-    size_t len = *body ? strlen(*body) : 0;
-    if (len + size * n > 1024 * 1024) return 0;
-    *body = td_realloc(*body, len + size * n + 1);
-    memcpy(*body + len, p, size * n);
-    (*body)[len + size * n] = '\0';
-    return size * n;
-}
-
-/* One small HTTP request to a child (the supervisor blocks on it, so it is
- * bounded to timeout_ms). Returns the status, or -1 with why. *body gets
- * the response (caller frees) when body is not NULL. */
-static long http_call(const char *method, const char *url, const char *token, const char *json,
-                      int timeout_ms, char **body, char *why, size_t whylen)
-{
-    CURL *curl = curl_easy_init();
-    struct curl_slist *hdrs = NULL;
-    char *resp = NULL;
-    long status = -1;
-    char errbuf[CURL_ERROR_SIZE] = "";
-    curl_easy_setopt(curl, CURLOPT_URL, url);
-    curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
-    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, 1000L);
-    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, curl_sink);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &resp);
-    if (token) {
-        char *h = td_asprintf("Authorization: Bearer %s", token);
-        hdrs = curl_slist_append(hdrs, h);
-        free(h);
-    }
-    if (json) {
-        hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
-        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, json);
-    }
-    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
-    CURLcode rc = curl_easy_perform(curl);
-    if (rc != CURLE_OK)
-        snprintf(why, whylen, "%s", *errbuf ? errbuf : curl_easy_strerror(rc));
-    else
-        curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
-    if (status >= 0 && why) snprintf(why, whylen, "HTTP %ld %s", status, resp ? resp : "");
-    curl_slist_free_all(hdrs);
-    curl_easy_cleanup(curl);
-    if (body)
-        *body = resp;
-    else
-        free(resp);
-    return status;
-}
-
-static char *child_url(const run_t *r, td_service_t svc, const char *path)
-{
-    return td_asprintf("http://%s:%d%s", r->host, r->cfg.ports[svc], path);
-}
-
-/* Probes /readyz of c if it is due; true when c is ready (now or before). */
-static bool probe(run_t *r, child_t *c)
-{
-    if (c->ready) return true;
-    if (!c->pid || td_mono_ms() < c->next_probe) return false;
-    char *url = child_url(r, c->svc, "/readyz");
-    long status =
-        http_call("GET", url, NULL, NULL, 1000, NULL, c->last_probe, sizeof(c->last_probe));
-    free(url);
-    c->next_probe = td_mono_ms() + PROBE_INTERVAL_MS;
-    c->ready = status == 200;
-    return c->ready;
-}
-
 /* ---- the loop ---------------------------------------------------------- */
 
 static void on_exit_child(run_t *r, child_t *c, int status)
@@ -474,7 +197,7 @@ static void reap(run_t *r)
 }
 
 /* One turn: waits up to timeout_ms for output or a signal, handles them. */
-static void turn(run_t *r, int timeout_ms)
+void run__turn(run_t *r, int timeout_ms)
 {
     struct pollfd pfd[TD_SVC__COUNT + 2];
     child_t *who[TD_SVC__COUNT + 2];
@@ -492,7 +215,7 @@ static void turn(run_t *r, int timeout_ms)
     }
     if (poll(pfd, n, timeout_ms) < 0) return;
     for (nfds_t i = 1; i < n; i++)
-        if (pfd[i].revents) pump(r, who[i]);
+        if (pfd[i].revents) run__pump(r, who[i]);
     if (pfd[0].revents & POLLIN) {
         struct signalfd_siginfo si;
         while (read(r->sigfd, &si, sizeof(si)) == sizeof(si)) {
@@ -521,12 +244,12 @@ static int start_all(run_t *r)
             return -1;
         }
         int64_t deadline = td_mono_ms() + READY_TIMEOUT_MS;
-        while (!probe(r, c)) {
-            turn(r, 50);
+        while (!run__probe(r, c)) {
+            run__turn(r, 50);
             if (r->stop_signals) return -1;
             for (int o = 0; o <= s; o++) {
                 if (r->kids[o].pid) continue;
-                for (int i = 0; i < 20 && r->kids[o].fd >= 0; i++) turn(r, 50);
+                for (int i = 0; i < 20 && r->kids[o].fd >= 0; i++) run__turn(r, 50);
                 char *how = describe_status(r->kids[o].last_status);
                 fprintf(stderr, "\ntidings run: %s %s while starting up.\n", r->kids[o].name, how);
                 free(how);
@@ -555,7 +278,7 @@ static void stop_child(run_t *r, child_t *c)
     pid_t pid = c->pid;
     kill(pid, SIGTERM);
     int64_t deadline = td_mono_ms() + STOP_TIMEOUT_MS;
-    while (c->pid && td_mono_ms() < deadline && r->stop_signals < 2) turn(r, 50);
+    while (c->pid && td_mono_ms() < deadline && r->stop_signals < 2) run__turn(r, 50);
     if (c->pid) {
         say_warn("%s did not stop within %d s; killing it", c->name, STOP_TIMEOUT_MS / 1000);
         kill(pid, SIGKILL);
@@ -563,7 +286,7 @@ static void stop_child(run_t *r, child_t *c)
         if (waitpid(pid, &status, 0) == pid) c->pid = 0;
     }
     /* What it wrote while stopping. */
-    for (int i = 0; i < 40 && c->fd >= 0; i++) turn(r, 5);
+    for (int i = 0; i < 40 && c->fd >= 0; i++) run__turn(r, 5);
 }
 
 static void stop_all(run_t *r)
@@ -575,113 +298,6 @@ static void stop_all(run_t *r)
     }
 }
 
-/* ---- first start ------------------------------------------------------- */
-
-typedef struct sample {
-    const char *title;
-    const char *price; /* JSON number text: money is never a double here */
-    int quantity;
-} sample_t;
-
-static const sample_t samples[] = {
-    {"iPhone 15", "1129", 19},
-    {"MacBook Air 13\" M3", "1299", 8},
-    {"AirPods Pro (2nd generation)", "249", 40},
-    {"Galaxy S24", "899", 15},
-    {"Kindle Paperwhite", "149.99", 30},
-    {"Sony WH-1000XM5 Headphones", "399", 12},
-    {"Mechanical Keyboard", "89.50", 25},
-    {"Steam Deck OLED", "549", 0},
-};
-
-/* Creates the sample catalogue through the products API as the admin, so
- * ProductCreatedEvents flow, and leaves the marker that prevents a second
- * seeding. */
-static void seed(run_t *r)
-{
-    char why[512];
-    char *body = NULL, *token = NULL;
-    json_t *login = json_pack("{s:s, s:s}", "email", ADMIN_EMAIL, "password", r->admin_password);
-    char *login_json = td_json_dumps(login);
-    json_decref(login);
-    char *url = child_url(r, TD_SVC_USERS, "/login");
-    long status = http_call("POST", url, NULL, login_json, 15000, &body, why, sizeof(why));
-    free(url);
-    free(login_json);
-    json_t *resp = body ? json_loads(body, 0, NULL) : NULL;
-    if (status == 200) token = td_strdup(json_string_value(json_object_get(resp, "token")));
-    json_decref(resp);
-    free(body);
-    if (!token) {
-        say_warn("could not log in as %s to create the sample catalogue: %s", ADMIN_EMAIL, why);
-        return;
-    }
-    size_t made = 0;
-    for (size_t i = 0; i < TD_ARRAY_SIZE(samples); i++) {
-        json_t *title = json_string(samples[i].title);
-        char *title_json = json_dumps(title, JSON_ENCODE_ANY);
-        json_decref(title);
-        char *product = td_asprintf("{\"title\":%s,\"price\":%s,\"quantity\":%d}", title_json,
-                                    samples[i].price, samples[i].quantity);
-        free(title_json);
-        url = child_url(r, TD_SVC_PRODUCTS, "/products");
-        status = http_call("POST", url, token, product, 10000, NULL, why, sizeof(why));
-        free(url);
-        free(product);
-        if (status == 201)
-            made++;
-        else
-            say_warn("could not create sample product '%s': %s", samples[i].title, why);
-        turn(r, 0);
-    }
-    free(token);
-    if (made == TD_ARRAY_SIZE(samples)) {
-        char *marker = td_asprintf("%s/" SEED_MARKER, r->data_dir);
-        const char *text =
-            "the sample catalogue was created; delete this file to create it again\n";
-        td_write_file(marker, text, strlen(text), 0600);
-        free(marker);
-    }
-    say("sample catalogue: %zu products created", made);
-}
-
-static void summary(run_t *r)
-{
-    turn(r, 20); /* let the last log lines out first */
-    const char *b = r->color ? "\033[1m" : "", *g = r->color ? "\033[32;1m" : "",
-               *d = r->color ? "\033[0m" : "";
-    char *shop = child_url(r, TD_SVC_WEB, "/");
-    char admin[256];
-    if (r->admin_generated)
-        snprintf(admin, sizeof(admin), "%s / %s   (generated; shown only this once)", ADMIN_EMAIL,
-                 r->admin_password);
-    else if (r->admin_password)
-        snprintf(admin, sizeof(admin), "%s / (the password in TIDINGS_ADMIN_PASSWORD)",
-                 ADMIN_EMAIL);
-    else
-        snprintf(admin, sizeof(admin),
-                 "%s (password printed on the first start; set TIDINGS_ADMIN_PASSWORD to reset it)",
-                 ADMIN_EMAIL);
-    char *text = td_asprintf(
-        "\n%s  tidings is running%s\n\n"
-        "  shop:        %s%s%s\n"
-        "  event flow:  %sflow.html\n"
-        "  admin:       %s\n"
-        "  APIs:        users :%d  products :%d  orders :%d  payments :%d  notifications :%d\n"
-        "  brokers:     %s%s\n"
-        "  data:        %s\n"
-        "  logs:        %s/<service>.log\n\n"
-        "  %sCtrl-C to stop%s\n\n",
-        g, d, b, shop, d, shop, admin, r->cfg.ports[TD_SVC_USERS], r->cfg.ports[TD_SVC_PRODUCTS],
-        r->cfg.ports[TD_SVC_ORDERS], r->cfg.ports[TD_SVC_PAYMENTS],
-        r->cfg.ports[TD_SVC_NOTIFICATIONS], r->brokers, r->broker ? " (embedded, in memory)" : "",
-        r->data_dir, r->logs_dir, b, d);
-    write_all(STDOUT_FILENO, text, strlen(text));
-    free(text);
-    free(shop);
-}
-
-/* The supervision loop, until a stop signal. */
 static void supervise(run_t *r)
 {
     r->phase = PHASE_UP;
@@ -711,11 +327,11 @@ static void supervise(run_t *r)
                 }
             }
             if (c->pid && !c->ready && c->restarts) {
-                if (probe(r, c)) say("%s is ready again on port %d", c->name, r->cfg.ports[s]);
+                if (run__probe(r, c)) say("%s is ready again on port %d", c->name, r->cfg.ports[s]);
                 if (timeout > PROBE_INTERVAL_MS) timeout = PROBE_INTERVAL_MS;
             }
         }
-        turn(r, timeout);
+        run__turn(r, timeout);
     }
 }
 
@@ -973,8 +589,8 @@ int cli_run_main(int argc, char **argv)
 
     r->phase = PHASE_STARTING;
     if (start_all(r) == 0) {
-        if (r->first_start && r->admin_password) seed(r);
-        summary(r);
+        if (r->first_start && r->admin_password) run__seed(r);
+        run__summary(r);
         supervise(r);
         rc = 0;
         say("stopping (signal received)");
@@ -989,7 +605,7 @@ int cli_run_main(int argc, char **argv)
     }
     say("all stopped");
     for (int i = 0; i < 20 && r->self.fd >= 0; i++) {
-        turn(r, 5);
+        run__turn(r, 5);
         if (r->self.len == 0) break;
     }
 out:
@@ -1005,7 +621,7 @@ out:
     }
     td_log_set_fd(STDERR_FILENO);
     if (r->self.fd >= 0) {
-        turn(r, 0);
+        run__turn(r, 0);
         close(r->self.fd);
     }
     if (r->self.logfd >= 0) close(r->self.logfd);

@@ -81,7 +81,7 @@ static bool is_dlt(const char *topic)
 }
 
 /* Keeps m's event if it is a candidate (see the top of the file). */
-static void consider(trace_read_t *tr, kread_msg_t *m)
+static void consider(trace_read_t *tr, td_topic_reader_msg_t *m)
 {
     td_event_t *ev = m->ev;
     if (!ev) return; /* not a CloudEvent: nothing to link it by */
@@ -132,8 +132,9 @@ static void trace_read_free(trace_read_t *tr)
 /* One read of every topic up to the watermarks at its start. */
 static int read_pass(const td_config_t *cfg, trace_read_t *tr, char *errstr, size_t errlen)
 {
-    kread_opts_t opts = {.from_beginning = true, .until_caught_up = true};
-    kread_t *kr = kread_open(cfg, &opts, errstr, errlen);
+    td_topic_reader_opts_t opts = {
+        .from_beginning = true, .until_caught_up = true, .client = "cli"};
+    td_topic_reader_t *kr = td_topic_reader_open(cfg, &opts, errstr, errlen);
     if (!kr) return TD_EIO;
     int rc = 0;
     clear_candidates(tr);
@@ -143,18 +144,18 @@ static int read_pass(const td_config_t *cfg, trace_read_t *tr, char *errstr, siz
             rc = td_errf(errstr, errlen, TD_EAGAIN, "interrupted");
             break;
         }
-        kread_msg_t m;
-        int r = kread_next(kr, TRACE_POLL_MS, &m, errstr, errlen);
-        if (r == KREAD_DONE) break;
+        td_topic_reader_msg_t m;
+        int r = td_topic_reader_next(kr, TRACE_POLL_MS, &m, errstr, errlen);
+        if (r == TD_TOPIC_READER_DONE) break;
         if (r == TD_EAGAIN) continue;
         if (r) {
             rc = r;
             break;
         }
         consider(tr, &m);
-        kread_msg_clear(&m);
+        td_topic_reader_msg_clear(&m);
     }
-    kread_close(kr);
+    td_topic_reader_close(kr);
     return rc;
 }
 
@@ -222,8 +223,7 @@ static void print_text(const td_config_t *cfg, const trace_read_t *tr, const td_
         char *svc = printable(service_of(n->ev)), *type = printable(n->ev->type);
         char *id = printable(n->ev->id);
         printf("%*s%s  %s  %s  %s %d@%lld", n->depth * 2, "", n->ev->time, svc, type,
-               kread_short_topic(cfg, n->ev->topic), (int)n->ev->partition,
-               (long long)n->ev->offset);
+               td_topic_short(cfg, n->ev->topic), (int)n->ev->partition, (long long)n->ev->offset);
         if (n->parent >= 0) printf("  %+lld ms", (long long)n->delay_ms);
         printf("  id=%s", id);
         if (n->parent < 0 && n->ev->causationid) {
@@ -278,7 +278,7 @@ static void print_json(const td_config_t *cfg, const trace_read_t *tr, const td_
         json_object_set_new(e, "source", jstr(ev->source));
         json_object_set_new(e, "type", jstr(ev->type));
         json_object_set_new(e, "subject", jstr(ev->subject));
-        json_object_set_new(e, "topic", jstr(kread_short_topic(cfg, ev->topic)));
+        json_object_set_new(e, "topic", jstr(td_topic_short(cfg, ev->topic)));
         json_object_set_new(e, "partition", json_integer(ev->partition));
         json_object_set_new(e, "offset", json_integer(ev->offset));
         json_object_set_new(e, "correlationid", jstr(ev->correlationid));

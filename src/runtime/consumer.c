@@ -27,81 +27,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "consumer_internal.h"
 #include "tidings/bus.h"
 #include "tidings/fault.h"
 #include "tidings/log.h"
 #include "tidings/metrics.h"
-
-#define HEALTH_MS      2000
-#define HEALTH_WAIT_MS 1500
-#define LAG_MS         1000
-#define BACKOFF_MIN_MS 100
-#define BACKOFF_MAX_MS 5000
-#define COMMITTED_WAIT 5000
-/* How long a silent member keeps its partitions. Heartbeats come from
- * librdkafka's own thread, so a slow handler does not count against it;
- * only a dead or frozen process does. 6 s (the brokers' default minimum)
- * instead of Kafka's 45 s lets a restarted service take over its
- * partitions within seconds, and the embedded broker holds a group that a
- * member just left for this long minus one second before it rebalances. */
-#define SESSION_TIMEOUT_MS "6000"
-#define POLL_MS            100
-#define HEARTBEAT_MS       "2000"
-
-/* The last offset handed to us per assigned partition, for gap detection.
- * -1 when unknown (nothing committed and nothing read yet). */
-typedef struct part_state {
-    char *topic;
-    int32_t partition;
-    int64_t last;
-    bool owned; /* assigned to us now */
-} part_state_t;
-
-typedef struct batch batch_t;
-
-struct td_consumer {
-    rd_kafka_t *rk;
-    td_db_t *db;
-    void *ctx;
-    char *group;
-    char *prefix;  /* the topic prefix, to check that a type is on its SPEC topic */
-    char **topics; /* full names */
-    size_t topic_cnt;
-    td_handler_t *handlers; /* types copied */
-    size_t handler_cnt;
-    pthread_t thread;
-
-    pthread_mutex_t mu; /* only for the interruptible sleep */
-    pthread_cond_t cv;
-    atomic_bool stop;
-    atomic_bool connected;
-    atomic_llong processed;
-    atomic_llong lag;
-    atomic_int assigned; /* partitions assigned now (td_consumer_assigned) */
-
-    /* Consumer thread only (the rebalance callback runs in its poll). */
-    part_state_t *parts;
-    size_t part_cnt;
-    int64_t next_health;
-    int64_t empty_since; /* when assigned last became 0 (or the start) */
-    int resubscribed;    /* times unstick subscribed again */
-    int64_t next_lag;
-    int generation; /* bumped by every revocation */
-    bool stateless;
-    char *skip_header, *skip_value;
-    batch_t *batch;
-};
-
 /* ---- small helpers ----------------------------------------------------- */
 
-static void count(const char *topic, const char *type, const char *result)
+void td__cons_count(const char *topic, const char *type, const char *result)
 {
     char labels[768];
     td_metric_labels(labels, sizeof(labels), "topic", topic, "type", type, "result", result, NULL);
     td_metric_inc("tidings_events_consumed_total", labels);
 }
 
-static void cons_sleep(td_consumer_t *cons, int64_t ms)
+void td__cons_sleep(td_consumer_t *cons, int64_t ms)
 {
     int64_t until = td_mono_ms() + ms;
     struct timespec ts = {.tv_sec = until / 1000, .tv_nsec = (until % 1000) * 1000000};
@@ -111,8 +51,8 @@ static void cons_sleep(td_consumer_t *cons, int64_t ms)
     pthread_mutex_unlock(&cons->mu);
 }
 
-static part_state_t *part_find(td_consumer_t *cons, const char *topic, int32_t partition,
-                               bool create)
+part_state_t *td__cons_part_find(td_consumer_t *cons, const char *topic, int32_t partition,
+                                 bool create)
 {
     for (size_t i = 0; i < cons->part_cnt; i++)
         if (cons->parts[i].partition == partition && !strcmp(cons->parts[i].topic, topic))
@@ -181,7 +121,7 @@ static void cons_unstick(td_consumer_t *cons)
     if (err) td_warn("consumer %s: cannot subscribe again: %s", cons->group, rd_kafka_err2str(err));
 }
 
-static void cons_health(td_consumer_t *cons)
+void td__cons_health(td_consumer_t *cons)
 {
     int64_t now = td_mono_ms();
     if (now < cons->next_health) return;
@@ -199,7 +139,7 @@ static void cons_health(td_consumer_t *cons)
 
 /* Lag from the position of each assigned partition and the high watermark
  * librdkafka cached from the last fetch response (no extra request). */
-static void cons_refresh_lag(td_consumer_t *cons)
+void td__cons_refresh_lag(td_consumer_t *cons)
 {
     int64_t now = td_mono_ms();
     if (now < cons->next_lag) return;
@@ -220,7 +160,7 @@ static void cons_refresh_lag(td_consumer_t *cons)
          * committed offset, else the start of the partition. */
         int64_t pos = tp->offset;
         if (pos < 0) {
-            const part_state_t *p = part_find(cons, tp->topic, tp->partition, false);
+            const part_state_t *p = td__cons_part_find(cons, tp->topic, tp->partition, false);
             pos = p && p->last >= 0 ? p->last + 1 : lo;
         }
         if (pos < 0) continue;
@@ -273,12 +213,13 @@ static void remember_committed(td_consumer_t *cons, const rd_kafka_topic_partiti
     } else {
         for (int i = 0; i < copy->cnt; i++) {
             const rd_kafka_topic_partition_t *tp = &copy->elems[i];
-            part_state_t *p = part_find(cons, tp->topic, tp->partition, true);
+            part_state_t *p = td__cons_part_find(cons, tp->topic, tp->partition, true);
             p->last = (tp->err == 0 && tp->offset >= 0) ? tp->offset - 1 : -1;
         }
     }
     for (int i = 0; i < parts->cnt; i++)
-        part_find(cons, parts->elems[i].topic, parts->elems[i].partition, true)->owned = true;
+        td__cons_part_find(cons, parts->elems[i].topic, parts->elems[i].partition, true)->owned =
+            true;
     rd_kafka_topic_partition_list_destroy(copy);
 }
 
@@ -338,7 +279,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         if (e) rd_kafka_error_destroy(e);
         for (int i = 0; i < parts->cnt; i++) {
             part_state_t *p =
-                part_find(cons, parts->elems[i].topic, parts->elems[i].partition, false);
+                td__cons_part_find(cons, parts->elems[i].topic, parts->elems[i].partition, false);
             if (p) {
                 p->last = -1;
                 p->owned = false;
@@ -362,465 +303,6 @@ static void cons_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opa
     } else {
         td_warn("consumer %s: kafka: %s: %s", cons->group, rd_kafka_err2name(err), reason);
     }
-}
-
-/* ---- processing -------------------------------------------------------- */
-
-/* What the consumer does with one record of a batch, decided before the
- * transaction from what the record is. */
-enum kind {
-    K_SKIP,   /* a type this service does not handle: topics are shared */
-    K_DLT,    /* not a valid CloudEvent, on the wrong topic, or a bad shape */
-    K_HANDLE, /* run its handler */
-};
-
-enum result { R_NONE, R_HANDLED, R_DUPLICATE, R_DEAD_LETTERED, R_SKIPPED };
-
-static const char *const result_names[] = {"", "handled", "duplicate", "dead_lettered", "skipped"};
-
-typedef struct item {
-    rd_kafka_message_t *msg;
-    td_event_t ev; /* borrowed from msg; valid when parsed */
-    bool parsed;
-    bool redriven; /* has tidings_redriven_from */
-    enum kind kind;
-    const td_handler_t *h;
-    enum result result;
-    char why[512]; /* the dead-letter reason */
-    char key[600]; /* the inbox key: ce_id, or raw:<topic>:<partition>:<offset> */
-} item_t;
-
-struct batch {
-    item_t items[TD_CONSUMER_BATCH];
-    size_t cnt;
-};
-
-static const td_handler_t *find_handler(const td_consumer_t *cons, const char *type)
-{
-    for (size_t i = 0; i < cons->handler_cnt; i++)
-        if (!strcmp(cons->handlers[i].type, type)) return &cons->handlers[i];
-    return NULL;
-}
-
-static void check_gap(td_consumer_t *cons, const rd_kafka_message_t *msg)
-{
-    const char *topic = rd_kafka_topic_name(msg->rkt);
-    part_state_t *p = part_find(cons, topic, msg->partition, true);
-    if (p->last >= 0 && msg->offset > p->last + 1) {
-        int64_t lost = msg->offset - p->last - 1;
-        td_error("consumer %s: %lld records lost on %s/%d (retention?): offsets %lld..%lld "
-                 "were gone before they were read",
-                 cons->group, (long long)lost, topic, msg->partition, (long long)(p->last + 1),
-                 (long long)(msg->offset - 1));
-        char labels[512];
-        td_metric_labels(labels, sizeof(labels), "topic", topic, NULL);
-        td_metric_add("tidings_consumer_records_lost_total", labels, (double)lost);
-    }
-    if (msg->offset > p->last) p->last = msg->offset;
-}
-
-static void consumer_error(td_consumer_t *cons, const rd_kafka_message_t *msg);
-
-/* The next batch: what one poll hands out (waiting up to POLL_MS for the
- * first record), then whatever is already fetched, up to the bound. Error
- * events are dealt with here and are not part of it. */
-static batch_t *collect(td_consumer_t *cons)
-{
-    batch_t *b = cons->batch;
-    b->cnt = 0;
-    int generation = cons->generation;
-    int wait = POLL_MS;
-    while (b->cnt < TD_CONSUMER_BATCH && !atomic_load(&cons->stop)) {
-        rd_kafka_message_t *msg = rd_kafka_consumer_poll(cons->rk, wait);
-        if (!msg) break;
-        wait = 0;
-        if (msg->err) {
-            consumer_error(cons, msg);
-            rd_kafka_message_destroy(msg);
-            continue;
-        }
-        item_t *it = &b->items[b->cnt++];
-        memset(it, 0, offsetof(item_t, why));
-        it->why[0] = '\0';
-        it->msg = msg;
-    }
-    /* A rebalance inside this poll: records of partitions we no longer own
-     * go back (their new owner reads them from the last commit). */
-    if (generation != cons->generation) {
-        size_t kept = 0;
-        for (size_t i = 0; i < b->cnt; i++) {
-            item_t *it = &b->items[i];
-            const char *topic = rd_kafka_topic_name(it->msg->rkt);
-            part_state_t *p = part_find(cons, topic, it->msg->partition, false);
-            if (!p || !p->owned) {
-                rd_kafka_message_destroy(it->msg);
-                continue;
-            }
-            if (kept != i) b->items[kept] = *it;
-            kept++;
-        }
-        b->cnt = kept;
-    }
-    return b;
-}
-
-static void batch_release(batch_t *b)
-{
-    for (size_t i = 0; i < b->cnt; i++) {
-        td_event_clear(&b->items[i].ev);
-        rd_kafka_message_destroy(b->items[i].msg);
-    }
-    b->cnt = 0;
-}
-
-/* Parses a record and decides what to do with it (no database yet). */
-static void classify(td_consumer_t *cons, item_t *it)
-{
-    const rd_kafka_message_t *msg = it->msg;
-    const char *topic = rd_kafka_topic_name(msg->rkt);
-    check_gap(cons, msg);
-    if (cons->skip_header) {
-        rd_kafka_headers_t *hdrs = NULL;
-        const void *v = NULL;
-        size_t len = 0;
-        if (rd_kafka_message_headers((rd_kafka_message_t *)msg, &hdrs) == 0 &&
-            rd_kafka_header_get_last(hdrs, cons->skip_header, &v, &len) == 0 && v &&
-            len == strlen(cons->skip_value) && !memcmp(v, cons->skip_value, len)) {
-            it->kind = K_SKIP;
-            return;
-        }
-    }
-    {
-        rd_kafka_headers_t *hdrs = NULL;
-        const void *v = NULL;
-        size_t len = 0;
-        it->redriven = rd_kafka_message_headers((rd_kafka_message_t *)msg, &hdrs) == 0 &&
-                       rd_kafka_header_get_last(hdrs, TD_REDRIVEN_FROM, &v, &len) == 0;
-    }
-    if (td_event_parse_message(msg, &it->ev, it->why, sizeof(it->why)) != 0) {
-        it->kind = K_DLT;
-        snprintf(it->key, sizeof(it->key), "raw:%s:%d:%lld", topic, (int)msg->partition,
-                 (long long)msg->offset);
-        return;
-    }
-    it->parsed = true;
-    snprintf(it->key, sizeof(it->key), "%s", it->ev.id);
-    it->h = find_handler(cons, it->ev.type);
-    if (!it->h) {
-        it->kind = K_SKIP;
-        return;
-    }
-    it->kind = K_DLT;
-    /* A catalogued type has one topic; the same type anywhere else is not
-     * the event its name says (SPEC section 3), so acting on it would let
-     * a stray record reserve stock or charge a payment. */
-    const td_event_def_t *def = td_catalog_find(it->ev.type);
-    size_t plen = strlen(cons->prefix);
-    if (def && (strncmp(topic, cons->prefix, plen) || strcmp(topic + plen, def->topic))) {
-        snprintf(it->why, sizeof(it->why), "%s belongs on topic %s%s, not %s", it->ev.type,
-                 cons->prefix, def->topic, topic);
-        return;
-    }
-    /* The whole shape, once, before any handler: a handler trusts it. */
-    if (def && td_data_check(it->ev.data, def->fields, it->why, sizeof(it->why)) != 0) return;
-    it->kind = K_HANDLE;
-}
-
-/* Inserts the inbox row; 1 when it was new, 0 when the key was there (a
- * duplicate), TD_EIO. Inside the batch's unit. */
-static int inbox_insert(td_db_t *db, const char *key, const char *topic, int outcome, int64_t now)
-{
-    sqlite3_stmt *st = td_db_prepare(db, "INSERT OR IGNORE INTO td_inbox(event_id, topic,"
-                                         " processed_ms, outcome) VALUES(?,?,?,?)");
-    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, topic, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, now);
-    sqlite3_bind_int(st, 4, outcome);
-    if (td_db_run(db, st) != 0) return TD_EIO;
-    return td_db_changes(db) > 0 ? 1 : 0;
-}
-
-/* A redriven copy of an event this consumer dead-lettered: its inbox row
- * takes the new outcome, and 1 says "process it"; 0 when the row says the
- * event was handled (or there is none, which inbox_insert then makes). */
-static int inbox_redrive(td_db_t *db, const char *key, int outcome, int64_t now)
-{
-    sqlite3_stmt *st = td_db_prepare(db, "UPDATE td_inbox SET outcome = ?, processed_ms = ?"
-                                         " WHERE event_id = ? AND outcome = ?");
-    sqlite3_bind_int(st, 1, outcome);
-    sqlite3_bind_int64(st, 2, now);
-    sqlite3_bind_text(st, 3, key, -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 4, TD_INBOX_DEAD_LETTERED);
-    if (td_db_run(db, st) != 0) return TD_EIO;
-    return td_db_changes(db) > 0 ? 1 : 0;
-}
-
-/* The record as it came, for the dead-letter copy (the rare path: here
- * the copy is worth it). */
-static int dead_letter(td_consumer_t *cons, item_t *it)
-{
-    td_record_t *rec = td_record_from_kafka(it->msg);
-    td_record_t *dlt = rec;
-    char *topic = td_asprintf("%s.DLT", rec->topic);
-    char num[32];
-    td_record_add_header_str(dlt, "tidings_dlt_reason", it->why);
-    td_record_add_header_str(dlt, "tidings_dlt_original_topic", rec->topic);
-    snprintf(num, sizeof(num), "%d", (int)rec->partition);
-    td_record_add_header_str(dlt, "tidings_dlt_original_partition", num);
-    snprintf(num, sizeof(num), "%lld", (long long)rec->offset);
-    td_record_add_header_str(dlt, "tidings_dlt_original_offset", num);
-    free(dlt->topic);
-    dlt->topic = topic;
-    dlt->partition = -1;
-    dlt->offset = -1;
-    int rc = td_outbox_add_record(cons->db, dlt);
-    td_record_free(dlt);
-    return rc;
-}
-
-/* A handler refused its event: the batch is run again with that record
- * dead-lettered in place of its effects. */
-#define REDO 1
-
-/* One record inside the batch's unit. No savepoint per record (each cost
- * more than the record's own work): when a handler refuses its event, the
- * whole unit is rolled back and run again with that record going to the
- * DLT, so a bad record is still dead-lettered alone and the others keep
- * exactly one effect. 0, REDO, or a transient error that rolls the whole
- * batch back. */
-static int process_item(td_consumer_t *cons, item_t *it, int64_t now)
-{
-    const char *topic = rd_kafka_topic_name(it->msg->rkt);
-    int outcome = it->kind == K_DLT ? TD_INBOX_DEAD_LETTERED : TD_INBOX_HANDLED;
-    int rc = it->redriven && it->parsed ? inbox_redrive(cons->db, it->key, outcome, now) : 0;
-    if (rc == 1 && it->kind == K_HANDLE)
-        td_log_event(TD_LOG_INFO, &it->ev,
-                     "consumer %s: processing a redriven %s again (it was "
-                     "dead-lettered before)",
-                     cons->group, it->ev.type);
-    if (rc == 0) rc = inbox_insert(cons->db, it->key, topic, outcome, now);
-    if (rc < 0) return rc;
-    if (rc == 0) {
-        it->result = R_DUPLICATE;
-        return 0;
-    }
-    if (it->kind == K_HANDLE) {
-        it->why[0] = '\0';
-        rc = td__fault("consumer.before_handler")
-                 ? TD_EAGAIN
-                 : it->h->fn(cons->ctx, cons->db, &it->ev, it->why, sizeof(it->why));
-        if (rc == 0 && td__fault("consumer.handler_rejects"))
-            rc = td_errf(it->why, sizeof(it->why), TD_EINVAL,
-                         "injected fault consumer.handler_rejects");
-        if (rc == 0) {
-            it->result = R_HANDLED;
-            return 0;
-        }
-        if (rc != TD_EINVAL) {
-            td_log_event(TD_LOG_WARN, &it->ev, "consumer %s: %s failed (%s%s%s); will retry",
-                         cons->group, it->ev.type, td_strerror(rc), it->why[0] ? ": " : "",
-                         it->why);
-            return rc;
-        }
-        /* Permanent: the event is bad. */
-        if (!it->why[0]) snprintf(it->why, sizeof(it->why), "the handler rejected the event");
-        it->kind = K_DLT;
-        return REDO;
-    }
-    if ((rc = dead_letter(cons, it)) != 0) return rc;
-    it->result = R_DEAD_LETTERED;
-    return 0;
-}
-
-/* The batch's database work in one unit: 0 when committed, REDO, or an
- * error after which nothing of it stays (the batch is retried). */
-static int run_unit(td_consumer_t *cons, batch_t *b)
-{
-    bool any = false;
-    for (size_t i = 0; i < b->cnt && !any; i++) any = b->items[i].kind != K_SKIP;
-    for (size_t i = 0; i < b->cnt; i++)
-        b->items[i].result = b->items[i].kind == K_SKIP ? R_SKIPPED : R_NONE;
-    if (!any) return 0;
-    if (td_db_begin(cons->db) != 0) return TD_EIO;
-    int64_t now = td_now_ms();
-    for (size_t i = 0; i < b->cnt; i++) {
-        item_t *it = &b->items[i];
-        if (it->kind == K_SKIP) continue;
-        /* A stop does not wait for a long batch: it is undone and comes
-         * again after the restart. */
-        if (atomic_load(&cons->stop)) {
-            td_db_rollback(cons->db);
-            return TD_EAGAIN;
-        }
-        int rc = process_item(cons, it, now);
-        if (rc == 0 && i + 1 < b->cnt && td__fault("consumer.mid_batch")) rc = TD_EAGAIN;
-        if (rc != 0) {
-            td_db_rollback(cons->db);
-            return rc;
-        }
-    }
-    if (td__fault("consumer.before_commit")) {
-        td_db_rollback(cons->db);
-        return TD_EAGAIN;
-    }
-    return td_db_commit(cons->db);
-}
-
-/* A stateless consumer's batch: valid events go to their handlers with no
- * unit and no inbox (the handler's effects are idempotent by themselves);
- * what cannot be parsed is still dead-lettered, once, through the db. */
-static int run_stateless(td_consumer_t *cons, batch_t *b)
-{
-    bool dlt = false;
-    for (size_t i = 0; i < b->cnt; i++) {
-        item_t *it = &b->items[i];
-        it->result = R_SKIPPED;
-        /* Every instance of a service reads a stateless consumer's topic
-         * (a group each): an event it cannot use is skipped, or it would be
-         * dead-lettered once per instance. */
-        if (it->kind == K_DLT && it->parsed) {
-            td_log_event(TD_LOG_WARN, &it->ev, "consumer %s: skipping a %s it cannot use: %s",
-                         cons->group, it->ev.type, it->why);
-            it->kind = K_SKIP;
-        }
-        if (it->kind == K_DLT) dlt = true;
-        if (it->kind != K_HANDLE) continue;
-        it->why[0] = '\0';
-        int rc = it->h->fn(cons->ctx, NULL, &it->ev, it->why, sizeof(it->why));
-        if (rc == 0) {
-            it->result = R_HANDLED;
-            continue;
-        }
-        if (rc != TD_EINVAL) return rc;
-        td_log_event(TD_LOG_WARN, &it->ev, "consumer %s: skipping a %s it cannot use: %s",
-                     cons->group, it->ev.type, it->why);
-    }
-    if (!dlt || !cons->db) return 0;
-    if (td_db_begin(cons->db) != 0) return TD_EIO;
-    int64_t now = td_now_ms();
-    for (size_t i = 0; i < b->cnt; i++) {
-        item_t *it = &b->items[i];
-        if (it->kind != K_DLT) continue;
-        int rc = process_item(cons, it, now);
-        if (rc != 0) {
-            td_db_rollback(cons->db);
-            return rc;
-        }
-    }
-    return td_db_commit(cons->db);
-}
-
-/* Counts, logs and offsets once a batch is done. */
-static void batch_done(td_consumer_t *cons, batch_t *b)
-{
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)b->cnt);
-    for (size_t i = 0; i < b->cnt; i++) {
-        item_t *it = &b->items[i];
-        const char *topic = rd_kafka_topic_name(it->msg->rkt);
-        /* Offsets: the highest of each partition, plus one. */
-        rd_kafka_topic_partition_t *tp =
-            rd_kafka_topic_partition_list_find(l, topic, it->msg->partition);
-        if (!tp) tp = rd_kafka_topic_partition_list_add(l, topic, it->msg->partition);
-        if (it->msg->offset + 1 > tp->offset) tp->offset = it->msg->offset + 1;
-
-        /* One label for every unhandled type: types are outside input, and
-         * a label per type would let anyone grow the metrics without end. */
-        const char *type = it->kind == K_SKIP && !it->parsed ? "(own)"
-                           : !it->parsed                     ? "(invalid)"
-                           : it->h                           ? it->ev.type
-                                                             : "(unhandled)";
-        if (it->result != R_NONE) count(topic, type, result_names[it->result]);
-        if (it->result == R_DEAD_LETTERED) {
-            if (it->parsed)
-                td_log_event(TD_LOG_WARN, &it->ev, "consumer %s: %s sent to %s.DLT: %s",
-                             cons->group, it->ev.type, topic, it->why);
-            else
-                td_warn("consumer %s: %s/%d@%lld is not a valid CloudEvent, sent to %s.DLT: %s",
-                        cons->group, topic, (int)it->msg->partition, (long long)it->msg->offset,
-                        topic, it->why);
-        } else if (it->result == R_DUPLICATE) {
-            td_log_event(TD_LOG_DEBUG, &it->ev, "consumer %s: duplicate event %s skipped",
-                         cons->group, it->key);
-        }
-    }
-    rd_kafka_resp_err_t err = rd_kafka_offsets_store(cons->rk, l);
-    /* __STATE: a partition was revoked meanwhile; its new owner starts
-     * from the last commit and the inbox absorbs the replay. */
-    if (err) td_debug("consumer %s: offsets not stored: %s", cons->group, rd_kafka_err2str(err));
-    (void)td__fault("consumer.after_offset_store");
-    atomic_fetch_add(&cons->processed, (long long)b->cnt);
-    rd_kafka_topic_partition_list_destroy(l);
-}
-
-/* Runs a batch to completion: done with its offsets stored, or left when
- * the consumer stops before it could finish (no offset moves, so the
- * records come again after the restart). */
-static void process_batch(td_consumer_t *cons, batch_t *b)
-{
-    for (size_t i = 0; i < b->cnt; i++) classify(cons, &b->items[i]);
-    int64_t backoff = BACKOFF_MIN_MS;
-    int64_t t0 = td_mono_ms();
-    for (;;) {
-        int rc = cons->stateless ? run_stateless(cons, b) : run_unit(cons, b);
-        if (rc == REDO) continue; /* at once: a record is now a dead letter */
-        /* Committed, offsets not stored: run it again, and the inbox makes
-         * it a row of duplicates whose offsets are stored. */
-        if (rc == 0 && td__fault("consumer.after_commit")) rc = TD_EAGAIN;
-        if (rc == 0) break;
-        for (size_t i = 0; i < b->cnt; i++)
-            count(rd_kafka_topic_name(b->items[i].msg->rkt),
-                  b->items[i].parsed ? b->items[i].ev.type : "(invalid)", "retried");
-        if (atomic_load(&cons->stop)) return;
-        cons_sleep(cons, backoff);
-        backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
-        cons_health(cons);
-        if (atomic_load(&cons->stop)) return;
-    }
-    td_debug("consumer %s: batch of %zu in %lld ms", cons->group, b->cnt,
-             (long long)(td_mono_ms() - t0));
-    batch_done(cons, b);
-}
-
-static void consumer_error(td_consumer_t *cons, const rd_kafka_message_t *msg)
-{
-    const char *topic = msg->rkt ? rd_kafka_topic_name(msg->rkt) : "";
-    switch (msg->err) {
-    case RD_KAFKA_RESP_ERR__PARTITION_EOF:
-        return;
-    case RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET:
-    case RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE: {
-        /* The position we wanted no longer exists: records were deleted
-         * before we read them. Never silent. */
-        td_error("consumer %s: offset reset on %s/%d: %s (records may be lost)", cons->group, topic,
-                 msg->partition, rd_kafka_message_errstr(msg));
-        char labels[512];
-        td_metric_labels(labels, sizeof(labels), "topic", topic, NULL);
-        td_metric_inc("tidings_consumer_offset_resets_total", labels);
-        return;
-    }
-    default:
-        td_warn("consumer %s: %s%s%s", cons->group, topic, *topic ? ": " : "",
-                rd_kafka_message_errstr(msg));
-    }
-}
-
-static void *consumer_main(void *arg)
-{
-    td_consumer_t *cons = arg;
-    while (!atomic_load(&cons->stop)) {
-        cons_health(cons);
-        cons_refresh_lag(cons);
-        batch_t *b = collect(cons);
-        if (!b->cnt) continue;
-        process_batch(cons, b);
-        batch_release(b);
-    }
-    rd_kafka_resp_err_t err = rd_kafka_commit(cons->rk, NULL, 0);
-    if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
-        td_warn("consumer %s: final commit failed: %s", cons->group, rd_kafka_err2str(err));
-    err = rd_kafka_consumer_close(cons->rk);
-    if (err) td_warn("consumer %s: close: %s", cons->group, rd_kafka_err2str(err));
-    return NULL;
 }
 
 /* ---- lifecycle --------------------------------------------------------- */
@@ -937,7 +419,7 @@ td_consumer_t *td_consumer_start(const td_config_t *cfg, const td_consumer_opts_
                 rd_kafka_err2str(err));
         goto fail;
     }
-    if (pthread_create(&cons->thread, NULL, consumer_main, cons) != 0) {
+    if (pthread_create(&cons->thread, NULL, td__cons_consumer_main, cons) != 0) {
         td_errf(errstr, errlen, TD_EIO, "cannot start the consumer thread");
         goto fail;
     }

@@ -127,6 +127,10 @@ int td__db_migrate_conn(sqlite3 *sq, const char *what, int have, const td_migrat
                         size_t mig_cnt, const char *component, char *errstr, size_t errlen);
 extern const td_migration_t td__db_runtime_migrations[];
 extern const size_t td__db_runtime_migration_cnt;
+/* db_hooks.c */
+/* Runs the hooks marked in marks. Outside db->mu. */
+void td__db_run_hooks(td_db_t *db, uint32_t marks);
+
 /* db_background.c */
 int td__db_checkpointer_start(td_db_t *db, char *errstr, size_t errlen);
 void td__db_checkpointer_stop(td_db_t *db);

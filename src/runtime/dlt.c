@@ -14,6 +14,7 @@
 #include "tidings/catalog.h"
 #include "tidings/log.h"
 #include "tidings/metrics.h"
+#include "tidings/topicread.h"
 #include "tidings/uuid.h"
 
 #define META_TIMEOUT_MS    10000
@@ -34,28 +35,7 @@ static rd_kafka_t *reader_new(const td_config_t *cfg, char *errstr, size_t errle
                 "`tidings run` or `tidings broker` with this data dir");
         return NULL;
     }
-    rd_kafka_conf_t *conf = td_kafka_conf(cfg, errstr, errlen);
-    if (!conf) return NULL;
-    char uuid[TD_UUID_LEN + 1], group[64], kerr[512];
-    td_uuid_new(uuid);
-    snprintf(group, sizeof(group), "tidings-dlt-%s", uuid);
-    if (td_kafka_set(conf, "group.id", group, errstr, errlen) ||
-        td_kafka_set(conf, "enable.auto.commit", "false", errstr, errlen) ||
-        td_kafka_set(conf, "enable.auto.offset.store", "false", errstr, errlen) ||
-        td_kafka_set(conf, "enable.partition.eof", "true", errstr, errlen) ||
-        td_kafka_set(conf, "fetch.wait.max.ms", "10", errstr, errlen) ||
-        td_kafka_set(conf, "auto.offset.reset", "earliest", errstr, errlen)) {
-        rd_kafka_conf_destroy(conf);
-        return NULL;
-    }
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, kerr, sizeof(kerr));
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        td_errf(errstr, errlen, TD_EINVAL, "cannot create a Kafka consumer: %s", kerr);
-        return NULL;
-    }
-    rd_kafka_poll_set_consumer(rk);
-    return rk;
+    return td__topic_reader_consumer(cfg, "dlt", 10, true, errstr, errlen);
 }
 
 /* The partition count of topic, 0 when it does not exist, or an error. */

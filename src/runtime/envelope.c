@@ -354,7 +354,7 @@ int td_data_str(const json_t *data, const char *field, const char **out, char *e
 int td_data_uuid(const json_t *data, const char *field, const char **out, char *errstr,
                  size_t errlen)
 {
-    const char *s;
+    const char *s = NULL; /* td_data_str sets it on success (GCC -O2 cannot tell) */
     int rc = td_data_str(data, field, &s, errstr, errlen);
     if (rc) return rc;
     if (!td_uuid_valid(s))

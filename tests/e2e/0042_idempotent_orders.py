@@ -47,11 +47,7 @@ def main():
     sysm = System("0042_idempotent_orders", SERVICES)
     ok = False
     try:
-        sysm.start_broker()
-        for svc in SERVICES:
-            sysm.start(svc)
-        for svc in SERVICES:
-            sysm.wait_ready(svc)
+        sysm.start_all(SERVICES)
         st, body = http("POST", sysm.url("users", "/login"), body={
             "email": "admin@tidings.local", "password": sysm.admin_password})
         expect(st, 200, "admin login", body)

@@ -19,7 +19,6 @@ import http.client as httpclient
 import json
 import os
 import queue
-import shutil
 import socket
 import sys
 import threading
@@ -126,20 +125,13 @@ def main():
     streams = []
     ok = False
     try:
-        sysm.start_broker()
-        for svc in SERVICES:
-            sysm.start(svc)
-        for svc in SERVICES:
-            sysm.wait_ready(svc)
+        sysm.start_all(SERVICES)
         log("all services ready")
 
         def url(svc, path):
             return sysm.url(svc, path)
 
-        st, body = http("POST", url("users", "/login"),
-                        body={"email": "admin@tidings.local", "password": sysm.admin_password})
-        expect(st, 200, "admin login", body)
-        admin = body["token"]
+        admin = sysm.admin_login()
 
         st, body = http("POST", url("products", "/products"), token=admin,
                         body={"title": "iPhone 15", "price": 1129, "quantity": 10})
@@ -313,12 +305,7 @@ def main():
     finally:
         for st_ in streams:
             st_.close()
-        sysm.stop()
-        if ok:
-            shutil.rmtree(sysm.dir, ignore_errors=True)
-        else:
-            for name in sysm.procs:
-                log("---- %s log:%s" % (name, sysm.tail(name, 30)))
+        sysm.finish(ok)
     return 0
 
 

@@ -23,7 +23,6 @@ import json
 import os
 import queue
 import secrets
-import shutil
 import sys
 import threading
 import time
@@ -138,11 +137,7 @@ def main():
     rcv = Receiver()
     ok = False
     try:
-        sysm.start_broker()
-        for svc in SERVICES:
-            sysm.start(svc)
-        for svc in SERVICES:
-            sysm.wait_ready(svc)
+        sysm.start_all(SERVICES)
         log("broker, users and notifications ready")
 
         email = "push-%s@example.com" % secrets.token_hex(4)
@@ -257,12 +252,7 @@ def main():
         ok = True
     finally:
         rcv.close()
-        sysm.stop()
-        if ok:
-            shutil.rmtree(sysm.dir, ignore_errors=True)
-        else:
-            for name in sysm.procs:
-                log("---- %s log:%s" % (name, sysm.tail(name, 30)))
+        sysm.finish(ok)
     return 0
 
 

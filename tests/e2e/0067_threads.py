@@ -23,7 +23,6 @@ import importlib.util
 import json
 import os
 import secrets
-import shutil
 import sys
 import time
 import uuid
@@ -69,19 +68,12 @@ def main():
     streams = []
     ok = False
     try:
-        sysm.start_broker()
-        for svc in SERVICES:
-            sysm.start(svc)
-        for svc in SERVICES:
-            sysm.wait_ready(svc)
+        sysm.start_all(SERVICES)
         log("all services ready")
         url = sysm.url
         nurl = lambda path: url("notifications", path)  # noqa: E731
 
-        st, body = http("POST", url("users", "/login"),
-                        body={"email": "admin@tidings.local", "password": sysm.admin_password})
-        expect(st, 200, "admin login", body)
-        admin = body["token"]
+        admin = sysm.admin_login()
         st, body = http("POST", url("products", "/products"), token=admin,
                         body={"title": "Kettle", "price": 25, "quantity": 10})
         expect(st, 201, "POST /products", body)
@@ -213,12 +205,7 @@ def main():
         for st_ in streams:
             st_.close()
         rcv.close()
-        sysm.stop()
-        if ok:
-            shutil.rmtree(sysm.dir, ignore_errors=True)
-        else:
-            for name in sysm.procs:
-                log("---- %s log:%s" % (name, sysm.tail(name, 30)))
+        sysm.finish(ok)
     return 0
 
 

@@ -17,7 +17,6 @@ import importlib.util
 import json
 import os
 import secrets
-import shutil
 import sys
 import time
 import uuid
@@ -56,11 +55,7 @@ def main():
     rcv = Receiver()
     ok = False
     try:
-        sysm.start_broker()
-        for svc in SERVICES:
-            sysm.start(svc)
-        for svc in SERVICES:
-            sysm.wait_ready(svc)
+        sysm.start_all(SERVICES)
         nurl = lambda path: sysm.url("notifications", path)  # noqa: E731
 
         email = "quinn-%s@example.com" % uuid.uuid4().hex[:8]
@@ -154,12 +149,7 @@ def main():
         ok = True
     finally:
         rcv.close()
-        sysm.stop()
-        if ok:
-            shutil.rmtree(sysm.dir, ignore_errors=True)
-        else:
-            for name in sysm.procs:
-                log("---- %s log:%s" % (name, sysm.tail(name, 30)))
+        sysm.finish(ok)
     return 0
 
 

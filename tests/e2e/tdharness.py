@@ -236,6 +236,42 @@ class System:
                                               brokers or self.brokers, "--port",
                                               str(self.ports[name])], env)
 
+    def start_all(self, services, log_ready=None):
+        """The broker, then every service of services, then waits until each
+        one is ready (all started before the first wait: they start in
+        parallel)."""
+        self.start_broker()
+        for svc in services:
+            self.start(svc)
+        for svc in services:
+            self.wait_ready(svc)
+        if log_ready:
+            log(log_ready)
+
+    def admin_login(self):
+        """The token of the administrator (System(admin=True))."""
+        st, body = http("POST", self.url("users", "/login"),
+                        body={"email": "admin@tidings.local", "password": self.admin_password})
+        expect(st, 200, "admin login", body)
+        return body["token"]
+
+    def finish(self, ok, extra=(), tail=30):
+        """Closes extra (streams, receivers), stops the processes and removes
+        the run's directory when the test passed; else logs the last tail
+        lines of every process's log and keeps them."""
+        import shutil
+        for x in extra:
+            try:
+                x.close()
+            except Exception:  # noqa: BLE001
+                pass
+        self.stop()
+        if ok:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        else:
+            for name in self.procs:
+                log("---- %s log:%s" % (name, self.tail(name, tail)))
+
     def url(self, svc, path):
         return "http://127.0.0.1:%d%s" % (self.ports[svc], path)
 

@@ -109,12 +109,12 @@ static void static_file(td_req_t *req, td_resp_t *resp)
 }
 
 static const td_route_t routes[] = {
-    {"POST", "/products", create_product},
-    {"GET", "/products/{productId}", get_product},
-    {"PATCH", "/products/{productId}", patch_product},
-    {"POST", "/orders/{orderId}/items/{itemId}", add_item},
-    {"GET", "/stream", stream},
-    {"GET", "/static/{*path}", static_file},
+    {"POST", "/products", create_product, TD_AUTH_UNDECLARED, TD_BODY_NONE, 0},
+    {"GET", "/products/{productId}", get_product, TD_AUTH_UNDECLARED, TD_BODY_NONE, 0},
+    {"PATCH", "/products/{productId}", patch_product, TD_AUTH_UNDECLARED, TD_BODY_NONE, 0},
+    {"POST", "/orders/{orderId}/items/{itemId}", add_item, TD_AUTH_UNDECLARED, TD_BODY_NONE, 0},
+    {"GET", "/stream", stream, TD_AUTH_UNDECLARED, TD_BODY_NONE, 0},
+    {"GET", "/static/{*path}", static_file, TD_AUTH_UNDECLARED, TD_BODY_NONE, 0},
 };
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)

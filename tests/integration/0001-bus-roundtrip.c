@@ -3,7 +3,7 @@
  * is handled exactly once, in order per key, with its key and every
  * CloudEvents header exactly as written (checked both on the raw topic and
  * in what the handler saw). */
-#include "bus_test.h"
+#include "tbus.h"
 
 #define KEYS    5
 #define PER_KEY 100

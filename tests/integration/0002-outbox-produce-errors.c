@@ -7,7 +7,7 @@
  * independent consumer, and every key's events in the order they were
  * committed (SPEC section 5: a failed row holds back the later rows of its
  * key). */
-#include "bus_test.h"
+#include "tbus.h"
 
 #include <librdkafka/rdkafka_mock.h>
 

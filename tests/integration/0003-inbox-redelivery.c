@@ -2,7 +2,7 @@
  * outbox republishing after a crash) and the whole topic replayed by a new
  * consumer from offset 0 on the same database (a lost commit) both leave
  * exactly one effect per event. */
-#include "bus_test.h"
+#include "tbus.h"
 
 #define EVENTS 20
 

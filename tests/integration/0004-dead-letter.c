@@ -5,7 +5,7 @@
  * The consumer moves on (the good record after them is handled), an event
  * type without a handler is skipped and not dead-lettered, and a replay
  * does not dead-letter anything twice. */
-#include "bus_test.h"
+#include "tbus.h"
 
 #define KEY "7d7c4b7e-2d7a-4a59-9b7e-3f1a2b3c4d5e"
 

@@ -2,7 +2,7 @@
  * the same database and group (a service restart): every event has
  * exactly one effect, none is lost, and the second consumer picks up
  * where the first committed rather than from the beginning. */
-#include "bus_test.h"
+#include "tbus.h"
 
 #define TOTAL 1000
 #define KEYS  12

@@ -2,7 +2,7 @@
  * the same record until it succeeds: one effect in the end, none of the
  * failed attempts' writes survive (each was rolled back), and while it
  * keeps failing the group's committed offset does not move past it. */
-#include "bus_test.h"
+#include "tbus.h"
 
 #include <stdatomic.h>
 

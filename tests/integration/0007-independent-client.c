@@ -3,7 +3,7 @@
  * them from the embedded broker and checks every header of SPEC section 3.
  * A second run against a topic holding one broken record must fail, so
  * the checker itself is known to look. */
-#include "bus_test.h"
+#include "tbus.h"
 
 #include <libgen.h>
 #include <sys/wait.h>

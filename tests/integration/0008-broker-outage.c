@@ -2,7 +2,7 @@
  * loss within seconds (what /readyz shows), events committed during the
  * outage wait in the outbox, and after the brokers return everything is
  * published and handled exactly once. */
-#include "bus_test.h"
+#include "tbus.h"
 
 #include <librdkafka/rdkafka_mock.h>
 

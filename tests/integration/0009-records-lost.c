@@ -5,7 +5,7 @@
  * next consumer of the group resumes at the start of what is left, and the
  * exact number of records it never saw is logged as an error and counted
  * in tidings_consumer_records_lost_total. */
-#include "bus_test.h"
+#include "tbus.h"
 
 #define TOPIC     "tidings.lost"
 #define FIRST     12

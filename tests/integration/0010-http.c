@@ -101,6 +101,27 @@ static void get_admin(td_req_t *req, td_resp_t *resp)
     td_resp_json(resp, 200, json_pack("{s:b}", "admin", 1));
 }
 
+/* The routes that declare their auth: the handler only reads the caller. */
+static void get_declared(td_req_t *req, td_resp_t *resp)
+{
+    const td_claims_t *caller = td_req_caller(req);
+    assert_non_null(caller);
+    td_resp_json(resp, 200, json_pack("{s:s, s:s}", "sub", caller->sub, "role", caller->role));
+}
+
+static void get_optional(td_req_t *req, td_resp_t *resp)
+{
+    const td_claims_t *caller = td_req_caller(req);
+    td_resp_json(resp, 200, json_pack("{s:s?}", "sub", caller ? caller->sub : NULL));
+}
+
+static void post_declared(td_req_t *req, td_resp_t *resp)
+{
+    assert_non_null(td_req_caller(req));
+    assert_non_null(req->body);
+    td_resp_empty(resp, 204);
+}
+
 static void get_stream(td_req_t *req, td_resp_t *resp)
 {
     if (!td_req_auth(req, resp, true)) return;
@@ -154,21 +175,29 @@ static void get_sse(td_req_t *req, td_resp_t *resp)
 }
 
 static const td_route_t routes[] = {
-    {"GET", "/sse", get_sse},
-    {"GET", "/items/{id}", get_item},
-    {"PUT", "/items/{id}", put_item},
-    {"DELETE", "/items/{id}", delete_item},
-    {"POST", "/items", post_item},
-    {"GET", "/files/{*path}", get_file},
-    {"GET", "/pairs/{a}/x/{b}", get_pair},
-    {"GET", "/me", get_me},
-    {"GET", "/admin", get_admin},
-    {"GET", "/stream", get_stream},
-    {"GET", "/nothing", get_nothing},
-    {"GET", "/conflict", get_conflict},
-    {"GET", "/nullbody", get_null_body},
-    {"GET", "/badmsg", get_bad_message},
-    {"GET", "/ctx", get_ctx},
+    {"GET", "/sse", get_sse, TD_AUTH_UNDECLARED, TD_BODY_NONE, 0},
+    {"GET", "/items/{id}", get_item, TD_AUTH_UNDECLARED, TD_BODY_NONE, 0},
+    {"PUT", "/items/{id}", put_item, TD_AUTH_UNDECLARED, TD_BODY_NONE, 0},
+    {"DELETE", "/items/{id}", delete_item, TD_AUTH_UNDECLARED, TD_BODY_NONE, 0},
+    {"POST", "/items", post_item, TD_AUTH_UNDECLARED, TD_BODY_NONE, 0},
+    {"GET", "/files/{*path}", get_file, TD_AUTH_UNDECLARED, TD_BODY_NONE, 0},
+    {"GET", "/pairs/{a}/x/{b}", get_pair, TD_AUTH_UNDECLARED, TD_BODY_NONE, 0},
+    {"GET", "/me", get_me, TD_AUTH_UNDECLARED, TD_BODY_NONE, 0},
+    {"GET", "/admin", get_admin, TD_AUTH_UNDECLARED, TD_BODY_NONE, 0},
+    {"GET", "/stream", get_stream, TD_AUTH_UNDECLARED, TD_BODY_NONE, 0},
+    {"GET", "/nothing", get_nothing, TD_AUTH_UNDECLARED, TD_BODY_NONE, 0},
+    {"GET", "/conflict", get_conflict, TD_AUTH_UNDECLARED, TD_BODY_NONE, 0},
+    {"GET", "/nullbody", get_null_body, TD_AUTH_UNDECLARED, TD_BODY_NONE, 0},
+    {"GET", "/badmsg", get_bad_message, TD_AUTH_UNDECLARED, TD_BODY_NONE, 0},
+    {"GET", "/ctx", get_ctx, TD_AUTH_UNDECLARED, TD_BODY_NONE, 0},
+    {"GET", "/declared/user", get_declared, TD_AUTH_USER, TD_BODY_NONE, 0},
+    {"GET", "/declared/admin", get_declared, TD_AUTH_ADMIN, TD_BODY_NONE, 0},
+    {"GET", "/declared/admin-query", get_declared, TD_AUTH_ADMIN, TD_BODY_NONE,
+     TD_ROUTE_QUERY_TOKEN},
+    {"GET", "/declared/optional", get_optional, TD_AUTH_OPTIONAL, TD_BODY_NONE,
+     TD_ROUTE_QUERY_TOKEN},
+    {"GET", "/declared/public", get_optional, TD_AUTH_PUBLIC, TD_BODY_NONE, 0},
+    {"POST", "/declared/body", post_declared, TD_AUTH_USER, TD_BODY_JSON, 0},
 };
 
 static bool ready(void *arg, char *why, size_t whylen)
@@ -727,6 +756,105 @@ static void test_auth(void **state)
     free(cust);
 }
 
+/* Routes that declare their auth in the table: the router answers exactly
+ * as the handlers' own checks did (test_auth), before the handler runs. */
+static void test_declared_auth(void **state)
+{
+    (void)state;
+    char www[128];
+    int64_t now = td_now_ms() / 1000;
+    char *cust = token("customer", now + 3600);
+    char *adm = token("admin", now + 3600);
+    char *expired = token("customer", now - 5);
+
+    ts_resp_t r = get("/declared/user");
+    assert_error(&r, 401, "unauthenticated");
+    assert_string_equal(error_message(&r), "missing bearer token");
+    assert_non_null(ts_resp_header(&r, "WWW-Authenticate", www, sizeof(www)));
+    assert_string_equal(www, "Bearer");
+    ts_resp_free(&r);
+
+    r = req("GET", "/declared/user", expired, NULL, NULL, NULL);
+    assert_error(&r, 401, "unauthenticated");
+    assert_string_equal(error_message(&r), "token expired");
+    assert_non_null(ts_resp_header(&r, "WWW-Authenticate", www, sizeof(www)));
+    assert_string_equal(www, "Bearer error=\"invalid_token\"");
+    ts_resp_free(&r);
+
+    r = req("GET", "/declared/user", "garbage", NULL, NULL, NULL);
+    assert_error(&r, 401, "unauthenticated");
+    assert_string_equal(error_message(&r), "invalid token");
+    ts_resp_free(&r);
+
+    r = req("GET", "/declared/user", cust, NULL, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(json_string_value(json_object_get(r.json, "sub")), USER_ID);
+    assert_string_equal(json_string_value(json_object_get(r.json, "role")), "customer");
+    ts_resp_free(&r);
+
+    r = get("/declared/admin");
+    assert_error(&r, 401, "unauthenticated");
+    ts_resp_free(&r);
+    r = req("GET", "/declared/admin", cust, NULL, NULL, NULL);
+    assert_error(&r, 403, "permission_denied");
+    assert_string_equal(error_message(&r), "admin role required");
+    ts_resp_free(&r);
+    r = req("GET", "/declared/admin", adm, NULL, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(json_string_value(json_object_get(r.json, "role")), "admin");
+    ts_resp_free(&r);
+
+    /* ?token= only where the table allows it. */
+    char path[1024];
+    snprintf(path, sizeof(path), "/declared/admin?token=%s", adm);
+    r = get(path);
+    assert_error(&r, 401, "unauthenticated");
+    ts_resp_free(&r);
+    snprintf(path, sizeof(path), "/declared/admin-query?token=%s", adm);
+    r = get(path);
+    assert_int_equal(r.status, 200);
+    ts_resp_free(&r);
+    snprintf(path, sizeof(path), "/declared/admin-query?token=%s", cust);
+    r = get(path);
+    assert_error(&r, 403, "permission_denied");
+    ts_resp_free(&r);
+
+    /* Optional: anonymous without a token, 401 for a bad one. */
+    r = get("/declared/optional");
+    assert_int_equal(r.status, 200);
+    assert_true(json_is_null(json_object_get(r.json, "sub")));
+    ts_resp_free(&r);
+    r = req("GET", "/declared/optional", expired, NULL, NULL, NULL);
+    assert_error(&r, 401, "unauthenticated");
+    assert_string_equal(error_message(&r), "token expired");
+    ts_resp_free(&r);
+    snprintf(path, sizeof(path), "/declared/optional?token=%s", cust);
+    r = get(path);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(json_string_value(json_object_get(r.json, "sub")), USER_ID);
+    ts_resp_free(&r);
+    /* Public: a token is not even looked at. */
+    r = req("GET", "/declared/public", "garbage", NULL, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    ts_resp_free(&r);
+
+    /* A required body is checked after the auth, as the handlers did. */
+    r = req("POST", "/declared/body", NULL, NULL, NULL, NULL);
+    assert_error(&r, 401, "unauthenticated");
+    ts_resp_free(&r);
+    r = req("POST", "/declared/body", cust, NULL, NULL, NULL);
+    assert_error(&r, 400, "invalid_argument");
+    assert_string_equal(error_message(&r), "request body is required");
+    ts_resp_free(&r);
+    r = req("POST", "/declared/body", cust, "{\"a\":1}", NULL, NULL);
+    assert_int_equal(r.status, 204);
+    ts_resp_free(&r);
+
+    free(cust);
+    free(adm);
+    free(expired);
+}
+
 static void test_cors(void **state)
 {
     (void)state;
@@ -1255,7 +1383,8 @@ static void test_start_errors(void **state)
     assert_null(td_http_start(&opts, err, sizeof(err)));
     assert_non_null(strstr(err, "in use"));
 
-    static const td_route_t bad[] = {{"GET", "no-slash", get_item}};
+    static const td_route_t bad[] = {
+        {"GET", "no-slash", get_item, TD_AUTH_PUBLIC, TD_BODY_NONE, 0}};
     opts.port = 0;
     opts.routes = bad;
     opts.route_cnt = 1;
@@ -1263,7 +1392,8 @@ static void test_start_errors(void **state)
     assert_null(td_http_start(&opts, err, sizeof(err)));
     assert_true(err[0] != '\0');
 
-    static const td_route_t too_many[] = {{"GET", "/{a}/{b}/{c}/{d}/{e}", get_item}};
+    static const td_route_t too_many[] = {
+        {"GET", "/{a}/{b}/{c}/{d}/{e}", get_item, TD_AUTH_PUBLIC, TD_BODY_NONE, 0}};
     opts.routes = too_many;
     err[0] = '\0';
     assert_null(td_http_start(&opts, err, sizeof(err)));
@@ -1287,6 +1417,7 @@ int main(void)
         cmocka_unit_test(test_handler_errors),
         cmocka_unit_test(test_builtins),
         cmocka_unit_test(test_auth),
+        cmocka_unit_test(test_declared_auth),
         cmocka_unit_test(test_cors),
         cmocka_unit_test(test_request_id_and_trace),
         cmocka_unit_test(test_request_log),

@@ -61,7 +61,8 @@ static void get_slow(td_req_t *req, td_resp_t *resp)
     pthread_detach(t);
 }
 
-static const td_route_t routes[] = {{"GET", "/slow", get_slow}};
+static const td_route_t routes[] = {
+    {"GET", "/slow", get_slow, TD_AUTH_UNDECLARED, TD_BODY_NONE, 0}};
 
 static td_http_t *start(void)
 {

@@ -4,7 +4,7 @@
  * refused on every try) holds its key: the rows of that key committed
  * after it stay in the outbox, while every other key's rows go out. Once
  * the operator removes the stuck row, the held rows follow, in order. */
-#include "bus_test.h"
+#include "tbus.h"
 
 #define LATER 20 /* rows of the held key after the stuck one */
 #define OTHER 50 /* rows of other keys, committed between them */

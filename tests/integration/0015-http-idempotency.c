@@ -79,7 +79,8 @@ static void post_thing(td_req_t *req, td_resp_t *resp)
         td_resp_header(resp, "Cache-Control", "no-store");
 }
 
-static const td_route_t routes[] = {{"POST", "/things", post_thing}};
+static const td_route_t routes[] = {
+    {"POST", "/things", post_thing, TD_AUTH_UNDECLARED, TD_BODY_NONE, 0}};
 
 static void open_all(void)
 {

@@ -7,7 +7,7 @@
  * feature the redriven copy would be a duplicate and never take effect. */
 #include <stdatomic.h>
 
-#include "bus_test.h"
+#include "tbus.h"
 
 #define KEY "7d7c4b7e-2d7a-4a59-9b7e-3f1a2b3c4d5e"
 

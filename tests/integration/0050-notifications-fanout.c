@@ -13,7 +13,7 @@
 
 #include <sqlite3.h>
 
-#include "0050-notifications-common.h"
+#include "tnotif.h"
 #include "tidings/metrics.h"
 
 #define WATCHERS 10000

@@ -11,7 +11,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "0050-notifications-common.h"
+#include "tnotif.h"
 
 static nt_world_t W;
 

@@ -20,7 +20,7 @@
 
 #include <sys/socket.h>
 
-#include "0050-notifications-common.h"
+#include "tnotif.h"
 #include "tidings/metrics.h"
 
 static nt_world_t W;

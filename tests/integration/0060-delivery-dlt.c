@@ -5,7 +5,7 @@
  * tidings.notifications.DLT by the outbox relay (read back from an
  * embedded broker with an independent consumer) with the reason headers of
  * SPEC section 3, and nothing else is published. */
-#include "delivery_test.h"
+#include "tdelivery.h"
 
 #define ATTEMPTS 4
 

@@ -7,7 +7,7 @@
  * (nothing is tried meanwhile and no attempt is used up), probed when the
  * pause ends, and closed again by an answer. The receiver is reached as
  * 127.0.0.1 and as localhost: two destinations on one server. */
-#include "delivery_test.h"
+#include "tdelivery.h"
 
 #define NAME  "0060-delivery-fairness"
 #define OTHER "0b9a8c7d-6e5f-4a3b-9c2d-1e0f9a8b7c6d"

@@ -8,7 +8,7 @@
  * and is retried; a refused connection is retried until the attempts run
  * out; a 4xx is a permanent failure dead-lettered through the outbox; and
  * a rolled-back enqueue sends nothing. */
-#include "delivery_test.h"
+#include "tdelivery.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>

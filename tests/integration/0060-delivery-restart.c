@@ -7,7 +7,7 @@
  * receiver up, every delivery arrives with exactly one success, every try
  * of one delivery carries the same event id (webhook) or the same bytes
  * (Web Push), and nothing fails. */
-#include "delivery_test.h"
+#include "tdelivery.h"
 
 #define EACH 6 /* per channel, tried before the restart */
 

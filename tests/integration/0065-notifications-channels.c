@@ -16,12 +16,12 @@
  *    NotificationCreatedEvent lands in notifications.DLT;
  *  - the service stopped with deliveries pending and started again: each
  *    is delivered exactly once, signed with the same (kept) VAPID key. */
-#include "delivery_test.h"
+#include "tdelivery.h"
 
 #include <curl/curl.h>
 #include <sqlite3.h>
 
-#include "0050-notifications-common.h"
+#include "tnotif.h"
 #include "notifications/channels.h"
 
 #define ATTEMPTS 3

@@ -31,11 +31,7 @@ def main():
     sysm = System("sec-0112", ["users", "notifications"], admin=False)
     ok = False
     try:
-        sysm.start_broker()
-        for svc in ("users", "notifications"):
-            sysm.start(svc)
-        for svc in ("users", "notifications"):
-            sysm.wait_ready(svc)
+        sysm.start_all(("users", "notifications"))
         _, _, _, alice = account(sysm, "Alice")
         _, _, _, eve = account(sysm, "Eve")
         nurl = lambda p: sysm.url("notifications", p)  # noqa: E731

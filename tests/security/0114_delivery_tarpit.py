@@ -33,11 +33,7 @@ def main():
     }, admin=False)
     ok = False
     try:
-        sysm.start_broker()
-        for svc in ("users", "notifications"):
-            sysm.start(svc)
-        for svc in ("users", "notifications"):
-            sysm.wait_ready(svc)
+        sysm.start_all(("users", "notifications"))
         _, m_email, m_password, mallory = account(sysm, "Mallory")
         _, b_email, b_password, bob = account(sysm, "Bob")
         wait_inbox(sysm, mallory, 2)

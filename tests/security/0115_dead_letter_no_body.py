@@ -33,11 +33,7 @@ def main():
     }, admin=False)
     ok = False
     try:
-        sysm.start_broker()
-        for svc in ("users", "notifications"):
-            sysm.start(svc)
-        for svc in ("users", "notifications"):
-            sysm.wait_ready(svc)
+        sysm.start_all(("users", "notifications"))
         _, email, password, token = account(sysm, "Nia")
         wait_inbox(sysm, token, 2)
         hooks = {}

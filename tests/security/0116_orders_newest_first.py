@@ -21,11 +21,7 @@ def main():
     sysm = System("sec-0116", ["users", "orders"], admin=False)
     ok = False
     try:
-        sysm.start_broker()
-        for svc in ("users", "orders"):
-            sysm.start(svc)
-        for svc in ("users", "orders"):
-            sysm.wait_ready(svc)
+        sysm.start_all(("users", "orders"))
         _, _, _, token = account(sysm, "Ola")
         product = str(uuid.uuid4())
 

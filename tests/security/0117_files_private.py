@@ -46,11 +46,7 @@ def main():
     os.chmod(old_db, 0o644)
     ok = False
     try:
-        sysm.start_broker()
-        for svc in SERVICES:
-            sysm.start(svc)
-        for svc in SERVICES:
-            sysm.wait_ready(svc)
+        sysm.start_all(SERVICES)
         uid, email, password, token = account(sysm, "Pia")
         st, body = http("POST", sysm.url("notifications", "/watches"), token,
                         {"productId": str(uuid.uuid4())})

@@ -46,11 +46,7 @@ def main():
     sysm = System("sec-0118", SERVICES, env={"TIDINGS_INBOX_RETENTION_MS": "2000"})
     ok = False
     try:
-        sysm.start_broker()
-        for svc in SERVICES:
-            sysm.start(svc)
-        for svc in SERVICES:
-            sysm.wait_ready(svc)
+        sysm.start_all(SERVICES)
         _, _, _, token = account(sysm, "Ria")
         wait_inbox(sysm, token, 1)
         wait(lambda: inbox_rows(sysm, "notifications") > 0, "the inbox to hold the events")

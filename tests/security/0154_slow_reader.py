@@ -50,10 +50,7 @@ def main():
                         body={"email": email, "password": "correct horse"})
         expect(st, 200, "login", body)
         token = body["token"]
-        st, body = http("POST", sysm.url("users", "/login"),
-                        body={"email": "admin@tidings.local", "password": sysm.admin_password})
-        expect(st, 200, "admin login", body)
-        admin = body["token"]
+        admin = sysm.admin_login()
         st, body = http("POST", sysm.url("products", "/products"), token=admin,
                         body={"title": "Bulk Bolt", "price": 1, "quantity": 100000})
         expect(st, 201, "product", body)

@@ -208,19 +208,9 @@ def metrics(sysm, svc):
 
 
 def finish(sysm, ok, extra=()):
-    """Stops the processes; keeps the logs when the test failed."""
-    import shutil
-    for x in extra:
-        try:
-            x.close()
-        except Exception:  # noqa: BLE001
-            pass
-    sysm.stop()
-    if ok:
-        shutil.rmtree(sysm.dir, ignore_errors=True)
-    else:
-        for name in sysm.procs:
-            log("---- %s log:%s" % (name, sysm.tail(name, 40)))
+    """Stops the processes; keeps the logs when the test failed
+    (tdharness.System.finish, with longer log tails)."""
+    sysm.finish(ok, extra, tail=40)
 
 
 def dumps(x):

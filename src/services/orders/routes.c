@@ -25,9 +25,9 @@ static json_t *order_json(const order_t *o)
     return j;
 }
 
-static bool is_admin(const td_req_t *req)
+static bool is_admin(const td_claims_t *caller)
 {
-    return !strcmp(req->auth.role, "admin");
+    return !strcmp(caller->role, "admin");
 }
 
 static void post_order(td_req_t *req, td_resp_t *resp)
@@ -38,7 +38,6 @@ static void post_order(td_req_t *req, td_resp_t *resp)
     const char *product_id;
     int64_t quantity;
 
-    if (!td_req_auth(req, resp, false) || !td_req_body(req, resp)) return;
     if (td_json_only_fields(req->body, allowed, err, sizeof err) ||
         td_json_req_string(req->body, "productId", 200, &product_id, err, sizeof err) ||
         td_json_req_int(req->body, "quantity", 1, ORDERS_QUANTITY_MAX, &quantity, err,
@@ -51,8 +50,8 @@ static void post_order(td_req_t *req, td_resp_t *resp)
         return;
     }
     order_t o;
-    int rc = orders_create(ctx->db, ctx->cfg, req->auth.sub, product_id, quantity, &req->trace, &o,
-                           err, sizeof err);
+    int rc = orders_create(ctx->db, ctx->cfg, td_req_caller(req)->sub, product_id, quantity,
+                           &req->trace, &o, err, sizeof err);
     if (rc) {
         td_resp_errno(resp, rc, err);
         return;
@@ -66,10 +65,10 @@ static void post_order(td_req_t *req, td_resp_t *resp)
 static void get_order(td_req_t *req, td_resp_t *resp)
 {
     const orders_ctx_t *ctx = req->ctx;
-    if (!td_req_auth(req, resp, false)) return;
+    const td_claims_t *caller = td_req_caller(req); /* TD_AUTH_USER */
     order_t o;
     int rc = orders_get(ctx->db, td_req_param(req, "orderId"), &o);
-    if (rc == TD_ENOENT || (!rc && strcmp(o.user_id, req->auth.sub) && !is_admin(req))) {
+    if (rc == TD_ENOENT || (!rc && strcmp(o.user_id, caller->sub) && !is_admin(caller))) {
         td_resp_error(resp, 404, "order not found");
         return;
     }
@@ -83,8 +82,6 @@ static void get_order(td_req_t *req, td_resp_t *resp)
 static void list_orders(td_req_t *req, td_resp_t *resp)
 {
     const orders_ctx_t *ctx = req->ctx;
-    if (!td_req_auth(req, resp, false)) return;
-
     int limit;
     int64_t after;
     if (!td_req_limit(req, resp, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, &limit) ||
@@ -94,7 +91,8 @@ static void list_orders(td_req_t *req, td_resp_t *resp)
     order_t *list;
     size_t cnt;
     bool more;
-    int rc = orders_list(ctx->db, req->auth.sub, after, (size_t)limit, &list, &cnt, &more);
+    int rc =
+        orders_list(ctx->db, td_req_caller(req)->sub, after, (size_t)limit, &list, &cnt, &more);
     if (rc) {
         td_resp_errno(resp, rc, "the orders could not be read");
         return;
@@ -112,8 +110,8 @@ static void list_orders(td_req_t *req, td_resp_t *resp)
 }
 
 const td_route_t orders_routes[] = {
-    {"POST", "/orders", post_order},
-    {"GET", "/orders", list_orders},
-    {"GET", "/orders/{orderId}", get_order},
+    {"POST", "/orders", post_order, TD_AUTH_USER, TD_BODY_JSON, 0},
+    {"GET", "/orders", list_orders, TD_AUTH_USER, TD_BODY_NONE, 0},
+    {"GET", "/orders/{orderId}", get_order, TD_AUTH_USER, TD_BODY_NONE, 0},
 };
 const size_t orders_route_cnt = TD_ARRAY_SIZE(orders_routes);

@@ -10,11 +10,11 @@
 static void get_payment(td_req_t *req, td_resp_t *resp)
 {
     const payments_ctx_t *ctx = req->ctx;
-    if (!td_req_auth(req, resp, false)) return;
+    const td_claims_t *caller = td_req_caller(req); /* TD_AUTH_USER */
     payment_t p;
     int rc = payments_get(ctx->db, td_req_param(req, "orderId"), &p);
     if (rc == TD_ENOENT ||
-        (!rc && strcmp(p.user_id, req->auth.sub) && strcmp(req->auth.role, "admin"))) {
+        (!rc && strcmp(p.user_id, caller->sub) && strcmp(caller->role, "admin"))) {
         td_resp_error(resp, 404, "payment not found");
         return;
     }
@@ -29,6 +29,6 @@ static void get_payment(td_req_t *req, td_resp_t *resp)
 }
 
 const td_route_t payments_routes[] = {
-    {"GET", "/payments/{orderId}", get_payment},
+    {"GET", "/payments/{orderId}", get_payment, TD_AUTH_USER, TD_BODY_NONE, 0},
 };
 const size_t payments_route_cnt = TD_ARRAY_SIZE(payments_routes);

@@ -23,7 +23,6 @@ static void create(td_req_t *req, td_resp_t *resp)
     products_ctx_t *ctx = req->ctx;
     char err[200];
     products_input_t in;
-    if (!td_req_admin(req, resp) || !td_req_body(req, resp)) return;
     if (products_parse_create(req->body, &in, err, sizeof(err)) != 0) {
         td_resp_error(resp, 400, "%s", err);
         return;
@@ -93,7 +92,6 @@ static void patch(td_req_t *req, td_resp_t *resp)
     products_ctx_t *ctx = req->ctx;
     char err[200];
     products_input_t in;
-    if (!td_req_admin(req, resp) || !td_req_body(req, resp)) return;
     if (products_parse_patch(req->body, &in, err, sizeof(err)) != 0) {
         td_resp_error(resp, 400, "%s", err);
         return;
@@ -117,7 +115,6 @@ static void patch(td_req_t *req, td_resp_t *resp)
 static void delete (td_req_t *req, td_resp_t *resp)
 {
     products_ctx_t *ctx = req->ctx;
-    if (!td_req_admin(req, resp)) return;
     products_origin_t origin = origin_of(req);
     const char *id = td_req_param(req, "productId");
     int rc = products_delete(ctx->db, ctx->cfg, id, &origin, td_now_ms());
@@ -134,10 +131,10 @@ static void delete (td_req_t *req, td_resp_t *resp)
 }
 
 const td_route_t products_routes[] = {
-    {"POST", "/products", create},
-    {"GET", "/products", list},
-    {"GET", "/products/{productId}", get},
-    {"PATCH", "/products/{productId}", patch},
-    {"DELETE", "/products/{productId}", delete},
+    {"POST", "/products", create, TD_AUTH_ADMIN, TD_BODY_JSON, 0},
+    {"GET", "/products", list, TD_AUTH_PUBLIC, TD_BODY_NONE, 0},
+    {"GET", "/products/{productId}", get, TD_AUTH_PUBLIC, TD_BODY_NONE, 0},
+    {"PATCH", "/products/{productId}", patch, TD_AUTH_ADMIN, TD_BODY_JSON, 0},
+    {"DELETE", "/products/{productId}", delete, TD_AUTH_ADMIN, TD_BODY_NONE, 0},
 };
 const size_t products_route_cnt = TD_ARRAY_SIZE(products_routes);

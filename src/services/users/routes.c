@@ -153,7 +153,6 @@ static void register_user(td_req_t *req, td_resp_t *resp)
     char err[160], email[USERS_EMAIL_MAX + 1];
     const char *password, *name;
 
-    if (!td_req_body(req, resp)) return;
     if (td_json_only_fields(req->body, register_fields, err, sizeof(err)) != 0) {
         td_resp_error(resp, 400, "%s", err);
         return;
@@ -234,7 +233,6 @@ static void login(td_req_t *req, td_resp_t *resp)
     char err[160], email[USERS_EMAIL_MAX + 1];
     const char *password;
 
-    if (!td_req_body(req, resp)) return;
     if (td_json_only_fields(req->body, login_fields, err, sizeof(err)) != 0) {
         td_resp_error(resp, 400, "%s", err);
         return;
@@ -275,9 +273,8 @@ static void login(td_req_t *req, td_resp_t *resp)
 static void me(td_req_t *req, td_resp_t *resp)
 {
     users_ctx_t *ctx = req->ctx;
-    if (!td_req_auth(req, resp, false)) return;
     users_user_t u;
-    int rc = users_find_by_id(ctx->db, req->auth.sub, &u);
+    int rc = users_find_by_id(ctx->db, td_req_caller(req)->sub, &u);
     if (rc == TD_ENOENT) {
         td_resp_error(resp, 404, "user not found");
         return;
@@ -291,8 +288,8 @@ static void me(td_req_t *req, td_resp_t *resp)
 }
 
 const td_route_t users_routes[] = {
-    {"POST", "/users", register_user},
-    {"POST", "/login", login},
-    {"GET", "/users/me", me},
+    {"POST", "/users", register_user, TD_AUTH_PUBLIC, TD_BODY_JSON, 0},
+    {"POST", "/login", login, TD_AUTH_PUBLIC, TD_BODY_JSON, 0},
+    {"GET", "/users/me", me, TD_AUTH_USER, TD_BODY_NONE, 0},
 };
 const size_t users_route_cnt = TD_ARRAY_SIZE(users_routes);

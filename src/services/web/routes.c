@@ -94,24 +94,23 @@ static void get_config(td_req_t *req, td_resp_t *resp)
 }
 
 /* The viewer of an event view: anonymous without a token; with one (the
- * Authorization header, or ?token= for EventSource) it must be valid, so
- * an expired session is told so (401) instead of silently seeing less. */
-static bool viewer_of(td_req_t *req, td_resp_t *resp, web_viewer_t *viewer)
+ * Authorization header, or ?token= for EventSource) the router checked it
+ * (TD_AUTH_OPTIONAL), so an expired session was told so (401) instead of
+ * silently seeing less. */
+static void viewer_of(const td_req_t *req, web_viewer_t *viewer)
 {
     memset(viewer, 0, sizeof(*viewer));
-    const char *token = td_req_query(req, "token");
-    if (!td_req_header(req, "Authorization") && (!token || !*token)) return true;
-    if (!td_req_auth(req, resp, true)) return false;
-    viewer->admin = !strcmp(req->auth.role, "admin");
-    snprintf(viewer->user_id, sizeof(viewer->user_id), "%s", req->auth.sub);
-    return true;
+    const td_claims_t *caller = td_req_caller(req);
+    if (!caller) return;
+    viewer->admin = !strcmp(caller->role, "admin");
+    snprintf(viewer->user_id, sizeof(viewer->user_id), "%s", caller->sub);
 }
 
 static void get_events(td_req_t *req, td_resp_t *resp)
 {
     web_ctx_t *ctx = req->ctx;
     web_viewer_t viewer;
-    if (!viewer_of(req, resp, &viewer)) return;
+    viewer_of(req, &viewer);
     const char *after_s = td_req_query(req, "after");
     uint64_t after = 0;
     int limit;
@@ -162,7 +161,7 @@ static void get_stream(td_req_t *req, td_resp_t *resp)
 {
     web_ctx_t *ctx = req->ctx;
     web_viewer_t viewer;
-    if (!viewer_of(req, resp, &viewer)) return;
+    viewer_of(req, &viewer);
     const char *from = td_req_header(req, "Last-Event-ID");
     if (!from || !*from) from = td_req_query(req, "after");
     uint64_t after = 0;
@@ -204,11 +203,6 @@ static void get_stream(td_req_t *req, td_resp_t *resp)
 static void get_trace(td_req_t *req, td_resp_t *resp)
 {
     web_ctx_t *ctx = req->ctx;
-    if (!td_req_auth(req, resp, true)) return;
-    if (strcmp(req->auth.role, "admin") != 0) {
-        td_resp_error(resp, 403, "admin role required");
-        return;
-    }
     const char *id = td_req_param(req, "id");
     if (!id || !*id || strlen(id) > 200) {
         td_resp_error(resp, 400, "id must be 1 to 200 characters");
@@ -396,7 +390,6 @@ static void dlt_start(td_req_t *req, td_resp_t *resp, dlt_job_t *job, void *(*fn
 static void get_dlt(td_req_t *req, td_resp_t *resp)
 {
     web_ctx_t *ctx = req->ctx;
-    if (!td_req_admin(req, resp)) return;
     const char *topic = td_req_query(req, "topic");
     dlt_job_t *job = td_calloc(1, sizeof(*job));
     job->cfg = ctx->cfg;
@@ -411,7 +404,6 @@ static void post_dlt_redrive(td_req_t *req, td_resp_t *resp)
     static const char *const allowed[] = {"ref", "dryRun", NULL};
     char err[256];
     const char *ref;
-    if (!td_req_admin(req, resp) || !td_req_body(req, resp)) return;
     if (td_json_only_fields(req->body, allowed, err, sizeof err) ||
         td_json_req_string(req->body, "ref", TD_DLT_REF_MAX - 1, &ref, err, sizeof err)) {
         td_resp_error(resp, 400, "%s", err);
@@ -430,13 +422,13 @@ static void post_dlt_redrive(td_req_t *req, td_resp_t *resp)
 }
 
 const td_route_t web_routes[] = {
-    {"GET", "/config.json", get_config},
-    {"GET", "/api/events", get_events},
-    {"GET", "/api/events/stream", get_stream},
-    {"GET", "/api/trace/{id}", get_trace},
-    {"GET", "/api/dlt", get_dlt},
-    {"POST", "/api/dlt/redrive", post_dlt_redrive},
-    {"GET", "/", get_static},
-    {"GET", "/{*path}", get_static},
+    {"GET", "/config.json", get_config, TD_AUTH_PUBLIC, TD_BODY_NONE, 0},
+    {"GET", "/api/events", get_events, TD_AUTH_OPTIONAL, TD_BODY_NONE, TD_ROUTE_QUERY_TOKEN},
+    {"GET", "/api/events/stream", get_stream, TD_AUTH_OPTIONAL, TD_BODY_NONE, TD_ROUTE_QUERY_TOKEN},
+    {"GET", "/api/trace/{id}", get_trace, TD_AUTH_ADMIN, TD_BODY_NONE, TD_ROUTE_QUERY_TOKEN},
+    {"GET", "/api/dlt", get_dlt, TD_AUTH_ADMIN, TD_BODY_NONE, 0},
+    {"POST", "/api/dlt/redrive", post_dlt_redrive, TD_AUTH_ADMIN, TD_BODY_JSON, 0},
+    {"GET", "/", get_static, TD_AUTH_PUBLIC, TD_BODY_NONE, 0},
+    {"GET", "/{*path}", get_static, TD_AUTH_PUBLIC, TD_BODY_NONE, 0},
 };
 const size_t web_route_cnt = TD_ARRAY_SIZE(web_routes);

@@ -1,35 +1,16 @@
-/* What the bus integration tests (0001-0009) share: an embedded broker with
- * a test configuration, a consumer-side database with an "effects" table
- * that a recording handler appends to (one row per effect, so a duplicate
- * effect is a second row), and small query helpers. Header-only (static
- * inline) so that each test stays one file plus this. */
-#ifndef TIDINGS_BUS_TEST_H
-#define TIDINGS_BUS_TEST_H
+/* The bodies of the bus integration tests' helpers (tbus.h): an embedded
+ * broker with a test configuration, the "effects" database and its
+ * recording handler, query and wait helpers, and consumer and relay
+ * set-ups. */
+#include "tbus.h"
 
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <cmocka.h>
+static const td_migration_t bt_effects_migs[] = {
+    {1, "CREATE TABLE effects(seq INTEGER PRIMARY KEY AUTOINCREMENT, ce_id TEXT NOT NULL,"
+        " subject TEXT, n INTEGER, type TEXT, source TEXT, time TEXT, correlationid TEXT,"
+        " causationid TEXT, traceparent TEXT, topic TEXT, part INTEGER, off INTEGER);"},
+};
 
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include "tidings/broker.h"
-#include "tidings/bus.h"
-#include "tidings/log.h"
-#include "tidings/metrics.h"
-#include "tsupport.h"
-
-typedef struct bt_env {
-    char *dir;
-    td_config_t cfg;
-    td_broker_t *broker;
-} bt_env_t;
-
-/* Config for service "orders" (topic tidings.orders) on a fresh broker. */
-static inline void bt_setup(bt_env_t *env, const char *name)
+void bt_setup(bt_env_t *env, const char *name)
 {
     memset(env, 0, sizeof(*env));
     env->dir = ts_tmpdir(name);
@@ -38,20 +19,14 @@ static inline void bt_setup(bt_env_t *env, const char *name)
     env->cfg.brokers = td_strdup(td_broker_bootstraps(env->broker));
 }
 
-static inline void bt_teardown(bt_env_t *env)
+void bt_teardown(bt_env_t *env)
 {
     td_broker_stop(env->broker);
     td_config_free(&env->cfg);
     free(env->dir);
 }
 
-static const td_migration_t bt_effects_migs[] = {
-    {1, "CREATE TABLE effects(seq INTEGER PRIMARY KEY AUTOINCREMENT, ce_id TEXT NOT NULL,"
-        " subject TEXT, n INTEGER, type TEXT, source TEXT, time TEXT, correlationid TEXT,"
-        " causationid TEXT, traceparent TEXT, topic TEXT, part INTEGER, off INTEGER);"},
-};
-
-static inline td_db_t *bt_db(const bt_env_t *env, const char *file)
+td_db_t *bt_db(const bt_env_t *env, const char *file)
 {
     char err[512];
     char *path = td_asprintf("%s/%s", env->dir, file);
@@ -63,8 +38,7 @@ static inline td_db_t *bt_db(const bt_env_t *env, const char *file)
     return db;
 }
 
-/* The recording handler: one effects row per call that commits. */
-static inline int bt_record_effect(td_db_t *db, const td_event_t *ev)
+int bt_record_effect(td_db_t *db, const td_event_t *ev)
 {
     char tp[TD_TRACEPARENT_LEN + 1];
     td_trace_format(&ev->trace, tp);
@@ -90,8 +64,7 @@ static inline int bt_record_effect(td_db_t *db, const td_event_t *ev)
     return td_db_run(db, st) == 0 ? 0 : TD_EIO;
 }
 
-static inline int bt_effect_handler(void *ctx, td_db_t *db, const td_event_t *ev, char *errstr,
-                                    size_t errlen)
+int bt_effect_handler(void *ctx, td_db_t *db, const td_event_t *ev, char *errstr, size_t errlen)
 {
     (void)ctx;
     (void)errstr;
@@ -99,7 +72,7 @@ static inline int bt_effect_handler(void *ctx, td_db_t *db, const td_event_t *ev
     return bt_record_effect(db, ev);
 }
 
-static inline int64_t bt_query_int(td_db_t *db, const char *sql)
+int64_t bt_query_int(td_db_t *db, const char *sql)
 {
     td_db_lock(db);
     sqlite3_stmt *st = td_db_prepare(db, sql);
@@ -109,9 +82,7 @@ static inline int64_t bt_query_int(td_db_t *db, const char *sql)
     return v;
 }
 
-/* Adds events through the outbox in transactions of per_tx events. */
-static inline void bt_publish(td_db_t *db, const td_config_t *cfg, td_event_t **evs, size_t cnt,
-                              size_t per_tx)
+void bt_publish(td_db_t *db, const td_config_t *cfg, td_event_t **evs, size_t cnt, size_t per_tx)
 {
     for (size_t i = 0; i < cnt; i += per_tx) {
         assert_int_equal(td_db_begin(db), 0);
@@ -121,45 +92,32 @@ static inline void bt_publish(td_db_t *db, const td_config_t *cfg, td_event_t **
     }
 }
 
-typedef struct bt_count_arg {
-    td_db_t *db;
-    const char *sql;
-    int64_t want;
-} bt_count_arg_t;
-
-static inline bool bt_count_reached(void *arg)
+bool bt_count_reached(void *arg)
 {
     bt_count_arg_t *a = arg;
     return bt_query_int(a->db, a->sql) >= a->want;
 }
 
-/* Waits until the query's first column reaches want. */
-static inline bool bt_wait_count(td_db_t *db, const char *sql, int64_t want, int timeout_ms)
+bool bt_wait_count(td_db_t *db, const char *sql, int64_t want, int timeout_ms)
 {
     bt_count_arg_t a = {db, sql, want};
     return ts_wait_until(bt_count_reached, &a, timeout_ms);
 }
 
-typedef struct bt_processed_arg {
-    td_consumer_t *cons;
-    int64_t want;
-} bt_processed_arg_t;
-
-static inline bool bt_processed_reached(void *arg)
+bool bt_processed_reached(void *arg)
 {
     bt_processed_arg_t *a = arg;
     return td_consumer_processed(a->cons) >= a->want;
 }
 
-static inline bool bt_wait_processed(td_consumer_t *cons, int64_t want, int timeout_ms)
+bool bt_wait_processed(td_consumer_t *cons, int64_t want, int timeout_ms)
 {
     bt_processed_arg_t a = {cons, want};
     return ts_wait_until(bt_processed_reached, &a, timeout_ms);
 }
 
-static inline td_consumer_t *bt_consumer(const bt_env_t *env, td_db_t *db, const char *group,
-                                         const td_handler_t *handlers, size_t handler_cnt,
-                                         void *ctx)
+td_consumer_t *bt_consumer(const bt_env_t *env, td_db_t *db, const char *group,
+                           const td_handler_t *handlers, size_t handler_cnt, void *ctx)
 {
     static const char *const topics[] = {"orders"};
     char err[512];
@@ -178,7 +136,7 @@ static inline td_consumer_t *bt_consumer(const bt_env_t *env, td_db_t *db, const
     return cons;
 }
 
-static inline td_relay_t *bt_relay(const bt_env_t *env, td_db_t *db)
+td_relay_t *bt_relay(const bt_env_t *env, td_db_t *db)
 {
     char err[512];
     td_relay_t *relay = td_relay_start(&env->cfg, db, err, sizeof(err));
@@ -187,11 +145,8 @@ static inline td_relay_t *bt_relay(const bt_env_t *env, td_db_t *db)
     return relay;
 }
 
-/* A header's value as text ("" when absent). */
-static inline const char *bt_header(const td_record_t *rec, const char *name)
+const char *bt_header(const td_record_t *rec, const char *name)
 {
     const char *v = td_record_header_str(rec, name);
     return v ? v : "";
 }
-
-#endif

@@ -1,42 +1,9 @@
-/* What the notifications integration tests share: one notifications service
- * on an embedded broker, tokens minted with the shared secret, domain
- * events produced straight onto their topics (as the users, products and
- * orders services would, so no other service is needed), the inbox read
- * over HTTP, and a raw-socket SSE client (HTTP/1.1, chunked) that reads
- * without threads, so a test can hold a thousand streams. */
-#ifndef TIDINGS_TEST_0050_NOTIFICATIONS_COMMON_H
-#define TIDINGS_TEST_0050_NOTIFICATIONS_COMMON_H
+/* The bodies of the notifications integration tests' helpers (tnotif.h):
+ * the service on an embedded broker, tokens, events produced onto their
+ * topics, the inbox over HTTP and the raw-socket SSE client. */
+#include "tnotif.h"
 
-#include <arpa/inet.h>
-#include <errno.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <strings.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
-#include "notifications/notifications_service.h"
-#include "tidings/auth.h"
-#include "tidings/envelope.h"
-#include "tidings/json.h"
-#include "tsupport.h"
-
-#define NT_WAIT_MS 20000
-
-typedef struct nt_world {
-    char *dir;
-    td_config_t bcfg, cfg;
-    td_broker_t *broker;
-    const char *brokers;
-    notifications_service_t *svc;
-    int port;
-    char url[64];
-} nt_world_t;
-
-static inline void nt_start(nt_world_t *w, const char *name)
+void nt_start(nt_world_t *w, const char *name)
 {
     char err[512] = "";
     memset(w, 0, sizeof(*w));
@@ -58,7 +25,7 @@ static inline void nt_start(nt_world_t *w, const char *name)
     snprintf(w->url, sizeof(w->url), "http://127.0.0.1:%d", w->port);
 }
 
-static inline void nt_stop(nt_world_t *w)
+void nt_stop(nt_world_t *w)
 {
     notifications_service_stop(w->svc);
     td_broker_stop(w->broker);
@@ -67,8 +34,7 @@ static inline void nt_stop(nt_world_t *w)
     free(w->dir);
 }
 
-/* A customer token for user_id (a new id when *user_id is empty). */
-static inline char *nt_token(const nt_world_t *w, char *user_id)
+char *nt_token(const nt_world_t *w, char *user_id)
 {
     td_claims_t c;
     memset(&c, 0, sizeof(c));
@@ -80,9 +46,7 @@ static inline char *nt_token(const nt_world_t *w, char *user_id)
     return td_jwt_sign(w->cfg.secret, w->cfg.secret_len, &c);
 }
 
-/* Produces ev onto topic_short as its service's relay would. */
-static inline void nt_produce_event(const nt_world_t *w, const char *topic_short,
-                                    const td_event_t *ev)
+void nt_produce_event(const nt_world_t *w, const char *topic_short, const td_event_t *ev)
 {
     char *topic = td_topic_name(&w->cfg, topic_short);
     td_record_t *rec = td_event_to_record(ev, topic);
@@ -91,10 +55,8 @@ static inline void nt_produce_event(const nt_world_t *w, const char *topic_short
     free(topic);
 }
 
-/* Makes and produces one event (data stolen); the event id into id_out
- * when not NULL. */
-static inline void nt_produce(const nt_world_t *w, const char *topic_short, const char *type,
-                              const char *key, json_t *data, char *id_out)
+void nt_produce(const nt_world_t *w, const char *topic_short, const char *type, const char *key,
+                json_t *data, char *id_out)
 {
     td_event_t *ev = td_event_new(topic_short, type, key, data);
     if (id_out) memcpy(id_out, ev->id, TD_UUID_LEN + 1); /* ours are UUIDs */
@@ -102,7 +64,7 @@ static inline void nt_produce(const nt_world_t *w, const char *topic_short, cons
     td_event_free(ev);
 }
 
-static inline void nt_login(const nt_world_t *w, const char *user_id)
+void nt_login(const nt_world_t *w, const char *user_id)
 {
     nt_produce(w, "users", "UserLoggedInEvent", user_id,
                json_pack("{s:s, s:s, s:s}", "userId", user_id, "email", "someone@example.com",
@@ -110,8 +72,7 @@ static inline void nt_login(const nt_world_t *w, const char *user_id)
                NULL);
 }
 
-/* GET /notifications of token's user (first page of up to 500). */
-static inline json_t *nt_inbox(const nt_world_t *w, const char *token)
+json_t *nt_inbox(const nt_world_t *w, const char *token)
 {
     char url[128];
     snprintf(url, sizeof(url), "%s/notifications?limit=500", w->url);
@@ -125,7 +86,7 @@ static inline json_t *nt_inbox(const nt_world_t *w, const char *token)
     return j;
 }
 
-static inline size_t nt_inbox_count(const nt_world_t *w, const char *token)
+size_t nt_inbox_count(const nt_world_t *w, const char *token)
 {
     json_t *j = nt_inbox(w, token);
     size_t n = json_array_size(json_object_get(j, "notifications"));
@@ -133,8 +94,7 @@ static inline size_t nt_inbox_count(const nt_world_t *w, const char *token)
     return n;
 }
 
-/* Waits until token's inbox holds at least want notifications. */
-static inline bool nt_wait_inbox(const nt_world_t *w, const char *token, size_t want)
+bool nt_wait_inbox(const nt_world_t *w, const char *token, size_t want)
 {
     int64_t deadline = td_mono_ms() + NT_WAIT_MS;
     while (td_mono_ms() < deadline) {
@@ -144,33 +104,7 @@ static inline bool nt_wait_inbox(const nt_world_t *w, const char *token, size_t 
     return false;
 }
 
-/* ---- a raw SSE client ---- */
-
-typedef struct nt_sse_event {
-    char id[32];
-    char event[64];
-    char *data;
-} nt_sse_event_t;
-
-typedef struct nt_sse {
-    int fd;
-    long status;
-    bool headers_done, chunked, ended;
-    char *raw; /* received, not yet de-chunked */
-    size_t raw_len;
-    size_t chunk_left;
-    bool want_crlf; /* the CRLF after a chunk's data */
-    char *body;     /* de-chunked, not yet split into lines */
-    size_t body_len;
-    char cur_id[32], cur_event[64];
-    char *cur_data;
-    nt_sse_event_t *events;
-    size_t cnt, cap;
-    int keepalives;
-    int retry_ms;
-} nt_sse_t;
-
-static inline void nt_buf_add(char **buf, size_t *len, const char *p, size_t n)
+void nt_buf_add(char **buf, size_t *len, const char *p, size_t n)
 {
     *buf = td_realloc(*buf, *len + n + 1);
     memcpy(*buf + *len, p, n);
@@ -178,17 +112,14 @@ static inline void nt_buf_add(char **buf, size_t *len, const char *p, size_t n)
     (*buf)[*len] = '\0';
 }
 
-static inline void nt_buf_drop(char **buf, size_t *len, size_t n)
+void nt_buf_drop(char **buf, size_t *len, size_t n)
 {
     memmove(*buf, *buf + n, *len - n);
     *len -= n;
     (*buf)[*len] = '\0';
 }
 
-/* Opens GET path; token by header when given; last_id as Last-Event-ID
- * when not NULL. The request is sent; nothing is read yet. */
-static inline nt_sse_t *nt_sse_open(int port, const char *path, const char *token,
-                                    const char *last_id)
+nt_sse_t *nt_sse_open(int port, const char *path, const char *token, const char *last_id)
 {
     nt_sse_t *s = td_calloc(1, sizeof(*s));
     s->raw = td_strdup("");
@@ -211,7 +142,7 @@ static inline nt_sse_t *nt_sse_open(int port, const char *path, const char *toke
     return s;
 }
 
-static inline void nt_sse_line(nt_sse_t *s, char *line)
+void nt_sse_line(nt_sse_t *s, char *line)
 {
     if (!*line) { /* dispatch */
         if (s->cur_data) {
@@ -256,8 +187,7 @@ static inline void nt_sse_line(nt_sse_t *s, char *line)
     }
 }
 
-/* Parses what has arrived. */
-static inline void nt_sse_parse(nt_sse_t *s)
+void nt_sse_parse(nt_sse_t *s)
 {
     if (!s->headers_done) {
         char *end = strstr(s->raw, "\r\n\r\n");
@@ -308,8 +238,7 @@ static inline void nt_sse_parse(nt_sse_t *s)
     }
 }
 
-/* Reads what is there within wait_ms (0 = only what is ready now). */
-static inline void nt_sse_pump(nt_sse_t *s, int wait_ms)
+void nt_sse_pump(nt_sse_t *s, int wait_ms)
 {
     struct pollfd pfd = {.fd = s->fd, .events = POLLIN};
     while (!s->ended && poll(&pfd, 1, wait_ms) > 0) {
@@ -325,23 +254,21 @@ static inline void nt_sse_pump(nt_sse_t *s, int wait_ms)
     }
 }
 
-/* Waits until the response headers are in; the status. */
-static inline long nt_sse_status(nt_sse_t *s)
+long nt_sse_status(nt_sse_t *s)
 {
     int64_t deadline = td_mono_ms() + NT_WAIT_MS;
     while (!s->headers_done && !s->ended && td_mono_ms() < deadline) nt_sse_pump(s, 50);
     return s->status;
 }
 
-/* Waits until at least want events arrived (or timeout_ms). */
-static inline bool nt_sse_wait(nt_sse_t *s, size_t want, int timeout_ms)
+bool nt_sse_wait(nt_sse_t *s, size_t want, int timeout_ms)
 {
     int64_t deadline = td_mono_ms() + timeout_ms;
     while (s->cnt < want && !s->ended && td_mono_ms() < deadline) nt_sse_pump(s, 20);
     return s->cnt >= want;
 }
 
-static inline void nt_sse_close(nt_sse_t *s)
+void nt_sse_close(nt_sse_t *s)
 {
     if (!s) return;
     close(s->fd);
@@ -353,21 +280,17 @@ static inline void nt_sse_close(nt_sse_t *s)
     free(s);
 }
 
-/* The notification of event i (parsed). Caller decrefs. */
-static inline json_t *nt_sse_json(const nt_sse_t *s, size_t i)
+json_t *nt_sse_json(const nt_sse_t *s, size_t i)
 {
     return json_loads(s->events[i].data, 0, NULL);
 }
 
-static inline bool nt_live_cond(void *arg)
+bool nt_live_cond(void *arg)
 {
     return notifications_service_live(arg);
 }
 
-/* Opens a stream for token's user once the service says its live path
- * runs, and proves it: logs the user in until a sign-in shows up on the
- * stream. Returns the open stream, its events cleared. */
-static inline nt_sse_t *nt_stream_live(const nt_world_t *w, const char *token, const char *user_id)
+nt_sse_t *nt_stream_live(const nt_world_t *w, const char *token, const char *user_id)
 {
     if (!ts_wait_until(nt_live_cond, w->svc, NT_WAIT_MS)) abort();
     nt_sse_t *s = nt_sse_open(w->port, "/notifications/stream", token, NULL);
@@ -388,5 +311,3 @@ static inline nt_sse_t *nt_stream_live(const nt_world_t *w, const char *token, c
     s->cnt = 0;
     return s;
 }
-
-#endif

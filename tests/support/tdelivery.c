@@ -1,56 +1,14 @@
-/* What the delivery integration tests (0060-delivery-*) share: the python
- * stand-in push service / webhook receiver (push_receiver.py) as a child
- * process, a service-like database with a gone-callback log, a fresh
- * subscription key pair, the NotificationCreatedEvent record a delivery
- * dead-letters, and helpers to enqueue and wait. Header-only (static
- * inline), like bus_test.h. */
-#ifndef TIDINGS_DELIVERY_TEST_H
-#define TIDINGS_DELIVERY_TEST_H
+/* The bodies of the delivery integration tests' helpers (tdelivery.h):
+ * the push_receiver.py child process, the service-like database, records
+ * to enqueue and the waits. */
+#include "tdelivery.h"
 
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <cmocka.h>
+static const td_migration_t dt_migs[] = {
+    {1, "CREATE TABLE gone_log(seq INTEGER PRIMARY KEY AUTOINCREMENT, channel TEXT NOT NULL,"
+        " target_id TEXT NOT NULL);"},
+};
 
-#include <fcntl.h>
-#include <libgen.h>
-#include <openssl/rand.h>
-#include <poll.h>
-#include <signal.h>
-#include <spawn.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include "tidings/auth.h"
-#include "tidings/bus.h"
-#include "tidings/delivery.h"
-#include "tidings/json.h"
-#include "tidings/log.h"
-#include "tidings/metrics.h"
-#include "tidings/webhook.h"
-#include "tidings/webpush.h"
-#include "tsupport.h"
-
-extern char **environ;
-
-#define DT_SUBJECT "mailto:ops@tidings.local"
-#define DT_SECRET  "whsec-test-0123456789"
-#define DT_USER    "6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b"
-
-/* ---- the receiver --------------------------------------------------------- */
-
-typedef struct dt_receiver {
-    pid_t pid;
-    int stdin_fd; /* closing it makes the receiver exit */
-    int port;
-    char base[64]; /* "http://127.0.0.1:<port>" */
-} dt_receiver_t;
-
-static inline void dt_receiver_start(dt_receiver_t *r)
+void dt_receiver_start(dt_receiver_t *r)
 {
     int in[2], out[2];
     assert_int_equal(pipe(in), 0);
@@ -62,7 +20,7 @@ static inline void dt_receiver_start(dt_receiver_t *r)
     posix_spawn_file_actions_adddup2(&fa, in[0], 0);
     posix_spawn_file_actions_adddup2(&fa, out[1], 1);
     char *src = td_strdup(__FILE__);
-    char *script = td_asprintf("%s/push_receiver.py", dirname(src));
+    char *script = td_asprintf("%s/../integration/push_receiver.py", dirname(src));
     char *argv[] = {"/usr/bin/python3", script, NULL};
     assert_int_equal(posix_spawn(&r->pid, argv[0], &fa, NULL, argv, environ), 0);
     posix_spawn_file_actions_destroy(&fa);
@@ -88,7 +46,7 @@ static inline void dt_receiver_start(dt_receiver_t *r)
     snprintf(r->base, sizeof(r->base), "http://127.0.0.1:%d", r->port);
 }
 
-static inline void dt_receiver_stop(dt_receiver_t *r)
+void dt_receiver_stop(dt_receiver_t *r)
 {
     if (r->pid <= 0) return;
     close(r->stdin_fd);
@@ -97,8 +55,7 @@ static inline void dt_receiver_stop(dt_receiver_t *r)
     r->pid = 0;
 }
 
-/* POST /_control with obj (stolen). */
-static inline void dt_control(const dt_receiver_t *r, json_t *obj)
+void dt_control(const dt_receiver_t *r, json_t *obj)
 {
     char *url = td_asprintf("%s/_control", r->base);
     ts_resp_t resp = ts_http_json("POST", url, NULL, obj);
@@ -107,9 +64,7 @@ static inline void dt_control(const dt_receiver_t *r, json_t *obj)
     free(url);
 }
 
-/* The requests received so far whose path starts with prefix (all when
- * NULL), in arrival order. New reference. */
-static inline json_t *dt_requests(const dt_receiver_t *r, const char *prefix)
+json_t *dt_requests(const dt_receiver_t *r, const char *prefix)
 {
     char *url = td_asprintf("%s/_log", r->base);
     ts_resp_t resp = ts_http("GET", url, NULL, NULL, NULL, NULL);
@@ -129,45 +84,23 @@ static inline json_t *dt_requests(const dt_receiver_t *r, const char *prefix)
     return out;
 }
 
-static inline const char *dt_header(const json_t *req, const char *lower_name)
+const char *dt_header(const json_t *req, const char *lower_name)
 {
     return json_string_value(json_object_get(json_object_get(req, "headers"), lower_name));
 }
 
-/* Status of request i: a number, or -1 for "hang". */
-static inline int dt_status(const json_t *reqs, size_t i)
+int dt_status(const json_t *reqs, size_t i)
 {
     json_t *s = json_object_get(json_array_get(reqs, i), "status");
     return json_is_integer(s) ? (int)json_integer_value(s) : -1;
 }
 
-static inline int64_t dt_t_ms(const json_t *reqs, size_t i)
+int64_t dt_t_ms(const json_t *reqs, size_t i)
 {
     return json_integer_value(json_object_get(json_array_get(reqs, i), "t_ms"));
 }
 
-/* ---- the service side ------------------------------------------------------ */
-
-/* The notifications service's stand-in tables: who was reported gone. */
-static const td_migration_t dt_migs[] = {
-    {1, "CREATE TABLE gone_log(seq INTEGER PRIMARY KEY AUTOINCREMENT, channel TEXT NOT NULL,"
-        " target_id TEXT NOT NULL);"},
-};
-
-typedef struct dt_env {
-    char *dir;
-    char *db_path;
-    td_config_t cfg;
-    td_broker_t *broker; /* only when asked for */
-    td_db_t *db;
-    td_vapid_t *vapid; /* the application server's key */
-    td_vapid_t *ua;    /* the browser's subscription key pair */
-    char *ua_private, *p256dh, *auth;
-    dt_receiver_t rcv;
-    td_delivery_t *dlv;
-} dt_env_t;
-
-static inline int dt_gone(void *ctx, td_db_t *db, const char *channel, const char *target_id)
+int dt_gone(void *ctx, td_db_t *db, const char *channel, const char *target_id)
 {
     (void)ctx;
     sqlite3_stmt *st = td_db_prepare(db, "INSERT INTO gone_log(channel, target_id) VALUES(?,?)");
@@ -176,7 +109,7 @@ static inline int dt_gone(void *ctx, td_db_t *db, const char *channel, const cha
     return td_db_run(db, st);
 }
 
-static inline void dt_open_db(dt_env_t *env)
+void dt_open_db(dt_env_t *env)
 {
     char err[512];
     env->db = td_db_open(env->db_path, dt_migs, TD_ARRAY_SIZE(dt_migs), err, sizeof(err));
@@ -185,10 +118,7 @@ static inline void dt_open_db(dt_env_t *env)
     assert_int_equal(td_delivery_init(env->db), 0);
 }
 
-/* A fresh env: tmpdir, config (backoff 20 ms, max_attempts as given), db,
- * keys, receiver with the keys and the webhook secret registered. With
- * a broker when with_broker. The delivery is not started. */
-static inline void dt_setup(dt_env_t *env, const char *name, int max_attempts, bool with_broker)
+void dt_setup(dt_env_t *env, const char *name, int max_attempts, bool with_broker)
 {
     char err[256];
     memset(env, 0, sizeof(*env));
@@ -225,11 +155,8 @@ static inline void dt_setup(dt_env_t *env, const char *name, int max_attempts, b
                                     "secret", DT_SECRET));
 }
 
-/* Starts the delivery with policy (NULL: no circuit breaker, so the tests
- * of retries and restarts see every try; 0060-delivery-fairness tests the
- * breaker). */
-static inline void dt_start_policy(dt_env_t *env, unsigned threads, int timeout_ms,
-                                   const td_delivery_policy_t *policy)
+void dt_start_policy(dt_env_t *env, unsigned threads, int timeout_ms,
+                     const td_delivery_policy_t *policy)
 {
     char err[256];
     static const td_delivery_policy_t no_breaker = {.breaker_failures = 1000000};
@@ -248,18 +175,18 @@ static inline void dt_start_policy(dt_env_t *env, unsigned threads, int timeout_
     assert_non_null(env->dlv);
 }
 
-static inline void dt_start(dt_env_t *env, unsigned threads, int timeout_ms)
+void dt_start(dt_env_t *env, unsigned threads, int timeout_ms)
 {
     dt_start_policy(env, threads, timeout_ms, NULL);
 }
 
-static inline void dt_stop(dt_env_t *env)
+void dt_stop(dt_env_t *env)
 {
     td_delivery_stop(env->dlv);
     env->dlv = NULL;
 }
 
-static inline void dt_teardown(dt_env_t *env)
+void dt_teardown(dt_env_t *env)
 {
     if (env->dlv) dt_stop(env);
     dt_receiver_stop(&env->rcv);
@@ -275,8 +202,7 @@ static inline void dt_teardown(dt_env_t *env)
     free(env->dir);
 }
 
-/* A notification object of SPEC section 2 (new reference). */
-static inline json_t *dt_notification(const char *title)
+json_t *dt_notification(const char *title)
 {
     char id[TD_UUID_LEN + 1], order[TD_UUID_LEN + 1];
     td_uuid_new(id);
@@ -287,9 +213,7 @@ static inline json_t *dt_notification(const char *title)
                      "2026-01-02T03:04:05.678Z", "readAt");
 }
 
-/* The NotificationCreatedEvent record of n, the one a failed delivery
- * dead-letters. Caller frees. */
-static inline td_record_t *dt_origin(const dt_env_t *env, const json_t *n)
+td_record_t *dt_origin(const dt_env_t *env, const json_t *n)
 {
     td_event_t *ev =
         td_event_new("notifications", "NotificationCreatedEvent", DT_USER, json_deep_copy(n));
@@ -300,9 +224,7 @@ static inline td_record_t *dt_origin(const dt_env_t *env, const json_t *n)
     return rec;
 }
 
-/* Enqueues, in its own transaction, a Web Push of n (its JSON is the
- * payload) for subscription sub_id to <receiver><path>. */
-static inline void dt_push(dt_env_t *env, const char *sub_id, const char *path, const json_t *n)
+void dt_push(dt_env_t *env, const char *sub_id, const char *path, const json_t *n)
 {
     char err[256];
     char *url = td_asprintf("%s%s", env->rcv.base, path);
@@ -320,8 +242,7 @@ static inline void dt_push(dt_env_t *env, const char *sub_id, const char *path, 
     free(url);
 }
 
-/* The same for a webhook POST of n to <receiver><path>. */
-static inline void dt_hook(dt_env_t *env, const char *hook_id, const char *path, const json_t *n)
+void dt_hook(dt_env_t *env, const char *hook_id, const char *path, const json_t *n)
 {
     char err[256];
     char *url = td_asprintf("%s%s", env->rcv.base, path);
@@ -339,19 +260,17 @@ static inline void dt_hook(dt_env_t *env, const char *hook_id, const char *path,
     free(url);
 }
 
-static inline bool dt_queue_empty_cond(void *arg)
+bool dt_queue_empty_cond(void *arg)
 {
     return td_delivery_count(((dt_env_t *)arg)->db, "pending") == 0;
 }
 
-/* Waits (bounded) until nothing is pending. */
-static inline bool dt_wait_drained(dt_env_t *env, int timeout_ms)
+bool dt_wait_drained(dt_env_t *env, int timeout_ms)
 {
     return ts_wait_until(dt_queue_empty_cond, env, timeout_ms);
 }
 
-/* One integer from SQL on the env's db. */
-static inline int64_t dt_sql_int(dt_env_t *env, const char *sql)
+int64_t dt_sql_int(dt_env_t *env, const char *sql)
 {
     td_db_lock(env->db);
     sqlite3_stmt *st = td_db_prepare(env->db, sql);
@@ -361,16 +280,14 @@ static inline int64_t dt_sql_int(dt_env_t *env, const char *sql)
     return v;
 }
 
-static inline double dt_metric(const char *channel, const char *result)
+double dt_metric(const char *channel, const char *result)
 {
     char labels[128];
     td_metric_labels(labels, sizeof(labels), "channel", channel, "result", result, NULL);
     return td_metric_value("tidings_deliveries_total", labels);
 }
 
-/* True once tidings_deliveries_total{channel,result} is want (bounded: a
- * worker counts right after the commit the test may already have seen). */
-static inline bool dt_metric_is(const char *channel, const char *result, double want)
+bool dt_metric_is(const char *channel, const char *result, double want)
 {
     for (int64_t end = td_mono_ms() + 5000; td_mono_ms() < end; td_sleep_ms(5))
         if (dt_metric(channel, result) == want) return true;
@@ -378,5 +295,3 @@ static inline bool dt_metric_is(const char *channel, const char *result, double 
             want);
     return false;
 }
-
-#endif
