@@ -18,7 +18,7 @@ struct td_worker {
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    bool woken;        /* under mu */
+    bool woken; /* under mu */
     atomic_bool stop;
 };
 
