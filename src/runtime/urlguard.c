@@ -355,7 +355,7 @@ static pthread_once_t fake_once = PTHREAD_ONCE_INIT;
 static fake_name_t fake_names[8];
 static int fake_cnt;
 
-static bool is_test_name(const char *name)
+static __attribute__((unused)) bool is_test_name(const char *name)
 {
     size_t n = strlen(name);
     if (n && name[n - 1] == '.') n--;
