@@ -65,6 +65,12 @@
 
 #define TD_DELIVERY_WEBPUSH "webpush"
 #define TD_DELIVERY_WEBHOOK "webhook"
+/* An email (tidings/email.h): url is the SMTP server's (no credentials),
+ * body the whole message, headers one "Rcpt: <address>" line; sent to the
+ * server of cfg's TIDINGS_SMTP_URL with MAIL FROM of TIDINGS_SMTP_FROM.
+ * Error classes "smtp_<code>" (4xx retried, 5xx permanent) and
+ * "smtp_auth" besides the transfer ones. */
+#define TD_DELIVERY_EMAIL "email"
 
 /* Longest backoff between two tries. */
 #define TD_DELIVERY_BACKOFF_MAX_MS (5 * 60 * 1000)
@@ -92,7 +98,7 @@ int td_delivery_prune(td_db_t *db, int64_t cutoff_ms, int64_t *deleted);
 int td_delivery_init(td_db_t *db);
 
 typedef struct td_delivery_msg {
-    const char *channel;        /* TD_DELIVERY_WEBPUSH or TD_DELIVERY_WEBHOOK */
+    const char *channel;        /* TD_DELIVERY_WEBPUSH, TD_DELIVERY_WEBHOOK or TD_DELIVERY_EMAIL */
     const char *owner;          /* the user whose queue it is in (their cap), or NULL */
     const char *target_id;      /* the subscription's or the webhook's id */
     const char *event_id;       /* the notification id: X-Tidings-Event-Id */

@@ -184,6 +184,11 @@ typedef struct td_http_opts {
      * "Cache-Control: no-store" (a login's token is never stored; the
      * login runs again). NULL: off. */
     td_db_t *idem_db;
+    /* Route patterns whose body of any content type is taken as is
+     * (req->body_raw; req->body stays NULL) instead of having to be JSON:
+     * the RFC 8058 one-click unsubscribe, which mail clients POST as a
+     * form. NULL-terminated, or NULL. */
+    const char *const *form_routes;
 } td_http_opts_t;
 
 typedef struct td_http td_http_t;

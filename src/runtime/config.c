@@ -111,6 +111,12 @@ void td_config_free(td_config_t *cfg)
     free(cfg->listen_addr);
     free(cfg->vapid_subject);
     free(cfg->cors_origins);
+    free(cfg->smtp_url);
+    free(cfg->smtp_user);
+    if (cfg->smtp_password) sodium_memzero(cfg->smtp_password, strlen(cfg->smtp_password));
+    free(cfg->smtp_password);
+    free(cfg->smtp_from);
+    free(cfg->public_notifications_url);
     memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -403,6 +409,25 @@ static int load_env(td_config_t *cfg, bool *fetch_wait_set, bool *cors_set, char
         if (rc) return rc;
         *cors_set = true;
     }
+    if ((v = env("TIDINGS_SMTP_URL")) && *v) {
+        if (strncasecmp(v, "smtp://", 7) && strncasecmp(v, "smtps://", 8))
+            return td_errf(errstr, errlen, TD_EINVAL,
+                           "TIDINGS_SMTP_URL is not an smtp:// or smtps:// URL");
+        set_str(&cfg->smtp_url, v);
+    }
+    if ((v = env("TIDINGS_SMTP_USER")) && *v) set_str(&cfg->smtp_user, v);
+    if ((v = env("TIDINGS_SMTP_PASSWORD")) && *v) set_str(&cfg->smtp_password, v);
+    if ((v = env("TIDINGS_SMTP_FROM")) && *v) set_str(&cfg->smtp_from, v);
+    if ((v = env("TIDINGS_PUBLIC_NOTIFICATIONS_URL")) && *v) {
+        if (strncmp(v, "https://", 8) && strncmp(v, "http://", 7))
+            return td_errf(errstr, errlen, TD_EINVAL,
+                           "TIDINGS_PUBLIC_NOTIFICATIONS_URL: '%.100s' is not an http(s):// URL",
+                           v);
+        set_str(&cfg->public_notifications_url, v);
+        size_t ulen = strlen(cfg->public_notifications_url);
+        while (ulen > 8 && cfg->public_notifications_url[ulen - 1] == '/')
+            cfg->public_notifications_url[--ulen] = '\0';
+    }
     if ((v = env("TIDINGS_MAX_STREAMS_PER_USER")) &&
         (rc = parse_int("TIDINGS_MAX_STREAMS_PER_USER", v, 1, 10000, &cfg->max_streams_per_user,
                         errstr, errlen)))
@@ -568,6 +593,12 @@ void td_config_usage(FILE *out, const char *command)
             "  TIDINGS_CORS_ORIGINS          http://127.0.0.1:<web port>,http://localhost:<web "
             "port>\n"
             "  TIDINGS_MAX_STREAMS_PER_USER  32\n"
+            "  TIDINGS_SMTP_URL              (none: no email; smtp://host:port or smtps://...)\n"
+            "  TIDINGS_SMTP_USER             (none, or the URL's user)\n"
+            "  TIDINGS_SMTP_PASSWORD         (none, or the URL's password)\n"
+            "  TIDINGS_SMTP_FROM             tidings <no-reply@tidings.local>\n"
+            "  TIDINGS_PUBLIC_NOTIFICATIONS_URL http://<listen addr>:<notifications port>"
+            " (email unsubscribe links)\n"
             "  TIDINGS_KAFKA_DEBUG           (none; librdkafka debug contexts, e.g. cgrp)\n",
             command ? command : "<command>");
     for (int i = 0; i < TD_SVC__COUNT; i++)

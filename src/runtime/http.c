@@ -60,6 +60,7 @@ typedef struct route {
     char *method;
     char *pattern;
     td_route_fn fn;
+    bool form; /* td_http_opts_t.form_routes */
     enum builtin builtin;
     char **segs;    /* literal text, or the parameter name */
     bool *is_param; /* "{name}" */
@@ -1238,7 +1239,10 @@ static enum MHD_Result dispatch(request_state_t *st)
     req->route = found->pattern;
     st->route_label = found->pattern;
 
-    if (st->body_len > 0) {
+    if (st->body_len > 0 && found->form) {
+        req->body_raw = st->body;
+        req->body_len = st->body_len;
+    } else if (st->body_len > 0) {
         if (!is_json_type(td_req_header(req, "Content-Type")))
             return send_error(st, 415, "request body must be application/json");
         json_error_t jerr;
@@ -1605,6 +1609,8 @@ td_http_t *td_http_start(const td_http_opts_t *opts, char *errstr, size_t errlen
             goto fail;
         }
         r->fn = src->fn;
+        for (const char *const *f = opts->form_routes; f && *f; f++)
+            if (!strcmp(*f, src->pattern)) r->form = true;
     }
 
     struct sockaddr_in sin;

@@ -16,6 +16,7 @@
 
 #include "notifications/notifications.h"
 #include "tidings/delivery.h"
+#include "tidings/email.h"
 #include "tidings/json.h"
 #include "tidings/log.h"
 #include "tidings/webhook.h"
@@ -592,6 +593,76 @@ static int queue_webhooks(delivery_ctx_t *d, td_db_t *db, const char *user_id, c
     return rc;
 }
 
+char *notif_unsubscribe_url(const td_config_t *cfg, const char *user_id)
+{
+    char sig[65];
+    td_email_unsubscribe_sig(cfg->secret, cfg->secret_len, user_id, sig);
+    char *base =
+        cfg->public_notifications_url
+            ? td_strdup(cfg->public_notifications_url)
+            : td_asprintf("http://%s:%d",
+                          cfg->listen_addr && strcmp(cfg->listen_addr, "0.0.0.0") ? cfg->listen_addr
+                                                                                  : "127.0.0.1",
+                          td_config_port(cfg, TD_SVC_NOTIFICATIONS));
+    char *url = td_asprintf("%s/unsubscribe?u=%s&s=%s", base, user_id, sig);
+    free(base);
+    return url;
+}
+
+/* The email of a notification to its user's account address (kept from
+ * UserRegisteredEvent), held in quiet hours like a push. */
+static int queue_email(delivery_ctx_t *d, td_db_t *db, const char *user_id, const char *id)
+{
+    char err[256];
+    td_email_server_t srv;
+    if (td_email_server_load(d->cfg, &srv, err, sizeof(err)) != 0) return 0;
+    sqlite3_stmt *st = td_db_prepare(db, "SELECT email FROM users WHERE id = ?");
+    sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
+    char *rcpt = sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0)
+                     ? td_strdup((const char *)sqlite3_column_text(st, 0))
+                     : NULL;
+    td_db_done(st);
+    int rc = 0;
+    if (!rcpt) goto out; /* no address known (yet): no email */
+    const json_t *n = object_of(d);
+    const char *title = json_string_value(json_object_get(n, "title"));
+    const char *body = json_string_value(json_object_get(n, "body"));
+    char *mid = td_asprintf("%s.email@%s", id, srv.host);
+    char *unsub = notif_unsubscribe_url(d->cfg, user_id);
+    td_email_t e = {
+        .from = srv.from,
+        .to = rcpt,
+        .subject = title ? title : "",
+        .text = body ? body : "",
+        .message_id = mid,
+        .unsubscribe_url = unsub,
+        .date_s = td_now_ms() / 1000,
+    };
+    size_t len = 0;
+    char *message = td_email_build(&e, &len);
+    free(mid);
+    free(unsub);
+    if (!message) {
+        td_warn("notification %s: no email: the account address is not usable", id);
+        goto out;
+    }
+    notif_quiet_t quiet;
+    int64_t hold_until_ms = 0;
+    if (notif_quiet_of(db, user_id, &quiet))
+        hold_until_ms = notif_quiet_until(&quiet, (time_t)(td_now_ms() / 1000)) * 1000;
+    rc = td_email_enqueue(db, &srv, user_id, rcpt, id, message, len, hold_until_ms, origin_of(d),
+                          err, sizeof(err));
+    free(message);
+    if (rc == TD_ELIMIT || rc == TD_EINVAL) {
+        if (rc == TD_EINVAL) td_warn("notification %s: email skipped: %s", id, err);
+        rc = 0;
+    }
+out:
+    free(rcpt);
+    td_email_server_clear(&srv);
+    return rc;
+}
+
 int notif_channels_deliver(void *arg, td_db_t *db, const struct notif_made *m)
 {
     delivery_ctx_t d = {.cfg = arg, .m = m};
@@ -602,6 +673,9 @@ int notif_channels_deliver(void *arg, td_db_t *db, const struct notif_made *m)
         rc = queue_pushes(&d, db, m->user_id, m->id);
     if (rc == 0 && notif_channel_wants(db, m->user_id, NOTIF_CHANNEL_WEBHOOK, m->type))
         rc = queue_webhooks(&d, db, m->user_id, m->type, m->id);
+    if (rc == 0 && d.cfg && d.cfg->smtp_url &&
+        notif_channel_wants(db, m->user_id, NOTIF_CHANNEL_EMAIL, m->type))
+        rc = queue_email(&d, db, m->user_id, m->id);
     json_decref(d.n);
     return rc;
 }

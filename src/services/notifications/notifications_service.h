@@ -53,6 +53,7 @@ typedef struct notif_ctx {
 /* routes.c */
 extern const td_route_t notif_routes[];
 extern const size_t notif_route_cnt;
+extern const char *const notif_form_routes[]; /* td_http_opts_t.form_routes */
 
 /* stream.c: GET /notifications/stream, and the live push of one
  * notification (its JSON text) to the streams of user_id. */

@@ -259,6 +259,7 @@ notifications_service_t *notifications_service_start(const td_config_t *cfg, cha
         .port = td_config_port(cfg, TD_SVC_NOTIFICATIONS),
         .routes = notif_routes,
         .route_cnt = notif_route_cnt,
+        .form_routes = notif_form_routes,
         .ctx = &svc->ctx,
         .secret = cfg->secret,
         .secret_len = cfg->secret_len,
