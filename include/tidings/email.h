@@ -77,18 +77,15 @@ void td_email_server_clear(td_email_server_t *srv);
  * (channel TD_DELIVERY_EMAIL, tidings/delivery.h): in the caller's
  * transaction, owner's queue, held until hold_until_ms (0: due now), the
  * status naming rcpt as its target. Same returns as td_delivery_enqueue. */
-int td_email_enqueue(td_db_t *db, const td_email_server_t *srv, const char *owner,
-                     const char *rcpt, const char *event_id, const char *message, size_t len,
-                     int64_t hold_until_ms, const td_record_t *origin, char *errstr,
-                     size_t errlen);
+int td_email_enqueue(td_db_t *db, const td_email_server_t *srv, const char *owner, const char *rcpt,
+                     const char *event_id, const char *message, size_t len, int64_t hold_until_ms,
+                     const td_record_t *origin, char *errstr, size_t errlen);
 
 /* The signature of a one-click unsubscribe link for user_id: lowercase
  * hex of HMAC-SHA256(key, "unsubscribe:" + user_id), into out (65 bytes). */
-void td_email_unsubscribe_sig(const void *key, size_t key_len, const char *user_id,
-                              char out[65]);
+void td_email_unsubscribe_sig(const void *key, size_t key_len, const char *user_id, char out[65]);
 /* True when sig is that signature (compared in constant time). */
-bool td_email_unsubscribe_ok(const void *key, size_t key_len, const char *user_id,
-                             const char *sig);
+bool td_email_unsubscribe_ok(const void *key, size_t key_len, const char *user_id, const char *sig);
 
 /* ---- internal: the delivery queue's SMTP try ------------------------- */
 

@@ -52,12 +52,23 @@ char *td_email_html_escape(const char *s)
     buf_add(&b, "", 0);
     for (; *s; s++) {
         switch (*s) {
-        case '&': buf_str(&b, "&amp;"); break;
-        case '<': buf_str(&b, "&lt;"); break;
-        case '>': buf_str(&b, "&gt;"); break;
-        case '"': buf_str(&b, "&quot;"); break;
-        case '\'': buf_str(&b, "&#39;"); break;
-        default: buf_add(&b, s, 1);
+        case '&':
+            buf_str(&b, "&amp;");
+            break;
+        case '<':
+            buf_str(&b, "&lt;");
+            break;
+        case '>':
+            buf_str(&b, "&gt;");
+            break;
+        case '"':
+            buf_str(&b, "&quot;");
+            break;
+        case '\'':
+            buf_str(&b, "&#39;");
+            break;
+        default:
+            buf_add(&b, s, 1);
         }
     }
     return b.p;
@@ -419,10 +430,9 @@ bool td_email_unsubscribe_ok(const void *key, size_t key_len, const char *user_i
     return CRYPTO_memcmp(want, sig, 64) == 0;
 }
 
-int td_email_enqueue(td_db_t *db, const td_email_server_t *srv, const char *owner,
-                     const char *rcpt, const char *event_id, const char *message, size_t len,
-                     int64_t hold_until_ms, const td_record_t *origin, char *errstr,
-                     size_t errlen)
+int td_email_enqueue(td_db_t *db, const td_email_server_t *srv, const char *owner, const char *rcpt,
+                     const char *event_id, const char *message, size_t len, int64_t hold_until_ms,
+                     const td_record_t *origin, char *errstr, size_t errlen)
 {
     char *addr = td_email_addr(rcpt);
     if (!addr || strchr(rcpt, '<')) {

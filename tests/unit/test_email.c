@@ -101,9 +101,8 @@ static void test_structure(void **state)
     const char *ct = strstr(h, "Content-Type: multipart/alternative; boundary=\"");
     assert_non_null(ct);
     char boundary[80];
-    assert_int_equal(sscanf(ct, "Content-Type: multipart/alternative; boundary=\"%79[^\"]\"",
-                            boundary),
-                     1);
+    assert_int_equal(
+        sscanf(ct, "Content-Type: multipart/alternative; boundary=\"%79[^\"]\"", boundary), 1);
     char *open = NULL, *close = NULL;
     assert_true(asprintf(&open, "\r\n--%s\r\n", boundary) > 0);
     assert_true(asprintf(&close, "\r\n--%s--\r\n", boundary) > 0);
@@ -117,7 +116,8 @@ static void test_structure(void **state)
     char *text = part_text(msg, "text/plain");
     assert_string_equal(text, "Your order <b>42</b> & more is confirmed.\n");
     char *html = part_text(msg, "text/html");
-    assert_non_null(strstr(html, "<p>Your order &lt;b&gt;42&lt;/b&gt; &amp; more is confirmed.</p>"));
+    assert_non_null(
+        strstr(html, "<p>Your order &lt;b&gt;42&lt;/b&gt; &amp; more is confirmed.</p>"));
     assert_null(strstr(html, "<b>42"));
     /* Every line within 998 characters, CRLF only. */
     for (const char *p = msg; *p; p++)
