@@ -152,6 +152,15 @@ int td_delivery_enqueue_webhook(td_db_t *db, const char *owner, const char *webh
                                 const void *body, size_t len, const td_record_t *origin,
                                 char *errstr, size_t errlen);
 
+/* The id of the delivery the last td_delivery_enqueue* on this thread's
+ * connection queued (inside the same transaction). */
+int64_t td_delivery_last_id(td_db_t *db);
+/* Replaces the body of delivery id while it is held (pending, not in
+ * flight, due later than now): a digest that gains a member. 1 when
+ * replaced, 0 when the row is no longer held (the caller queues anew),
+ * TD_EIO. Inside the caller's transaction. */
+int td_delivery_rebody(td_db_t *db, int64_t id, const void *body, size_t len);
+
 /* Drops the pending deliveries to one target (a deleted subscription or
  * webhook). Inside the caller's transaction. Returns the number dropped
  * (>= 0) or TD_EIO. A try already in flight still completes. */

@@ -545,6 +545,26 @@ int td_delivery_enqueue_webhook(td_db_t *db, const char *owner, const char *webh
     return td_delivery_enqueue(db, &msg, errstr, errlen);
 }
 
+int64_t td_delivery_last_id(td_db_t *db)
+{
+    /* td_delivery_status is the last insert, keyed by the delivery id. */
+    return sqlite3_last_insert_rowid(td_db_sqlite(db));
+}
+
+int td_delivery_rebody(td_db_t *db, int64_t id, const void *body, size_t len)
+{
+    static const char empty[1];
+    sqlite3_stmt *st = td_db_prepare(db, "UPDATE td_delivery SET body = ? WHERE id = ?"
+                                         " AND state = 'pending' AND inflight = 0"
+                                         " AND next_at_ms > ?");
+    if (!st) return TD_EIO;
+    sqlite3_bind_blob(st, 1, body ? body : empty, (int)len, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 2, id);
+    sqlite3_bind_int64(st, 3, td_now_ms());
+    if (td_db_run(db, st) != 0) return TD_EIO;
+    return sqlite3_changes(td_db_sqlite(db)) > 0 ? 1 : 0;
+}
+
 int td_delivery_cancel(td_db_t *db, const char *channel, const char *target_id)
 {
     sqlite3_stmt *st = td_db_prepare(
