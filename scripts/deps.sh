@@ -9,7 +9,7 @@ PACKAGES=(
   build-essential cmake pkg-config clang-format
   librdkafka-dev libmicrohttpd-dev libjansson-dev libsqlite3-dev
   libssl-dev libsodium-dev uuid-dev libcurl4-openssl-dev libcmocka-dev
-  kcat python3 python3-kafka python3-cryptography curl sqlite3
+  kcat python3 python3-kafka python3-cryptography python3-aiosmtpd curl sqlite3
 )
 # The browser test drives Debian's chromium with playwright-core (npm).
 PACKAGES+=(chromium)

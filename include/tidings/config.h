@@ -58,6 +58,14 @@ typedef struct td_config {
      * specific one). */
     char *cors_origins;
     int max_streams_per_user; /* TIDINGS_MAX_STREAMS_PER_USER, default 32 */
+    char *smtp_url;           /* TIDINGS_SMTP_URL, or NULL: the email channel is off */
+    char *smtp_user;          /* TIDINGS_SMTP_USER, or NULL */
+    char *smtp_password;      /* TIDINGS_SMTP_PASSWORD, or NULL */
+    char *smtp_from;          /* TIDINGS_SMTP_FROM, or NULL: tidings <no-reply@tidings.local> */
+    /* TIDINGS_PUBLIC_NOTIFICATIONS_URL: the notifications service as
+     * users' mail clients reach it (the unsubscribe links), or NULL:
+     * http://<listen address>:<notifications port>. */
+    char *public_notifications_url;
 } td_config_t;
 
 /* Fills cfg with defaults, then the environment, then flags from argv

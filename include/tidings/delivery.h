@@ -65,6 +65,12 @@
 
 #define TD_DELIVERY_WEBPUSH "webpush"
 #define TD_DELIVERY_WEBHOOK "webhook"
+/* An email (tidings/email.h): url is the SMTP server's (no credentials),
+ * body the whole message, headers one "Rcpt: <address>" line; sent to the
+ * server of cfg's TIDINGS_SMTP_URL with MAIL FROM of TIDINGS_SMTP_FROM.
+ * Error classes "smtp_<code>" (4xx retried, 5xx permanent) and
+ * "smtp_auth" besides the transfer ones. */
+#define TD_DELIVERY_EMAIL "email"
 
 /* Longest backoff between two tries. */
 #define TD_DELIVERY_BACKOFF_MAX_MS (5 * 60 * 1000)
@@ -92,7 +98,7 @@ int td_delivery_prune(td_db_t *db, int64_t cutoff_ms, int64_t *deleted);
 int td_delivery_init(td_db_t *db);
 
 typedef struct td_delivery_msg {
-    const char *channel;        /* TD_DELIVERY_WEBPUSH or TD_DELIVERY_WEBHOOK */
+    const char *channel;        /* TD_DELIVERY_WEBPUSH, TD_DELIVERY_WEBHOOK or TD_DELIVERY_EMAIL */
     const char *owner;          /* the user whose queue it is in (their cap), or NULL */
     const char *target_id;      /* the subscription's or the webhook's id */
     const char *event_id;       /* the notification id: X-Tidings-Event-Id */
@@ -145,6 +151,15 @@ int td_delivery_enqueue_webhook(td_db_t *db, const char *owner, const char *webh
                                 const char *url, const char *secret, const char *event_id,
                                 const void *body, size_t len, const td_record_t *origin,
                                 char *errstr, size_t errlen);
+
+/* The id of the delivery the last td_delivery_enqueue* on this thread's
+ * connection queued (inside the same transaction). */
+int64_t td_delivery_last_id(td_db_t *db);
+/* Replaces the body of delivery id while it is held (pending, not in
+ * flight, due later than now): a digest that gains a member. 1 when
+ * replaced, 0 when the row is no longer held (the caller queues anew),
+ * TD_EIO. Inside the caller's transaction. */
+int td_delivery_rebody(td_db_t *db, int64_t id, const void *body, size_t len);
 
 /* Drops the pending deliveries to one target (a deleted subscription or
  * webhook). Inside the caller's transaction. Returns the number dropped

@@ -169,6 +169,10 @@ typedef enum td_route_auth {
 typedef enum td_route_body {
     TD_BODY_NONE = 0, /* none needed (one sent is still parsed) */
     TD_BODY_JSON,     /* a JSON object is required */
+    /* Any content type, taken as is (req->body_raw; req->body stays NULL):
+     * the RFC 8058 one-click unsubscribe, which mail clients POST as a
+     * form. */
+    TD_BODY_RAW,
 } td_route_body_t;
 
 /* td_route_t.flags */

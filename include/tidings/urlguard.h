@@ -98,6 +98,9 @@ void td_url_clear(td_url_t *u);
 /* Flags of the checks. */
 #define TD_URLGUARD_HTTP_LOOPBACK 1u /* TIDINGS_ALLOW_HTTP_ENDPOINTS: http to loopback too */
 #define TD_URLGUARD_NO_RESOLVE    2u /* judge names without looking them up (fuzzers) */
+/* TIDINGS_ALLOW_HTTP_ENDPOINTS for a scheme that is not http (the SMTP
+ * server in tests): the listed schemes to loopback only. */
+#define TD_URLGUARD_LOOPBACK 4u
 
 /* May url be called? schemes is the comma-separated list of schemes
  * allowed to public hosts ("https" for push and webhooks). A literal host

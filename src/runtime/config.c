@@ -78,6 +78,12 @@ void td_config_free(td_config_t *cfg)
     free(cfg->listen_addr);
     free(cfg->vapid_subject);
     free(cfg->cors_origins);
+    free(cfg->smtp_url);
+    free(cfg->smtp_user);
+    if (cfg->smtp_password) sodium_memzero(cfg->smtp_password, strlen(cfg->smtp_password));
+    free(cfg->smtp_password);
+    free(cfg->smtp_from);
+    free(cfg->public_notifications_url);
     memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -298,6 +304,8 @@ typedef enum set_kind {
     SET_VAPID,    /* a mailto: or https: URI */
     SET_ORIGINS,  /* CORS origins */
     SET_DB_SYNC,  /* full or normal, into a bool "normal" */
+    SET_SMTP_URL, /* an smtp:// or smtps:// URL */
+    SET_HTTP_URL, /* an http:// or https:// URL, kept without trailing '/' */
 } set_kind_t;
 
 enum {
@@ -376,6 +384,16 @@ static const setting_t settings[] = {
      "http://127.0.0.1:<web port>,http://localhost:<web port>", NULL, 0},
     {"TIDINGS_MAX_STREAMS_PER_USER", NULL, NULL, SET_INT, AT(max_streams_per_user), 1, 10000, "32",
      NULL, NULL, 0},
+    {"TIDINGS_SMTP_URL", NULL, NULL, SET_SMTP_URL, AT(smtp_url), 0, 0, NULL,
+     "(none: no email; smtp://host:port or smtps://...)", NULL, 0},
+    {"TIDINGS_SMTP_USER", NULL, NULL, SET_STR, AT(smtp_user), 0, 0, NULL,
+     "(none, or the URL's user)", NULL, 0},
+    {"TIDINGS_SMTP_PASSWORD", NULL, NULL, SET_STR, AT(smtp_password), 0, 0, NULL,
+     "(none, or the URL's password)", NULL, 0},
+    {"TIDINGS_SMTP_FROM", NULL, NULL, SET_STR, AT(smtp_from), 0, 0, NULL,
+     "tidings <no-reply@tidings.local>", NULL, 0},
+    {"TIDINGS_PUBLIC_NOTIFICATIONS_URL", NULL, NULL, SET_HTTP_URL, AT(public_notifications_url), 0,
+     0, NULL, "http://<listen addr>:<notifications port> (email unsubscribe links)", NULL, 0},
     {"TIDINGS_KAFKA_CONFIG", NULL, NULL, SET_DOC, 0, 0, 0, NULL,
      "(none; a librdkafka properties file, kcat -F format)", NULL, 0},
     {"TIDINGS_KAFKA_<PROPERTY>", NULL, NULL, SET_DOC, 0, 0, 0, NULL,
@@ -466,6 +484,22 @@ static int set_value(td_config_t *cfg, const setting_t *s, const char *what, con
                            what, text);
         *(bool *)at = !strcmp(text, "normal");
         break;
+    case SET_SMTP_URL:
+        /* The whole URL may hold a password: never echoed. */
+        if (strncasecmp(text, "smtp://", 7) && strncasecmp(text, "smtps://", 8))
+            return td_errf(errstr, errlen, TD_EINVAL, "%s is not an smtp:// or smtps:// URL", what);
+        set_str(at, text);
+        break;
+    case SET_HTTP_URL: {
+        if (strncmp(text, "https://", 8) && strncmp(text, "http://", 7))
+            return td_errf(errstr, errlen, TD_EINVAL, "%s: '%.100s' is not an http(s):// URL", what,
+                           text);
+        set_str(at, text);
+        char *u = *(char **)at;
+        size_t len = strlen(u);
+        while (len > 8 && u[len - 1] == '/') u[--len] = '\0';
+        break;
+    }
     }
     return rc;
 }

@@ -35,6 +35,7 @@
 #include <time.h>
 
 #include "tidings/bus.h"
+#include "tidings/email.h"
 #include "tidings/json.h"
 #include "tidings/log.h"
 #include "tidings/metrics.h"
@@ -106,6 +107,7 @@ struct td_delivery {
     td_db_t *db;
     const td_config_t *cfg;
     const td_vapid_t *vapid;
+    td_email_server_t smtp; /* url NULL: email rows fail ("smtp_off") */
     td_delivery_gone_fn gone;
     void *ctx;
     int timeout_ms;
@@ -178,8 +180,48 @@ static const char delivery_status_schema[] =
     " SELECT id, event_id, channel, target_id, state, attempts, last_error, created_ms"
     " FROM td_delivery;";
 
+/* Version 4: the email channel. SQLite cannot change a CHECK, so the
+ * table is made again with the same columns and rows. */
+static const char delivery_email[] =
+    "CREATE TABLE td_delivery_v4 ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " channel TEXT NOT NULL CHECK (channel IN ('webpush', 'webhook', 'email')),"
+    " target_id TEXT NOT NULL,"
+    " event_id TEXT NOT NULL,"
+    " url TEXT NOT NULL,"
+    " headers TEXT NOT NULL,"
+    " body BLOB NOT NULL,"
+    " secret BLOB,"
+    " state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'failed')),"
+    " inflight INTEGER NOT NULL DEFAULT 0,"
+    " claimed_ms INTEGER,"
+    " attempts INTEGER NOT NULL DEFAULT 0,"
+    " next_at_ms INTEGER NOT NULL,"
+    " created_ms INTEGER NOT NULL,"
+    " last_status INTEGER,"
+    " last_error TEXT,"
+    " failed_ms INTEGER,"
+    " origin_topic TEXT NOT NULL,"
+    " origin_partition INTEGER NOT NULL,"
+    " origin_offset INTEGER NOT NULL,"
+    " origin_key BLOB,"
+    " origin_value BLOB,"
+    " origin_headers BLOB,"
+    " owner TEXT,"
+    " dest TEXT);"
+    "INSERT INTO td_delivery_v4 SELECT id, channel, target_id, event_id, url, headers, body,"
+    " secret, state, inflight, claimed_ms, attempts, next_at_ms, created_ms, last_status,"
+    " last_error, failed_ms, origin_topic, origin_partition, origin_offset, origin_key,"
+    " origin_value, origin_headers, owner, dest FROM td_delivery;"
+    "DROP TABLE td_delivery;"
+    "ALTER TABLE td_delivery_v4 RENAME TO td_delivery;"
+    "CREATE INDEX IF NOT EXISTS td_delivery_due ON td_delivery(state, next_at_ms);"
+    "CREATE INDEX IF NOT EXISTS td_delivery_target ON td_delivery(channel, target_id);"
+    "CREATE INDEX IF NOT EXISTS td_delivery_dest_inflight ON td_delivery(dest, inflight);"
+    "CREATE INDEX IF NOT EXISTS td_delivery_owner ON td_delivery(owner, state, inflight);";
+
 static const td_migration_t delivery_migs[] = {
-    {1, delivery_schema}, {2, delivery_fair}, {3, delivery_status_schema}};
+    {1, delivery_schema}, {2, delivery_fair}, {3, delivery_status_schema}, {4, delivery_email}};
 
 int td_delivery_init(td_db_t *db)
 {
@@ -330,7 +372,8 @@ int td_delivery_enqueue(td_db_t *db, const td_delivery_msg_t *msg, char *errstr,
 {
     bool webpush = msg->channel && !strcmp(msg->channel, TD_DELIVERY_WEBPUSH);
     bool webhook = msg->channel && !strcmp(msg->channel, TD_DELIVERY_WEBHOOK);
-    if (!webpush && !webhook)
+    bool email = msg->channel && !strcmp(msg->channel, TD_DELIVERY_EMAIL);
+    if (!webpush && !webhook && !email)
         return td_errf(errstr, errlen, TD_EINVAL, "unknown delivery channel '%s'",
                        msg->channel ? msg->channel : "(null)");
     if (!msg->target_id || !*msg->target_id || !msg->event_id || !*msg->event_id || !msg->url ||
@@ -500,6 +543,26 @@ int td_delivery_enqueue_webhook(td_db_t *db, const char *owner, const char *webh
         .origin = origin,
     };
     return td_delivery_enqueue(db, &msg, errstr, errlen);
+}
+
+int64_t td_delivery_last_id(td_db_t *db)
+{
+    /* td_delivery_status is the last insert, keyed by the delivery id. */
+    return sqlite3_last_insert_rowid(td_db_sqlite(db));
+}
+
+int td_delivery_rebody(td_db_t *db, int64_t id, const void *body, size_t len)
+{
+    static const char empty[1];
+    sqlite3_stmt *st = td_db_prepare(db, "UPDATE td_delivery SET body = ? WHERE id = ?"
+                                         " AND state = 'pending' AND inflight = 0"
+                                         " AND next_at_ms > ?");
+    if (!st) return TD_EIO;
+    sqlite3_bind_blob(st, 1, body ? body : empty, (int)len, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 2, id);
+    sqlite3_bind_int64(st, 3, td_now_ms());
+    if (td_db_run(db, st) != 0) return TD_EIO;
+    return sqlite3_changes(td_db_sqlite(db)) > 0 ? 1 : 0;
 }
 
 int td_delivery_cancel(td_db_t *db, const char *channel, const char *target_id)
@@ -706,6 +769,116 @@ static bool permanent_curl_error(CURLcode cc, bool blocked)
            (cc == CURLE_COULDNT_CONNECT && blocked);
 }
 
+/* Runs the transfer armed on w's handle; false when stopped (out says so). */
+static bool perform(worker_t *w, CURLcode *cc, outcome_t *out)
+{
+    CURL *c = w->easy;
+    *cc = CURLE_OK;
+    curl_multi_add_handle(w->multi, c);
+    for (;;) {
+        int running = 0;
+        if (curl_multi_perform(w->multi, &running) != CURLM_OK) {
+            *cc = CURLE_FAILED_INIT;
+            break;
+        }
+        if (!running) {
+            int left = 0;
+            CURLMsg *m;
+            while ((m = curl_multi_info_read(w->multi, &left)))
+                if (m->msg == CURLMSG_DONE) *cc = m->data.result;
+            break;
+        }
+        if (atomic_load(&w->dlv->stopping)) {
+            out->verdict = V_ABORTED;
+            break;
+        }
+        curl_multi_poll(w->multi, NULL, 0, 1000, NULL);
+    }
+    curl_multi_remove_handle(w->multi, c);
+    if (out->verdict == V_ABORTED) {
+        snprintf(out->error, sizeof(out->error), "stopped");
+        return false;
+    }
+    return true;
+}
+
+/* The recipient an email row carries in its headers ("Rcpt: addr"). */
+static char *email_rcpt(const job_t *job)
+{
+    static const char name[] = "Rcpt: ";
+    for (const char *line = job->headers; *line;) {
+        const char *nl = strchr(line, '\n');
+        size_t len = nl ? (size_t)(nl - line) : strlen(line);
+        if (len > sizeof(name) - 1 && !strncmp(line, name, sizeof(name) - 1))
+            return td_strndup(line + sizeof(name) - 1, len - (sizeof(name) - 1));
+        if (!nl) break;
+        line = nl + 1;
+    }
+    return NULL;
+}
+
+/* One SMTP try of an email row: its message as queued, to the server of
+ * TIDINGS_SMTP_URL (the guard checks its address at connect time too).
+ * Error classes: "smtp_<reply code>" (4xx retried, 5xx permanent), the
+ * transfer classes above, "smtp_off" when no server is configured. */
+static void send_email(worker_t *w, const job_t *job, outcome_t *out)
+{
+    struct td_delivery *dlv = w->dlv;
+    td_urlguard_conn_t guard = {0};
+    struct curl_slist *rcpts = NULL;
+    char *rcpt = email_rcpt(job);
+    CURL *c = w->easy;
+    curl_easy_reset(c);
+    if (!dlv->smtp.url || !rcpt) {
+        out->verdict = V_FAIL;
+        snprintf(out->error, sizeof(out->error), "%s", rcpt ? "smtp_off" : "bad_message");
+        goto out;
+    }
+    if (td_urlguard_curl(c, dlv->smtp.url, "smtp,smtps",
+                         dlv->cfg->allow_http_endpoints ? TD_URLGUARD_LOOPBACK : 0, &guard) != 0) {
+        out->verdict = V_FAIL;
+        snprintf(out->error, sizeof(out->error), "blocked_url");
+        goto out;
+    }
+    td__email_upload_t up = {.data = job->body, .len = job->body_len};
+    td__email_arm(c, &dlv->smtp, dlv->smtp.from_addr, rcpt, &up, &rcpts);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)dlv->timeout_ms);
+    curl_easy_setopt(
+        c, CURLOPT_CONNECTTIMEOUT_MS,
+        (long)(dlv->timeout_ms < CONNECT_TIMEOUT_MS ? dlv->timeout_ms : CONNECT_TIMEOUT_MS));
+    CURLcode cc;
+    if (!perform(w, &cc, out)) goto out;
+    long code = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+    out->status = code;
+    if (cc == CURLE_OK) {
+        out->verdict = V_SUCCESS;
+        out->health = 1;
+    } else if (code >= 400 && code < 600) {
+        /* The server answered: 4xx is "try again later" (RFC 5321
+         * section 4.2.1), 5xx a refusal that a retry does not change. */
+        out->verdict = code < 500 ? V_RETRY : V_FAIL;
+        out->health = code < 500 ? -1 : 1;
+        snprintf(out->error, sizeof(out->error), "smtp_%ld", code);
+    } else {
+        long os_errno = 0;
+        curl_easy_getinfo(c, CURLINFO_OS_ERRNO, &os_errno);
+        out->verdict = permanent_curl_error(cc, guard.blocked) ? V_FAIL : V_RETRY;
+        out->health = -1;
+        snprintf(out->error, sizeof(out->error), "%s",
+                 cc == CURLE_LOGIN_DENIED ? "smtp_auth"
+                                          : curl_error_class(cc, os_errno, guard.blocked));
+        if (guard.blocked)
+            td_warn("delivery %" PRId64 " by email: refused to connect to a %s address", job->id,
+                    td_addr_class_name(guard.blocked_class));
+    }
+out:
+    td_urlguard_conn_clear(&guard);
+    curl_slist_free_all(rcpts);
+    free(rcpt);
+}
+
 /* Sends job once. Runs without the database lock. */
 static void send_job(worker_t *w, const job_t *job, outcome_t *out)
 {
@@ -728,6 +901,10 @@ static void send_job(worker_t *w, const job_t *job, outcome_t *out)
         *nl = '\n';
     }
     int64_t now_s = td_now_ms() / 1000;
+    if (!strcmp(job->channel, TD_DELIVERY_EMAIL)) {
+        send_email(w, job, out);
+        goto out;
+    }
     if (!strcmp(job->channel, TD_DELIVERY_WEBPUSH)) {
         char *value = dlv->vapid ? td_vapid_header(dlv->vapid, job->url, dlv->cfg->vapid_subject,
                                                    now_s, err, sizeof(err))
@@ -789,31 +966,7 @@ static void send_job(worker_t *w, const job_t *job, outcome_t *out)
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &resp);
 
     CURLcode cc = CURLE_OK;
-    curl_multi_add_handle(w->multi, c);
-    for (;;) {
-        int running = 0;
-        if (curl_multi_perform(w->multi, &running) != CURLM_OK) {
-            cc = CURLE_FAILED_INIT;
-            break;
-        }
-        if (!running) {
-            int left = 0;
-            CURLMsg *m;
-            while ((m = curl_multi_info_read(w->multi, &left)))
-                if (m->msg == CURLMSG_DONE) cc = m->data.result;
-            break;
-        }
-        if (atomic_load(&dlv->stopping)) {
-            out->verdict = V_ABORTED;
-            break;
-        }
-        curl_multi_poll(w->multi, NULL, 0, 1000, NULL);
-    }
-    curl_multi_remove_handle(w->multi, c);
-    if (out->verdict == V_ABORTED) {
-        snprintf(out->error, sizeof(out->error), "stopped");
-        goto out;
-    }
+    if (!perform(w, &cc, out)) goto out;
 
     if (cc != CURLE_OK) {
         long os_errno = 0;
@@ -1329,7 +1482,22 @@ td_delivery_t *td_delivery_start(const td_delivery_opts_t *opts, char *errstr, s
         return NULL;
     }
 
+    /* The SMTP server is checked once here (a private or loopback host is
+     * refused at start) and again at each connect. */
+    td_email_server_t smtp = {0};
+    if (opts->cfg && opts->cfg->smtp_url) {
+        if (td_email_server_load(opts->cfg, &smtp, errstr, errlen) < 0) return NULL;
+        char err[256];
+        if (td_urlguard_check_url(smtp.url, "smtp,smtps",
+                                  opts->cfg->allow_http_endpoints ? TD_URLGUARD_LOOPBACK : 0, err,
+                                  sizeof(err)) != 0) {
+            td_errf(errstr, errlen, TD_EINVAL, "TIDINGS_SMTP_URL: %s", err);
+            td_email_server_clear(&smtp);
+            return NULL;
+        }
+    }
     struct td_delivery *dlv = td_calloc(1, sizeof(*dlv));
+    dlv->smtp = smtp;
     dlv->db = opts->db;
     dlv->cfg = opts->cfg;
     dlv->vapid = opts->vapid;
@@ -1432,6 +1600,7 @@ void td_delivery_stop(td_delivery_t *dlv)
     }
     td_metric_unregister(dlv);
     free(dlv->workers);
+    td_email_server_clear(&dlv->smtp);
     pthread_cond_destroy(&dlv->cv);
     pthread_mutex_destroy(&dlv->mu);
     free(dlv);

@@ -197,7 +197,10 @@ static enum MHD_Result dispatch(request_state_t *st)
     req->route = found->pattern;
     st->route_label = found->pattern;
 
-    if (st->body_len > 0) {
+    if (st->body_len > 0 && found->body == TD_BODY_RAW) {
+        req->body_raw = st->body;
+        req->body_len = st->body_len;
+    } else if (st->body_len > 0) {
         if (!is_json_type(td_req_header(req, "Content-Type")))
             return td__http_send_error(st, 415, "request body must be application/json");
         json_error_t jerr;

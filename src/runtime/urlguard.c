@@ -559,7 +559,7 @@ static int scheme_policy(const char *scheme, const char *schemes, unsigned flags
                          size_t errlen)
 {
     if (!schemes) schemes = "https";
-    if (scheme_listed(scheme, schemes)) return 0;
+    if (scheme_listed(scheme, schemes)) return flags & TD_URLGUARD_LOOPBACK ? 1 : 0;
     bool http_ok = flags & TD_URLGUARD_HTTP_LOOPBACK;
     if (http_ok && strcasecmp(scheme, "http") == 0) return 1;
     td_errf(errstr, errlen, TD_EINVAL, "URL must be %s%s", strchr(schemes, ',') ? "one of " : "",

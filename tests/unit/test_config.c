@@ -540,6 +540,8 @@ static void test_names_help_usage(void **state)
         "TIDINGS_MAX_STREAMS_PER_USER",
         "TIDINGS_INBOX_RETENTION_MS",
         "TIDINGS_NOTIFICATION_RETENTION_DAYS",
+        "TIDINGS_SMTP_URL",
+        "TIDINGS_SMTP_FROM",
     };
     for (size_t i = 0; i < TD_ARRAY_SIZE(spec); i++) {
         char *line = td_asprintf("\n  %s ", spec[i]);

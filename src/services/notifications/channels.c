@@ -14,8 +14,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "notifications/digest.h"
 #include "notifications/notifications.h"
 #include "tidings/delivery.h"
+#include "tidings/email.h"
 #include "tidings/json.h"
 #include "tidings/log.h"
 #include "tidings/webhook.h"
@@ -509,6 +511,69 @@ static const json_t *object_of(delivery_ctx_t *d)
     return d->n;
 }
 
+/* Where a digest links to: the storefront's inbox. Caller frees. */
+static char *inbox_url(const td_config_t *cfg)
+{
+    return td_asprintf("http://%s:%d/#notifications",
+                       cfg->listen_addr && strcmp(cfg->listen_addr, "0.0.0.0") ? cfg->listen_addr
+                                                                               : "127.0.0.1",
+                       td_config_port(cfg, TD_SVC_WEB));
+}
+
+/* When a digest whose window ends at window_end_ms is due: then, or at
+ * the end of the user's quiet hours when it falls inside them. */
+static int64_t digest_due(td_db_t *db, const char *user_id, int64_t window_end_ms)
+{
+    notif_quiet_t quiet;
+    if (!notif_quiet_of(db, user_id, &quiet)) return window_end_ms;
+    int64_t until = notif_quiet_until(&quiet, (time_t)(window_end_ms / 1000)) * 1000;
+    return until > window_end_ms ? until : window_end_ms;
+}
+
+/* The digest of a window that one more push joined: the held row's body
+ * rewritten, or a held row queued when there is none yet. */
+static int push_digest(delivery_ctx_t *d, td_db_t *db, const char *user_id, const char *id,
+                       const char *sub, const char *endpoint, const char *p256dh, const char *auth,
+                       const notif_digest_t *dg)
+{
+    char err[256], *title, *body;
+    notif_digest_text((const char *const *)dg->titles, dg->title_cnt, &title, &body);
+    char *url = inbox_url(d->cfg);
+    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:{s:s, s:i}}", "id", id, "type", "digest", "title",
+                          title, "body", body, "data", "url", url, "count", (int)dg->title_cnt);
+    char *payload = push_payload(j);
+    json_decref(j);
+    free(url);
+    free(title);
+    free(body);
+    int rc = 0;
+    if (dg->delivery_id) {
+        unsigned char *enc = NULL;
+        size_t enc_len = 0;
+        rc = td_webpush_encrypt(p256dh, auth, payload, strlen(payload), &enc, &enc_len, err,
+                                sizeof(err));
+        if (rc == 0) rc = td_delivery_rebody(db, dg->delivery_id, enc, enc_len);
+        free(enc);
+        if (rc == 1) {
+            free(payload);
+            return 0;
+        }
+        if (rc < 0 && rc != TD_EINVAL) goto out;
+    }
+    td_webpush_hints_t hints = {.topic = NULL};
+    rc = td_delivery_enqueue_webpush(
+        db, user_id, sub, endpoint, p256dh, auth, id, payload, strlen(payload), &hints,
+        digest_due(db, user_id, dg->window_end_ms), origin_of(d), err, sizeof(err));
+    if (rc == 0)
+        rc = notif_digest_set_delivery(db, user_id, TD_DELIVERY_WEBPUSH, sub,
+                                       td_delivery_last_id(db));
+    else if (rc == TD_EINVAL || rc == TD_ELIMIT)
+        rc = 0;
+out:
+    free(payload);
+    return rc;
+}
+
 static int queue_pushes(delivery_ctx_t *d, td_db_t *db, const char *user_id, const char *id)
 {
     char err[256];
@@ -530,8 +595,24 @@ static int queue_pushes(delivery_ctx_t *d, td_db_t *db, const char *user_id, con
      * so a restart keeps the hold) until the window ends. */
     notif_quiet_t quiet;
     int64_t hold_until_ms = 0;
+    int minutes = notif_digest_minutes(db, user_id);
     while ((step = sqlite3_step(st)) == SQLITE_ROW) {
         const char *sub = (const char *)sqlite3_column_text(st, 0);
+        if (minutes > 0) {
+            notif_digest_t dg;
+            const char *title = json_string_value(json_object_get(object_of(d), "title"));
+            if ((rc = notif_digest_step(db, user_id, TD_DELIVERY_WEBPUSH, sub, title, minutes,
+                                        &dg)) != 0)
+                break;
+            if (dg.hold)
+                rc = push_digest(d, db, user_id, id, sub, (const char *)sqlite3_column_text(st, 1),
+                                 (const char *)sqlite3_column_text(st, 2),
+                                 (const char *)sqlite3_column_text(st, 3), &dg);
+            bool held = dg.hold;
+            notif_digest_clear(&dg);
+            if (rc) break;
+            if (held) continue;
+        }
         if (!payload) {
             /* Once, and only for a user with a subscription. */
             payload = push_payload(object_of(d));
@@ -592,6 +673,105 @@ static int queue_webhooks(delivery_ctx_t *d, td_db_t *db, const char *user_id, c
     return rc;
 }
 
+char *notif_unsubscribe_url(const td_config_t *cfg, const char *user_id)
+{
+    char sig[65];
+    td_email_unsubscribe_sig(cfg->secret, cfg->secret_len, user_id, sig);
+    char *base =
+        cfg->public_notifications_url
+            ? td_strdup(cfg->public_notifications_url)
+            : td_asprintf("http://%s:%d",
+                          cfg->listen_addr && strcmp(cfg->listen_addr, "0.0.0.0") ? cfg->listen_addr
+                                                                                  : "127.0.0.1",
+                          td_config_port(cfg, TD_SVC_NOTIFICATIONS));
+    char *url = td_asprintf("%s/unsubscribe?u=%s&s=%s", base, user_id, sig);
+    free(base);
+    return url;
+}
+
+/* The email of a notification to its user's account address (kept from
+ * UserRegisteredEvent), held in quiet hours like a push. */
+static int queue_email(delivery_ctx_t *d, td_db_t *db, const char *user_id, const char *id)
+{
+    char err[256];
+    td_email_server_t srv;
+    notif_digest_t dg = {0};
+    if (td_email_server_load(d->cfg, &srv, err, sizeof(err)) != 0) return 0;
+    sqlite3_stmt *st = td_db_prepare(db, "SELECT email FROM users WHERE id = ?");
+    sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
+    char *rcpt = sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0)
+                     ? td_strdup((const char *)sqlite3_column_text(st, 0))
+                     : NULL;
+    td_db_done(st);
+    int rc = 0;
+    if (!rcpt) goto out; /* no address known (yet): no email */
+    const json_t *n = object_of(d);
+    const char *title = json_string_value(json_object_get(n, "title"));
+    const char *body = json_string_value(json_object_get(n, "body"));
+    /* A digest: the window's members in one email, linking to the inbox. */
+    int minutes = notif_digest_minutes(db, user_id);
+    if (minutes > 0 &&
+        (rc = notif_digest_step(db, user_id, TD_DELIVERY_EMAIL, user_id, title, minutes, &dg)))
+        goto out;
+    char *dtitle = NULL, *dbody = NULL, *link = NULL;
+    if (dg.hold) {
+        notif_digest_text((const char *const *)dg.titles, dg.title_cnt, &dtitle, &dbody);
+        title = dtitle;
+        body = dbody;
+        link = inbox_url(d->cfg);
+    }
+    char *mid = td_asprintf("%s.email@%s", id, srv.host);
+    char *unsub = notif_unsubscribe_url(d->cfg, user_id);
+    td_email_t e = {
+        .from = srv.from,
+        .to = rcpt,
+        .subject = title ? title : "",
+        .text = body ? body : "",
+        .link = link,
+        .message_id = mid,
+        .unsubscribe_url = unsub,
+        .date_s = td_now_ms() / 1000,
+    };
+    size_t len = 0;
+    char *message = td_email_build(&e, &len);
+    free(mid);
+    free(unsub);
+    free(dtitle);
+    free(dbody);
+    free(link);
+    if (!message) {
+        td_warn("notification %s: no email: the account address is not usable", id);
+        goto out;
+    }
+    if (dg.hold && dg.delivery_id &&
+        (rc = td_delivery_rebody(db, dg.delivery_id, message, len)) != 0) {
+        free(message);
+        rc = rc == 1 ? 0 : rc;
+        goto out;
+    }
+    notif_quiet_t quiet;
+    int64_t hold_until_ms = 0;
+    if (dg.hold)
+        hold_until_ms = digest_due(db, user_id, dg.window_end_ms);
+    else if (notif_quiet_of(db, user_id, &quiet))
+        hold_until_ms = notif_quiet_until(&quiet, (time_t)(td_now_ms() / 1000)) * 1000;
+    rc = td_email_enqueue(db, &srv, user_id, rcpt, id, message, len, hold_until_ms, origin_of(d),
+                          err, sizeof(err));
+    if (rc == 0 && dg.hold)
+        rc = notif_digest_set_delivery(db, user_id, TD_DELIVERY_EMAIL, user_id,
+                                       td_delivery_last_id(db));
+    free(message);
+    if (rc == TD_ELIMIT || rc == TD_EINVAL) {
+        if (rc == TD_EINVAL) td_warn("notification %s: email skipped: %s", id, err);
+        rc = 0;
+    }
+out:
+    notif_digest_clear(&dg);
+    free(rcpt);
+    td_email_server_clear(&srv);
+    return rc;
+}
+
 int notif_channels_deliver(void *arg, td_db_t *db, const struct notif_made *m)
 {
     delivery_ctx_t d = {.cfg = arg, .m = m};
@@ -602,6 +782,9 @@ int notif_channels_deliver(void *arg, td_db_t *db, const struct notif_made *m)
         rc = queue_pushes(&d, db, m->user_id, m->id);
     if (rc == 0 && notif_channel_wants(db, m->user_id, NOTIF_CHANNEL_WEBHOOK, m->type))
         rc = queue_webhooks(&d, db, m->user_id, m->type, m->id);
+    if (rc == 0 && d.cfg && d.cfg->smtp_url &&
+        notif_channel_wants(db, m->user_id, NOTIF_CHANNEL_EMAIL, m->type))
+        rc = queue_email(&d, db, m->user_id, m->id);
     json_decref(d.n);
     return rc;
 }

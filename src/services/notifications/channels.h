@@ -91,6 +91,10 @@ int notif_webhook_remove(td_db_t *db, const char *user_id, const char *webhook_i
  * skipped with a warning, never a reason to lose the notification. */
 struct notif_made;
 int notif_channels_deliver(void *arg, td_db_t *db, const struct notif_made *m);
+/* The one-click unsubscribe link of user_id's emails (RFC 8058): POST
+ * /unsubscribe?u=<userId>&s=<signature> on the notifications service at
+ * TIDINGS_PUBLIC_NOTIFICATIONS_URL (or its own address). Caller frees. */
+char *notif_unsubscribe_url(const td_config_t *cfg, const char *user_id);
 
 /* The delivery queue's gone callback: a push service said 404/410, so the
  * subscription is deleted (inside the queue's transaction). */

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "notifications/channels.h"
+#include "notifications/digest.h"
 #include "tidings/bus.h"
 #include "tidings/delivery.h"
 #include "tidings/json.h"
@@ -136,7 +137,7 @@ static const char schema_v5[] = "ALTER TABLE prefs ADD COLUMN quiet_start INTEGE
 const td_migration_t notif_migrations[] = {
     {1, schema_v1}, {2, notif_channels_schema}, /* Web Push and webhooks (channels.c) */
     {3, schema_v3}, {4, schema_v4},
-    {5, schema_v5},
+    {5, schema_v5}, {6, notif_digest_schema}, /* digests (digest.c) */
 };
 
 const notif_channel_t notif_channels[] = {
@@ -1245,8 +1246,9 @@ static json_t *prefs_json(td_db_t *db, const char *user_id)
     td_db_done(st);
     notif_quiet_t q;
     json_t *quiet = notif_quiet_of(db, user_id, &q) ? notif_quiet_json(&q) : json_null();
-    return json_pack("{s:o, s:b, s:o, s:o}", "muted", muted, "newProducts", new_products,
-                     "channels", channels_json(db, user_id), "quietHours", quiet);
+    return json_pack("{s:o, s:b, s:o, s:o, s:i}", "muted", muted, "newProducts", new_products,
+                     "channels", channels_json(db, user_id), "quietHours", quiet, "digestMinutes",
+                     notif_digest_minutes(db, user_id));
 }
 
 int notif_prefs_get(td_db_t *db, const char *user_id, json_t **out)
@@ -1260,7 +1262,8 @@ int notif_prefs_get(td_db_t *db, const char *user_id, json_t **out)
 int notif_prefs_put(td_db_t *db, const char *user_id, const json_t *body, json_t **out,
                     char *errstr, size_t errlen)
 {
-    static const char *const allowed[] = {"muted", "newProducts", "channels", "quietHours", NULL};
+    static const char *const allowed[] = {"muted",      "newProducts",   "channels",
+                                          "quietHours", "digestMinutes", NULL};
     if (!json_is_object(body))
         return td_errf(errstr, errlen, TD_EINVAL, "the preferences must be an object");
     int rc = td_json_only_fields(body, allowed, errstr, errlen);
@@ -1272,6 +1275,11 @@ int notif_prefs_put(td_db_t *db, const char *user_id, const json_t *body, json_t
     if (new_products && !json_is_boolean(new_products))
         return td_errf(errstr, errlen, TD_EINVAL, "newProducts must be true or false");
     if (channels && (rc = check_channels(channels, errstr, errlen)) != 0) return rc;
+    json_t *digest = json_object_get(body, "digestMinutes");
+    if (digest && (!json_is_integer(digest) || json_integer_value(digest) < 0 ||
+                   json_integer_value(digest) > NOTIF_DIGEST_MAX_MINUTES))
+        return td_errf(errstr, errlen, TD_EINVAL, "digestMinutes must be an integer from 0 to %d",
+                       NOTIF_DIGEST_MAX_MINUTES);
     json_t *quiet_v = json_object_get(body, "quietHours");
     notif_quiet_t quiet;
     if (quiet_v && !json_is_null(quiet_v) &&
@@ -1301,6 +1309,12 @@ int notif_prefs_put(td_db_t *db, const char *user_id, const json_t *body, json_t
         }
     }
     if (channels && (rc = save_channels(db, user_id, channels)) != 0) goto fail;
+    if (digest) {
+        st = td_db_prepare(db, "UPDATE prefs SET digest_minutes = ? WHERE user_id = ?");
+        sqlite3_bind_int(st, 1, (int)json_integer_value(digest));
+        sqlite3_bind_text(st, 2, user_id, -1, SQLITE_TRANSIENT);
+        if ((rc = td_db_run(db, st)) != 0) goto fail;
+    }
     if (quiet_v) {
         bool none = json_is_null(quiet_v);
         st = td_db_prepare(db, "UPDATE prefs SET quiet_start = ?, quiet_end = ?, quiet_zone = ?"

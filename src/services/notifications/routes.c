@@ -12,6 +12,7 @@
 #include "notifications/channels.h"
 #include "notifications/notifications.h"
 #include "notifications/notifications_service.h"
+#include "tidings/email.h"
 #include "tidings/json.h"
 
 /* ?after= and ?limit= of a list. false with 400 set. */
@@ -320,7 +321,76 @@ static void delete_webhook(td_req_t *req, td_resp_t *resp)
     td_resp_empty(resp, 204);
 }
 
+/* The email one-click unsubscribe (RFC 8058): no login, the signature of
+ * the link is the authority. The user id and its signature must match,
+ * else 403; the answer is the same whether or not the user exists. */
+static bool unsubscribe_args(td_req_t *req, td_resp_t *resp, const char **user_id)
+{
+    notif_ctx_t *ctx = req->ctx;
+    *user_id = td_req_query(req, "u");
+    const char *sig = td_req_query(req, "s");
+    if (!*user_id || !td_uuid_valid(*user_id) ||
+        !td_email_unsubscribe_ok(ctx->cfg->secret, ctx->cfg->secret_len, *user_id, sig)) {
+        td_resp_error(resp, 403, "this unsubscribe link is not valid");
+        return false;
+    }
+    return true;
+}
+
+static void html_page(td_resp_t *resp, const char *body)
+{
+    char *page = td_asprintf("<!DOCTYPE html><html><head><meta charset=\"utf-8\">"
+                             "<title>tidings: email notifications</title></head><body>%s"
+                             "</body></html>\n",
+                             body);
+    td_resp_data(resp, 200, "text/html; charset=utf-8", page, strlen(page));
+    td_resp_header(resp, "Cache-Control", "no-store");
+    free(page);
+}
+
+/* GET changes nothing (mail scanners follow links): it shows a form
+ * that POSTs the one-click body. */
+static void get_unsubscribe(td_req_t *req, td_resp_t *resp)
+{
+    const char *user_id;
+    if (!unsubscribe_args(req, resp, &user_id)) return;
+    const char *sig = td_req_query(req, "s");
+    char *form = td_asprintf("<p>Stop notification emails from tidings?</p>"
+                             "<form method=\"post\" action=\"unsubscribe?u=%s&amp;s=%s\">"
+                             "<input type=\"hidden\" name=\"List-Unsubscribe\" "
+                             "value=\"One-Click\"><button type=\"submit\">Unsubscribe</button>"
+                             "</form>",
+                             user_id, sig);
+    html_page(resp, form);
+    free(form);
+}
+
+static void post_unsubscribe(td_req_t *req, td_resp_t *resp)
+{
+    notif_ctx_t *ctx = req->ctx;
+    const char *user_id;
+    if (!unsubscribe_args(req, resp, &user_id)) return;
+    if (!req->body_raw || !strstr(req->body_raw, "List-Unsubscribe=One-Click")) {
+        td_resp_error(resp, 400, "the body must be List-Unsubscribe=One-Click");
+        return;
+    }
+    if (td_db_begin(ctx->db) != 0) {
+        td_resp_errno(resp, TD_EIO, "the preferences could not be saved");
+        return;
+    }
+    int rc = notif__channel_set_enabled(ctx->db, user_id, NOTIF_CHANNEL_EMAIL, false);
+    rc = rc == 0 ? td_db_commit(ctx->db) : (td_db_rollback(ctx->db), rc);
+    if (rc) {
+        td_resp_errno(resp, rc, "the preferences could not be saved");
+        return;
+    }
+    html_page(resp, "<p>You will get no more notification emails. You can turn them on again "
+                    "in your settings.</p>");
+}
+
 const td_route_t notif_routes[] = {
+    {"GET", "/unsubscribe", get_unsubscribe, TD_AUTH_PUBLIC, TD_BODY_RAW},
+    {"POST", "/unsubscribe", post_unsubscribe, TD_AUTH_PUBLIC, TD_BODY_RAW},
     {"GET", "/notifications", list_notifications},
     {"GET", "/notifications/stream", notif_stream_get},
     {"GET", "/notifications/{id}", get_notification},
