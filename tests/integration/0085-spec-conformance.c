@@ -392,7 +392,7 @@ static void test_resources_have_exactly_their_spec_fields(void **state)
     ts_resp_free(&r);
     r = call("GET", TD_SVC_NOTIFICATIONS, "/preferences", W.alice, NULL);
     want_json(&r, 200);
-    want_keys(r.json, "muted newProducts channels quietHours");
+    want_keys(r.json, "muted newProducts channels quietHours digestMinutes");
     want_keys(json_object_get(r.json, "channels"), "push webhook email");
     ts_resp_free(&r);
     r = call("GET", TD_SVC_NOTIFICATIONS, "/webpush/vapid-public-key", NULL, NULL);

@@ -906,7 +906,8 @@ static void test_preferences_are_validated(void **state)
     assert_string_equal(s, "{\"muted\":[],\"newProducts\":false,\"channels\":{"
                            "\"push\":{\"enabled\":true,\"muted\":[]},"
                            "\"webhook\":{\"enabled\":true,\"muted\":[]},"
-                           "\"email\":{\"enabled\":false,\"muted\":[]}},\"quietHours\":null}");
+                           "\"email\":{\"enabled\":false,\"muted\":[]}},\"quietHours\":null,"
+                           "\"digestMinutes\":0}");
     free(s);
     json_decref(out);
 
@@ -949,7 +950,7 @@ static void test_preferences_are_validated(void **state)
         s, "{\"muted\":[\"OrderCreatedEvent\",\"UserLoggedInEvent\"],\"newProducts\":true,"
            "\"channels\":{\"push\":{\"enabled\":true,\"muted\":[]},"
            "\"webhook\":{\"enabled\":true,\"muted\":[]},"
-           "\"email\":{\"enabled\":false,\"muted\":[]}},\"quietHours\":null}");
+           "\"email\":{\"enabled\":false,\"muted\":[]}},\"quietHours\":null,\"digestMinutes\":0}");
     free(s);
     json_decref(out);
 
@@ -985,7 +986,7 @@ static void test_preferences_are_validated(void **state)
                         "{\"start\":\"22:00\",\"end\":\"07:00\",\"timeZone\":\"Asia/Kathmandu\"}");
     free(s);
     json_decref(out);
-    set_prefs(f, ANN, "{\"quietHours\":null}");
+    set_prefs(f, ANN, "{\"quietHours\":null,\"digestMinutes\":0}");
     assert_int_equal(notif_prefs_get(f->db, ANN, &out), 0);
     assert_true(json_is_null(json_object_get(out, "quietHours")));
     json_decref(out);
