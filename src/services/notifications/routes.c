@@ -27,14 +27,14 @@ static void list_notifications(td_req_t *req, td_resp_t *resp)
     notif_ctx_t *ctx = req->ctx;
     int64_t after;
     int limit;
-    if (!td_req_auth(req, resp, false) || !page_args(req, resp, &after, &limit)) return;
+    if (!page_args(req, resp, &after, &limit)) return;
     const char *collapse = td_req_query(req, "collapse");
     if (collapse && strcmp(collapse, "thread") != 0) {
         td_resp_error(resp, 400, "collapse must be 'thread'");
         return;
     }
     json_t *out;
-    int rc = notif_list(ctx->db, req->auth.sub, after, limit, collapse != NULL, &out);
+    int rc = notif_list(ctx->db, td_req_caller(req)->sub, after, limit, collapse != NULL, &out);
     if (rc) {
         td_resp_errno(resp, rc, "the notifications could not be read");
         return;
@@ -56,11 +56,10 @@ static const char *notification_id(td_req_t *req, td_resp_t *resp)
 static void get_notification(td_req_t *req, td_resp_t *resp)
 {
     notif_ctx_t *ctx = req->ctx;
-    if (!td_req_auth(req, resp, false)) return;
     const char *id = notification_id(req, resp);
     if (!id) return;
     json_t *out;
-    int rc = notif_get(ctx->db, req->auth.sub, id, &out);
+    int rc = notif_get(ctx->db, td_req_caller(req)->sub, id, &out);
     if (rc == TD_ENOENT) {
         td_resp_error(resp, 404, "notification not found");
         return;
@@ -75,11 +74,10 @@ static void get_notification(td_req_t *req, td_resp_t *resp)
 static void read_notification(td_req_t *req, td_resp_t *resp)
 {
     notif_ctx_t *ctx = req->ctx;
-    if (!td_req_auth(req, resp, false)) return;
     const char *id = notification_id(req, resp);
     if (!id) return;
     json_t *out;
-    int rc = notif_mark_read(ctx->db, req->auth.sub, id, &out);
+    int rc = notif_mark_read(ctx->db, td_req_caller(req)->sub, id, &out);
     if (rc == TD_ENOENT) {
         td_resp_error(resp, 404, "notification not found");
         return;
@@ -94,9 +92,8 @@ static void read_notification(td_req_t *req, td_resp_t *resp)
 static void read_all(td_req_t *req, td_resp_t *resp)
 {
     notif_ctx_t *ctx = req->ctx;
-    if (!td_req_auth(req, resp, false)) return;
     int64_t cnt;
-    int rc = notif_mark_all_read(ctx->db, req->auth.sub, &cnt);
+    int rc = notif_mark_all_read(ctx->db, td_req_caller(req)->sub, &cnt);
     if (rc) {
         td_resp_errno(resp, rc, "the notifications could not be updated");
         return;
@@ -107,10 +104,9 @@ static void read_all(td_req_t *req, td_resp_t *resp)
 static void delete_notification(td_req_t *req, td_resp_t *resp)
 {
     notif_ctx_t *ctx = req->ctx;
-    if (!td_req_auth(req, resp, false)) return;
     const char *id = notification_id(req, resp);
     if (!id) return;
-    int rc = notif_delete(ctx->db, req->auth.sub, id);
+    int rc = notif_delete(ctx->db, td_req_caller(req)->sub, id);
     if (rc == TD_ENOENT) {
         td_resp_error(resp, 404, "notification not found");
         return;
@@ -125,9 +121,8 @@ static void delete_notification(td_req_t *req, td_resp_t *resp)
 static void get_preferences(td_req_t *req, td_resp_t *resp)
 {
     notif_ctx_t *ctx = req->ctx;
-    if (!td_req_auth(req, resp, false)) return;
     json_t *out;
-    int rc = notif_prefs_get(ctx->db, req->auth.sub, &out);
+    int rc = notif_prefs_get(ctx->db, td_req_caller(req)->sub, &out);
     if (rc) {
         td_resp_errno(resp, rc, "the preferences could not be read");
         return;
@@ -138,10 +133,9 @@ static void get_preferences(td_req_t *req, td_resp_t *resp)
 static void put_preferences(td_req_t *req, td_resp_t *resp)
 {
     notif_ctx_t *ctx = req->ctx;
-    if (!td_req_auth(req, resp, false) || !td_req_body(req, resp)) return;
     json_t *out = NULL;
     char err[256] = "";
-    int rc = notif_prefs_put(ctx->db, req->auth.sub, req->body, &out, err, sizeof(err));
+    int rc = notif_prefs_put(ctx->db, td_req_caller(req)->sub, req->body, &out, err, sizeof(err));
     if (rc) {
         td_resp_errno(resp, rc, rc == TD_EINVAL ? err : "the preferences could not be saved");
         return;
@@ -158,7 +152,6 @@ static void post_watch(td_req_t *req, td_resp_t *resp)
     static const char *const allowed[] = {"productId", NULL};
     char err[256];
     const char *product_id;
-    if (!td_req_auth(req, resp, false) || !td_req_body(req, resp)) return;
     if (td_json_only_fields(req->body, allowed, err, sizeof(err)) ||
         td_json_req_string(req->body, "productId", 64, &product_id, err, sizeof(err))) {
         td_resp_error(resp, 400, "%s", err);
@@ -170,7 +163,7 @@ static void post_watch(td_req_t *req, td_resp_t *resp)
     }
     bool created;
     json_t *out;
-    int rc = notif_watch_add(ctx->db, req->auth.sub, product_id, &created, &out);
+    int rc = notif_watch_add(ctx->db, td_req_caller(req)->sub, product_id, &created, &out);
     if (rc == TD_ENOENT) {
         td_resp_error(resp, 404, "product not found");
         return;
@@ -188,9 +181,9 @@ static void list_watches(td_req_t *req, td_resp_t *resp)
     notif_ctx_t *ctx = req->ctx;
     int64_t after;
     int limit;
-    if (!td_req_auth(req, resp, false) || !page_args(req, resp, &after, &limit)) return;
+    if (!page_args(req, resp, &after, &limit)) return;
     json_t *out;
-    int rc = notif_watch_list(ctx->db, req->auth.sub, after, limit, &out);
+    int rc = notif_watch_list(ctx->db, td_req_caller(req)->sub, after, limit, &out);
     if (rc) {
         td_resp_errno(resp, rc, "the watches could not be read");
         return;
@@ -201,10 +194,9 @@ static void list_watches(td_req_t *req, td_resp_t *resp)
 static void delete_watch(td_req_t *req, td_resp_t *resp)
 {
     notif_ctx_t *ctx = req->ctx;
-    if (!td_req_auth(req, resp, false)) return;
     const char *product_id = td_req_param(req, "productId");
     int rc = product_id && td_uuid_valid(product_id)
-                 ? notif_watch_remove(ctx->db, req->auth.sub, product_id)
+                 ? notif_watch_remove(ctx->db, td_req_caller(req)->sub, product_id)
                  : TD_ENOENT;
     if (rc == TD_ENOENT) {
         td_resp_error(resp, 404, "you are not watching this product");
@@ -241,11 +233,10 @@ static void channel_error(td_resp_t *resp, int rc, const char *err, const char *
 static void post_subscription(td_req_t *req, td_resp_t *resp)
 {
     notif_ctx_t *ctx = req->ctx;
-    if (!td_req_auth(req, resp, false) || !td_req_body(req, resp)) return;
     json_t *out;
     char err[256] = "";
-    int rc = notif_push_subscribe(ctx->db, req->auth.sub, req->body, ctx->cfg->allow_http_endpoints,
-                                  &out, err, sizeof(err));
+    int rc = notif_push_subscribe(ctx->db, td_req_caller(req)->sub, req->body,
+                                  ctx->cfg->allow_http_endpoints, &out, err, sizeof(err));
     if (rc) {
         channel_error(resp, rc, err, "the subscription could not be saved");
         return;
@@ -256,13 +247,12 @@ static void post_subscription(td_req_t *req, td_resp_t *resp)
 static void delete_subscription(td_req_t *req, td_resp_t *resp)
 {
     notif_ctx_t *ctx = req->ctx;
-    if (!td_req_auth(req, resp, false)) return;
     const char *endpoint = td_req_query(req, "endpoint");
     if (!endpoint || !*endpoint) {
         td_resp_error(resp, 400, "endpoint is required (?endpoint=<the subscription's URL>)");
         return;
     }
-    int rc = notif_push_unsubscribe(ctx->db, req->auth.sub, endpoint);
+    int rc = notif_push_unsubscribe(ctx->db, td_req_caller(req)->sub, endpoint);
     if (rc == TD_ENOENT) {
         td_resp_error(resp, 404, "no push subscription of yours has this endpoint");
         return;
@@ -277,11 +267,10 @@ static void delete_subscription(td_req_t *req, td_resp_t *resp)
 static void post_webhook(td_req_t *req, td_resp_t *resp)
 {
     notif_ctx_t *ctx = req->ctx;
-    if (!td_req_auth(req, resp, false) || !td_req_body(req, resp)) return;
     json_t *out;
     char err[256] = "";
-    int rc = notif_webhook_add(ctx->db, req->auth.sub, req->body, ctx->cfg->allow_http_endpoints,
-                               &out, err, sizeof(err));
+    int rc = notif_webhook_add(ctx->db, td_req_caller(req)->sub, req->body,
+                               ctx->cfg->allow_http_endpoints, &out, err, sizeof(err));
     if (rc) {
         channel_error(resp, rc, err, "the webhook could not be saved");
         return;
@@ -294,9 +283,9 @@ static void list_webhooks(td_req_t *req, td_resp_t *resp)
     notif_ctx_t *ctx = req->ctx;
     int64_t after;
     int limit;
-    if (!td_req_auth(req, resp, false) || !page_args(req, resp, &after, &limit)) return;
+    if (!page_args(req, resp, &after, &limit)) return;
     json_t *out;
-    int rc = notif_webhook_list(ctx->db, req->auth.sub, after, limit, &out);
+    int rc = notif_webhook_list(ctx->db, td_req_caller(req)->sub, after, limit, &out);
     if (rc) {
         td_resp_errno(resp, rc, "the webhooks could not be read");
         return;
@@ -307,9 +296,9 @@ static void list_webhooks(td_req_t *req, td_resp_t *resp)
 static void delete_webhook(td_req_t *req, td_resp_t *resp)
 {
     notif_ctx_t *ctx = req->ctx;
-    if (!td_req_auth(req, resp, false)) return;
     const char *id = td_req_param(req, "webhookId");
-    int rc = id && td_uuid_valid(id) ? notif_webhook_remove(ctx->db, req->auth.sub, id) : TD_ENOENT;
+    int rc = id && td_uuid_valid(id) ? notif_webhook_remove(ctx->db, td_req_caller(req)->sub, id)
+                                     : TD_ENOENT;
     if (rc == TD_ENOENT) {
         td_resp_error(resp, 404, "webhook not found");
         return;
@@ -389,24 +378,25 @@ static void post_unsubscribe(td_req_t *req, td_resp_t *resp)
 }
 
 const td_route_t notif_routes[] = {
-    {"GET", "/unsubscribe", get_unsubscribe, TD_AUTH_PUBLIC, TD_BODY_RAW},
-    {"POST", "/unsubscribe", post_unsubscribe, TD_AUTH_PUBLIC, TD_BODY_RAW},
-    {"GET", "/notifications", list_notifications},
-    {"GET", "/notifications/stream", notif_stream_get},
-    {"GET", "/notifications/{id}", get_notification},
-    {"POST", "/notifications/read-all", read_all},
-    {"POST", "/notifications/{id}/read", read_notification},
-    {"DELETE", "/notifications/{id}", delete_notification},
-    {"GET", "/preferences", get_preferences},
-    {"PUT", "/preferences", put_preferences},
-    {"POST", "/watches", post_watch},
-    {"GET", "/watches", list_watches},
-    {"DELETE", "/watches/{productId}", delete_watch},
-    {"GET", "/webpush/vapid-public-key", vapid_public_key},
-    {"POST", "/webpush/subscriptions", post_subscription},
-    {"DELETE", "/webpush/subscriptions", delete_subscription},
-    {"POST", "/webhooks", post_webhook},
-    {"GET", "/webhooks", list_webhooks},
-    {"DELETE", "/webhooks/{webhookId}", delete_webhook},
+    {"GET", "/unsubscribe", get_unsubscribe, TD_AUTH_PUBLIC, TD_BODY_RAW, 0},
+    {"POST", "/unsubscribe", post_unsubscribe, TD_AUTH_PUBLIC, TD_BODY_RAW, 0},
+    {"GET", "/notifications", list_notifications, TD_AUTH_USER, TD_BODY_NONE, 0},
+    {"GET", "/notifications/stream", notif_stream_get, TD_AUTH_USER, TD_BODY_NONE,
+     TD_ROUTE_QUERY_TOKEN},
+    {"GET", "/notifications/{id}", get_notification, TD_AUTH_USER, TD_BODY_NONE, 0},
+    {"POST", "/notifications/read-all", read_all, TD_AUTH_USER, TD_BODY_NONE, 0},
+    {"POST", "/notifications/{id}/read", read_notification, TD_AUTH_USER, TD_BODY_NONE, 0},
+    {"DELETE", "/notifications/{id}", delete_notification, TD_AUTH_USER, TD_BODY_NONE, 0},
+    {"GET", "/preferences", get_preferences, TD_AUTH_USER, TD_BODY_NONE, 0},
+    {"PUT", "/preferences", put_preferences, TD_AUTH_USER, TD_BODY_JSON, 0},
+    {"POST", "/watches", post_watch, TD_AUTH_USER, TD_BODY_JSON, 0},
+    {"GET", "/watches", list_watches, TD_AUTH_USER, TD_BODY_NONE, 0},
+    {"DELETE", "/watches/{productId}", delete_watch, TD_AUTH_USER, TD_BODY_NONE, 0},
+    {"GET", "/webpush/vapid-public-key", vapid_public_key, TD_AUTH_PUBLIC, TD_BODY_NONE, 0},
+    {"POST", "/webpush/subscriptions", post_subscription, TD_AUTH_USER, TD_BODY_JSON, 0},
+    {"DELETE", "/webpush/subscriptions", delete_subscription, TD_AUTH_USER, TD_BODY_NONE, 0},
+    {"POST", "/webhooks", post_webhook, TD_AUTH_USER, TD_BODY_JSON, 0},
+    {"GET", "/webhooks", list_webhooks, TD_AUTH_USER, TD_BODY_NONE, 0},
+    {"DELETE", "/webhooks/{webhookId}", delete_webhook, TD_AUTH_USER, TD_BODY_NONE, 0},
 };
 const size_t notif_route_cnt = TD_ARRAY_SIZE(notif_routes);
