@@ -676,6 +676,11 @@
       $('pref-quiet-end').value = q ? q.end : '07:00';
       $('pref-quiet-zone').value = q ? q.timeZone
         : (Intl.DateTimeFormat().resolvedOptions().timeZone || 'UTC');
+      const digest = String(prefs.digestMinutes || 0);
+      const sel = $('pref-digest');
+      if (![...sel.options].some((o) => o.value === digest))
+        sel.append(el('option', { value: digest }, 'at most one every ' + digest + ' minutes'));
+      sel.value = digest;
       const muted = new Set(prefs.muted || []);
       for (const box of list.querySelectorAll('input')) box.checked = muted.has(box.value);
       $('prefs-save').disabled = false;
@@ -700,7 +705,8 @@
     $('prefs-error').hidden = true;
     try {
       await api('notifications', '/preferences', { method: 'PUT',
-        body: { muted, newProducts: $('pref-new-products').checked, channels, quietHours } });
+        body: { muted, newProducts: $('pref-new-products').checked, channels, quietHours,
+                digestMinutes: Number($('pref-digest').value) } });
       $('prefs-dialog').close();
       toast('Settings saved', muted.length ? muted.length + ' type(s) muted' : '');
     } catch (e) {

@@ -295,7 +295,11 @@ await step('the shopper chooses channels and quiet hours; a bad zone is refused'
   if (!(await shopper.locator('#pref-ch-push').isChecked()) ||
       (await shopper.locator('#pref-ch-email').isChecked()))
     throw new Error('channel defaults: push on, email off');
+  if ((await shopper.locator('#pref-digest').inputValue()) !== '0')
+    throw new Error('digest default: one by one');
   await shopper.locator('#pref-ch-webhook').uncheck();
+  await shopper.locator('#pref-ch-email').check();
+  await shopper.selectOption('#pref-digest', '15');
   await shopper.locator('#pref-quiet-on').check();
   await shopper.fill('#pref-quiet-start', '22:00');
   await shopper.fill('#pref-quiet-end', '07:00');
@@ -313,10 +317,14 @@ await step('the shopper chooses channels and quiet hours; a bad zone is refused'
     document.querySelector('#pref-quiet-zone').value === 'Asia/Kathmandu' &&
     document.querySelector('#pref-quiet-start').value === '22:00' &&
     !document.querySelector('#pref-ch-webhook').checked &&
+    document.querySelector('#pref-ch-email').checked &&
+    document.querySelector('#pref-digest').value === '15' &&
     document.querySelector('#pref-ch-push').checked, null, { timeout: WAIT });
   await shot(shopper, '06b-channels-quiet');
-  // Switch the quiet hours off again, so the rest of the run's pushes flow.
+  // Switch the quiet hours and the digest off again, so the rest of the
+  // run's pushes flow one by one.
   await shopper.locator('#pref-quiet-on').uncheck();
+  await shopper.selectOption('#pref-digest', '0');
   await shopper.click('#prefs-save');
   await shopper.waitForFunction(() => !document.querySelector('#prefs-dialog').open, null,
     { timeout: WAIT });
