@@ -528,18 +528,20 @@ static void test_every_rule_renders(void **state)
                 char name[64];
                 snprintf(name, sizeof(name), "%.*s", (int)n, p + 1);
                 bool ok = !strcmp(name, "product") || !strcmp(name, "reasonText");
-                for (const td_field_spec_t *fs = td_event_fields(r->type); fs && !ok && fs->name;
-                     fs++)
+                for (const td_field_spec_t *fs = td_event_fields(TD_EV_NAME(r->ev));
+                     fs && !ok && fs->name; fs++)
                     ok = !strcmp(fs->name, name) && !fs->optional;
-                if (!ok) fail_msg("%s: {%s} is not a required field of the type", r->type, name);
+                if (!ok)
+                    fail_msg("%s: {%s} is not a required field of the type", TD_EV_NAME(r->ev),
+                             name);
             }
         }
         char *t = notif_render(r->title, data, err, sizeof(err));
         char *b = notif_render(r->body, data, err, sizeof(err));
-        if (!t || !b) fail_msg("%s: %s", r->type, err);
+        if (!t || !b) fail_msg("%s: %s", TD_EV_NAME(r->ev), err);
         assert_null(strchr(t, '{'));
         assert_null(strchr(b, '{'));
-        assert_true(notif_type_known(r->type));
+        assert_true(notif_type_known(TD_EV_NAME(r->ev)));
         free(t);
         free(b);
     }

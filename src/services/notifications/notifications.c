@@ -174,25 +174,25 @@ static bool back_in_stock(const json_t *data)
  * restocks and lowers the price, "Back in stock" wins (its body still
  * names the new price): one event, one notification per user. */
 const notif_rule_t notif_rules[] = {
-    {"UserRegisteredEvent", NULL, NOTIF_TO_USER, "Welcome, {name}",
+    {TD_EV_USER_REGISTERED, NULL, NOTIF_TO_USER, "Welcome, {name}",
      "Your account {email} is ready. Happy shopping!", "low", 7 * DAY_S},
-    {"UserLoggedInEvent", NULL, NOTIF_TO_USER, "New sign-in to your account",
+    {TD_EV_USER_LOGGED_IN, NULL, NOTIF_TO_USER, "New sign-in to your account",
      "Someone signed in as {email}[ from {ip}][ using {userAgent}]. If this was not you, "
      "change your password.",
      "high", DAY_S},
-    {"OrderCreatedEvent", NULL, NOTIF_TO_USER, "Order received",
+    {TD_EV_ORDER_CREATED, NULL, NOTIF_TO_USER, "Order received",
      "We received your order of {quantity} × {product}.", "normal", HOUR_S},
-    {"OrderApprovedEvent", NULL, NOTIF_TO_USER, "Order confirmed",
+    {TD_EV_ORDER_APPROVED, NULL, NOTIF_TO_USER, "Order confirmed",
      "Your order of {quantity} × {product} is confirmed: total {total}.", "high", DAY_S},
-    {"OrderRejectedEvent", NULL, NOTIF_TO_USER, "Order rejected ({reason})",
+    {TD_EV_ORDER_REJECTED, NULL, NOTIF_TO_USER, "Order rejected ({reason})",
      "Your order of {quantity} × {product} was rejected: {reasonText}.", "high", DAY_S},
-    {"ProductCreatedEvent", NULL, NOTIF_TO_NEW_PRODUCTS, "New in the shop: {title}",
+    {TD_EV_PRODUCT_CREATED, NULL, NOTIF_TO_NEW_PRODUCTS, "New in the shop: {title}",
      "{title} is now available for {price}.", "low", DAY_S},
-    {"ProductUpdatedEvent", back_in_stock, NOTIF_TO_WATCHERS, "Back in stock: {title}",
+    {TD_EV_PRODUCT_UPDATED, back_in_stock, NOTIF_TO_WATCHERS, "Back in stock: {title}",
      "{title} is back in stock: {quantity} available at {price}.", "normal", 12 * HOUR_S},
-    {"ProductUpdatedEvent", price_dropped, NOTIF_TO_WATCHERS, "Price drop: {title}",
+    {TD_EV_PRODUCT_UPDATED, price_dropped, NOTIF_TO_WATCHERS, "Price drop: {title}",
      "{title} now costs {price} instead of {previousPrice}.", "normal", 12 * HOUR_S},
-    {"ProductDeletedEvent", NULL, NOTIF_TO_WATCHERS, "No longer available: {title}",
+    {TD_EV_PRODUCT_DELETED, NULL, NOTIF_TO_WATCHERS, "No longer available: {title}",
      "{title} has been removed from the shop.", "low", DAY_S},
 };
 const size_t notif_rule_cnt = TD_ARRAY_SIZE(notif_rules);
@@ -206,20 +206,20 @@ static int keep_product(td_db_t *db, const json_t *data);
 static int keep_product_deleted(td_db_t *db, const json_t *data);
 
 static const struct keeper {
-    const char *type;
+    td_ev_t ev;
     keeper_fn fn;
 } keepers[] = {
-    {"UserRegisteredEvent", keep_user},
-    {"ProductCreatedEvent", keep_product},
-    {"ProductUpdatedEvent", keep_product},
-    {"ProductDeletedEvent", keep_product_deleted},
+    {TD_EV_USER_REGISTERED, keep_user},
+    {TD_EV_PRODUCT_CREATED, keep_product},
+    {TD_EV_PRODUCT_UPDATED, keep_product},
+    {TD_EV_PRODUCT_DELETED, keep_product_deleted},
 };
 
 const notif_rule_t *notif_rule_match(const char *type, const json_t *data)
 {
     for (size_t i = 0; i < notif_rule_cnt; i++) {
         const notif_rule_t *r = &notif_rules[i];
-        if (strcmp(r->type, type) == 0 && (!r->when || r->when(data))) return r;
+        if (strcmp(TD_EV_NAME(r->ev), type) == 0 && (!r->when || r->when(data))) return r;
     }
     return NULL;
 }
@@ -229,7 +229,7 @@ void notif_push_hints(const char *type, const char **urgency, int *ttl_s)
     *urgency = "normal";
     *ttl_s = DAY_S;
     for (size_t i = 0; i < notif_rule_cnt; i++)
-        if (strcmp(notif_rules[i].type, type) == 0) {
+        if (strcmp(TD_EV_NAME(notif_rules[i].ev), type) == 0) {
             *urgency = notif_rules[i].urgency;
             *ttl_s = notif_rules[i].ttl_s;
             return;
@@ -252,7 +252,7 @@ const char *notif_thread_of(const json_t *data, char *buf)
 bool notif_type_known(const char *type)
 {
     for (size_t i = 0; i < notif_rule_cnt; i++)
-        if (strcmp(notif_rules[i].type, type) == 0) return true;
+        if (strcmp(TD_EV_NAME(notif_rules[i].ev), type) == 0) return true;
     return false;
 }
 
@@ -260,7 +260,8 @@ size_t notif_handled_types(const char **out, size_t max)
 {
     size_t cnt = 0;
     for (size_t i = 0; i < notif_rule_cnt + TD_ARRAY_SIZE(keepers); i++) {
-        const char *t = i < notif_rule_cnt ? notif_rules[i].type : keepers[i - notif_rule_cnt].type;
+        const char *t =
+            TD_EV_NAME(i < notif_rule_cnt ? notif_rules[i].ev : keepers[i - notif_rule_cnt].ev);
         bool seen = false;
         for (size_t j = 0; j < cnt && !seen; j++) seen = strcmp(out[j], t) == 0;
         if (!seen && cnt < max) out[cnt++] = t;
@@ -738,7 +739,7 @@ int notif_apply(notif_t *n, const td_event_t *ev, char *errstr, size_t errlen)
     /* ev->data has its type's whole shape: the consumer checked it
      * against the catalogue before calling us. */
     for (size_t i = 0; i < TD_ARRAY_SIZE(keepers); i++)
-        if (strcmp(keepers[i].type, ev->type) == 0) keeper = &keepers[i];
+        if (strcmp(TD_EV_NAME(keepers[i].ev), ev->type) == 0) keeper = &keepers[i];
 
     const notif_rule_t *rule = notif_rule_match(ev->type, ev->data);
     if (rule) {

@@ -39,7 +39,7 @@ typedef enum notif_audience {
  * topic) and {reasonText} (data.reason for people); a [bracketed part] is
  * left out when a field inside it is absent (optional event fields). */
 typedef struct notif_rule {
-    const char *type;                 /* the event type (ce_type) */
+    td_ev_t ev;                       /* the event type (tidings/catalog.h) */
     bool (*when)(const json_t *data); /* NULL = always; the first entry of a
                                         type that holds wins, so an event
                                         makes at most one notification per user */
