@@ -17,11 +17,13 @@
 
 typedef struct td_worker td_worker_t;
 
-/* One round. woken: td_worker_wake was called since the last round began
- * (a round is always run once at start, with woken true). now: td_mono_ms.
+/* One round, on w's thread (w is passed because the first round may run
+ * before td_worker_start has returned it). woken: td_worker_wake was
+ * called since the last round began (a round is always run once at start,
+ * with woken true). now: td_mono_ms.
  * Returns the td_mono_ms time of the next round without a wake; a time
  * already past runs the next round at once. */
-typedef int64_t (*td_worker_round_fn)(void *arg, bool woken, int64_t now);
+typedef int64_t (*td_worker_round_fn)(td_worker_t *w, void *arg, bool woken, int64_t now);
 
 typedef struct td_worker_opts {
     const char *name; /* for logs and tidings_worker_rounds_total{worker} */

@@ -124,8 +124,9 @@ static int wal_hook(void *arg, sqlite3 *sq, const char *name, int pages)
 /* A round of the checkpoint worker: when the WAL has grown (woken) or
  * every CHECKPOINT_IDLE_MS, a PASSIVE checkpoint (it copies what no reader
  * still needs and never waits) and the retention jobs that are due. */
-static int64_t checkpoint_round(void *arg, bool woken, int64_t now)
+static int64_t checkpoint_round(td_worker_t *w, void *arg, bool woken, int64_t now)
 {
+    (void)w;
     (void)woken;
     td_db_t *db = arg;
     int log = 0, done = 0;

@@ -496,8 +496,9 @@ static int64_t next_retry(const td_relay_t *r)
  * waits behind a held key; the held ones when their backoff has passed;
  * without a wake, every IDLE_WAKE_MS a look for rows another process
  * wrote. */
-static int64_t relay_round(void *arg, bool woken, int64_t now)
+static int64_t relay_round(td_worker_t *w, void *arg, bool woken, int64_t now)
 {
+    (void)w;
     td_relay_t *r = arg;
     relay_health(r);
     if (woken || now >= r->due) {

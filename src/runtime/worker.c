@@ -28,7 +28,7 @@ static void *worker_main(void *arg)
     bool woken = true;
     for (;;) {
         if (atomic_load(&w->stop)) break;
-        int64_t next = w->opts.round(w->opts.arg, woken, td_mono_ms());
+        int64_t next = w->opts.round(w, w->opts.arg, woken, td_mono_ms());
         td_metric_inc("tidings_worker_rounds_total", w->labels);
         struct timespec ts = {.tv_sec = next / 1000, .tv_nsec = (next % 1000) * 1000000};
         pthread_mutex_lock(&w->mu);

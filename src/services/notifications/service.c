@@ -66,13 +66,13 @@ static void fanout_wake(void *arg)
 /* Works the jobs off, a chunk per unit, until none is left; then sleeps
  * until woken or a second passes (which also picks up jobs left by a
  * crash). */
-static int64_t fanout_round(void *arg, bool woken, int64_t now)
+static int64_t fanout_round(td_worker_t *w, void *arg, bool woken, int64_t now)
 {
     (void)woken;
     notifications_service_t *svc = arg;
     int rc = 0;
     size_t made;
-    while (!td_worker_stopping(svc->fanout) && (rc = notif_fanout_step(&svc->ctx.notif, &made)) > 0)
+    while (!td_worker_stopping(w) && (rc = notif_fanout_step(&svc->ctx.notif, &made)) > 0)
         td_sleep_ms(FANOUT_PAUSE_MS);
     if (rc < 0) {
         td_warn("fan-out: a chunk failed (%s); retrying", td_strerror(rc));
