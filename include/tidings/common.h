@@ -47,6 +47,19 @@ char *td_asprintf(const char *fmt, ...) TD_PRINTF(1, 2);
 char *td_vasprintf(const char *fmt, va_list ap);
 TD_NORETURN void td_oom(void);
 
+/* A growable NUL-terminated string: {0} is empty; p is NULL until the
+ * first append (td_strbuf_take never returns NULL). Free p with free(). */
+typedef struct td_strbuf {
+    char *p;
+    size_t len, cap;
+} td_strbuf_t;
+
+void td_strbuf_add(td_strbuf_t *b, const char *s, size_t n);
+void td_strbuf_str(td_strbuf_t *b, const char *s);
+void td_strbuf_printf(td_strbuf_t *b, const char *fmt, ...) TD_PRINTF(2, 3);
+/* Hands the string over (an empty one if nothing was added) and resets b. */
+char *td_strbuf_take(td_strbuf_t *b);
+
 /* A borrowed slice: must not outlive its owner. */
 typedef struct td_iovec {
     const char *p;

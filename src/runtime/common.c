@@ -72,6 +72,43 @@ char *td_asprintf(const char *fmt, ...)
     return s;
 }
 
+void td_strbuf_add(td_strbuf_t *b, const char *s, size_t n)
+{
+    if (n >= SIZE_MAX / 2 - b->len) td_oom();
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1) cap *= 2;
+        b->p = td_realloc(b->p, cap);
+        b->cap = cap;
+    }
+    if (n) memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+void td_strbuf_str(td_strbuf_t *b, const char *s)
+{
+    td_strbuf_add(b, s, strlen(s));
+}
+
+void td_strbuf_printf(td_strbuf_t *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = td_vasprintf(fmt, ap);
+    va_end(ap);
+    td_strbuf_str(b, s);
+    free(s);
+}
+
+char *td_strbuf_take(td_strbuf_t *b)
+{
+    if (!b->p) td_strbuf_add(b, "", 0);
+    char *p = b->p;
+    *b = (td_strbuf_t){0};
+    return p;
+}
+
 int td_errf(char *errstr, size_t errlen, int err, const char *fmt, ...)
 {
     if (errstr && errlen) {

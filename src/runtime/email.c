@@ -16,62 +16,31 @@
 #include "tidings/common.h"
 #include "tidings/delivery.h"
 
-typedef struct buf {
-    char *p;
-    size_t len, cap;
-} buf_t;
-
-static void buf_add(buf_t *b, const char *s, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 1024;
-        while (cap < b->len + n + 1) cap *= 2;
-        b->p = td_realloc(b->p, cap);
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void buf_str(buf_t *b, const char *s)
-{
-    buf_add(b, s, strlen(s));
-}
-
-static void buf_fmt(buf_t *b, const char *fmt, const char *a)
-{
-    char *s = td_asprintf(fmt, a);
-    buf_str(b, s);
-    free(s);
-}
-
 char *td_email_html_escape(const char *s)
 {
-    buf_t b = {0};
-    buf_add(&b, "", 0);
+    td_strbuf_t b = {0};
     for (; *s; s++) {
         switch (*s) {
         case '&':
-            buf_str(&b, "&amp;");
+            td_strbuf_str(&b, "&amp;");
             break;
         case '<':
-            buf_str(&b, "&lt;");
+            td_strbuf_str(&b, "&lt;");
             break;
         case '>':
-            buf_str(&b, "&gt;");
+            td_strbuf_str(&b, "&gt;");
             break;
         case '"':
-            buf_str(&b, "&quot;");
+            td_strbuf_str(&b, "&quot;");
             break;
         case '\'':
-            buf_str(&b, "&#39;");
+            td_strbuf_str(&b, "&#39;");
             break;
         default:
-            buf_add(&b, s, 1);
+            td_strbuf_add(&b, s, 1);
         }
     }
-    return b.p;
+    return td_strbuf_take(&b);
 }
 
 /* s with every control character (C0, DEL) as a space. Caller frees. */
@@ -83,11 +52,11 @@ static char *decontrol(const char *s)
     return out;
 }
 
-static void b64(buf_t *b, const unsigned char *s, size_t n)
+static void b64(td_strbuf_t *b, const unsigned char *s, size_t n)
 {
     char *out = td_malloc(4 * ((n + 2) / 3) + 1);
     int len = EVP_EncodeBlock((unsigned char *)out, s, (int)n);
-    buf_add(b, out, (size_t)len);
+    td_strbuf_add(b, out, (size_t)len);
     free(out);
 }
 
@@ -101,21 +70,20 @@ char *td_email_header_text(const char *s)
     /* RFC 2047: words of at most 75 characters, so at most 45 bytes of
      * text each (60 of base64), cut on UTF-8 character boundaries, joined
      * by folding whitespace (which a reader drops between words). */
-    buf_t b = {0};
-    buf_add(&b, "", 0);
+    td_strbuf_t b = {0};
     size_t len = strlen(clean), at = 0;
     while (at < len) {
         size_t n = len - at > 45 ? 45 : len - at;
         while (n > 0 && at + n < len && ((unsigned char)clean[at + n] & 0xC0) == 0x80) n--;
         if (n == 0) n = 1;
-        if (at) buf_str(&b, "\r\n ");
-        buf_str(&b, "=?UTF-8?B?");
+        if (at) td_strbuf_str(&b, "\r\n ");
+        td_strbuf_str(&b, "=?UTF-8?B?");
         b64(&b, (const unsigned char *)clean + at, n);
-        buf_str(&b, "?=");
+        td_strbuf_str(&b, "?=");
         at += n;
     }
     free(clean);
-    return b.p;
+    return td_strbuf_take(&b);
 }
 
 static bool addr_ok(const char *a, size_t n)
@@ -188,29 +156,29 @@ void td_email_date(int64_t unix_s, char out[40])
 }
 
 /* A body part: base64 in lines of 76. */
-static void part(buf_t *b, const char *boundary, const char *type, const char *body)
+static void part(td_strbuf_t *b, const char *boundary, const char *type, const char *body)
 {
-    buf_fmt(b, "--%s\r\n", boundary);
-    buf_fmt(b, "Content-Type: %s; charset=UTF-8\r\n", type);
-    buf_str(b, "Content-Transfer-Encoding: base64\r\n\r\n");
-    buf_t enc = {0};
+    td_strbuf_printf(b, "--%s\r\n", boundary);
+    td_strbuf_printf(b, "Content-Type: %s; charset=UTF-8\r\n", type);
+    td_strbuf_str(b, "Content-Transfer-Encoding: base64\r\n\r\n");
+    td_strbuf_t enc = {0};
     b64(&enc, (const unsigned char *)body, strlen(body));
     for (size_t at = 0; at < enc.len; at += 76) {
-        buf_add(b, enc.p + at, enc.len - at > 76 ? 76 : enc.len - at);
-        buf_str(b, "\r\n");
+        td_strbuf_add(b, enc.p + at, enc.len - at > 76 ? 76 : enc.len - at);
+        td_strbuf_str(b, "\r\n");
     }
     free(enc.p);
 }
 
 /* A header value that is ASCII from us but may hold caller text: no
  * control characters survive. */
-static void header(buf_t *b, const char *name, const char *value)
+static void header(td_strbuf_t *b, const char *name, const char *value)
 {
     char *clean = decontrol(value);
-    buf_str(b, name);
-    buf_str(b, ": ");
-    buf_str(b, clean);
-    buf_str(b, "\r\n");
+    td_strbuf_str(b, name);
+    td_strbuf_str(b, ": ");
+    td_strbuf_str(b, clean);
+    td_strbuf_str(b, "\r\n");
     free(clean);
 }
 
@@ -229,15 +197,15 @@ char *td_email_build(const td_email_t *e, size_t *len)
     for (size_t i = 0; i < sizeof(rnd); i++)
         snprintf(boundary + strlen(boundary), 3, "%02x", rnd[i]);
 
-    buf_t b = {0};
+    td_strbuf_t b = {0};
     char date[40];
     td_email_date(e->date_s, date);
     header(&b, "From", from);
     header(&b, "To", to);
     char *subject = td_email_header_text(e->subject);
-    buf_str(&b, "Subject: ");
-    buf_str(&b, subject); /* cleaned and encoded: may fold with CRLF SP only */
-    buf_str(&b, "\r\n");
+    td_strbuf_str(&b, "Subject: ");
+    td_strbuf_str(&b, subject); /* cleaned and encoded: may fold with CRLF SP only */
+    td_strbuf_str(&b, "\r\n");
     free(subject);
     header(&b, "Date", date);
     char *mid = td_asprintf("<%s>", e->message_id ? e->message_id : "unknown@tidings.local");
@@ -254,15 +222,15 @@ char *td_email_build(const td_email_t *e, size_t *len)
     char *ct = td_asprintf("multipart/alternative; boundary=\"%s\"", boundary);
     header(&b, "Content-Type", ct);
     free(ct);
-    buf_str(&b, "\r\n");
+    td_strbuf_str(&b, "\r\n");
 
     /* One text, two forms. */
     const char *text = e->text ? e->text : "";
     char *plain = e->link ? td_asprintf("%s\n\n%s\n", text, e->link) : td_asprintf("%s\n", text);
-    buf_t html = {0};
-    buf_str(&html, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"></head><body>\n");
+    td_strbuf_t html = {0};
+    td_strbuf_str(&html, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"></head><body>\n");
     char *title = td_email_html_escape(e->subject ? e->subject : "");
-    buf_fmt(&html, "<h1 style=\"font-size:18px\">%s</h1>\n", title);
+    td_strbuf_printf(&html, "<h1 style=\"font-size:18px\">%s</h1>\n", title);
     free(title);
     /* Each line of the text is a paragraph. */
     char *copy = td_strdup(text);
@@ -271,36 +239,37 @@ char *td_email_build(const td_email_t *e, size_t *len)
         if (nl) *nl++ = '\0';
         if (!*line) continue;
         char *esc = td_email_html_escape(line);
-        buf_fmt(&html, "<p>%s</p>\n", esc);
+        td_strbuf_printf(&html, "<p>%s</p>\n", esc);
         free(esc);
     }
     free(copy);
     if (e->link) {
         char *esc = td_email_html_escape(e->link);
         char *a = td_asprintf("<p><a href=\"%s\">", esc);
-        buf_str(&html, a);
-        buf_fmt(&html, "%s</a></p>\n", esc);
+        td_strbuf_str(&html, a);
+        td_strbuf_printf(&html, "%s</a></p>\n", esc);
         free(a);
         free(esc);
     }
     if (e->unsubscribe_url) {
         char *esc = td_email_html_escape(e->unsubscribe_url);
-        buf_fmt(&html,
-                "<p style=\"font-size:12px;color:#666\"><a href=\"%s\">Stop these emails</a>"
-                "</p>\n",
-                esc);
+        td_strbuf_printf(
+            &html,
+            "<p style=\"font-size:12px;color:#666\"><a href=\"%s\">Stop these emails</a>"
+            "</p>\n",
+            esc);
         free(esc);
     }
-    buf_str(&html, "</body></html>\n");
+    td_strbuf_str(&html, "</body></html>\n");
     part(&b, boundary, "text/plain", plain);
     part(&b, boundary, "text/html", html.p);
-    buf_fmt(&b, "--%s--\r\n", boundary);
+    td_strbuf_printf(&b, "--%s--\r\n", boundary);
     free(html.p);
     free(plain);
     free(from);
     free(to);
     if (len) *len = b.len;
-    return b.p;
+    return td_strbuf_take(&b);
 }
 
 /* ---- the server --------------------------------------------------------- */

@@ -286,34 +286,18 @@ void td__cors_parse(td_http_t *http, const char *list)
 
 /* ---- handing a connection over (td_resp_takeover) ---- */
 
-typedef struct head_buf {
-    char *p;
-    size_t len, cap;
-} head_buf_t;
-
-static void head_add(head_buf_t *hb, const char *s, size_t n)
-{
-    if (hb->len + n + 1 > hb->cap) {
-        hb->cap = (hb->len + n + 1) * 2;
-        hb->p = td_realloc(hb->p, hb->cap);
-    }
-    memcpy(hb->p + hb->len, s, n);
-    hb->len += n;
-    hb->p[hb->len] = '\0';
-}
-
 static enum MHD_Result head_header(void *cls, enum MHD_ValueKind kind, const char *key,
                                    const char *value)
 {
-    head_buf_t *hb = cls;
+    td_strbuf_t *hb = cls;
     (void)kind;
     /* libmicrohttpd refused CR/LF when the header was added; be as
      * strict here, where nothing else would. */
     if (!key || !value || strpbrk(key, "\r\n:") || strpbrk(value, "\r\n")) return MHD_YES;
-    head_add(hb, key, strlen(key));
-    head_add(hb, ": ", 2);
-    head_add(hb, value, strlen(value));
-    head_add(hb, "\r\n", 2);
+    td_strbuf_add(hb, key, strlen(key));
+    td_strbuf_add(hb, ": ", 2);
+    td_strbuf_add(hb, value, strlen(value));
+    td_strbuf_add(hb, "\r\n", 2);
     return MHD_YES;
 }
 
@@ -328,25 +312,25 @@ static enum MHD_Result send_takeover(request_state_t *st, struct MHD_Response *r
     td_takeover_t to = resp->takeover;
     resp->has_takeover = false;
 
-    head_buf_t hb = {0};
+    td_strbuf_t hb = {0};
     char line[128];
     const char *reason = MHD_get_reason_phrase_for((unsigned)resp->status);
     int n = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", resp->status,
                      reason && *reason ? reason : "Unknown");
-    head_add(&hb, line, (size_t)n);
+    td_strbuf_add(&hb, line, (size_t)n);
     time_t now = time(NULL);
     struct tm tm;
     gmtime_r(&now, &tm);
     n = (int)strftime(line, sizeof(line), "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
-    head_add(&hb, line, (size_t)n);
+    td_strbuf_add(&hb, line, (size_t)n);
     MHD_get_response_headers(r, head_header, &hb);
     MHD_destroy_response(r);
     bool chunked = !st->http10;
     if (chunked)
-        head_add(&hb, "Transfer-Encoding: chunked\r\n", 28);
+        td_strbuf_add(&hb, "Transfer-Encoding: chunked\r\n", 28);
     else
-        head_add(&hb, "Connection: close\r\n", 19);
-    head_add(&hb, "\r\n", 2);
+        td_strbuf_add(&hb, "Connection: close\r\n", 19);
+    td_strbuf_add(&hb, "\r\n", 2);
 
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(st->req.conn, MHD_CONNECTION_INFO_CONNECTION_FD);

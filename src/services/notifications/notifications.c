@@ -281,22 +281,6 @@ static bool is_money_field(const char *name)
 
 /* ---- templates -------------------------------------------------------------- */
 
-typedef struct strbuf {
-    char *p;
-    size_t len, cap;
-} strbuf_t;
-
-static void sb_add(strbuf_t *sb, const char *s, size_t n)
-{
-    if (sb->len + n + 1 > sb->cap) {
-        sb->cap = (sb->len + n + 1) * 2;
-        sb->p = td_realloc(sb->p, sb->cap);
-    }
-    memcpy(sb->p + sb->len, s, n);
-    sb->len += n;
-    sb->p[sb->len] = '\0';
-}
-
 void notif_money_text(int64_t cents, char *buf, size_t len)
 {
     /* The JSON form ("2258", "19.9" is 19.90) is for programs; a sentence
@@ -335,8 +319,7 @@ static char *value_text(const json_t *vars, const char *name)
 
 char *notif_render(const char *tpl, const json_t *vars, char *errstr, size_t errlen)
 {
-    strbuf_t sb = {0};
-    sb_add(&sb, "", 0);
+    td_strbuf_t sb = {0};
     const char *p = tpl;
     while (*p) {
         if (*p == '[') {
@@ -344,7 +327,7 @@ char *notif_render(const char *tpl, const json_t *vars, char *errstr, size_t err
             if (!end) goto bad_tpl;
             char *inner = td_strndup(p + 1, (size_t)(end - p - 1));
             char *text = notif_render(inner, vars, NULL, 0);
-            if (text) sb_add(&sb, text, strlen(text));
+            if (text) td_strbuf_add(&sb, text, strlen(text));
             free(text);
             free(inner);
             p = end + 1;
@@ -358,17 +341,17 @@ char *notif_render(const char *tpl, const json_t *vars, char *errstr, size_t err
                 free(name);
                 goto fail;
             }
-            sb_add(&sb, text, strlen(text));
+            td_strbuf_add(&sb, text, strlen(text));
             free(text);
             free(name);
             p = end + 1;
         } else {
             size_t n = strcspn(p, "[{");
-            sb_add(&sb, p, n);
+            td_strbuf_add(&sb, p, n);
             p += n;
         }
     }
-    return sb.p;
+    return td_strbuf_take(&sb);
 
 bad_tpl:
     td_errf(errstr, errlen, TD_EINVAL, "unbalanced template: %s", tpl);
