@@ -13,6 +13,11 @@
  * Every JSON tidings writes (HTTP, Kafka, logs) goes through this. */
 char *td_json_dumps(const json_t *j);
 
+/* The JSON string literal of UTF-8 text s, quotes included, escaped as
+ * td_json_dumps escapes a string (", \\, the C0 controls). For hot paths
+ * that splice text into JSON without building a json_t. Caller frees. */
+char *td_json_quote(const char *s);
+
 /* Largest amount of money accepted anywhere, in cents (< 10^13 dollars
  * keeps every value exact in a double with 15 digits). */
 #define TD_MONEY_MAX_CENTS 99999999999900LL

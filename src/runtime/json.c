@@ -37,6 +37,49 @@ static void clamp_reals(json_t *j)
         clamp_reals(json_object_iter_value(it));
 }
 
+char *td_json_quote(const char *s)
+{
+    td_strbuf_t b = {0};
+    td_strbuf_add(&b, "\"", 1);
+    const char *run = s;
+    for (;; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        td_strbuf_add(&b, run, (size_t)(s - run));
+        if (!c) break;
+        char esc[8];
+        switch (c) {
+        case '"':
+            td_strbuf_add(&b, "\\\"", 2);
+            break;
+        case '\\':
+            td_strbuf_add(&b, "\\\\", 2);
+            break;
+        case '\b':
+            td_strbuf_add(&b, "\\b", 2);
+            break;
+        case '\f':
+            td_strbuf_add(&b, "\\f", 2);
+            break;
+        case '\n':
+            td_strbuf_add(&b, "\\n", 2);
+            break;
+        case '\r':
+            td_strbuf_add(&b, "\\r", 2);
+            break;
+        case '\t':
+            td_strbuf_add(&b, "\\t", 2);
+            break;
+        default:
+            snprintf(esc, sizeof(esc), "\\u%04X", c);
+            td_strbuf_add(&b, esc, 6);
+        }
+        run = s + 1;
+    }
+    td_strbuf_add(&b, "\"", 1);
+    return td_strbuf_take(&b);
+}
+
 char *td_json_dumps(const json_t *j)
 {
     if (!j) return td_strdup("null");

@@ -176,6 +176,35 @@ static void test_dumps(void **state)
     json_decref(big);
 }
 
+/* td_json_quote writes what jansson writes for the same string. */
+static void test_quote(void **state)
+{
+    (void)state;
+    static const char *const cases[] = {
+        "",
+        "plain",
+        "quote \" and back\\slash",
+        "line\nbreak\ttab\r\b\f",
+        "\x01\x1f control",
+        "caf\xc3\xa9 \xe2\x82\xac 19.99",
+        "slash / and \x7f DEL",
+    };
+    for (size_t i = 0; i < TD_ARRAY_SIZE(cases); i++) {
+        json_t *j = json_string(cases[i]);
+        assert_non_null(j);
+        char *want = json_dumps(j, JSON_ENCODE_ANY | JSON_COMPACT);
+        char *got = td_json_quote(cases[i]);
+        assert_string_equal(got, want);
+        json_t *back = json_loads(got, JSON_DECODE_ANY, NULL);
+        assert_non_null(back);
+        assert_string_equal(json_string_value(back), cases[i]);
+        json_decref(back);
+        free(got);
+        free(want);
+        json_decref(j);
+    }
+}
+
 static void test_only_fields(void **state)
 {
     (void)state;
@@ -253,6 +282,7 @@ int main(void)
         cmocka_unit_test(test_to_cents_rejects),
         cmocka_unit_test(test_money_format),
         cmocka_unit_test(test_dumps),
+        cmocka_unit_test(test_quote),
         cmocka_unit_test(test_only_fields),
         cmocka_unit_test(test_req_string),
         cmocka_unit_test(test_req_int),

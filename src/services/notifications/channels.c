@@ -776,11 +776,24 @@ int notif_channels_deliver(void *arg, td_db_t *db, const struct notif_made *m)
 {
     delivery_ctx_t d = {.cfg = arg, .m = m};
     int rc = 0;
+    /* Most users have no push subscription and no webhook for the type:
+     * one lookup says so, and the per-channel checks are left out. */
+    sqlite3_stmt *st = td_db_prepare(
+        db, "SELECT EXISTS (SELECT 1 FROM push_subscriptions WHERE user_id = ?1),"
+            " EXISTS (SELECT 1 FROM webhook_events WHERE user_id = ?1 AND type = ?2)");
+    sqlite3_bind_text(st, 1, m->user_id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, m->type, -1, SQLITE_TRANSIENT);
+    if (sqlite3_step(st) != SQLITE_ROW) {
+        td_db_done(st);
+        return TD_EIO;
+    }
+    bool pushes = sqlite3_column_int(st, 0), hooks = sqlite3_column_int(st, 1);
+    td_db_done(st);
     /* A channel the user switched off, or muted this type on, gets
      * nothing; the inbox and the stream have it anyway. */
-    if (notif_channel_wants(db, m->user_id, NOTIF_CHANNEL_PUSH, m->type))
+    if (pushes && notif_channel_wants(db, m->user_id, NOTIF_CHANNEL_PUSH, m->type))
         rc = queue_pushes(&d, db, m->user_id, m->id);
-    if (rc == 0 && notif_channel_wants(db, m->user_id, NOTIF_CHANNEL_WEBHOOK, m->type))
+    if (rc == 0 && hooks && notif_channel_wants(db, m->user_id, NOTIF_CHANNEL_WEBHOOK, m->type))
         rc = queue_webhooks(&d, db, m->user_id, m->type, m->id);
     if (rc == 0 && d.cfg && d.cfg->smtp_url &&
         notif_channel_wants(db, m->user_id, NOTIF_CHANNEL_EMAIL, m->type))

@@ -93,7 +93,7 @@ int notif_fanout_step(notif_t *n, size_t *created)
                        NULL,
                        NULL,
                        ""};
-    notif__draft_ready(&d);
+    notif__draft_ready(&d, NULL);
 
     sqlite3_stmt *rcp = td_db_prepare(n->db, "SELECT user_id FROM fanout_recipients"
                                              " WHERE job_id = ? ORDER BY user_id LIMIT ?");

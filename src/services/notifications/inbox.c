@@ -12,6 +12,7 @@
 #include "notifications/notifications_internal.h"
 #include "tidings/bus.h"
 #include "tidings/delivery.h"
+#include "tidings/json.h"
 #include "tidings/metrics.h"
 
 /* ---- creating notifications ------------------------------------------------------ */
@@ -45,19 +46,15 @@ static json_t *row_json(sqlite3_stmt *st)
 #define NOTIF_COLUMNS \
     "id, seq, user_id, type, title, body, data, created_at, read_at, thread, replaces"
 
-static char *json_str(const char *s)
+void notif__draft_ready(notif_draft_t *d, const json_t *event_data)
 {
-    json_t *j = json_string(s);
-    char *out = j ? json_dumps(j, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
-    json_decref(j);
-    if (!out) td_oom(); /* the texts are UTF-8 (checked or made here) */
-    return out;
-}
-
-void notif__draft_ready(notif_draft_t *d)
-{
-    d->title_js = json_str(d->title);
-    d->body_js = json_str(d->body);
+    /* The texts are UTF-8 (checked on the way in, or made here). */
+    d->title_js = td_json_quote(d->title);
+    d->body_js = td_json_quote(d->body);
+    if (event_data) {
+        notif_thread_of(event_data, d->thread);
+        return;
+    }
     json_t *data = json_loads(d->data, 0, NULL);
     notif_thread_of(data, d->thread);
     json_decref(data);

@@ -23,8 +23,10 @@ typedef struct notif_draft {
 } notif_draft_t;
 
 /* Makes d's title_js, body_js and thread from its fields;
- * notif__draft_clear frees them. */
-void notif__draft_ready(notif_draft_t *d);
+ * notif__draft_clear frees them. event_data, when not NULL, is the
+ * object d->data was made from (draft_data): the thread is read from it
+ * instead of parsing d->data again. */
+void notif__draft_ready(notif_draft_t *d, const json_t *event_data);
 void notif__draft_clear(notif_draft_t *d);
 
 /* Creates d's notification for user_id inside the caller's transaction,
