@@ -47,6 +47,8 @@ void td__delivery_wake(td_db_t *db)
     pthread_mutex_unlock(&registry_mu);
 }
 
+/* ---- a claimed row ---------------------------------------------------- */
+
 static void job_clear(job_t *job)
 {
     free(job->channel);
