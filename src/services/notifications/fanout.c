@@ -11,6 +11,8 @@
 #include "notifications/notifications_internal.h"
 #include "tidings/log.h"
 
+/* ---- fan-out ---------------------------------------------------------------------- */
+
 /* Queues d for the audience of rule: the recipients are chosen now, in
  * one statement, with muted users left out. */
 int notif__queue_fanout(notif_t *n, const notif_rule_t *rule, const notif_draft_t *d,
@@ -59,8 +61,6 @@ int notif__queue_fanout(notif_t *n, const notif_rule_t *rule, const notif_draft_
     if (n->wake) n->wake(n->wake_arg);
     return 0;
 }
-
-/* ---- fan-out ---------------------------------------------------------------------- */
 
 int notif_fanout_step(notif_t *n, size_t *created)
 {

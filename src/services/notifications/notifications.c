@@ -266,6 +266,9 @@ size_t notif_handled_types(const char **out, size_t max)
     }
     return cnt;
 }
+
+/* ---- template variables --------------------------------------------------- */
+
 static const char *reason_text(const char *reason)
 {
     static const struct {
@@ -355,6 +358,8 @@ static int keep_product_deleted(td_db_t *db, const json_t *data)
     sqlite3_bind_text(st, 1, pid, -1, SQLITE_TRANSIENT);
     return td_db_run(db, st);
 }
+
+/* ---- applying an event ------------------------------------------------------ */
 
 static bool is_muted(td_db_t *db, const char *user_id, const char *type)
 {

@@ -9,6 +9,8 @@
 #include "notifications/notifications.h"
 #include "tidings/json.h"
 
+/* ---- templates -------------------------------------------------------------- */
+
 /* A field name the catalogue holds as money in some event (price, total,
  * ...): templates print those as money for people. */
 static bool is_money_field(const char *name)
@@ -18,8 +20,6 @@ static bool is_money_field(const char *name)
             if (f->kind == TD_FIELD_MONEY && !strcmp(f->name, name)) return true;
     return false;
 }
-
-/* ---- templates -------------------------------------------------------------- */
 
 void notif_money_text(int64_t cents, char *buf, size_t len)
 {
