@@ -13,6 +13,11 @@ void td_uuid_new(char *out);
  * epoch, then random bits. Rows keyed by it are appended to an index
  * instead of scattered over it. */
 void td_uuid_v7(char *out);
+/* A version 7 UUID made of ms and a name instead of the clock and
+ * random bits: the 74 bits after the timestamp are SHA-256 of name. The
+ * same (ms, name) always gives the same id, so a row keyed by it is made
+ * once however often it is made again, and ids still sort by ms. */
+void td_uuid_v7_named(int64_t ms, const char *name, char *out);
 /* The name-based (version 5, SHA-1) UUID of name in namespace ns (a UUID
  * string): the same inputs always give the same id. Into out
  * (TD_UUID_LEN + 1 bytes). Any thread. */

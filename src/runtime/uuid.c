@@ -88,6 +88,20 @@ void td_uuid_v7(char *out)
     unparse(u, out);
 }
 
+void td_uuid_v7_named(int64_t ms, const char *name, char *out)
+{
+    unsigned char u[16], md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    if (EVP_Digest(name, strlen(name), md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen < 10)
+        td_oom(); /* SHA-256 does not fail but for memory */
+    memcpy(u + 6, md, 10);
+    uint64_t t = ms > 0 ? (uint64_t)ms : 0;
+    for (int i = 0; i < 6; i++) u[i] = (unsigned char)(t >> (40 - 8 * i));
+    u[6] = (unsigned char)((u[6] & 0x0f) | 0x70); /* version 7 */
+    u[8] = (unsigned char)((u[8] & 0x3f) | 0x80); /* RFC 9562 variant */
+    unparse(u, out);
+}
+
 void td_uuid_name(const char *ns, const char *name, char *out)
 {
     /* RFC 4122 version 5: SHA-1 over the namespace's bytes and the name. */

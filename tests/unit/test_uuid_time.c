@@ -51,6 +51,25 @@ static void test_uuid_v7_is_time_ordered(void **state)
     assert_true(ms >= before && ms <= td_now_ms());
 }
 
+/* Same (ms, name), same id; another name or ms, another id; the
+ * timestamp leads, so ids of later ms sort after. */
+static void test_uuid_v7_named(void **state)
+{
+    (void)state;
+    char a[TD_UUID_LEN + 1], b[TD_UUID_LEN + 1], c[TD_UUID_LEN + 1], d[TD_UUID_LEN + 1];
+    td_uuid_v7_named(1764000000000, "cause:user", a);
+    td_uuid_v7_named(1764000000000, "cause:user", b);
+    td_uuid_v7_named(1764000000000, "cause:other", c);
+    td_uuid_v7_named(1764000000001, "cause:user", d);
+    assert_true(td_uuid_valid(a));
+    assert_string_equal(a, b);
+    assert_string_not_equal(a, c);
+    assert_true(strcmp(a, d) < 0 && strcmp(c, d) < 0);
+    assert_int_equal(a[14], '7');
+    assert_true(strchr("89ab", a[19]) != NULL);
+    assert_memory_equal(a, "019ab697-e800", 13); /* 1764000000000 = 0x019ab697e800 */
+}
+
 static void test_uuid_valid_rejects(void **state)
 {
     (void)state;
@@ -162,9 +181,9 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_uuid_new_is_valid_v4), cmocka_unit_test(test_uuid_v7_is_time_ordered),
-        cmocka_unit_test(test_uuid_valid_rejects),   cmocka_unit_test(test_time_format),
-        cmocka_unit_test(test_time_round_trip),      cmocka_unit_test(test_time_parse_forms),
-        cmocka_unit_test(test_time_parse_rejects),
+        cmocka_unit_test(test_uuid_v7_named),        cmocka_unit_test(test_uuid_valid_rejects),
+        cmocka_unit_test(test_time_format),          cmocka_unit_test(test_time_round_trip),
+        cmocka_unit_test(test_time_parse_forms),     cmocka_unit_test(test_time_parse_rejects),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -22,7 +22,7 @@ int notif__queue_fanout(notif_t *n, const notif_rule_t *rule, const notif_draft_
     td_trace_format(&d->cause->trace, traceparent);
     sqlite3_stmt *st = td_db_prepare(
         n->db, "INSERT INTO fanout_jobs (cause_id, correlation_id, traceparent, type, title, body,"
-               " data, created_ms) VALUES (?,?,?,?,?,?,?,?)");
+               " data, created_ms, cause_time) VALUES (?,?,?,?,?,?,?,?,?)");
     sqlite3_bind_text(st, 1, d->cause->id, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 2, d->cause->correlationid, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 3, traceparent, -1, SQLITE_TRANSIENT);
@@ -31,6 +31,7 @@ int notif__queue_fanout(notif_t *n, const notif_rule_t *rule, const notif_draft_
     sqlite3_bind_text(st, 6, d->body, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 7, d->data, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 8, td_now_ms());
+    sqlite3_bind_text(st, 9, d->cause->time, -1, SQLITE_TRANSIENT);
     int rc = td_db_run(n->db, st);
     if (rc) return rc;
     int64_t job = sqlite3_last_insert_rowid(td_db_sqlite(n->db));
@@ -70,8 +71,8 @@ int notif_fanout_step(notif_t *n, size_t *created)
     if (rc) return rc;
 
     sqlite3_stmt *job = td_db_prepare(
-        n->db, "SELECT id, cause_id, correlation_id, traceparent, type, title, body, data"
-               " FROM fanout_jobs ORDER BY id LIMIT 1");
+        n->db, "SELECT id, cause_id, correlation_id, traceparent, type, title, body, data,"
+               " cause_time FROM fanout_jobs ORDER BY id LIMIT 1");
     if (sqlite3_step(job) != SQLITE_ROW) {
         td_db_done(job);
         td_db_rollback(n->db);
@@ -83,6 +84,10 @@ int notif_fanout_step(notif_t *n, size_t *created)
     memset(&cause, 0, sizeof(cause));
     snprintf(cause.id, sizeof(cause.id), "%s", (const char *)sqlite3_column_text(job, 1));
     cause.correlationid = (char *)sqlite3_column_text(job, 2);
+    /* The cause's time makes the recipients' notification ids (jobs
+     * queued before it was kept have none: their ids then count from 0). */
+    snprintf(cause.time, sizeof(cause.time), "%s",
+             sqlite3_column_text(job, 8) ? (const char *)sqlite3_column_text(job, 8) : "");
     if (td_trace_parse((const char *)sqlite3_column_text(job, 3), &cause.trace, NULL, 0) != 0)
         td_trace_new(&cause.trace);
     notif_draft_t d = {(const char *)sqlite3_column_text(job, 4),

@@ -109,14 +109,21 @@ int notif__create_one(notif_t *n, const notif_draft_t *d, const char *user_id, b
         snprintf(replaces, sizeof(replaces), "%s", (const char *)sqlite3_column_text(st, 0));
     td_db_done(st);
 
+    /* The id is the cause's time and a hash of (cause, user): ids of one
+     * burst are appended to the primary key, and making it again for the
+     * same pair (a replay) finds it there. */
     char id[TD_UUID_LEN + 1], now[TD_TIME_LEN + 1];
-    td_uuid_v7(id); /* appended to the primary key, not scattered */
+    int64_t cause_ms = 0;
+    if (td_time_parse(d->cause->time, &cause_ms) != 0) cause_ms = 0;
+    char *name = td_asprintf("%s:%s", d->cause->id, user_id);
+    td_uuid_v7_named(cause_ms, name, id);
+    free(name);
     td_time_format(td_now_ms(), now);
     st =
         td_db_prepare(n->db, "INSERT INTO notifications (id, user_id, seq, type, title, body, data,"
                              " created_at, cause_id, thread, replaces)"
                              " VALUES (?,?,?,?,?,?,?,?,?,?,?)"
-                             " ON CONFLICT (cause_id, user_id) DO NOTHING");
+                             " ON CONFLICT (id) DO NOTHING");
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, user_id, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 3, seq);

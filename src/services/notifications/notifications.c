@@ -132,10 +132,45 @@ static const char schema_v5[] = "ALTER TABLE prefs ADD COLUMN quiet_start INTEGE
                                 "ALTER TABLE prefs ADD COLUMN quiet_end INTEGER;"
                                 "ALTER TABLE prefs ADD COLUMN quiet_zone TEXT;";
 
+/* A notification's id is made from its cause and its user (notif__create_one),
+ * so the primary key alone makes it once: the (cause, user) index, one
+ * more scattered insert per notification, goes. SQLite drops a UNIQUE
+ * constraint only with the table, hence the rebuild (rowid order, so the
+ * order retention reads rows in stays). Ids made before stay as they are. */
+static const char schema_v7[] =
+    "CREATE TABLE notifications_v7 ("
+    "  id TEXT PRIMARY KEY,"
+    "  user_id TEXT NOT NULL,"
+    "  seq INTEGER NOT NULL,"
+    "  type TEXT NOT NULL,"
+    "  title TEXT NOT NULL,"
+    "  body TEXT NOT NULL,"
+    "  data TEXT NOT NULL,"
+    "  created_at TEXT NOT NULL,"
+    "  read_at TEXT,"
+    "  deleted INTEGER NOT NULL DEFAULT 0,"
+    "  cause_id TEXT NOT NULL,"
+    "  thread TEXT NOT NULL DEFAULT 'account',"
+    "  replaces TEXT,"
+    "  UNIQUE (user_id, seq)"
+    ");"
+    "INSERT INTO notifications_v7 (rowid, id, user_id, seq, type, title, body, data, created_at,"
+    "  read_at, deleted, cause_id, thread, replaces)"
+    " SELECT rowid, id, user_id, seq, type, title, body, data, created_at, read_at, deleted,"
+    "  cause_id, thread, replaces FROM notifications ORDER BY rowid;"
+    "DROP TABLE notifications;"
+    "ALTER TABLE notifications_v7 RENAME TO notifications;"
+    "CREATE INDEX notifications_unread ON notifications (user_id)"
+    "  WHERE read_at IS NULL AND deleted = 0;"
+    "CREATE INDEX notifications_thread ON notifications (user_id, thread, seq);"
+    /* A fan-out's recipients get ids from the cause's time too. */
+    "ALTER TABLE fanout_jobs ADD COLUMN cause_time TEXT;";
+
 const td_migration_t notif_migrations[] = {
     {1, schema_v1}, {2, notif_channels_schema}, /* Web Push and webhooks (channels.c) */
     {3, schema_v3}, {4, schema_v4},
     {5, schema_v5}, {6, notif_digest_schema}, /* digests (digest.c) */
+    {7, schema_v7},
 };
 
 const notif_channel_t notif_channels[] = {
