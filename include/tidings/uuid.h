@@ -14,7 +14,7 @@ void td_uuid_new(char *out);
  * instead of scattered over it. */
 void td_uuid_v7(char *out);
 /* A version 7 UUID made of ms and a name instead of the clock and
- * random bits: the 74 bits after the timestamp are SHA-256 of name. The
+ * random bits: the 74 bits after the timestamp are a hash (BLAKE2b) of name. The
  * same (ms, name) always gives the same id, so a row keyed by it is made
  * once however often it is made again, and ids still sort by ms. */
 void td_uuid_v7_named(int64_t ms, const char *name, char *out);

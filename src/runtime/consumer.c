@@ -34,11 +34,11 @@
 #include "tidings/metrics.h"
 /* ---- small helpers ----------------------------------------------------- */
 
-void td__cons_count(const char *topic, const char *type, const char *result)
+void td__cons_count(const char *topic, const char *type, const char *result, size_t n)
 {
     char labels[768];
     td_metric_labels(labels, sizeof(labels), "topic", topic, "type", type, "result", result, NULL);
-    td_metric_inc("tidings_events_consumed_total", labels);
+    td_metric_add("tidings_events_consumed_total", labels, (double)n);
 }
 
 void td__cons_sleep(td_consumer_t *cons, int64_t ms)

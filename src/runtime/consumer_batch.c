@@ -340,6 +340,10 @@ static int run_stateless(td_consumer_t *cons, batch_t *b)
 static void batch_done(td_consumer_t *cons, batch_t *b)
 {
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)b->cnt);
+    /* Counted by runs of one (topic, type, result): a batch is mostly one. */
+    const char *run_topic = NULL, *run_type = NULL;
+    enum result run_result = R_NONE;
+    size_t run_n = 0;
     for (size_t i = 0; i < b->cnt; i++) {
         item_t *it = &b->items[i];
         const char *topic = rd_kafka_topic_name(it->msg->rkt);
@@ -355,7 +359,17 @@ static void batch_done(td_consumer_t *cons, batch_t *b)
                            : !it->parsed                     ? "(invalid)"
                            : it->h                           ? it->ev.type
                                                              : "(unhandled)";
-        if (it->result != R_NONE) td__cons_count(topic, type, result_names[it->result]);
+        if (run_n &&
+            (it->result != run_result || strcmp(type, run_type) || strcmp(topic, run_topic))) {
+            td__cons_count(run_topic, run_type, result_names[run_result], run_n);
+            run_n = 0;
+        }
+        if (it->result != R_NONE) {
+            run_topic = topic;
+            run_type = type;
+            run_result = it->result;
+            run_n++;
+        }
         if (it->result == R_DEAD_LETTERED) {
             if (it->parsed)
                 td_log_event(TD_LOG_WARN, &it->ev, "consumer %s: %s sent to %s.DLT: %s",
@@ -369,6 +383,7 @@ static void batch_done(td_consumer_t *cons, batch_t *b)
                          cons->group, it->key);
         }
     }
+    if (run_n) td__cons_count(run_topic, run_type, result_names[run_result], run_n);
     rd_kafka_resp_err_t err = rd_kafka_offsets_store(cons->rk, l);
     /* __STATE: a partition was revoked meanwhile; its new owner starts
      * from the last commit and the inbox absorbs the replay. */
@@ -395,7 +410,7 @@ static void process_batch(td_consumer_t *cons, batch_t *b)
         if (rc == 0) break;
         for (size_t i = 0; i < b->cnt; i++)
             td__cons_count(rd_kafka_topic_name(b->items[i].msg->rkt),
-                           b->items[i].parsed ? b->items[i].ev.type : "(invalid)", "retried");
+                           b->items[i].parsed ? b->items[i].ev.type : "(invalid)", "retried", 1);
         if (atomic_load(&cons->stop)) return;
         td__cons_sleep(cons, backoff);
         backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;

@@ -98,7 +98,8 @@ struct batch {
 };
 
 /* consumer.c */
-void td__cons_count(const char *topic, const char *type, const char *result);
+/* Adds n to tidings_events_consumed_total{topic,type,result}. */
+void td__cons_count(const char *topic, const char *type, const char *result, size_t n);
 void td__cons_sleep(td_consumer_t *cons, int64_t ms);
 part_state_t *td__cons_part_find(td_consumer_t *cons, const char *topic, int32_t partition,
                                  bool create);

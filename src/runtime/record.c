@@ -77,9 +77,19 @@ void td_record_set_value(td_record_t *rec, const void *value, size_t len)
     rec->value_len = value ? len : 0;
 }
 
+/* A header array of cnt entries has room for header_cap(cnt): 0, then
+ * powers of two from 8, so adding a record's ten headers reallocates
+ * twice instead of ten times. */
+static size_t header_cap(size_t cnt)
+{
+    size_t cap = cnt ? 8 : 0;
+    while (cap < cnt) cap *= 2;
+    return cap;
+}
+
 static void push_header(td_header_t **hdrs, size_t *cnt, char *name, void *value, size_t len)
 {
-    *hdrs = td_realloc(*hdrs, (*cnt + 1) * sizeof(**hdrs));
+    if (*cnt == header_cap(*cnt)) *hdrs = td_realloc(*hdrs, header_cap(*cnt + 1) * sizeof(**hdrs));
     (*hdrs)[*cnt] = (td_header_t){.name = name, .value = value, .len = value ? len : 0};
     (*cnt)++;
 }
@@ -210,7 +220,7 @@ int td_headers_decode(td_record_t *rec, const void *blob, size_t len)
     }
     if (p != end) goto fail;
 
-    rec->headers = td_realloc(rec->headers, (rec->header_cnt + cnt) * sizeof(*hdrs));
+    rec->headers = td_realloc(rec->headers, header_cap(rec->header_cnt + cnt) * sizeof(*hdrs));
     if (cnt) memcpy(rec->headers + rec->header_cnt, hdrs, cnt * sizeof(*hdrs));
     rec->header_cnt += cnt;
     free(hdrs);

@@ -89,25 +89,25 @@ int notif__create_one(notif_t *n, const notif_draft_t *d, const char *user_id, b
     td_event_t *ev = NULL;
     *made = false;
 
-    /* The next seq of this user: inside the write transaction, so no other
-     * writer can take it between this read and the insert. */
+    /* The next seq of this user (inside the write transaction, so no
+     * other writer can take it between this read and the insert) and the
+     * latest of the thread that the user still has: this one supersedes
+     * it ("Order confirmed" replaces "Order received"). One statement. */
     sqlite3_stmt *st = td_db_prepare(
-        n->db, "SELECT COALESCE(MAX(seq), 0) + 1 FROM notifications WHERE user_id = ?");
-    sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
-    int64_t seq = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+        n->db, "SELECT (SELECT COALESCE(MAX(seq), 0) + 1 FROM notifications WHERE user_id = ?1),"
+               " (SELECT id FROM notifications WHERE user_id = ?1 AND thread = ?2"
+               "  AND deleted = 0 ORDER BY seq DESC LIMIT 1)");
+    sqlite3_bind_text(st, 1, user_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, d->thread, -1, SQLITE_STATIC);
+    int64_t seq = -1;
+    char replaces[TD_UUID_LEN + 1] = "";
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        seq = sqlite3_column_int64(st, 0);
+        if (sqlite3_column_type(st, 1) == SQLITE_TEXT)
+            snprintf(replaces, sizeof(replaces), "%s", (const char *)sqlite3_column_text(st, 1));
+    }
     td_db_done(st);
     if (seq < 1) return TD_EIO;
-
-    /* The latest of the thread that the user still has: this one
-     * supersedes it ("Order confirmed" replaces "Order received"). */
-    char replaces[TD_UUID_LEN + 1] = "";
-    st = td_db_prepare(n->db, "SELECT id FROM notifications WHERE user_id = ? AND thread = ?"
-                              " AND deleted = 0 ORDER BY seq DESC LIMIT 1");
-    sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 2, d->thread, -1, SQLITE_STATIC);
-    if (sqlite3_step(st) == SQLITE_ROW)
-        snprintf(replaces, sizeof(replaces), "%s", (const char *)sqlite3_column_text(st, 0));
-    td_db_done(st);
 
     /* The id is the cause's time and a hash of (cause, user): ids of one
      * burst are appended to the primary key, and making it again for the
@@ -125,14 +125,14 @@ int notif__create_one(notif_t *n, const notif_draft_t *d, const char *user_id, b
                              " VALUES (?,?,?,?,?,?,?,?,?,?,?)"
                              " ON CONFLICT (id) DO NOTHING");
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, user_id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, user_id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, seq);
-    sqlite3_bind_text(st, 4, d->type, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 5, d->title, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 6, d->body, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 7, d->data, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 4, d->type, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, d->title, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 6, d->body, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 7, d->data, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 8, now, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 9, d->cause->id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 9, d->cause->id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 10, d->thread, -1, SQLITE_STATIC);
     if (*replaces)
         sqlite3_bind_text(st, 11, replaces, -1, SQLITE_STATIC);
@@ -281,7 +281,7 @@ static json_t *get_one(td_db_t *db, const char *user_id, const char *id)
     sqlite3_stmt *st = td_db_prepare(db, "SELECT " NOTIF_COLUMNS " FROM notifications"
                                          " WHERE id = ? AND user_id = ? AND deleted = 0");
     sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 2, user_id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, user_id, -1, SQLITE_STATIC);
     json_t *o = sqlite3_step(st) == SQLITE_ROW ? row_json(st) : NULL;
     td_db_done(st);
     return o;
@@ -343,7 +343,7 @@ int notif_mark_all_read(td_db_t *db, const char *user_id, int64_t *count)
     sqlite3_stmt *st = td_db_prepare(db, "UPDATE notifications SET read_at = ?"
                                          " WHERE user_id = ? AND read_at IS NULL AND deleted = 0");
     sqlite3_bind_text(st, 1, now, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, user_id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, user_id, -1, SQLITE_STATIC);
     if ((rc = td_db_run(db, st)) != 0) {
         td_db_rollback(db);
         return rc;
@@ -360,7 +360,7 @@ int notif_delete(td_db_t *db, const char *user_id, const char *id)
                                          " body = '', data = '{}'"
                                          " WHERE id = ? AND user_id = ? AND deleted = 0");
     sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 2, user_id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, user_id, -1, SQLITE_STATIC);
     if ((rc = td_db_run(db, st)) != 0) {
         td_db_rollback(db);
         return rc;
