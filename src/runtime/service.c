@@ -152,14 +152,7 @@ typedef struct topics_retry {
 static bool retry_sleep(topics_retry_t *tr, int ms)
 {
     pthread_mutex_lock(&tr->mu);
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    struct timespec ts = td_mono_deadline(ms);
     while (!tr->stop && pthread_cond_timedwait(&tr->cv, &tr->mu, &ts) == 0) continue;
     bool stop = tr->stop;
     pthread_mutex_unlock(&tr->mu);
@@ -233,11 +226,7 @@ static topics_retry_t *topics_retry_start(const td_config_t *cfg)
  * err filled; TD_EAGAIN with err empty when it has not answered yet. */
 static int topics_first_wait(topics_retry_t *tr, int ms, char *err, size_t errlen)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_nsec += (long)ms * 1000000L;
-    ts.tv_sec += ts.tv_nsec / 1000000000L;
-    ts.tv_nsec %= 1000000000L;
+    struct timespec ts = td_mono_deadline(ms);
     pthread_mutex_lock(&tr->mu);
     while (!tr->first_done && pthread_cond_timedwait(&tr->cv, &tr->mu, &ts) == 0) continue;
     int rc = TD_EAGAIN;

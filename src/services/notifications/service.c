@@ -12,6 +12,7 @@
  * The fan-out worker is one thread that sleeps until a consumed event
  * queues a job (or a second passes, which also picks up jobs left by a
  * crash) and then works the jobs off a chunk per transaction. */
+#include <assert.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,11 +57,15 @@ static notifications_service_t *of_ctx(void *ctx)
 
 /* ---- the fan-out worker ---- */
 
-/* notif_t.wake: a consumed event queued a job (inside its unit). */
+/* notif_t.wake: a consumed event queued a job (inside its unit). Only the
+ * rule consumer queues jobs, and it starts after the fan-out component and
+ * stops before it (notif_components[], td_app_close), so the worker is
+ * there. */
 static void fanout_wake(void *arg)
 {
     notifications_service_t *svc = arg;
-    if (svc->fanout) td_worker_wake(svc->fanout);
+    assert(svc->fanout && "a fan-out job queued outside the fan-out worker's life");
+    td_worker_wake(svc->fanout);
 }
 
 /* Works the jobs off, a chunk per unit, until none is left; then sleeps
