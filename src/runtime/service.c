@@ -1,8 +1,8 @@
 /* What every service process shares around its own start and stop: the
- * main() sequence (configuration, logging, secret, topics, signals, wait,
- * graceful stop), signal handling that leaves SIGINT/SIGTERM to one
- * sigwait in the main thread, the database in the data dir, and the
- * readiness check behind /readyz. */
+ * main() of a td_service_decl_t (configuration, logging, secret, topics,
+ * signals, wait, graceful stop), signal handling that leaves
+ * SIGINT/SIGTERM to one sigwait in the main thread, the database in the
+ * data dir, and the readiness check behind /readyz. */
 #include "tidings/service.h"
 
 #include <dirent.h>
@@ -256,19 +256,24 @@ static void topics_retry_stop(topics_retry_t *tr)
     free(tr);
 }
 
-int td_service_main(const char *service, int argc, char **argv, td_service_start_fn start,
-                    td_service_stop_fn stop)
+int td_service_main(const td_service_decl_t *decl, int argc, char **argv)
 {
     topics_retry_t *retry = NULL;
     td_config_t cfg;
     char err[512];
     int rc = 1;
     void *svc = NULL;
+    const char *service = td_service_name(decl->id);
     memset(&cfg, 0, sizeof(cfg));
 
     if (td_config_wants_help(argc, argv)) {
         td_config_usage(stdout, service);
+        if (decl->help) fputs(decl->help, stdout);
         return 0;
+    }
+    if (decl->pre_main) {
+        int prc = decl->pre_main(argc, argv);
+        if (prc != TD_SERVICE_RUN) return prc;
     }
     td_log_init(service, TD_LOG_INFO, true);
     if (td_config_load(&cfg, service, argc, argv, NULL, err, sizeof(err)) != 0) {
@@ -316,18 +321,17 @@ int td_service_main(const char *service, int argc, char **argv, td_service_start
         cfg.fetch_wait_ms = 1;
         td_info("brokers %s are a mock cluster: fetch wait 1 ms", cfg.brokers);
     }
-    svc = start(&cfg, err, sizeof(err));
+    svc = decl->start(&cfg, err, sizeof(err));
     if (!svc) {
         td_error("cannot start: %s", err);
         goto out;
     }
-    int sid = td_service_from_name(service);
-    td_info("ready (port %d, brokers %s)", sid >= 0 ? td_config_port(&cfg, sid) : 0, cfg.brokers);
+    td_info("ready (port %d, brokers %s)", td_config_port(&cfg, decl->id), cfg.brokers);
     int sig = td_signals_wait();
     td_info("stopping (%s)", sig == SIGINT ? "SIGINT" : "SIGTERM");
     topics_retry_stop(retry);
     retry = NULL;
-    stop(svc);
+    decl->stop(svc);
     td_info("stopped");
     rc = 0;
 

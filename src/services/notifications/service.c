@@ -271,8 +271,7 @@ static const td_component_t notif_components[] = {
     {.name = "live", .start = live_start, .stop = live_stop},
 };
 
-notifications_service_t *notifications_service_start(const td_config_t *cfg, char *errstr,
-                                                     size_t errlen)
+void *notifications_service_start(const td_config_t *cfg, char *errstr, size_t errlen)
 {
     static const char *const topics[] = {"users", "products", "orders"};
     notifications_service_t *svc = td_calloc(1, sizeof(*svc));
@@ -314,9 +313,23 @@ bool notifications_service_live(const notifications_service_t *svc)
     return td_consumer_assigned(svc->live);
 }
 
-void notifications_service_stop(notifications_service_t *svc)
+void notifications_service_stop(void *arg)
 {
+    notifications_service_t *svc = arg;
     if (!svc) return;
     td_app_close(&svc->app);
     free(svc);
 }
+
+const td_service_decl_t notifications_service_decl = {
+    .id = TD_SVC_NOTIFICATIONS,
+    .summary = "the notifications service",
+    .help = "\nTIDINGS_VAPID_PRIVATE_KEY is the Web Push (VAPID) key as 43 base64url\n"
+            "characters (the P-256 private scalar); without it a key is generated once and\n"
+            "kept in <data>/notifications.db. Changing it voids every browser's push\n"
+            "subscription. TIDINGS_VAPID_SUBJECT is the contact pushed with it (mailto: or\n"
+            "https:). TIDINGS_ALLOW_HTTP_ENDPOINTS=1 accepts http:// push endpoints and\n"
+            "webhooks on loopback, for tests.\n",
+    .start = notifications_service_start,
+    .stop = notifications_service_stop,
+};

@@ -1,8 +1,8 @@
 /* The users service's lifecycle: database, the admin account, outbox relay
  * and HTTP server, started in dependency order and stopped in reverse, so
- * nothing runs against a resource already gone. Shared by main.c and the
- * integration tests. Also the one-shot --create-admin command, which needs
- * only the database: its event is published by the relay of the next
+ * nothing runs against a resource already gone. Shared by users_service_decl
+ * and the integration tests. Also the one-shot --create-admin command, which
+ * needs only the database: its event is published by the relay of the next
  * service start. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,7 +51,7 @@ unsigned users_hash_threads(void)
     return n < 1 ? 1 : n > 4 ? 4 : (unsigned)n;
 }
 
-users_service_t *users_service_start(const td_config_t *cfg, char *errstr, size_t errlen)
+void *users_service_start(const td_config_t *cfg, char *errstr, size_t errlen)
 {
     users_service_t *svc = td_calloc(1, sizeof *svc);
     td_app_opts_t opts = {
@@ -103,8 +103,9 @@ td_db_t *users_service_db(const users_service_t *svc)
     return svc->app.db;
 }
 
-void users_service_stop(users_service_t *svc)
+void users_service_stop(void *arg)
 {
+    users_service_t *svc = arg;
     if (!svc) return;
     /* HTTP first (it waits for every deferred login, so the pool is idle
      * when the database closes), then the pool. */
@@ -132,7 +133,7 @@ static const char *create_admin_arg(int argc, char **argv, int i, int *used)
     return NULL;
 }
 
-bool users_wants_create_admin(int argc, char **argv)
+static bool wants_create_admin(int argc, char **argv)
 {
     int used;
     for (int i = 1; i < argc && strcmp(argv[i], "--"); i++)
@@ -223,3 +224,21 @@ out:
     td_config_free(&cfg);
     return rc;
 }
+
+/* users_service_decl's pre_main: `--create-admin EMAIL` runs instead of the
+ * service. */
+static int users_pre_main(int argc, char **argv)
+{
+    return wants_create_admin(argc, argv) ? users_create_admin_main(argc, argv) : TD_SERVICE_RUN;
+}
+
+const td_service_decl_t users_service_decl = {
+    .id = TD_SVC_USERS,
+    .summary = "the users service",
+    .help = "\n  --create-admin EMAIL   create (or promote) an admin account with the password\n"
+            "                         from TIDINGS_ADMIN_PASSWORD or one line on stdin,\n"
+            "                         print its userId and exit\n",
+    .pre_main = users_pre_main,
+    .start = users_service_start,
+    .stop = users_service_stop,
+};
