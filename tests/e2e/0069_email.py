@@ -5,7 +5,7 @@ server on loopback (python3-aiosmtpd; TIDINGS_ALLOW_HTTP_ENDPOINTS=1 lets
 the SMTP host be loopback, as it does for webhooks and push).
 
 A name that holds CR/LF and a header is refused at registration (the
-message builder strips them anyway: tests/unit/test_email.c). A user enables
+message builder strips them anyway: tests/unit/runtime/test_email.c). A user enables
 channels.email and signs in: the server receives one message for the
 account address, which Python's `email` package reads as
 multipart/alternative with a text/plain and a text/html part, a
