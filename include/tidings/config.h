@@ -83,10 +83,11 @@ bool td_config_wants_help(int argc, char **argv);
  * for `tidings <command> --help`. command is the subcommand name. */
 void td_config_usage(FILE *out, const char *command);
 /* ---- a command's own flags ----
- * A command other than a service (events, trace, dlt, run) declares its
- * own flags in a table like the settings table: td_config_load_cmd parses
- * them among the common ones and td_config_usage_cmd lists them both in
- * --help, so no command filters argv by hand. */
+ * A command other than a service (events, trace, dlt, run), or a
+ * service's pre_main (users' --create-admin), declares its own flags in a
+ * table like the settings table: td_config_load_cmd parses them among the
+ * common ones and td_config_usage_cmd lists both in --help, so no command
+ * filters argv by hand. */
 typedef enum td_flag_kind {
     TD_FLAG_SWITCH, /* takes no value: sets a bool */
     TD_FLAG_STR,    /* takes a value: a const char * into argv, the last one given */
@@ -129,6 +130,10 @@ typedef struct td_command {
  * and on failure the caller frees the lists with td_command_free. */
 int td_config_load_cmd(td_config_t *cfg, const td_command_t *cmd, void *opts, int argc, char **argv,
                        td_strv_t *operands, char *errstr, size_t errlen);
+/* True when argv (argv[0] skipped) gives f (its flag or short form, alone
+ * or with =value) before any "--": for a hook that runs instead of the
+ * command (users' --create-admin). */
+bool td_config_has_flag(int argc, char **argv, const td_flag_t *f);
 /* Frees the td_strv_t lists of opts that cmd's TD_FLAG_LIST rows filled,
  * and operands (either may be NULL); leaves them empty. */
 void td_command_free(const td_command_t *cmd, void *opts, td_strv_t *operands);

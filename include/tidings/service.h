@@ -50,9 +50,11 @@ typedef void (*td_service_stop_fn)(void *svc);
  * object in the service's service.c (orders_service_decl, ...), and
  * listed in the command table of src/cli/main.c. */
 typedef struct td_service_decl {
-    td_service_t id;     /* its name, port and configuration come from it */
-    const char *summary; /* its line in `tidings help`, before the port */
-    const char *help;    /* printed after the common options by --help, or NULL */
+    td_service_t id;        /* its name, port and configuration come from it */
+    const char *summary;    /* its line in `tidings help`, before the port */
+    const td_flag_t *flags; /* its own flags (a pre_main's), listed by --help */
+    size_t flag_cnt;
+    const char *help; /* printed at the end of --help, or NULL */
     /* Optional: runs first (after --help) with the command's argv; returns
      * TD_SERVICE_RUN to go on and run the service, or the exit code of a
      * one-shot command it ran instead (users: --create-admin). */

@@ -694,6 +694,16 @@ int td_config_load_cmd(td_config_t *cfg, const td_command_t *cmd, void *opts, in
     return load(cfg, cmd->name, cmd, opts, argc, argv, NULL, operands, errstr, errlen);
 }
 
+bool td_config_has_flag(int argc, char **argv, const td_flag_t *f)
+{
+    td_command_t one = {.flags = f, .flag_cnt = 1};
+    for (int i = 1; i < argc && strcmp(argv[i], "--"); i++) {
+        const char *eq = strchr(argv[i], '=');
+        if (cmd_flag(&one, argv[i], eq ? (size_t)(eq - argv[i]) : strlen(argv[i]))) return true;
+    }
+    return false;
+}
+
 void td_command_free(const td_command_t *cmd, void *opts, td_strv_t *operands)
 {
     for (size_t k = 0; opts && k < cmd->flag_cnt; k++) {
@@ -718,10 +728,13 @@ bool td_config_wants_help(int argc, char **argv)
 }
 
 /* One option line of --help: left, then help, its further lines ("\n")
- * indented under the first. */
+ * indented under the first (all of them under a long left). */
 static void usage_line(FILE *out, const char *left, const char *help, const char *env)
 {
-    fprintf(out, "  %-18s ", left);
+    if (strlen(left) > 18) /* the help goes under it */
+        fprintf(out, "  %s\n  %-18s ", left, "");
+    else
+        fprintf(out, "  %-18s ", left);
     for (const char *p = help;;) {
         size_t n = strcspn(p, "\n");
         fprintf(out, "%.*s", (int)n, p);

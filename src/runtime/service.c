@@ -267,8 +267,14 @@ int td_service_main(const td_service_decl_t *decl, int argc, char **argv)
     memset(&cfg, 0, sizeof(cfg));
 
     if (td_config_wants_help(argc, argv)) {
-        td_config_usage(stdout, service);
-        if (decl->help) fputs(decl->help, stdout);
+        td_command_t cmd = {
+            .name = service,
+            .flags = decl->flags,
+            .flag_cnt = decl->flag_cnt,
+            .more = decl->help,
+            .env_help = true,
+        };
+        td_config_usage_cmd(stdout, &cmd);
         return 0;
     }
     if (decl->pre_main) {
