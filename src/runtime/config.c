@@ -5,6 +5,7 @@
  * silently different system. One table (settings[] below) says each
  * setting once: its variable and flag, its kind and bounds, its default and
  * its help line; parsing, validation, the defaults and --help come from it.
+ * A command's own flags (td_command_t) are parsed and listed beside it.
  * The token key is secret.c's. */
 #include "tidings/config.h"
 
