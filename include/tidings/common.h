@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 /* Functions that can fail return 0 or one of these negative codes. */
 #define TD_OK        0
@@ -79,6 +80,11 @@ int td_parse_positive(const char *s, int64_t max, int64_t *out);
 int64_t td_now_ms(void);
 int64_t td_mono_ms(void);
 void td_sleep_ms(int64_t ms);
+/* The CLOCK_MONOTONIC time of td_mono_ms() value at_ms, and the one
+ * ms_from_now from now: deadlines for pthread_cond_timedwait on a
+ * condition variable whose clock is CLOCK_MONOTONIC. Any thread. */
+struct timespec td_mono_timespec(int64_t at_ms);
+struct timespec td_mono_deadline(int64_t ms_from_now);
 
 /* Reads a whole file (NUL-terminated; *len gets the size without the NUL).
  * NULL with errno set when it cannot be read. Caller frees. */

@@ -82,6 +82,66 @@ bool td_config_wants_help(int argc, char **argv);
 /* Prints the common flags and the TIDINGS_* variables with their defaults,
  * for `tidings <command> --help`. command is the subcommand name. */
 void td_config_usage(FILE *out, const char *command);
+/* ---- a command's own flags ----
+ * A command other than a service (events, trace, dlt, run), or a
+ * service's pre_main (users' --create-admin), declares its own flags in a
+ * table like the settings table: td_config_load_cmd parses them among the
+ * common ones and td_config_usage_cmd lists both in --help, so no command
+ * filters argv by hand. */
+typedef enum td_flag_kind {
+    TD_FLAG_SWITCH, /* takes no value: sets a bool */
+    TD_FLAG_STR,    /* takes a value: a const char * into argv, the last one given */
+    TD_FLAG_LIST,   /* takes a value, repeatable: each appended to a td_strv_t */
+} td_flag_kind_t;
+
+/* Strings borrowed from argv, in argv order; v (NULL when cnt is 0) is the
+ * holder's to free. */
+typedef struct td_strv {
+    const char **v;
+    size_t cnt;
+} td_strv_t;
+
+typedef struct td_flag {
+    const char *flag;    /* "--topic"; also given as --topic=value */
+    const char *alias;   /* a short form ("-t"), or NULL */
+    const char *metavar; /* its value in --help ("T"); NULL for a switch */
+    td_flag_kind_t kind;
+    size_t off;       /* of its bool, const char * or td_strv_t in the command's options */
+    const char *help; /* its --help text; each "\n" starts an indented line */
+} td_flag_t;
+
+typedef struct td_command {
+    const char *name; /* "events": td_config_t.service, and the name --help gives */
+    const td_flag_t *flags;
+    size_t flag_cnt;
+    /* Operands (trace's ID, dlt's verb and DLT-REFs) may stand anywhere
+     * among the flags, and everything after "--" is one; false: an
+     * operand is an error. */
+    bool operands;
+    const char *usage; /* --help before the options: usage lines and what it does */
+    const char *more;  /* --help after the options, or NULL */
+    bool env_help;     /* --help also lists the environment with its defaults */
+} td_command_t;
+
+/* td_config_load for cmd (cfg->service = cmd->name): its own flags set
+ * their fields in opts (zeroed by the caller), the common ones cfg; the
+ * operands go to *operands (NULL when cmd takes none). Errors as
+ * td_config_load's ("unknown option", "--topic needs a value"). On success
+ * and on failure the caller frees the lists with td_command_free. */
+int td_config_load_cmd(td_config_t *cfg, const td_command_t *cmd, void *opts, int argc, char **argv,
+                       td_strv_t *operands, char *errstr, size_t errlen);
+/* True when argv (argv[0] skipped) gives f (its flag or short form, alone
+ * or with =value) before any "--": for a hook that runs instead of the
+ * command (users' --create-admin). */
+bool td_config_has_flag(int argc, char **argv, const td_flag_t *f);
+/* Frees the td_strv_t lists of opts that cmd's TD_FLAG_LIST rows filled,
+ * and operands (either may be NULL); leaves them empty. */
+void td_command_free(const td_command_t *cmd, void *opts, td_strv_t *operands);
+/* `tidings <cmd> --help`: cmd->usage, then the options: cmd's own, the
+ * common ones (--port only for a service), --help; the environment with
+ * its defaults when cmd->env_help; then cmd->more. */
+void td_config_usage_cmd(FILE *out, const td_command_t *cmd);
+
 /* Defaults only (tests). */
 void td_config_defaults(td_config_t *cfg);
 /* Loads the token key: TIDINGS_SECRET if set (at least 32 bytes, else an

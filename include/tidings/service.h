@@ -1,5 +1,6 @@
-/* What every service's main.c shares: signal handling, readiness over the
- * database, relay and consumers, and the broker connection string check. */
+/* What every service process shares: its declaration and main(), signal
+ * handling, readiness over the database, relay and consumers, and the
+ * data directory. */
 #ifndef TIDINGS_SERVICE_H
 #define TIDINGS_SERVICE_H
 
@@ -36,21 +37,41 @@ int td_data_dir_secure(const td_config_t *cfg, char *errstr, size_t errlen);
 td_db_t *td_service_db(const td_config_t *cfg, const td_migration_t *migs, size_t mig_cnt,
                        char *errstr, size_t errlen);
 
-/* What td_service_main runs: start makes the service (cfg is borrowed and
- * outlives it) and returns it, or NULL with errstr; stop stops it. */
+/* A service's lifecycle: start makes the service (cfg is borrowed and
+ * outlives it) and returns it, or NULL with errstr; stop stops what start
+ * returned (NULL is fine). */
 typedef void *(*td_service_start_fn)(const td_config_t *cfg, char *errstr, size_t errlen);
 typedef void (*td_service_stop_fn)(void *svc);
 
-/* The whole main() of a service: --help, configuration (service is the
- * short name), logging, the token secret, a clear error when no brokers
- * are known, signals blocked, td_topics_ensure on a thread of its own
- * (waited for 0.5 s at most, so an unreachable Kafka delays nothing and
- * only a refusal Kafka gives at once stops the start), start(cfg), a
- * "ready" log line, wait for SIGINT/SIGTERM, "stopping", stop(svc). Returns the exit
- * code: 0 after a clean stop (or --help), 1 on a startup error (bad flags
- * or environment included), whose message is logged on stderr. Main
- * thread only. */
-int td_service_main(const char *service, int argc, char **argv, td_service_start_fn start,
-                    td_service_stop_fn stop);
+/* What td_service_main returns from a pre_main hook to run the service. */
+#define TD_SERVICE_RUN (-1)
+
+/* A service as the `tidings` binary runs it: declared once, as a const
+ * object in the service's service.c (orders_service_decl, ...), and
+ * listed in the command table of src/cli/main.c. */
+typedef struct td_service_decl {
+    td_service_t id;        /* its name, port and configuration come from it */
+    const char *summary;    /* its line in `tidings help`, before the port */
+    const td_flag_t *flags; /* its own flags (a pre_main's), listed by --help */
+    size_t flag_cnt;
+    const char *help; /* printed at the end of --help, or NULL */
+    /* Optional: runs first (after --help) with the command's argv; returns
+     * TD_SERVICE_RUN to go on and run the service, or the exit code of a
+     * one-shot command it ran instead (users: --create-admin). */
+    int (*pre_main)(int argc, char **argv);
+    td_service_start_fn start;
+    td_service_stop_fn stop;
+} td_service_decl_t;
+
+/* The whole main() of the service svc declares: --help, the pre_main
+ * hook, configuration, logging, the token secret, a clear error when no
+ * brokers are known, signals blocked, td_topics_ensure on a thread of its
+ * own (waited for 0.5 s at most, so an unreachable Kafka delays nothing
+ * and only a refusal Kafka gives at once stops the start), start(cfg), a
+ * "ready" log line, wait for SIGINT/SIGTERM, "stopping", stop(svc).
+ * argv[0] is the command name. Returns the exit code: 0 after a clean
+ * stop (or --help), 1 on a startup error (bad flags or environment
+ * included), whose message is logged on stderr. Main thread only. */
+int td_service_main(const td_service_decl_t *svc, int argc, char **argv);
 
 #endif

@@ -10,12 +10,4 @@ int cli_trace_main(int argc, char **argv);    /* trace.c: causal chain */
 int cli_asyncapi_main(int argc, char **argv); /* asyncapi.c: the catalogue as AsyncAPI */
 int cli_dlt_main(int argc, char **argv);      /* dlt.c: dead letters */
 
-/* The services (src/services/<name>/main.c). */
-int users_main(int argc, char **argv);
-int products_main(int argc, char **argv);
-int orders_main(int argc, char **argv);
-int payments_main(int argc, char **argv);
-int notifications_main(int argc, char **argv);
-int web_main(int argc, char **argv);
-
 #endif

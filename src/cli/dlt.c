@@ -3,6 +3,7 @@
  * endpoint). Configuration as for `tidings events`: --brokers, else
  * TIDINGS_BROKERS, else <data dir>/brokers; TIDINGS_KAFKA_* and
  * TIDINGS_KAFKA_CONFIG for every client. */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,37 +19,52 @@
 #define DLT_KEY_MAX    40
 #define DLT_REASON_MAX 60
 
-static void dlt_usage(FILE *out)
-{
-    fprintf(out, "usage: tidings dlt list [--topic T] [--json]\n"
-                 "       tidings dlt show DLT-REF [--json]\n"
-                 "       tidings dlt redrive (DLT-REF... | --topic T --all) [--dry-run] [--json]\n"
-                 "       (each also takes --brokers LIST, --data DIR)\n\n"
-                 "The dead letters: records a consumer could not process, kept in <topic>.DLT\n"
-                 "with the reason. A DLT-REF is <dlt topic>:<partition>:<offset>, as `list`\n"
-                 "shows it (tidings.orders.DLT:0:3; the short orders.DLT:0:3 works too).\n\n"
-                 "  list              one line per dead letter: DLT-REF, time, original\n"
-                 "                    topic/partition/offset, event type, key and reason\n"
-                 "  show DLT-REF      one dead letter whole: headers, key and value\n"
-                 "  redrive DLT-REF   republish the original record (key, value, headers\n"
-                 "                    without tidings_dlt_*) to its original topic and\n"
-                 "                    partition with tidings_redriven_from = DLT-REF. The\n"
-                 "                    consumer that dead-lettered it processes it again; one\n"
-                 "                    that had processed it ignores it. A DLT-REF is redriven\n"
-                 "                    once: the original topic is scanned for a record with\n"
-                 "                    that tidings_redriven_from first, and a second redrive is\n"
-                 "                    refused with the time of the first.\n"
-                 "  --topic T         only the dead letters of topic T (short name: orders)\n"
-                 "  --all             with redrive --topic: every dead letter of that topic\n"
-                 "  --dry-run         check and show what would be redriven; publish nothing\n"
-                 "  --json            list: a JSON array; show: one object; redrive: one\n"
-                 "                    object per DLT-REF with its result\n"
-                 "  --brokers LIST    Kafka bootstrap servers (TIDINGS_BROKERS; default: the\n"
-                 "                    list in <data dir>/brokers)\n"
-                 "  --data DIR        data directory (TIDINGS_DATA_DIR, default ./data)\n\n"
-                 "Exit status: 0 done, 1 an error or a refused redrive (each is reported),\n"
-                 "2 usage error.\n");
-}
+typedef struct dlt_opts {
+    bool as_json, dry_run, all;
+    const char *topic;
+} dlt_opts_t;
+
+#define AT(field) offsetof(dlt_opts_t, field)
+static const td_flag_t dlt_flags[] = {
+    {"--topic", "-t", "T", TD_FLAG_STR, AT(topic),
+     "only the dead letters of topic T (short name: orders)"},
+    {"--all", NULL, NULL, TD_FLAG_SWITCH, AT(all),
+     "with redrive --topic: every dead letter of that topic"},
+    {"--dry-run", NULL, NULL, TD_FLAG_SWITCH, AT(dry_run),
+     "check and show what would be redriven; publish nothing"},
+    {"--json", NULL, NULL, TD_FLAG_SWITCH, AT(as_json),
+     "list: a JSON array; show: one object; redrive: one\n"
+     "object per DLT-REF with its result"},
+};
+#undef AT
+
+static const td_command_t dlt_cmd = {
+    .name = "dlt",
+    .flags = dlt_flags,
+    .flag_cnt = TD_ARRAY_SIZE(dlt_flags),
+    .operands = true,
+    .usage = "usage: tidings dlt list [--topic T] [--json]\n"
+             "       tidings dlt show DLT-REF [--json]\n"
+             "       tidings dlt redrive (DLT-REF... | --topic T --all) [--dry-run] [--json]\n"
+             "       (each also takes --brokers LIST, --data DIR)\n\n"
+             "The dead letters: records a consumer could not process, kept in <topic>.DLT\n"
+             "with the reason. A DLT-REF is <dlt topic>:<partition>:<offset>, as `list`\n"
+             "shows it (tidings.orders.DLT:0:3; the short orders.DLT:0:3 works too).\n\n"
+             "  list              one line per dead letter: DLT-REF, time, original\n"
+             "                    topic/partition/offset, event type, key and reason\n"
+             "  show DLT-REF      one dead letter whole: headers, key and value\n"
+             "  redrive DLT-REF   republish the original record (key, value, headers\n"
+             "                    without tidings_dlt_*) to its original topic and\n"
+             "                    partition with tidings_redriven_from = DLT-REF. The\n"
+             "                    consumer that dead-lettered it processes it again; one\n"
+             "                    that had processed it ignores it. A DLT-REF is redriven\n"
+             "                    once: the original topic is scanned for a record with\n"
+             "                    that tidings_redriven_from first, and a second redrive is\n"
+             "                    refused with the time of the first.\n",
+    .more = "\n"
+            "Exit status: 0 done, 1 an error or a refused redrive (each is reported),\n"
+            "2 usage error.\n",
+};
 
 static void print_table(const td_config_t *cfg, const td_dlt_t *list, size_t cnt)
 {
@@ -119,49 +135,26 @@ int cli_dlt_main(int argc, char **argv)
     td_config_t cfg;
     char err[600];
     int rc = 2;
-    bool as_json = false, dry_run = false, all = false;
-    const char *topic = NULL, *verb = NULL;
-    const char **refs = td_calloc((size_t)argc + 1, sizeof(*refs));
-    size_t ref_cnt = 0;
-    char **rest = td_calloc((size_t)argc + 1, sizeof(*rest));
-    int rest_cnt = 0;
+    dlt_opts_t o = {0};
+    td_strv_t args = {0}; /* the verb, then the DLT-REFs */
     td_dlt_t *list = NULL;
     size_t cnt = 0;
     memset(&cfg, 0, sizeof(cfg));
 
     if (td_config_wants_help(argc, argv)) {
-        dlt_usage(stdout);
+        td_config_usage_cmd(stdout, &dlt_cmd);
         rc = 0;
         goto out;
     }
-    rest[rest_cnt++] = argv[0];
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--json")) {
-            as_json = true;
-        } else if (!strcmp(a, "--dry-run")) {
-            dry_run = true;
-        } else if (!strcmp(a, "--all")) {
-            all = true;
-        } else if (!strcmp(a, "--topic") || !strcmp(a, "-t")) {
-            if (i + 1 >= argc || !argv[i + 1][0]) {
-                fprintf(stderr, "tidings dlt: %s needs a topic name\n", a);
-                goto out;
-            }
-            topic = argv[++i];
-        } else if (!strncmp(a, "--topic=", 8) && a[8]) {
-            topic = a + 8;
-        } else if (a[0] == '-') {
-            /* --brokers, --data, ...: the configuration's flags, each with a
-             * value (its own argument unless given as --flag=value). */
-            rest[rest_cnt++] = argv[i];
-            if (i + 1 < argc && !strchr(a, '=')) rest[rest_cnt++] = argv[++i];
-        } else if (!verb) {
-            verb = a;
-        } else {
-            refs[ref_cnt++] = a;
-        }
+    if (td_config_load_cmd(&cfg, &dlt_cmd, &o, argc, argv, &args, err, sizeof(err))) {
+        fprintf(stderr, "tidings dlt: %s\n", err);
+        goto out;
     }
+    const char *verb = args.cnt ? args.v[0] : NULL;
+    const char *const *refs = args.cnt ? args.v + 1 : NULL;
+    size_t ref_cnt = args.cnt ? args.cnt - 1 : 0;
+    const char *topic = o.topic;
+    bool as_json = o.as_json, dry_run = o.dry_run;
     if (!verb || (strcmp(verb, "list") && strcmp(verb, "show") && strcmp(verb, "redrive"))) {
         fprintf(stderr, "tidings dlt: say list, show or redrive; 'tidings dlt --help' shows how\n");
         goto out;
@@ -174,12 +167,8 @@ int cli_dlt_main(int argc, char **argv)
         fprintf(stderr, "tidings dlt show: needs exactly one DLT-REF\n");
         goto out;
     }
-    if (!strcmp(verb, "redrive") && !(ref_cnt > 0) == !(topic && all)) {
+    if (!strcmp(verb, "redrive") && !(ref_cnt > 0) == !(topic && o.all)) {
         fprintf(stderr, "tidings dlt redrive: give DLT-REFs, or --topic T --all\n");
-        goto out;
-    }
-    if (td_config_load(&cfg, "dlt", rest_cnt, rest, NULL, err, sizeof(err))) {
-        fprintf(stderr, "tidings dlt: %s\n", err);
         goto out;
     }
     td_log_init("dlt", cfg.log_level, cfg.log_json);
@@ -247,7 +236,6 @@ out:
     fflush(stdout);
     td_dlt_list_free(list, cnt);
     td_config_free(&cfg);
-    free(rest);
-    free(refs);
+    td_command_free(&dlt_cmd, &o, &args);
     return rc;
 }

@@ -4,6 +4,7 @@
  * (manual assignment, no group, no commits), so watching the bus never
  * changes what the services see. Any record prints: one that is not a
  * valid CloudEvent is shown as INVALID with the reason. */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,34 +22,48 @@
 #define EVENTS_KEY_MAX   200
 #define EVENTS_VALUE_MAX 300
 
-static void events_usage(FILE *out)
-{
-    fprintf(out, "usage: tidings events [--topic T]... [--from-beginning] [--follow] [--json]\n"
-                 "                      [--brokers LIST] [--data DIR]\n\n"
-                 "Prints the events on the tidings topics, decoded from their CloudEvents\n"
-                 "envelope, one per line: time, topic, partition@offset, type, key, event id\n"
-                 "and the data. A record that is not a valid CloudEvent is printed as INVALID\n"
-                 "with the reason. Reads without joining a consumer group and commits nothing.\n\n"
-                 "  (no flag)         follow live: only events written from now on, until Ctrl-C\n"
-                 "  --from-beginning  print the history and exit once caught up with the end\n"
-                 "                    the topics had at start\n"
-                 "  --from-beginning --follow\n"
-                 "                    print the history, then keep following live\n"
-                 "  --topic T         only topic T, short name without the prefix (orders,\n"
-                 "                    orders.DLT); repeatable; default every topic and its .DLT\n"
-                 "  --json            one JSON object per line: time, topic, partition, offset,\n"
-                 "                    key, id, type, source, subject, correlationid,\n"
-                 "                    causationid, traceparent, data (and error for a record\n"
-                 "                    that is not a valid CloudEvent, dlt for a dead letter)\n"
-                 "  --brokers LIST    Kafka bootstrap servers (TIDINGS_BROKERS; default: the\n"
-                 "                    list in <data dir>/brokers, written by `tidings run` and\n"
-                 "                    `tidings broker`)\n"
-                 "  --data DIR        data directory (TIDINGS_DATA_DIR, default ./data)\n"
-                 "  --log-level L     debug, info, warn or error (TIDINGS_LOG_LEVEL)\n"
-                 "TIDINGS_TOPIC_PREFIX (default tidings.) is added to the topic names.\n\n"
-                 "Exit status: 0 done or interrupted, 1 no broker, unknown topic or a Kafka\n"
-                 "error, 2 usage error.\n");
-}
+/* What the flags set. */
+typedef struct events_opts {
+    td_strv_t topics;
+    bool from_beginning, follow, as_json;
+} events_opts_t;
+
+#define AT(field) offsetof(events_opts_t, field)
+static const td_flag_t events_flags[] = {
+    {"--topic", "-t", "T", TD_FLAG_LIST, AT(topics),
+     "only topic T, short name without the prefix (orders,\n"
+     "orders.DLT); repeatable; default every topic and its .DLT"},
+    {"--from-beginning", NULL, NULL, TD_FLAG_SWITCH, AT(from_beginning),
+     "print the history and exit once caught up with the end\n"
+     "the topics had at start"},
+    {"--follow", "-f", NULL, TD_FLAG_SWITCH, AT(follow),
+     "with --from-beginning: print the history, then keep\n"
+     "following live"},
+    {"--json", NULL, NULL, TD_FLAG_SWITCH, AT(as_json),
+     "one JSON object per line: time, topic, partition, offset,\n"
+     "key, id, type, source, subject, correlationid,\n"
+     "causationid, traceparent, data (and error for a record\n"
+     "that is not a valid CloudEvent, dlt for a dead letter)"},
+};
+#undef AT
+
+static const td_command_t events_cmd = {
+    .name = "events",
+    .flags = events_flags,
+    .flag_cnt = TD_ARRAY_SIZE(events_flags),
+    .usage = "usage: tidings events [--topic T]... [--from-beginning] [--follow] [--json]\n"
+             "                      [--brokers LIST] [--data DIR]\n\n"
+             "Prints the events on the tidings topics, decoded from their CloudEvents\n"
+             "envelope, one per line: time, topic, partition@offset, type, key, event id\n"
+             "and the data. A record that is not a valid CloudEvent is printed as INVALID\n"
+             "with the reason. Reads without joining a consumer group and commits nothing.\n"
+             "Without --from-beginning it follows live: only events written from now on,\n"
+             "until Ctrl-C.\n",
+    .more = "\n"
+            "TIDINGS_TOPIC_PREFIX (default tidings.) is added to the topic names.\n\n"
+            "Exit status: 0 done or interrupted, 1 no broker, unknown topic or a Kafka\n"
+            "error, 2 usage error.\n",
+};
 
 /* The time to show: ce_time of an event, else the record's timestamp. */
 static void record_time(const td_topic_reader_msg_t *m, char *out)
@@ -196,40 +211,16 @@ int cli_events_main(int argc, char **argv)
     td_config_t cfg;
     char err[512];
     int rc = 2;
-    bool from_beginning = false, follow = false, as_json = false;
-    const char **topics = td_calloc((size_t)argc + 1, sizeof(*topics));
-    size_t topic_cnt = 0;
-    char **rest = td_calloc((size_t)argc + 1, sizeof(*rest));
-    int rest_cnt = 0;
+    events_opts_t o = {0};
     td_topic_reader_t *kr = NULL;
     memset(&cfg, 0, sizeof(cfg));
 
     if (td_config_wants_help(argc, argv)) {
-        events_usage(stdout);
+        td_config_usage_cmd(stdout, &events_cmd);
         rc = 0;
         goto out;
     }
-    rest[rest_cnt++] = argv[0];
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--from-beginning")) {
-            from_beginning = true;
-        } else if (!strcmp(argv[i], "--follow") || !strcmp(argv[i], "-f")) {
-            follow = true;
-        } else if (!strcmp(argv[i], "--json")) {
-            as_json = true;
-        } else if (!strcmp(argv[i], "--topic") || !strcmp(argv[i], "-t")) {
-            if (i + 1 >= argc || !argv[i + 1][0]) {
-                fprintf(stderr, "tidings events: %s needs a topic name\n", argv[i]);
-                goto out;
-            }
-            topics[topic_cnt++] = argv[++i];
-        } else if (!strncmp(argv[i], "--topic=", 8) && argv[i][8]) {
-            topics[topic_cnt++] = argv[i] + 8;
-        } else {
-            rest[rest_cnt++] = argv[i];
-        }
-    }
-    if (td_config_load(&cfg, "events", rest_cnt, rest, NULL, err, sizeof(err))) {
+    if (td_config_load_cmd(&cfg, &events_cmd, &o, argc, argv, NULL, err, sizeof(err))) {
         fprintf(stderr, "tidings events: %s\n", err);
         fprintf(stderr, "'tidings events --help' shows the options\n");
         goto out;
@@ -241,10 +232,10 @@ int cli_events_main(int argc, char **argv)
 
     rc = 1;
     td_topic_reader_opts_t opts = {
-        .topics = topics,
-        .topic_cnt = topic_cnt,
-        .from_beginning = from_beginning,
-        .until_caught_up = from_beginning && !follow,
+        .topics = o.topics.v,
+        .topic_cnt = o.topics.cnt,
+        .from_beginning = o.from_beginning,
+        .until_caught_up = o.from_beginning && !o.follow,
         .client = "cli",
     };
     kr = td_topic_reader_open(&cfg, &opts, err, sizeof(err));
@@ -256,7 +247,7 @@ int cli_events_main(int argc, char **argv)
             td_topic_reader_topic_count(kr) == 1 ? "" : "s", td_topic_reader_partition_count(kr),
             cfg.brokers,
             opts.until_caught_up ? " from the beginning until caught up"
-            : from_beginning     ? " from the beginning, then following live"
+            : o.from_beginning   ? " from the beginning, then following live"
                                  : ", following live from now");
 
     while (!kread_interrupted()) {
@@ -268,7 +259,7 @@ int cli_events_main(int argc, char **argv)
             fprintf(stderr, "tidings events: %s\n", err);
             goto out;
         }
-        if (as_json)
+        if (o.as_json)
             print_json(&m);
         else
             print_line(&m);
@@ -280,7 +271,6 @@ out:
     fflush(stdout);
     td_topic_reader_close(kr);
     td_config_free(&cfg);
-    free(rest);
-    free(topics);
+    td_command_free(&events_cmd, &o, NULL);
     return rc;
 }

@@ -25,6 +25,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sodium.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -337,41 +338,31 @@ static void supervise(run_t *r)
 
 /* ---- setup ------------------------------------------------------------- */
 
-/* The common usage is a service's: `run` has no port of its own (its
- * children's come from TIDINGS_<SERVICE>_PORT, and td_config_load refuses
- * --port for it), so that line is left out, and run's own flag and the
- * variable only a child reads are added, so the text names exactly what
- * this command accepts and reads. */
-static void usage(FILE *out)
-{
-    char *common = NULL;
-    size_t len = 0;
-    FILE *mem = open_memstream(&common, &len);
-    if (mem) {
-        td_config_usage(mem, "run");
-        fclose(mem);
-    }
-    for (const char *line = common ? common : ""; *line;) {
-        const char *end = strchr(line, '\n');
-        end = end ? end + 1 : line + strlen(line);
-        if (!strncmp(line, "  --help", 8))
-            fputs("  --json-logs        print the services' raw JSON log lines instead of\n"
-                  "                     readable ones (always in <data>/logs/<service>.log)\n",
-                  out);
-        if (strncmp(line, "  --port ", 9)) fwrite(line, 1, (size_t)(end - line), out);
-        line = end;
-    }
-    free(common);
-    fprintf(out,
-            "  TIDINGS_WEB_DIR               (web: the pages in " WEB_DIR_DEFAULT ")\n"
+/* `run` has no port of its own (its children's come from
+ * TIDINGS_<SERVICE>_PORT, and td_config_load refuses --port for it), so
+ * its --help leaves that flag out; it adds its own flag and the variable
+ * only a child reads, so the text names exactly what this command accepts
+ * and reads. */
+static const td_flag_t run_flags[] = {
+    {"--json-logs", NULL, NULL, TD_FLAG_SWITCH, offsetof(run_t, json_logs),
+     "print the services' raw JSON log lines instead of\n"
+     "readable ones (always in <data>/logs/<service>.log)"},
+};
+
+static const td_command_t run_cmd = {
+    .name = "run",
+    .flags = run_flags,
+    .flag_cnt = TD_ARRAY_SIZE(run_flags),
+    .env_help = true,
+    .more = "  TIDINGS_WEB_DIR               (web: the pages in " WEB_DIR_DEFAULT ")\n"
             "\nStarts the whole shop: the embedded broker (unless brokers are given), then\n"
             "users, products, orders, payments, notifications and web as child processes\n"
             "on the ports above, each restarted with backoff if it dies. The first start on\n"
             "an empty data dir creates admin@tidings.local (password: TIDINGS_ADMIN_PASSWORD,\n"
             "or generated and printed once) and a sample catalogue. The embedded broker's\n"
             "bootstrap list goes to <data>/brokers for `tidings events` and `tidings trace`.\n"
-            "Ctrl-C or SIGTERM stops everything.\n");
-}
+            "Ctrl-C or SIGTERM stops everything.\n",
+};
 
 /* Whether port can be listened on at addr (the children's listen
  * address, numeric as the HTTP layer takes it). Held by a listener counts
@@ -465,23 +456,13 @@ int cli_run_main(int argc, char **argv)
     int rc = 1;
 
     if (td_config_wants_help(argc, argv)) {
-        usage(stdout);
+        td_config_usage_cmd(stdout, &run_cmd);
         return 0;
     }
-    /* --json-logs is ours; the rest are the common flags. */
-    char **args = td_calloc((size_t)argc + 1, sizeof(*args));
-    int nargs = 0;
-    for (int i = 0; i < argc; i++) {
-        if (i > 0 && !strcmp(argv[i], "--json-logs"))
-            r->json_logs = true;
-        else
-            args[nargs++] = argv[i];
-    }
-    int err = td_config_load(&r->cfg, "run", nargs, args, NULL, errstr, sizeof(errstr));
-    free(args);
+    int err = td_config_load_cmd(&r->cfg, &run_cmd, r, argc, argv, NULL, errstr, sizeof(errstr));
     if (err < 0) {
         fprintf(stderr, "tidings run: %s\n", errstr);
-        usage(stderr);
+        td_config_usage_cmd(stderr, &run_cmd);
         td_config_free(&r->cfg);
         return 2;
     }

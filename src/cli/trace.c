@@ -9,6 +9,7 @@
  * correlation group. Group members read before that event were passed over,
  * so then the topics are read once more from the beginning with the group
  * known: two reads at most, and memory bounded by the answer. */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,31 +44,38 @@ typedef struct trace_read {
     size_t dlt_cnt;
 } trace_read_t;
 
-static void trace_usage(FILE *out)
-{
-    fprintf(out, "usage: tidings trace ID [--json] [--brokers LIST] [--data DIR]\n\n"
-                 "Prints the causal tree of the events about ID: an order id, a user id, a\n"
-                 "product id (any event key), a correlation id or an event id. An event is\n"
-                 "about ID when ID is its ce_id, its ce_correlationid or its ce_subject (the\n"
-                 "key); for an event id, the whole correlation group of that event (the saga it\n"
-                 "is part of) belongs too. Each event hangs under the event that caused it\n"
-                 "(ce_causationid), siblings in time order, one line each: time, service, type,\n"
-                 "topic partition@offset, delay from its cause, event id. A header per\n"
-                 "correlation id gives the number of events and the total span. Dead letters\n"
-                 "and repeated publications of an event are noted on its line.\n"
-                 "Reads every topic and its .DLT from the beginning up to its end at the start;\n"
-                 "commits nothing.\n\n"
-                 "options:\n"
-                 "  --json            one JSON object: per correlation id the events in tree\n"
-                 "                    order, each with its depth and parent\n"
-                 "  --brokers LIST    Kafka bootstrap servers (TIDINGS_BROKERS; default: the\n"
-                 "                    list in <data dir>/brokers)\n"
-                 "  --data DIR        data directory (TIDINGS_DATA_DIR, default ./data)\n"
-                 "  --log-level L     debug, info, warn or error (TIDINGS_LOG_LEVEL)\n"
-                 "TIDINGS_TOPIC_PREFIX (default tidings.) names the topics.\n\n"
-                 "Exit status: 0 events found, 1 no events match ID (or no broker, or a Kafka\n"
-                 "error), 2 usage error.\n");
-}
+typedef struct trace_opts {
+    bool as_json;
+} trace_opts_t;
+
+static const td_flag_t trace_flags[] = {
+    {"--json", NULL, NULL, TD_FLAG_SWITCH, offsetof(trace_opts_t, as_json),
+     "one JSON object: per correlation id the events in tree\n"
+     "order, each with its depth and parent"},
+};
+
+static const td_command_t trace_cmd = {
+    .name = "trace",
+    .flags = trace_flags,
+    .flag_cnt = TD_ARRAY_SIZE(trace_flags),
+    .operands = true,
+    .usage = "usage: tidings trace ID [--json] [--brokers LIST] [--data DIR]\n\n"
+             "Prints the causal tree of the events about ID: an order id, a user id, a\n"
+             "product id (any event key), a correlation id or an event id. An event is\n"
+             "about ID when ID is its ce_id, its ce_correlationid or its ce_subject (the\n"
+             "key); for an event id, the whole correlation group of that event (the saga it\n"
+             "is part of) belongs too. Each event hangs under the event that caused it\n"
+             "(ce_causationid), siblings in time order, one line each: time, service, type,\n"
+             "topic partition@offset, delay from its cause, event id. A header per\n"
+             "correlation id gives the number of events and the total span. Dead letters\n"
+             "and repeated publications of an event are noted on its line.\n"
+             "Reads every topic and its .DLT from the beginning up to its end at the start;\n"
+             "commits nothing.\n",
+    .more = "\n"
+            "TIDINGS_TOPIC_PREFIX (default tidings.) names the topics.\n\n"
+            "Exit status: 0 events found, 1 no events match ID (or no broker, or a Kafka\n"
+            "error), 2 usage error.\n",
+};
 
 static bool streq(const char *a, const char *b)
 {
@@ -302,56 +310,32 @@ static void print_json(const td_config_t *cfg, const trace_read_t *tr, const td_
     json_decref(out);
 }
 
-/* Flags of td_config_load that take a value as the next argument, so that
- * the ID can stand anywhere on the command line. */
-static bool config_flag_takes_value(const char *arg)
-{
-    static const char *const flags[] = {"--brokers", "--data", "--port", "--listen", "--log-level"};
-    for (size_t i = 0; i < TD_ARRAY_SIZE(flags); i++)
-        if (!strcmp(arg, flags[i])) return true;
-    return false;
-}
-
 int cli_trace_main(int argc, char **argv)
 {
     td_config_t cfg;
     char err[512];
     int rc = 2;
-    bool as_json = false;
-    char **rest = td_calloc((size_t)argc + 1, sizeof(*rest));
-    int rest_cnt = 0;
+    trace_opts_t o = {0};
+    td_strv_t ids = {0};
     const char *id = NULL;
     trace_read_t tr = {0};
     td_causal_t chain = {0};
     memset(&cfg, 0, sizeof(cfg));
 
     if (td_config_wants_help(argc, argv)) {
-        trace_usage(stdout);
+        td_config_usage_cmd(stdout, &trace_cmd);
         rc = 0;
         goto out;
     }
-    rest[rest_cnt++] = argv[0];
-    bool flags_done = false;
-    for (int i = 1; i < argc; i++) {
-        const char *arg = argv[i];
-        if (!flags_done && !strcmp(arg, "--")) {
-            flags_done = true;
-        } else if (!flags_done && !strcmp(arg, "--json")) {
-            as_json = true;
-        } else if (!flags_done && arg[0] == '-' && arg[1]) {
-            rest[rest_cnt++] = argv[i];
-            if (config_flag_takes_value(arg) && i + 1 < argc) rest[rest_cnt++] = argv[++i];
-        } else if (!id) {
-            id = arg;
-        } else {
-            fprintf(stderr, "tidings trace: give one ID, not '%s' and '%s'\n", id, arg);
-            goto out;
-        }
-    }
-    if (td_config_load(&cfg, "trace", rest_cnt, rest, NULL, err, sizeof(err))) {
+    if (td_config_load_cmd(&cfg, &trace_cmd, &o, argc, argv, &ids, err, sizeof(err))) {
         fprintf(stderr, "tidings trace: %s\n'tidings trace --help' shows the options\n", err);
         goto out;
     }
+    if (ids.cnt > 1) {
+        fprintf(stderr, "tidings trace: give one ID, not '%s' and '%s'\n", ids.v[0], ids.v[1]);
+        goto out;
+    }
+    id = ids.cnt ? ids.v[0] : NULL;
     if (!id || !id[0]) {
         fprintf(stderr, "tidings trace: give an ID (an order, user, product or event id)\n"
                         "usage: tidings trace ID [--json]\n");
@@ -373,7 +357,7 @@ int cli_trace_main(int argc, char **argv)
         free(q);
         goto out;
     }
-    if (as_json)
+    if (o.as_json)
         print_json(&cfg, &tr, &chain);
     else
         print_text(&cfg, &tr, &chain);
@@ -384,6 +368,6 @@ out:
     td_causal_free(&chain);
     trace_read_free(&tr);
     td_config_free(&cfg);
-    free(rest);
+    td_command_free(&trace_cmd, &o, &ids);
     return rc;
 }

@@ -176,6 +176,16 @@ int64_t td_mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+struct timespec td_mono_timespec(int64_t at_ms)
+{
+    return (struct timespec){.tv_sec = at_ms / 1000, .tv_nsec = (at_ms % 1000) * 1000000};
+}
+
+struct timespec td_mono_deadline(int64_t ms_from_now)
+{
+    return td_mono_timespec(td_mono_ms() + ms_from_now);
+}
+
 void td_sleep_ms(int64_t ms)
 {
     if (ms <= 0) return;

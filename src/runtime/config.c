@@ -5,6 +5,7 @@
  * silently different system. One table (settings[] below) says each
  * setting once: its variable and flag, its kind and bounds, its default and
  * its help line; parsing, validation, the defaults and --help come from it.
+ * A command's own flags (td_command_t) are parsed and listed beside it.
  * The token key is secret.c's. */
 #include "tidings/config.h"
 
@@ -535,28 +536,87 @@ static int load_env(td_config_t *cfg, bool *given, char *errstr, size_t errlen)
     return 0;
 }
 
-/* Flags up to the first positional argument (or "--"), POSIX style. */
-static int load_flags(td_config_t *cfg, int argc, char **argv, int *argi, char *errstr,
-                      size_t errlen)
+/* The row of cmd's own flags that arg (name, or name=value) names. */
+static const td_flag_t *cmd_flag(const td_command_t *cmd, const char *arg, size_t nlen)
 {
+    for (size_t k = 0; cmd && k < cmd->flag_cnt; k++) {
+        const td_flag_t *f = &cmd->flags[k];
+        if ((strlen(f->flag) == nlen && !strncmp(f->flag, arg, nlen)) ||
+            (f->alias && strlen(f->alias) == nlen && !strncmp(f->alias, arg, nlen)))
+            return f;
+    }
+    return NULL;
+}
+
+static void strv_add(td_strv_t *sv, const char *s)
+{
+    sv->v = td_realloc(sv->v, (sv->cnt + 1) * sizeof(*sv->v));
+    sv->v[sv->cnt++] = s;
+}
+
+/* Sets cmd's flag f in opts; what names it in errors (as given). */
+static int set_cmd_flag(void *opts, const td_flag_t *f, const char *what, const char *val,
+                        char *errstr, size_t errlen)
+{
+    void *at = (char *)opts + f->off;
+    if (f->kind == TD_FLAG_SWITCH) {
+        if (val) return td_errf(errstr, errlen, TD_EINVAL, "%s takes no value", what);
+        *(bool *)at = true;
+        return 0;
+    }
+    if (!*val) return td_errf(errstr, errlen, TD_EINVAL, "%s: the value is empty", what);
+    if (f->kind == TD_FLAG_STR)
+        *(const char **)at = val;
+    else
+        strv_add(at, val);
+    return 0;
+}
+
+/* Flags up to the first positional argument (or "--"), POSIX style; with a
+ * command that takes operands, flags and operands in any order up to "--"
+ * and operands after it. cmd's own flags (into opts) come before the
+ * settings table's. */
+static int load_flags(td_config_t *cfg, const td_command_t *cmd, void *opts, int argc, char **argv,
+                      int *argi, td_strv_t *operands, char *errstr, size_t errlen)
+{
+    bool anywhere = cmd && cmd->operands && operands;
     int i = 1;
     for (; i < argc; i++) {
         const char *arg = argv[i];
         if (!strcmp(arg, "--")) {
             i++;
+            if (anywhere)
+                for (; i < argc; i++) strv_add(operands, argv[i]);
             break;
         }
-        if (arg[0] != '-' || !arg[1]) break; /* positional ("-" is one too) */
+        if (arg[0] != '-' || !arg[1]) { /* positional ("-" is one too) */
+            if (!anywhere) break;
+            strv_add(operands, arg);
+            continue;
+        }
 
         const char *eq = strchr(arg, '=');
         size_t nlen = eq ? (size_t)(eq - arg) : strlen(arg);
+        const char *val = eq ? eq + 1 : NULL;
+        const td_flag_t *f = cmd_flag(cmd, arg, nlen);
+        if (f) {
+            if (f->kind != TD_FLAG_SWITCH && !val) {
+                if (i + 1 >= argc)
+                    return td_errf(errstr, errlen, TD_EINVAL, "%.*s needs a value", (int)nlen, arg);
+                val = argv[++i];
+            }
+            char what[64];
+            snprintf(what, sizeof(what), "%.*s", (int)nlen, arg);
+            int rc = set_cmd_flag(opts, f, what, val, errstr, errlen);
+            if (rc) return rc;
+            continue;
+        }
         const setting_t *s = NULL;
         for (size_t k = 0; k < TD_ARRAY_SIZE(settings); k++)
             if (settings[k].flag && strlen(settings[k].flag) == nlen &&
                 !strncmp(settings[k].flag, arg, nlen))
                 s = &settings[k];
         if (!s) return td_errf(errstr, errlen, TD_EINVAL, "unknown option '%.*s'", (int)nlen, arg);
-        const char *val = eq ? eq + 1 : NULL;
         if (!val) {
             if (i + 1 >= argc)
                 return td_errf(errstr, errlen, TD_EINVAL, "%s needs a value", s->flag);
@@ -592,8 +652,10 @@ static void load_brokers_file(td_config_t *cfg)
     free(text);
 }
 
-int td_config_load(td_config_t *cfg, const char *service, int argc, char **argv, int *argi,
-                   char *errstr, size_t errlen)
+/* td_config_load and td_config_load_cmd: cmd, opts and operands may be
+ * NULL. */
+static int load(td_config_t *cfg, const char *service, const td_command_t *cmd, void *opts,
+                int argc, char **argv, int *argi, td_strv_t *operands, char *errstr, size_t errlen)
 {
     bool given[TD_ARRAY_SIZE(settings)] = {0};
     int rc;
@@ -601,7 +663,7 @@ int td_config_load(td_config_t *cfg, const char *service, int argc, char **argv,
     td_config_defaults(cfg);
     cfg->service = td_strdup(service);
     if ((rc = load_env(cfg, given, errstr, errlen))) goto fail;
-    if ((rc = load_flags(cfg, argc, argv, argi, errstr, errlen))) goto fail;
+    if ((rc = load_flags(cfg, cmd, opts, argc, argv, argi, operands, errstr, errlen))) goto fail;
     /* The web port and listen address may have changed since the defaults. */
     if (!given[setting_by_env("TIDINGS_CORS_ORIGINS") - settings]) cors_default(cfg);
     if (!cfg->brokers) load_brokers_file(cfg);
@@ -621,6 +683,42 @@ fail:
     return rc;
 }
 
+int td_config_load(td_config_t *cfg, const char *service, int argc, char **argv, int *argi,
+                   char *errstr, size_t errlen)
+{
+    return load(cfg, service, NULL, NULL, argc, argv, argi, NULL, errstr, errlen);
+}
+
+int td_config_load_cmd(td_config_t *cfg, const td_command_t *cmd, void *opts, int argc, char **argv,
+                       td_strv_t *operands, char *errstr, size_t errlen)
+{
+    return load(cfg, cmd->name, cmd, opts, argc, argv, NULL, operands, errstr, errlen);
+}
+
+bool td_config_has_flag(int argc, char **argv, const td_flag_t *f)
+{
+    td_command_t one = {.flags = f, .flag_cnt = 1};
+    for (int i = 1; i < argc && strcmp(argv[i], "--"); i++) {
+        const char *eq = strchr(argv[i], '=');
+        if (cmd_flag(&one, argv[i], eq ? (size_t)(eq - argv[i]) : strlen(argv[i]))) return true;
+    }
+    return false;
+}
+
+void td_command_free(const td_command_t *cmd, void *opts, td_strv_t *operands)
+{
+    for (size_t k = 0; opts && k < cmd->flag_cnt; k++) {
+        if (cmd->flags[k].kind != TD_FLAG_LIST) continue;
+        td_strv_t *sv = (td_strv_t *)((char *)opts + cmd->flags[k].off);
+        free(sv->v);
+        memset(sv, 0, sizeof(*sv));
+    }
+    if (operands) {
+        free(operands->v);
+        memset(operands, 0, sizeof(*operands));
+    }
+}
+
 bool td_config_wants_help(int argc, char **argv)
 {
     for (int i = 1; i < argc; i++) {
@@ -630,31 +728,86 @@ bool td_config_wants_help(int argc, char **argv)
     return false;
 }
 
-void td_config_usage(FILE *out, const char *command)
+/* One option line of --help: left, then help, its further lines ("\n")
+ * indented under the first (all of them under a long left). */
+static void usage_line(FILE *out, const char *left, const char *help, const char *env)
 {
-    fprintf(out, "usage: tidings %s [options]\n\noptions (they override the environment):\n",
-            command ? command : "<command>");
+    if (strlen(left) > 18) /* the help goes under it */
+        fprintf(out, "  %s\n  %-18s ", left, "");
+    else
+        fprintf(out, "  %-18s ", left);
+    for (const char *p = help;;) {
+        size_t n = strcspn(p, "\n");
+        fprintf(out, "%.*s", (int)n, p);
+        if (!p[n]) break;
+        p += n + 1;
+        fprintf(out, "\n  %-18s ", "");
+    }
+    if (env) fprintf(out, " (%s)", env);
+    fputc('\n', out);
+}
+
+/* The options and, with env, the environment: cmd's own flags (NULL:
+ * none), the settings table's (--port only for a service), --help. */
+static void usage_options(FILE *out, const td_command_t *cmd, const char *command, bool env)
+{
+    char left[64];
+    for (size_t i = 0; cmd && i < cmd->flag_cnt; i++) {
+        const td_flag_t *f = &cmd->flags[i];
+        const char *mv = f->metavar ? f->metavar : "";
+        if (f->alias)
+            snprintf(left, sizeof(left), "%s%s%s, %s%s%s", f->flag, *mv ? " " : "", mv, f->alias,
+                     *mv ? " " : "", mv);
+        else
+            snprintf(left, sizeof(left), "%s%s%s", f->flag, *mv ? " " : "", mv);
+        usage_line(out, left, f->help, NULL);
+    }
+    bool port = td_service_from_name(command) >= 0 || !cmd;
     for (size_t i = 0; i < TD_ARRAY_SIZE(settings); i++) {
         const setting_t *s = &settings[i];
-        if (!s->flag) continue;
-        char left[64];
+        if (!s->flag || (s->kind == SET_OWN_PORT && !port)) continue;
         snprintf(left, sizeof(left), "%s %s", s->flag, s->metavar);
-        if (s->env)
-            fprintf(out, "  %-18s %s (%s)\n", left, s->help, s->env);
-        else
-            fprintf(out, "  %-18s %s\n", left, s->help);
+        /* Without the environment's list below, the line says the default. */
+        char env_def[96];
+        if (!env && s->env && s->def)
+            snprintf(env_def, sizeof(env_def), "%s, default %s", s->env, s->def);
+        usage_line(out, left, s->help, !env && s->env && s->def ? env_def : s->env);
     }
     fprintf(out,
             "  %-18s this text\n"
-            "Each option also takes the form --option=value.\n\n"
-            "environment (default):\n",
+            "Each option also takes the form --option=value.\n",
             "--help, -h");
+    if (!env) {
+        fputs("Without --brokers or TIDINGS_BROKERS, the brokers are the list in\n"
+              "<data dir>/brokers, written by `tidings run` and `tidings broker`.\n",
+              out);
+        return;
+    }
+    fprintf(out, "\nenvironment (default):\n");
     for (size_t i = 0; i < TD_ARRAY_SIZE(settings); i++) {
         const setting_t *s = &settings[i];
         if (!s->env) continue;
         const char *shown = s->shown ? s->shown : s->def ? s->def : "(none)";
         fprintf(out, "  %-29s %s\n", s->env, shown);
     }
+}
+
+void td_config_usage(FILE *out, const char *command)
+{
+    fprintf(out, "usage: tidings %s [options]\n\noptions (they override the environment):\n",
+            command ? command : "<command>");
+    usage_options(out, NULL, command, true);
+}
+
+void td_config_usage_cmd(FILE *out, const td_command_t *cmd)
+{
+    if (cmd->usage)
+        fputs(cmd->usage, out);
+    else
+        fprintf(out, "usage: tidings %s [options]\n", cmd->name);
+    fprintf(out, "\noptions%s:\n", cmd->env_help ? " (they override the environment)" : "");
+    usage_options(out, cmd, cmd->name, cmd->env_help);
+    if (cmd->more) fputs(cmd->more, out);
 }
 
 int td_config_port(const td_config_t *cfg, td_service_t svc)

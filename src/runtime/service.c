@@ -1,8 +1,8 @@
 /* What every service process shares around its own start and stop: the
- * main() sequence (configuration, logging, secret, topics, signals, wait,
- * graceful stop), signal handling that leaves SIGINT/SIGTERM to one
- * sigwait in the main thread, the database in the data dir, and the
- * readiness check behind /readyz. */
+ * main() of a td_service_decl_t (configuration, logging, secret, topics,
+ * signals, wait, graceful stop), signal handling that leaves
+ * SIGINT/SIGTERM to one sigwait in the main thread, the database in the
+ * data dir, and the readiness check behind /readyz. */
 #include "tidings/service.h"
 
 #include <dirent.h>
@@ -152,14 +152,7 @@ typedef struct topics_retry {
 static bool retry_sleep(topics_retry_t *tr, int ms)
 {
     pthread_mutex_lock(&tr->mu);
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    struct timespec ts = td_mono_deadline(ms);
     while (!tr->stop && pthread_cond_timedwait(&tr->cv, &tr->mu, &ts) == 0) continue;
     bool stop = tr->stop;
     pthread_mutex_unlock(&tr->mu);
@@ -233,11 +226,7 @@ static topics_retry_t *topics_retry_start(const td_config_t *cfg)
  * err filled; TD_EAGAIN with err empty when it has not answered yet. */
 static int topics_first_wait(topics_retry_t *tr, int ms, char *err, size_t errlen)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_nsec += (long)ms * 1000000L;
-    ts.tv_sec += ts.tv_nsec / 1000000000L;
-    ts.tv_nsec %= 1000000000L;
+    struct timespec ts = td_mono_deadline(ms);
     pthread_mutex_lock(&tr->mu);
     while (!tr->first_done && pthread_cond_timedwait(&tr->cv, &tr->mu, &ts) == 0) continue;
     int rc = TD_EAGAIN;
@@ -267,19 +256,30 @@ static void topics_retry_stop(topics_retry_t *tr)
     free(tr);
 }
 
-int td_service_main(const char *service, int argc, char **argv, td_service_start_fn start,
-                    td_service_stop_fn stop)
+int td_service_main(const td_service_decl_t *decl, int argc, char **argv)
 {
     topics_retry_t *retry = NULL;
     td_config_t cfg;
     char err[512];
     int rc = 1;
     void *svc = NULL;
+    const char *service = td_service_name(decl->id);
     memset(&cfg, 0, sizeof(cfg));
 
     if (td_config_wants_help(argc, argv)) {
-        td_config_usage(stdout, service);
+        td_command_t cmd = {
+            .name = service,
+            .flags = decl->flags,
+            .flag_cnt = decl->flag_cnt,
+            .more = decl->help,
+            .env_help = true,
+        };
+        td_config_usage_cmd(stdout, &cmd);
         return 0;
+    }
+    if (decl->pre_main) {
+        int prc = decl->pre_main(argc, argv);
+        if (prc != TD_SERVICE_RUN) return prc;
     }
     td_log_init(service, TD_LOG_INFO, true);
     if (td_config_load(&cfg, service, argc, argv, NULL, err, sizeof(err)) != 0) {
@@ -327,18 +327,17 @@ int td_service_main(const char *service, int argc, char **argv, td_service_start
         cfg.fetch_wait_ms = 1;
         td_info("brokers %s are a mock cluster: fetch wait 1 ms", cfg.brokers);
     }
-    svc = start(&cfg, err, sizeof(err));
+    svc = decl->start(&cfg, err, sizeof(err));
     if (!svc) {
         td_error("cannot start: %s", err);
         goto out;
     }
-    int sid = td_service_from_name(service);
-    td_info("ready (port %d, brokers %s)", sid >= 0 ? td_config_port(&cfg, sid) : 0, cfg.brokers);
+    td_info("ready (port %d, brokers %s)", td_config_port(&cfg, decl->id), cfg.brokers);
     int sig = td_signals_wait();
     td_info("stopping (%s)", sig == SIGINT ? "SIGINT" : "SIGTERM");
     topics_retry_stop(retry);
     retry = NULL;
-    stop(svc);
+    decl->stop(svc);
     td_info("stopped");
     rc = 0;
 

@@ -30,7 +30,7 @@ static void *worker_main(void *arg)
         if (atomic_load(&w->stop)) break;
         int64_t next = w->opts.round(w, w->opts.arg, woken, td_mono_ms());
         td_metric_inc("tidings_worker_rounds_total", w->labels);
-        struct timespec ts = {.tv_sec = next / 1000, .tv_nsec = (next % 1000) * 1000000};
+        struct timespec ts = td_mono_timespec(next);
         pthread_mutex_lock(&w->mu);
         while (!w->woken && !atomic_load(&w->stop) && td_mono_ms() < next)
             pthread_cond_timedwait(&w->cv, &w->mu, &ts);

@@ -27,22 +27,10 @@ import urllib.request
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 sys.path.insert(0, os.path.dirname(__file__))
-from tdharness import log, http, expect, System, BIN  # noqa: E402
+from tdharness import log, http, expect, wait_for, System, BIN  # noqa: E402
 
 SERVICES = ["users", "products", "orders", "payments", "web"]
 WAIT_S = 120
-
-
-def wait_for(what, cond, timeout=WAIT_S):
-    """Polls cond until it returns something true; raises after timeout."""
-    deadline = time.time() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.time() > deadline:
-            raise AssertionError("timed out waiting for " + what)
-        time.sleep(0.2)
 
 
 def read_all(brokers, topic):
@@ -129,7 +117,7 @@ def main():
             rc, out, _ = tidings("dlt", "list", "--json")
             assert rc == 0, rc
             return [d for d in json.loads(out) if d["key"] == a] or None
-        dl = wait_for("order A's dead letter", dead_letters)
+        dl = wait_for("order A's dead letter", dead_letters, WAIT_S, 0.2)
         assert len(dl) == 1, dl
         d = dl[0]
         assert d["dltTopic"] == "tidings.reservations.DLT", d
@@ -154,7 +142,7 @@ def main():
                         body={"productId": pid, "quantity": 2})
         expect(st, 202, "POST /orders B", body)
         b = body["orderId"]
-        wait_for("order B approved", lambda: order(b)["status"] == "APPROVED")
+        wait_for("order B approved", lambda: order(b)["status"] == "APPROVED", WAIT_S, 0.2)
 
         # The fix: a new payments release (no fault).
         sysm.procs["payments"].terminate()
@@ -175,7 +163,7 @@ def main():
         assert rc == 0, rc
         res = json.loads(out.splitlines()[0])
         assert res["result"] == "redriven" and res["topic"] == "tidings.reservations", res
-        wait_for("order A approved", lambda: order(a)["status"] == "APPROVED")
+        wait_for("order A approved", lambda: order(a)["status"] == "APPROVED", WAIT_S, 0.2)
 
         copies = redriven_copies(ref)
         assert len(copies) == 1, copies
@@ -274,7 +262,8 @@ def main():
         assert 'tidings_dlt_redriven_total{topic="tidings.reservations"} 1' in metrics, \
             [m for m in metrics.splitlines() if "dlt" in m]
         assert len(redriven_copies(full_b)) == 1
-        wait_for("payments to see B's redriven copy", lambda: duplicates() > before)
+        wait_for("payments to see B's redriven copy", lambda: duplicates() > before, WAIT_S,
+                 0.2)
         pays_b = [x for x in read_all(brokers, "tidings.payments")
                   if json.loads(x.value).get("orderId") == b]
         assert len({hdr(x, "ce_id") for x in pays_b}) == 1, pays_b

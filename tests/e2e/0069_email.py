@@ -5,7 +5,7 @@ server on loopback (python3-aiosmtpd; TIDINGS_ALLOW_HTTP_ENDPOINTS=1 lets
 the SMTP host be loopback, as it does for webhooks and push).
 
 A name that holds CR/LF and a header is refused at registration (the
-message builder strips them anyway: tests/unit/test_email.c). A user enables
+message builder strips them anyway: tests/unit/runtime/test_email.c). A user enables
 channels.email and signs in: the server receives one message for the
 account address, which Python's `email` package reads as
 multipart/alternative with a text/plain and a text/html part, a
@@ -18,79 +18,27 @@ server answers 451 to every message: a second user's email is retried
 until TIDINGS_DELIVERY_MAX_ATTEMPTS and dead-lettered with reason
 smtp_451 (tidings dlt list), its delivery status failed.
 """
-import email
-import email.policy
 import json
 import os
-import queue
 import secrets
 import shutil
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
-
-from aiosmtpd.controller import Controller
 
 sys.path.insert(0, os.path.dirname(__file__))
-from tdharness import log, expect, free_port, System  # noqa: E402
+from tdharness import (log, expect, http_text, wait_for, SmtpHandler, start_smtp,  # noqa: E402
+                       System)
 
 BIN = os.environ["TIDINGS_BIN"]
 SERVICES = ["users", "notifications"]
 WAIT_S = 30
 
 
-def http(method, url, token=None, body=None, raw_body=None, ctype=None):
-    data = json.dumps(body).encode() if body is not None else raw_body
-    req = urllib.request.Request(url, data=data, method=method)
-    if data is not None:
-        req.add_header("Content-Type", ctype or "application/json")
-    if token:
-        req.add_header("Authorization", "Bearer " + token)
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            raw, status = r.read(), r.status
-    except urllib.error.HTTPError as e:
-        raw, status = e.read(), e.code
-    text = raw.decode("utf-8", "replace")
-    try:
-        return status, json.loads(raw) if raw else None, text
-    except ValueError:
-        return status, None, text
-
-
-class Handler:
-    def __init__(self):
-        self.got = queue.Queue()
-        self.answer = None  # None: accept; else the reply to DATA
-        self.refused = 0
-
-    async def handle_DATA(self, server, session, envelope):
-        if self.answer:
-            self.refused += 1
-            return self.answer
-        self.got.put((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
-        return "250 OK"
-
-
-def wait_for(what, fn, timeout=WAIT_S):
-    deadline = time.time() + timeout
-    while True:
-        v = fn()
-        if v:
-            return v
-        if time.time() > deadline:
-            raise AssertionError("timed out waiting for " + what)
-        time.sleep(0.1)
-
-
 def main():
-    handler = Handler()
-    port = free_port()
-    ctl = Controller(handler, hostname="127.0.0.1", port=port)
-    ctl.start()
+    handler = SmtpHandler()
+    ctl, port = start_smtp(handler)
     sysm = System("e2e-0069", SERVICES, {
         "TIDINGS_ALLOW_HTTP_ENDPOINTS": "1",
         "TIDINGS_SMTP_URL": "smtp://127.0.0.1:%d" % port,
@@ -110,44 +58,45 @@ def main():
         def register(name):
             addr = "mail-%s@example.com" % secrets.token_hex(4)
             pw = "pw-" + secrets.token_hex(8)
-            st, _, raw = http("POST", sysm.url("users", "/users"),
+            st, _, raw = http_text("POST", sysm.url("users", "/users"),
                               body={"email": addr, "password": pw, "name": name})
             expect(st, 201, "register", raw)
-            st, login, raw = http("POST", sysm.url("users", "/login"),
+            st, login, raw = http_text("POST", sysm.url("users", "/login"),
                                   body={"email": addr, "password": pw})
             expect(st, 200, "login", raw)
             token = login["token"]
             # Wait for the welcome and the sign-in (both before email is on).
-            wait_for("first notifications", lambda: len(http(
+            wait_for("first notifications", lambda: len(http_text(
                 "GET", nurl("/notifications"), token)[1]["notifications"]) >= 2)
             return addr, pw, token, login["userId"]
 
         def login_again(addr, pw):
-            st, _, raw = http("POST", sysm.url("users", "/login"),
+            st, _, raw = http_text("POST", sysm.url("users", "/login"),
                               body={"email": addr, "password": pw})
             expect(st, 200, "login", raw)
 
         # A name with CR/LF never gets as far as a title: the users service
         # refuses it (the message builder strips them anyway: unit test).
-        st, _, raw = http("POST", sysm.url("users", "/users"), body={
+        st, _, raw = http_text("POST", sysm.url("users", "/users"), body={
             "email": "crlf-%s@example.com" % secrets.token_hex(4), "password": "pw-12345678",
             "name": "Eve\r\nBcc: victim@example.com"})
         expect(st, 400, "register with CR/LF in the name", raw)
         addr, pw, token, uid = register("Eve")
-        st, prefs, raw = http("GET", nurl("/preferences"), token)
+        st, prefs, raw = http_text("GET", nurl("/preferences"), token)
         expect(st, 200, "GET /preferences", raw)
         assert prefs["channels"]["email"]["enabled"] is False, prefs  # off by default
         assert handler.got.empty(), "email sent before it was enabled"
-        st, prefs, raw = http("PUT", nurl("/preferences"), token,
+        st, prefs, raw = http_text("PUT", nurl("/preferences"), token,
                               {"channels": {"email": {"enabled": True}}})
         expect(st, 200, "enable email", raw)
         assert prefs["channels"]["email"]["enabled"] is True, prefs
 
         login_again(addr, pw)
-        mail_from, rcpts, content = handler.got.get(timeout=WAIT_S)
+        mail = handler.got.get(timeout=WAIT_S)
+        mail_from, rcpts = mail.mail_from, mail.rcpt_tos
         assert mail_from == "<shop@tidings.test>" or mail_from == "shop@tidings.test", mail_from
         assert rcpts == [addr], rcpts
-        msg = email.message_from_bytes(content, policy=email.policy.default)
+        msg = mail.message()
         assert msg.get_content_type() == "multipart/alternative", msg.get_content_type()
         parts = list(msg.iter_parts())
         assert [p.get_content_type() for p in parts] == ["text/plain", "text/html"], parts
@@ -171,7 +120,7 @@ def main():
         # The delivery status of that notification.
         nid = msg["Message-ID"][1:].split(".email@")[0]
         def sent():
-            st, n, raw = http("GET", nurl("/notifications/" + nid), token)
+            st, n, raw = http_text("GET", nurl("/notifications/" + nid), token)
             expect(st, 200, "GET /notifications/{id}", raw)
             d = [x for x in n["deliveries"] if x["channel"] == "email"]
             return d if d and d[0]["status"] == "sent" else None
@@ -182,23 +131,23 @@ def main():
         # The unsubscribe link.
         q = urllib.parse.parse_qs(urllib.parse.urlparse(link).query)
         assert q["u"] == [uid], q
-        st, _, page = http("GET", link)
+        st, _, page = http_text("GET", link)
         expect(st, 200, "GET unsubscribe link", page)
         assert "<form" in page and 'method="post"' in page, page
-        st, prefs, raw = http("GET", nurl("/preferences"), token)
+        st, prefs, raw = http_text("GET", nurl("/preferences"), token)
         assert prefs["channels"]["email"]["enabled"] is True, "GET changed state: %s" % raw
         bad = link[:-1] + ("0" if link[-1] != "0" else "1")
-        st, _, raw = http("POST", bad, raw_body=b"List-Unsubscribe=One-Click",
+        st, _, raw = http_text("POST", bad, raw_body=b"List-Unsubscribe=One-Click",
                           ctype="application/x-www-form-urlencoded")
         expect(st, 403, "POST with a bad signature", raw)
-        st, _, raw = http("POST", link, raw_body=b"List-Unsubscribe=One-Click",
+        st, _, raw = http_text("POST", link, raw_body=b"List-Unsubscribe=One-Click",
                           ctype="application/x-www-form-urlencoded")
         expect(st, 200, "one-click unsubscribe", raw)
-        st, prefs, raw = http("GET", nurl("/preferences"), token)
+        st, prefs, raw = http_text("GET", nurl("/preferences"), token)
         assert prefs["channels"]["email"]["enabled"] is False, raw
-        n_before = len(http("GET", nurl("/notifications"), token)[1]["notifications"])
+        n_before = len(http_text("GET", nurl("/notifications"), token)[1]["notifications"])
         login_again(addr, pw)
-        wait_for("the next sign-in's notification", lambda: len(http(
+        wait_for("the next sign-in's notification", lambda: len(http_text(
             "GET", nurl("/notifications"), token)[1]["notifications"]) > n_before)
         time.sleep(1.0)
         assert handler.got.empty(), "an email after unsubscribing"
@@ -206,14 +155,14 @@ def main():
 
         # A server that refuses: retried, then dead-lettered.
         addr2, pw2, token2, _ = register("Bob")
-        http("PUT", nurl("/preferences"), token2, {"channels": {"email": {"enabled": True}}})
+        http_text("PUT", nurl("/preferences"), token2, {"channels": {"email": {"enabled": True}}})
         handler.answer = "451 4.3.0 Try again later"
         login_again(addr2, pw2)
 
         def failed():
-            st, lst, raw = http("GET", nurl("/notifications"), token2)
+            st, lst, raw = http_text("GET", nurl("/notifications"), token2)
             nid2 = lst["notifications"][0]["id"]
-            st, n, raw = http("GET", nurl("/notifications/" + nid2), token2)
+            st, n, raw = http_text("GET", nurl("/notifications/" + nid2), token2)
             d = [x for x in n["deliveries"] if x["channel"] == "email"]
             return d if d and d[0]["status"] == "failed" else None
         d = wait_for("email delivery failed", failed)

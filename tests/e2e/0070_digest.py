@@ -10,73 +10,24 @@ and arrive as exactly one email "4 new notifications" listing their
 titles and linking to the inbox, when the window ends. The inbox has all
 5. No further email follows.
 """
-import email
-import email.policy
-import json
 import os
-import queue
 import secrets
 import shutil
 import sys
 import time
-import urllib.error
-import urllib.request
-
-from aiosmtpd.controller import Controller
 
 sys.path.insert(0, os.path.dirname(__file__))
-from tdharness import log, expect, free_port, System  # noqa: E402
+from tdharness import (log, expect, http_text, wait_for, SmtpHandler, start_smtp,  # noqa: E402
+                       System)
 
 SERVICES = ["users", "notifications"]
 WAIT_S = 30
 MINUTE_MS = 4000
 
 
-def http(method, url, token=None, body=None):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method)
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    if token:
-        req.add_header("Authorization", "Bearer " + token)
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            raw, status = r.read(), r.status
-    except urllib.error.HTTPError as e:
-        raw, status = e.read(), e.code
-    text = raw.decode("utf-8", "replace")
-    try:
-        return status, json.loads(raw) if raw else None, text
-    except ValueError:
-        return status, None, text
-
-
-class Handler:
-    def __init__(self):
-        self.got = queue.Queue()
-
-    async def handle_DATA(self, server, session, envelope):
-        self.got.put((time.time(), email.message_from_bytes(envelope.content,
-                                                            policy=email.policy.default)))
-        return "250 OK"
-
-
-def wait_for(what, fn, timeout=WAIT_S):
-    deadline = time.time() + timeout
-    while True:
-        v = fn()
-        if v:
-            return v
-        if time.time() > deadline:
-            raise AssertionError("timed out waiting for " + what)
-        time.sleep(0.1)
-
-
 def main():
-    handler = Handler()
-    port = free_port()
-    ctl = Controller(handler, hostname="127.0.0.1", port=port)
-    ctl.start()
+    handler = SmtpHandler()
+    ctl, port = start_smtp(handler)
     sysm = System("e2e-0070", SERVICES, {
         "TIDINGS_ALLOW_HTTP_ENDPOINTS": "1",
         "TIDINGS_SMTP_URL": "smtp://127.0.0.1:%d" % port,
@@ -92,29 +43,29 @@ def main():
         nurl = lambda path: sysm.url("notifications", path)  # noqa: E731
         addr = "digest-%s@example.com" % secrets.token_hex(4)
         pw = "pw-" + secrets.token_hex(8)
-        st, _, raw = http("POST", sysm.url("users", "/users"),
+        st, _, raw = http_text("POST", sysm.url("users", "/users"),
                           body={"email": addr, "password": pw, "name": "Dora"})
         expect(st, 201, "register", raw)
 
         def login():
-            st, body, raw = http("POST", sysm.url("users", "/login"),
+            st, body, raw = http_text("POST", sysm.url("users", "/login"),
                                  body={"email": addr, "password": pw})
             expect(st, 200, "login", raw)
             return body["token"]
         token = login()
-        inbox = lambda: http("GET", nurl("/notifications"), token)[1]["notifications"]  # noqa
+        inbox = lambda: http_text("GET", nurl("/notifications"), token)[1]["notifications"]  # noqa
         wait_for("welcome and sign-in", lambda: len(inbox()) >= 2)
 
-        st, prefs, raw = http("GET", nurl("/preferences"), token)
+        st, prefs, raw = http_text("GET", nurl("/preferences"), token)
         assert prefs["digestMinutes"] == 0, prefs
         for bad in (-1, 1441, "5", 1.5):
-            st, _, raw = http("PUT", nurl("/preferences"), token, {"digestMinutes": bad})
+            st, _, raw = http_text("PUT", nurl("/preferences"), token, {"digestMinutes": bad})
             expect(st, 400, "digestMinutes %r" % (bad,), raw)
-        st, prefs, raw = http("PUT", nurl("/preferences"), token, {
+        st, prefs, raw = http_text("PUT", nurl("/preferences"), token, {
             "digestMinutes": 1, "channels": {"email": {"enabled": True}}})
         expect(st, 200, "PUT digestMinutes", raw)
         assert prefs["digestMinutes"] == 1, prefs
-        st, prefs, raw = http("GET", nurl("/preferences"), token)
+        st, prefs, raw = http_text("GET", nurl("/preferences"), token)
         assert prefs["digestMinutes"] == 1 and prefs["channels"]["email"]["enabled"], prefs
         log("ok   digestMinutes validated, stored and returned")
 
@@ -122,7 +73,8 @@ def main():
         for _ in range(5):
             login()
         wait_for("the burst in the inbox", lambda: len(inbox()) >= 7)
-        first_at, first = handler.got.get(timeout=WAIT_S)
+        mail = handler.got.get(timeout=WAIT_S)
+        first_at, first = mail.at, mail.message()
         assert first["Subject"] == "New sign-in to your account", first["Subject"]
         assert first_at - t0 < MINUTE_MS / 1000.0, "the first email waited"
         log("ok   the first of the burst went out at once")
@@ -131,7 +83,7 @@ def main():
         burst = inbox()[:5]
         def held():
             for n in burst:
-                st, full, raw = http("GET", nurl("/notifications/" + n["id"]), token)
+                st, full, raw = http_text("GET", nurl("/notifications/" + n["id"]), token)
                 for d in full["deliveries"]:
                     if d["channel"] == "email" and d["status"] == "held":
                         return d
@@ -141,7 +93,8 @@ def main():
             assert d["target"] == addr, d
         assert handler.got.empty(), "a second email inside the window"
 
-        at, digest = handler.got.get(timeout=WAIT_S)
+        mail = handler.got.get(timeout=WAIT_S)
+        at, digest = mail.at, mail.message()
         assert at - t0 >= MINUTE_MS / 1000.0 - 0.5, "the digest came early (%.1f s)" % (at - t0)
         assert digest["Subject"] == "4 new notifications", digest["Subject"]
         text = digest.get_body(("plain",)).get_content()

@@ -7,31 +7,17 @@ enables email and signs in gets the message; the server saw one
 successful AUTH with those credentials and no failed one; the password
 is in no service log."""
 import os
-import queue
 import secrets
 import shutil
 import sys
-import time
 
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
 sys.path.insert(0, os.path.dirname(__file__))
-from tdharness import System, expect, free_port, http, log  # noqa: E402
+from tdharness import System, SmtpHandler, expect, http, log, start_smtp, wait_for  # noqa: E402
 
 USER = "shop-mailer"
 PASSWORD = "smtp-" + secrets.token_hex(8)
-
-
-class Handler:
-    def __init__(self):
-        self.got = queue.Queue()
-
-    async def handle_DATA(self, server, session, envelope):
-        if not session.authenticated:
-            return "530 5.7.0 Authentication required"
-        self.got.put(envelope.content)
-        return "250 OK"
 
 
 class Authenticator:
@@ -51,11 +37,8 @@ class Authenticator:
 
 
 def main():
-    handler, auth = Handler(), Authenticator()
-    port = free_port()
-    ctl = Controller(handler, hostname="127.0.0.1", port=port, authenticator=auth,
-                     auth_require_tls=False)
-    ctl.start()
+    handler, auth = SmtpHandler(require_auth=True), Authenticator()
+    ctl, port = start_smtp(handler, authenticator=auth, auth_require_tls=False)
     sysm = System("e2e-0071", ["users", "notifications"], {
         "TIDINGS_ALLOW_HTTP_ENDPOINTS": "1",
         "TIDINGS_SMTP_URL": "smtp://127.0.0.1:%d" % port,
@@ -78,18 +61,15 @@ def main():
                          body={"email": addr, "password": "pw-12345678"})
         expect(st, 200, "login", login)
         token = login["token"]
-        deadline = time.time() + 30
-        while len(http("GET", sysm.url("notifications", "/notifications"),
-                       token)[1]["notifications"]) < 2:
-            assert time.time() < deadline, "no welcome and sign-in notifications"
-            time.sleep(0.1)
+        wait_for("the welcome and sign-in notifications", lambda: len(http(
+            "GET", sysm.url("notifications", "/notifications"), token)[1]["notifications"]) >= 2)
         st, body = http("PUT", sysm.url("notifications", "/preferences"), token,
                         body={"channels": {"email": {"enabled": True}}})
         expect(st, 200, "enable email", body)
         st, body = http("POST", sysm.url("users", "/login"),
                         body={"email": addr, "password": "pw-12345678"})
         expect(st, 200, "second login", body)
-        msg = handler.got.get(timeout=30)
+        msg = handler.got.get(timeout=30).content
         assert addr.encode() in msg, msg[:400]
         assert b"New sign-in to your account" in msg, msg[:400]
         assert auth.ok >= 1 and not auth.bad, (auth.ok, auth.bad)

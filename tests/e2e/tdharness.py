@@ -1,6 +1,7 @@
 """Shared harness of the e2e Python tests: timestamped logging, free TCP
-ports, the JSON-over-HTTP helpers and System, the processes of a run. Not a test itself (the e2e glob takes
-only files starting with digits); tests import it after
+ports, the JSON-over-HTTP helpers, wait_for, an SMTP sink (SmtpHandler,
+start_smtp) and System, the processes of a run. Not a test itself (the
+e2e glob takes only files starting with digits); tests import it after
 sys.path.insert(0, os.path.dirname(__file__)).
 
 A System runs on the embedded broker (`tidings broker`) unless
@@ -47,31 +48,115 @@ def free_port():
         return s.getsockname()[1]
 
 
-def http(method, url, token=None, body=None, retry_s=0):
-    """(status, parsed JSON or None). Connection errors are retried for
-    retry_s seconds (a service being restarted), then raised."""
-    data = json.dumps(body).encode() if body is not None else None
+def _request(method, url, token, data, ctype, retry_s):
+    """(status, raw body bytes). Connection errors are retried for retry_s
+    seconds (a service being restarted), then raised."""
     deadline = time.time() + retry_s
     while True:
         req = urllib.request.Request(url, data=data, method=method)
         if data is not None:
-            req.add_header("Content-Type", "application/json")
+            req.add_header("Content-Type", ctype or "application/json")
         if token:
             req.add_header("Authorization", "Bearer " + token)
         try:
             with urllib.request.urlopen(req, timeout=30) as r:
-                raw = r.read()
-                return r.status, json.loads(raw) if raw else None
+                return r.status, r.read()
         except urllib.error.HTTPError as e:
-            raw = e.read()
-            try:
-                return e.code, json.loads(raw) if raw else None
-            except ValueError:
-                return e.code, None
+            return e.code, e.read()
         except (urllib.error.URLError, ConnectionError, OSError):
             if time.time() >= deadline:
                 raise
             time.sleep(0.1)
+
+
+def http(method, url, token=None, body=None, retry_s=0):
+    """(status, parsed JSON or None): body is sent as JSON. Connection
+    errors are retried for retry_s seconds (a service being restarted),
+    then raised. A success whose body is not JSON raises ValueError."""
+    data = json.dumps(body).encode() if body is not None else None
+    status, raw = _request(method, url, token, data, None, retry_s)
+    if status < 400:
+        return status, json.loads(raw) if raw else None
+    try:
+        return status, json.loads(raw) if raw else None
+    except ValueError:
+        return status, None
+
+
+def http_text(method, url, token=None, body=None, raw_body=None, ctype=None, retry_s=0):
+    """(status, parsed JSON or None, the body as text), for answers that
+    need not be JSON (pages, forms) and for error messages that quote the
+    body: body is sent as JSON, or raw_body as it is with Content-Type
+    ctype."""
+    data = json.dumps(body).encode() if body is not None else raw_body
+    status, raw = _request(method, url, token, data, ctype, retry_s)
+    text = raw.decode("utf-8", "replace")
+    try:
+        return status, json.loads(raw) if raw else None, text
+    except ValueError:
+        return status, None, text
+
+
+def wait_for(what, fn, timeout=30, interval=0.1):
+    """fn()'s first true value, asked every interval seconds;
+    AssertionError naming what after timeout seconds."""
+    deadline = time.time() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        if time.time() > deadline:
+            raise AssertionError("timed out waiting for " + what)
+        time.sleep(interval)
+
+
+class SmtpMail:
+    """One message an SmtpHandler accepted: when (time.time()), the
+    envelope's mail_from and rcpt_tos, the raw content (bytes), and
+    message(), the content parsed by Python's email package."""
+
+    def __init__(self, at, mail_from, rcpt_tos, content):
+        self.at, self.mail_from, self.rcpt_tos, self.content = at, mail_from, rcpt_tos, content
+
+    def message(self):
+        import email
+        import email.policy
+        return email.message_from_bytes(self.content, policy=email.policy.default)
+
+
+class SmtpHandler:
+    """An aiosmtpd handler (python3-aiosmtpd; see start_smtp) that puts
+    each message it accepts on the queue got as an SmtpMail. answer: None
+    accepts; else the reply to every DATA, counted in refused.
+    require_auth: a session that has not authenticated gets 530."""
+
+    def __init__(self, require_auth=False):
+        import queue
+        self.got = queue.Queue()
+        self.answer = None
+        self.refused = 0
+        self.require_auth = require_auth
+
+    async def handle_DATA(self, server, session, envelope):
+        if self.require_auth and not session.authenticated:
+            return "530 5.7.0 Authentication required"
+        if self.answer:
+            self.refused += 1
+            return self.answer
+        self.got.put(SmtpMail(time.time(), envelope.mail_from, list(envelope.rcpt_tos),
+                              envelope.content))
+        return "250 OK"
+
+
+def start_smtp(handler, **kw):
+    """An aiosmtpd server on a free loopback port, started: (controller,
+    port); kw goes to aiosmtpd's Controller (authenticator=...). Stop it
+    with controller.stop()."""
+    from aiosmtpd.controller import Controller
+    port = free_port()
+    ctl = Controller(handler, hostname="127.0.0.1", port=port, **kw)
+    ctl.start()
+    return ctl, port
 
 
 def expect(status, want, what, body):

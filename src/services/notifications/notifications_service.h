@@ -5,8 +5,9 @@
  * own, from the latest offset, with an in-memory inbox), the Web Push and
  * webhook delivery queue (tidings/delivery.h, with the VAPID key of
  * channels.h), and the HTTP server. Started and stopped in-process by
- * main.c and by the integration tests. Start and stop from one thread; the
- * service runs on its own threads in between. */
+ * td_service_main (notifications_service_decl) and by the integration tests.
+ * Start and stop from one thread; the service runs on its own threads in
+ * between. */
 #ifndef TIDINGS_NOTIFICATIONS_SERVICE_H
 #define TIDINGS_NOTIFICATIONS_SERVICE_H
 
@@ -15,6 +16,7 @@
 #include "tidings/config.h"
 #include "tidings/db.h"
 #include "tidings/http.h"
+#include "tidings/service.h"
 #include "tidings/sse.h"
 #include "tidings/webpush.h"
 
@@ -25,8 +27,7 @@ typedef struct notifications_service notifications_service_t;
  * the HTTP server on td_config_port(cfg,
  * TD_SVC_NOTIFICATIONS) (0 = any free port). cfg is borrowed and must
  * outlive the service. NULL with errstr on failure. */
-notifications_service_t *notifications_service_start(const td_config_t *cfg, char *errstr,
-                                                     size_t errlen);
+void *notifications_service_start(const td_config_t *cfg, char *errstr, size_t errlen);
 /* The HTTP port actually bound. */
 int notifications_service_port(const notifications_service_t *svc);
 /* True once the live consumer has been assigned its partitions, so a
@@ -37,7 +38,11 @@ bool notifications_service_live(const notifications_service_t *svc);
  * consumers, fan-out worker, delivery workers (a try in flight is cut and
  * stays queued for the next start), relay (flushing the outbox),
  * database. NULL is fine. */
-void notifications_service_stop(notifications_service_t *svc);
+void notifications_service_stop(void *svc);
+/* `tidings notifications`: the service as a process (td_service_main), with
+ * the two functions above as its start and stop (hence their void *:
+ * the service is a notifications_service_t). */
+extern const td_service_decl_t notifications_service_decl;
 
 /* What routes.c, stream.c and events.c get as their ctx (req->ctx, the
  * consumers' ctx): borrowed, alive while the service runs. */

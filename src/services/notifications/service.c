@@ -12,6 +12,7 @@
  * The fan-out worker is one thread that sleeps until a consumed event
  * queues a job (or a second passes, which also picks up jobs left by a
  * crash) and then works the jobs off a chunk per transaction. */
+#include <assert.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,11 +57,15 @@ static notifications_service_t *of_ctx(void *ctx)
 
 /* ---- the fan-out worker ---- */
 
-/* notif_t.wake: a consumed event queued a job (inside its unit). */
+/* notif_t.wake: a consumed event queued a job (inside its unit). Only the
+ * rule consumer queues jobs, and it starts after the fan-out component and
+ * stops before it (notif_components[], td_app_close), so the worker is
+ * there. */
 static void fanout_wake(void *arg)
 {
     notifications_service_t *svc = arg;
-    if (svc->fanout) td_worker_wake(svc->fanout);
+    assert(svc->fanout && "a fan-out job queued outside the fan-out worker's life");
+    td_worker_wake(svc->fanout);
 }
 
 /* Works the jobs off, a chunk per unit, until none is left; then sleeps
@@ -266,8 +271,7 @@ static const td_component_t notif_components[] = {
     {.name = "live", .start = live_start, .stop = live_stop},
 };
 
-notifications_service_t *notifications_service_start(const td_config_t *cfg, char *errstr,
-                                                     size_t errlen)
+void *notifications_service_start(const td_config_t *cfg, char *errstr, size_t errlen)
 {
     static const char *const topics[] = {"users", "products", "orders"};
     notifications_service_t *svc = td_calloc(1, sizeof(*svc));
@@ -309,9 +313,23 @@ bool notifications_service_live(const notifications_service_t *svc)
     return td_consumer_assigned(svc->live);
 }
 
-void notifications_service_stop(notifications_service_t *svc)
+void notifications_service_stop(void *arg)
 {
+    notifications_service_t *svc = arg;
     if (!svc) return;
     td_app_close(&svc->app);
     free(svc);
 }
+
+const td_service_decl_t notifications_service_decl = {
+    .id = TD_SVC_NOTIFICATIONS,
+    .summary = "the notifications service",
+    .help = "\nTIDINGS_VAPID_PRIVATE_KEY is the Web Push (VAPID) key as 43 base64url\n"
+            "characters (the P-256 private scalar); without it a key is generated once and\n"
+            "kept in <data>/notifications.db. Changing it voids every browser's push\n"
+            "subscription. TIDINGS_VAPID_SUBJECT is the contact pushed with it (mailto: or\n"
+            "https:). TIDINGS_ALLOW_HTTP_ENDPOINTS=1 accepts http:// push endpoints and\n"
+            "webhooks on loopback, for tests.\n",
+    .start = notifications_service_start,
+    .stop = notifications_service_stop,
+};

@@ -1,8 +1,8 @@
-/* The orders service as a whole: its database, outbox relay, consumer
- * (group "tidings-orders" on the reservations and payments topics) and
- * HTTP server, started and stopped in-process by main.c and by the
- * integration tests. Start and stop from one thread; the service runs on
- * its own threads in between. */
+/* The orders service as a whole: its database, outbox relay, consumer (group
+ * "tidings-orders" on the reservations and payments topics) and HTTP server,
+ * started and stopped in-process by td_service_main (orders_service_decl)
+ * and by the integration tests. Start and stop from one thread; the service
+ * runs on its own threads in between. */
 #ifndef TIDINGS_ORDERS_SERVICE_H
 #define TIDINGS_ORDERS_SERVICE_H
 
@@ -10,18 +10,23 @@
 #include "tidings/config.h"
 #include "tidings/db.h"
 #include "tidings/http.h"
+#include "tidings/service.h"
 
 typedef struct orders_service orders_service_t;
 
 /* Opens <data>/orders.db, starts the relay, the consumer and the HTTP
  * server on td_config_port(cfg, TD_SVC_ORDERS) (0 = any free port). cfg is
  * borrowed and must outlive the service. NULL with errstr on failure. */
-orders_service_t *orders_service_start(const td_config_t *cfg, char *errstr, size_t errlen);
+void *orders_service_start(const td_config_t *cfg, char *errstr, size_t errlen);
 /* The HTTP port actually bound. */
 int orders_service_port(const orders_service_t *svc);
 /* Graceful stop: HTTP (finishing requests in flight), consumer, relay
  * (flushing the outbox), database. NULL is fine. */
-void orders_service_stop(orders_service_t *svc);
+void orders_service_stop(void *svc);
+/* `tidings orders`: the service as a process (td_service_main), with
+ * the two functions above as its start and stop (hence their void *:
+ * the service is a orders_service_t). */
+extern const td_service_decl_t orders_service_decl;
 
 /* What routes.c and events.c get as their ctx (req->ctx, the consumer's
  * ctx): borrowed, alive while the service runs. */

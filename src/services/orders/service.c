@@ -1,7 +1,8 @@
 /* The orders service's lifecycle: database, outbox relay, consumer and HTTP
  * server, started in dependency order and stopped in reverse, so that
- * nothing runs against a resource already gone. Shared by main.c and the
- * integration tests, which run several services in one process. */
+ * nothing runs against a resource already gone. Shared by
+ * orders_service_decl and the integration tests, which run several services
+ * in one process. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -15,7 +16,7 @@ struct orders_service {
     td_app_t app;
 };
 
-orders_service_t *orders_service_start(const td_config_t *cfg, char *errstr, size_t errlen)
+void *orders_service_start(const td_config_t *cfg, char *errstr, size_t errlen)
 {
     static const char *const topics[] = {"reservations", "payments"};
     orders_service_t *svc = td_calloc(1, sizeof *svc);
@@ -47,9 +48,17 @@ int orders_service_port(const orders_service_t *svc)
     return td_app_port(&svc->app);
 }
 
-void orders_service_stop(orders_service_t *svc)
+void orders_service_stop(void *arg)
 {
+    orders_service_t *svc = arg;
     if (!svc) return;
     td_app_close(&svc->app);
     free(svc);
 }
+
+const td_service_decl_t orders_service_decl = {
+    .id = TD_SVC_ORDERS,
+    .summary = "the orders service",
+    .start = orders_service_start,
+    .stop = orders_service_stop,
+};

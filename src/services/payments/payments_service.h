@@ -1,8 +1,8 @@
 /* The payments service as a whole: its database, outbox relay, consumer
  * (group "tidings-payments" on the reservations topic) and HTTP server,
- * started and stopped in-process by main.c and by the integration tests.
- * Start and stop from one thread; the service runs on its own threads in
- * between. */
+ * started and stopped in-process by td_service_main (payments_service_decl)
+ * and by the integration tests. Start and stop from one thread; the service
+ * runs on its own threads in between. */
 #ifndef TIDINGS_PAYMENTS_SERVICE_H
 #define TIDINGS_PAYMENTS_SERVICE_H
 
@@ -10,18 +10,23 @@
 #include "tidings/config.h"
 #include "tidings/db.h"
 #include "tidings/http.h"
+#include "tidings/service.h"
 
 typedef struct payments_service payments_service_t;
 
 /* Opens <data>/payments.db, starts the relay, the consumer and the HTTP
  * server on td_config_port(cfg, TD_SVC_PAYMENTS) (0 = any free port). cfg
  * is borrowed and must outlive the service. NULL with errstr on failure. */
-payments_service_t *payments_service_start(const td_config_t *cfg, char *errstr, size_t errlen);
+void *payments_service_start(const td_config_t *cfg, char *errstr, size_t errlen);
 /* The HTTP port actually bound. */
 int payments_service_port(const payments_service_t *svc);
 /* Graceful stop: HTTP (finishing requests in flight), consumer, relay
  * (flushing the outbox), database. NULL is fine. */
-void payments_service_stop(payments_service_t *svc);
+void payments_service_stop(void *svc);
+/* `tidings payments`: the service as a process (td_service_main), with
+ * the two functions above as its start and stop (hence their void *:
+ * the service is a payments_service_t). */
+extern const td_service_decl_t payments_service_decl;
 
 /* What routes.c and events.c get as their ctx: borrowed, alive while the
  * service runs. */

@@ -1,7 +1,8 @@
-/* The payments service's lifecycle: database, outbox relay, consumer and HTTP
- * server, started in dependency order and stopped in reverse, so that
- * nothing runs against a resource already gone. Shared by main.c and the
- * integration tests, which run several services in one process. */
+/* The payments service's lifecycle: database, outbox relay, consumer and
+ * HTTP server, started in dependency order and stopped in reverse, so that
+ * nothing runs against a resource already gone. Shared by
+ * payments_service_decl and the integration tests, which run several
+ * services in one process. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -15,7 +16,7 @@ struct payments_service {
     td_app_t app;
 };
 
-payments_service_t *payments_service_start(const td_config_t *cfg, char *errstr, size_t errlen)
+void *payments_service_start(const td_config_t *cfg, char *errstr, size_t errlen)
 {
     static const char *const topics[] = {"reservations"};
     payments_service_t *svc = td_calloc(1, sizeof *svc);
@@ -47,9 +48,17 @@ int payments_service_port(const payments_service_t *svc)
     return td_app_port(&svc->app);
 }
 
-void payments_service_stop(payments_service_t *svc)
+void payments_service_stop(void *arg)
 {
+    payments_service_t *svc = arg;
     if (!svc) return;
     td_app_close(&svc->app);
     free(svc);
 }
+
+const td_service_decl_t payments_service_decl = {
+    .id = TD_SVC_PAYMENTS,
+    .summary = "the payments service",
+    .start = payments_service_start,
+    .stop = payments_service_stop,
+};

@@ -1,9 +1,9 @@
 /* The products service as a whole: its database, outbox relay, consumer
  * (group "tidings-products" on the orders and payments topics, with the
  * reservation handlers of events.h) and HTTP server (the catalogue API),
- * started and stopped in-process by main.c and by the integration tests.
- * Start and stop from one thread; the service runs on its own threads in
- * between. */
+ * started and stopped in-process by td_service_main (products_service_decl)
+ * and by the integration tests. Start and stop from one thread; the service
+ * runs on its own threads in between. */
 #ifndef TIDINGS_PRODUCTS_SERVICE_H
 #define TIDINGS_PRODUCTS_SERVICE_H
 
@@ -11,20 +11,25 @@
 #include "tidings/config.h"
 #include "tidings/db.h"
 #include "tidings/http.h"
+#include "tidings/service.h"
 
 typedef struct products_service products_service_t;
 
 /* Opens <data>/products.db, starts the relay, the consumer and the HTTP
  * server on td_config_port(cfg, TD_SVC_PRODUCTS) (0 = any free port). cfg
  * is borrowed and must outlive the service. NULL with errstr on failure. */
-products_service_t *products_service_start(const td_config_t *cfg, char *errstr, size_t errlen);
+void *products_service_start(const td_config_t *cfg, char *errstr, size_t errlen);
 /* The HTTP port actually bound. */
 int products_service_port(const products_service_t *svc);
 /* The service's database (tests inspect it). Borrowed. */
 td_db_t *products_service_db(const products_service_t *svc);
 /* Graceful stop: HTTP (finishing requests in flight), consumer, relay
  * (flushing the outbox), database. NULL is fine. */
-void products_service_stop(products_service_t *svc);
+void products_service_stop(void *svc);
+/* `tidings products`: the service as a process (td_service_main), with
+ * the two functions above as its start and stop (hence their void *:
+ * the service is a products_service_t). */
+extern const td_service_decl_t products_service_decl;
 
 /* What routes.c gets as req->ctx: borrowed, alive while the service runs. */
 typedef struct products_ctx {

@@ -1,7 +1,8 @@
 /* The products service's lifecycle: database (catalogue and reservations),
  * outbox relay, the reservation consumer and the HTTP server, started in
  * dependency order and stopped in reverse, so nothing runs against a
- * resource already gone. Shared by main.c and the integration tests. */
+ * resource already gone. Shared by products_service_decl and the integration
+ * tests. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -16,7 +17,7 @@ struct products_service {
     td_app_t app;
 };
 
-products_service_t *products_service_start(const td_config_t *cfg, char *errstr, size_t errlen)
+void *products_service_start(const td_config_t *cfg, char *errstr, size_t errlen)
 {
     static const char *const topics[] = {"orders", "payments"};
     products_service_t *svc = td_calloc(1, sizeof *svc);
@@ -53,9 +54,17 @@ td_db_t *products_service_db(const products_service_t *svc)
     return svc->app.db;
 }
 
-void products_service_stop(products_service_t *svc)
+void products_service_stop(void *arg)
 {
+    products_service_t *svc = arg;
     if (!svc) return;
     td_app_close(&svc->app);
     free(svc);
 }
+
+const td_service_decl_t products_service_decl = {
+    .id = TD_SVC_PRODUCTS,
+    .summary = "the products service",
+    .start = products_service_start,
+    .stop = products_service_stop,
+};

@@ -1,9 +1,10 @@
 /* The users service's lifecycle: database, the admin account, outbox relay
  * and HTTP server, started in dependency order and stopped in reverse, so
- * nothing runs against a resource already gone. Shared by main.c and the
- * integration tests. Also the one-shot --create-admin command, which needs
- * only the database: its event is published by the relay of the next
+ * nothing runs against a resource already gone. Shared by users_service_decl
+ * and the integration tests. Also the one-shot --create-admin command, which
+ * needs only the database: its event is published by the relay of the next
  * service start. */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,7 +52,7 @@ unsigned users_hash_threads(void)
     return n < 1 ? 1 : n > 4 ? 4 : (unsigned)n;
 }
 
-users_service_t *users_service_start(const td_config_t *cfg, char *errstr, size_t errlen)
+void *users_service_start(const td_config_t *cfg, char *errstr, size_t errlen)
 {
     users_service_t *svc = td_calloc(1, sizeof *svc);
     td_app_opts_t opts = {
@@ -103,8 +104,9 @@ td_db_t *users_service_db(const users_service_t *svc)
     return svc->app.db;
 }
 
-void users_service_stop(users_service_t *svc)
+void users_service_stop(void *arg)
 {
+    users_service_t *svc = arg;
     if (!svc) return;
     /* HTTP first (it waits for every deferred login, so the pool is idle
      * when the database closes), then the pool. */
@@ -115,30 +117,24 @@ void users_service_stop(users_service_t *svc)
 
 /* ---- --create-admin ---------------------------------------------------- */
 
-/* The EMAIL of "--create-admin EMAIL" or "--create-admin=EMAIL" at argv[i]
- * (NULL if argv[i] is not that flag); *used gets how many args it took. */
-static const char *create_admin_arg(int argc, char **argv, int i, int *used)
-{
-    static const char flag[] = "--create-admin";
-    *used = 0;
-    if (!strcmp(argv[i], flag)) {
-        *used = i + 1 < argc ? 2 : 1;
-        return i + 1 < argc ? argv[i + 1] : "";
-    }
-    if (!strncmp(argv[i], flag, sizeof(flag) - 1) && argv[i][sizeof(flag) - 1] == '=') {
-        *used = 1;
-        return argv[i] + sizeof(flag);
-    }
-    return NULL;
-}
+typedef struct create_admin_opts {
+    const char *email;
+} create_admin_opts_t;
 
-bool users_wants_create_admin(int argc, char **argv)
-{
-    int used;
-    for (int i = 1; i < argc && strcmp(argv[i], "--"); i++)
-        if (create_admin_arg(argc, argv, i, &used)) return true;
-    return false;
-}
+/* The users command's own flag: what users_service_decl lists in --help
+ * and users_create_admin_main parses. */
+static const td_flag_t users_flags[] = {
+    {"--create-admin", NULL, "EMAIL", TD_FLAG_STR, offsetof(create_admin_opts_t, email),
+     "create (or promote) an admin account with the password\n"
+     "from TIDINGS_ADMIN_PASSWORD or one line on stdin,\n"
+     "print its userId and exit"},
+};
+
+static const td_command_t create_admin_cmd = {
+    .name = "users",
+    .flags = users_flags,
+    .flag_cnt = TD_ARRAY_SIZE(users_flags),
+};
 
 /* One line from stdin without its line end; NULL at EOF. Caller frees. */
 static char *read_password_line(void)
@@ -158,30 +154,19 @@ int users_create_admin_main(int argc, char **argv)
 {
     td_config_t cfg;
     char err[512], email[USERS_EMAIL_MAX + 1];
+    create_admin_opts_t o = {0};
     const char *raw_email = NULL;
     char *password = NULL;
     td_db_t *db = NULL;
     int rc = 1;
     memset(&cfg, 0, sizeof(cfg));
 
-    /* The other flags go to the common configuration parser. */
-    char **rest = td_calloc((size_t)argc + 1, sizeof(*rest));
-    int rest_cnt = 0;
-    for (int i = 0; i < argc; i++) {
-        int used = 0;
-        const char *e = i > 0 ? create_admin_arg(argc, argv, i, &used) : NULL;
-        if (e) {
-            raw_email = e;
-            i += used - 1;
-            continue;
-        }
-        rest[rest_cnt++] = argv[i];
-    }
     td_log_init("users", TD_LOG_WARN, false);
-    if (td_config_load(&cfg, "users", rest_cnt, rest, NULL, err, sizeof(err)) != 0) {
+    if (td_config_load_cmd(&cfg, &create_admin_cmd, &o, argc, argv, NULL, err, sizeof(err)) != 0) {
         fprintf(stderr, "tidings users: %s\n", err);
         goto out;
     }
+    raw_email = o.email;
     td_log_init("users", cfg.log_level > TD_LOG_WARN ? cfg.log_level : TD_LOG_WARN, false);
     if (!raw_email || !*raw_email) {
         fprintf(stderr, "tidings users: --create-admin needs an EMAIL\n");
@@ -219,7 +204,24 @@ out:
         memset(password, 0, strlen(password));
         free(password);
     }
-    free(rest);
     td_config_free(&cfg);
     return rc;
 }
+
+/* users_service_decl's pre_main: `--create-admin EMAIL` runs instead of the
+ * service. */
+static int users_pre_main(int argc, char **argv)
+{
+    return td_config_has_flag(argc, argv, &users_flags[0]) ? users_create_admin_main(argc, argv)
+                                                           : TD_SERVICE_RUN;
+}
+
+const td_service_decl_t users_service_decl = {
+    .id = TD_SVC_USERS,
+    .summary = "the users service",
+    .flags = users_flags,
+    .flag_cnt = TD_ARRAY_SIZE(users_flags),
+    .pre_main = users_pre_main,
+    .start = users_service_start,
+    .stop = users_service_stop,
+};

@@ -1,8 +1,9 @@
 /* The users service as a whole: its database, outbox relay and HTTP server,
- * started and stopped in-process by main.c and by the integration tests,
- * plus the one-shot `tidings users --create-admin EMAIL` command. The
- * service consumes no topic, so it has no consumer. Start and stop from one
- * thread; the service runs on its own threads in between. */
+ * started and stopped in-process by td_service_main (users_service_decl) and
+ * by the integration tests, plus the one-shot `tidings users --create-admin
+ * EMAIL` command. The service consumes no topic, so it has no consumer.
+ * Start and stop from one thread; the service runs on its own threads in
+ * between. */
 #ifndef TIDINGS_USERS_SERVICE_H
 #define TIDINGS_USERS_SERVICE_H
 
@@ -10,6 +11,7 @@
 #include "tidings/config.h"
 #include "tidings/db.h"
 #include "tidings/http.h"
+#include "tidings/service.h"
 
 typedef struct users_service users_service_t;
 
@@ -18,23 +20,27 @@ typedef struct users_service users_service_t;
  * the HTTP server on td_config_port(cfg, TD_SVC_USERS) (0 = any free
  * port). cfg is borrowed and must outlive the service. NULL with errstr on
  * failure. */
-users_service_t *users_service_start(const td_config_t *cfg, char *errstr, size_t errlen);
+void *users_service_start(const td_config_t *cfg, char *errstr, size_t errlen);
 /* The HTTP port actually bound. */
 int users_service_port(const users_service_t *svc);
 /* The service's database (tests inspect it). Borrowed. */
 td_db_t *users_service_db(const users_service_t *svc);
 /* Graceful stop: HTTP (finishing requests in flight), relay (flushing the
  * outbox), database. NULL is fine. */
-void users_service_stop(users_service_t *svc);
+void users_service_stop(void *svc);
+/* `tidings users`: the service as a process (td_service_main), with
+ * the two functions above as its start and stop (hence their void *:
+ * the service is a users_service_t). */
+extern const td_service_decl_t users_service_decl;
 
 /* `tidings users --create-admin EMAIL [flags]`: creates the account or
  * promotes it to admin, with the password from TIDINGS_ADMIN_PASSWORD or
  * one line on stdin, prints its userId and returns the exit code. Only
  * the database is touched: its UserRegisteredEvent waits in the outbox for
- * the service's next start. argv[0] is the subcommand name. */
+ * the service's next start. argv[0] is the subcommand name. What
+ * users_service_decl runs instead of the service when argv asks for
+ * --create-admin. */
 int users_create_admin_main(int argc, char **argv);
-/* True when argv asks for --create-admin (main.c's dispatch). */
-bool users_wants_create_admin(int argc, char **argv);
 
 /* The password-hashing pool (SPEC section 5): argon2id runs on these
  * threads, never on HTTP threads; at most USERS_HASH_THREADS hash at once

@@ -1,7 +1,7 @@
 /* The web service's lifecycle, on the shared one (tidings/app.h): no
- * database; the live-stream hub and the topic reader as its components,
- * then the HTTP server; stopped in reverse so that nothing runs against a
- * resource already gone. Shared by main.c and tests. */
+ * database; the live-stream hub and the topic reader as its components, then
+ * the HTTP server; stopped in reverse so that nothing runs against a
+ * resource already gone. Shared by web_service_decl and tests. */
 #include <limits.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -12,6 +12,12 @@
 #include "web/web_service.h"
 
 #define SSE_KEEPALIVE_S 15
+
+#ifdef TIDINGS_WEB_DIR
+#define WEB_DIR_DEFAULT TIDINGS_WEB_DIR
+#else
+#define WEB_DIR_DEFAULT "none compiled in"
+#endif
 
 struct web_service {
     web_ctx_t ctx;
@@ -95,7 +101,7 @@ static bool web_ready(void *arg, char *why, size_t whylen)
     return svc->reader ? web_reader_ready(svc->reader, why, whylen) : false;
 }
 
-web_service_t *web_service_start(const td_config_t *cfg, char *errstr, size_t errlen)
+void *web_service_start(const td_config_t *cfg, char *errstr, size_t errlen)
 {
     web_service_t *svc = td_calloc(1, sizeof(*svc));
     svc->ctx.cfg = cfg;
@@ -132,11 +138,20 @@ web_store_t *web_service_store(web_service_t *svc)
     return svc->ctx.store;
 }
 
-void web_service_stop(web_service_t *svc)
+void web_service_stop(void *arg)
 {
+    web_service_t *svc = arg;
     if (!svc) return;
     td_app_close(&svc->app);
     web_store_free(svc->ctx.store);
     free(svc->ctx.web_dir);
     free(svc);
 }
+
+const td_service_decl_t web_service_decl = {
+    .id = TD_SVC_WEB,
+    .summary = "the web UI",
+    .help = "  TIDINGS_WEB_DIR               the pages to serve (default " WEB_DIR_DEFAULT ")\n",
+    .start = web_service_start,
+    .stop = web_service_stop,
+};

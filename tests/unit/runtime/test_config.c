@@ -586,6 +586,95 @@ static void test_defaults_are_table_texts(void **state)
     td_config_free(&b);
 }
 
+/* A command's own flags (td_command_t): switches, a value, a repeatable
+ * value, short forms, --flag=value, operands anywhere and after "--",
+ * the errors, and the --help lines of both tables. */
+typedef struct cmd_opts {
+    bool json, all;
+    const char *topic;
+    td_strv_t tags;
+} cmd_opts_t;
+
+static const td_flag_t cmd_flags[] = {
+    {"--json", NULL, NULL, TD_FLAG_SWITCH, offsetof(cmd_opts_t, json), "as JSON"},
+    {"--all", "-a", NULL, TD_FLAG_SWITCH, offsetof(cmd_opts_t, all), "every one"},
+    {"--topic", "-t", "T", TD_FLAG_STR, offsetof(cmd_opts_t, topic), "one topic\nonly"},
+    {"--tag", NULL, "X", TD_FLAG_LIST, offsetof(cmd_opts_t, tags), "a tag; repeatable"},
+};
+
+static void test_command_flags(void **state)
+{
+    (void)state;
+    td_command_t cmd = {.name = "tool", .flags = cmd_flags, .flag_cnt = 4, .operands = true};
+    td_config_t cfg;
+    char err[256];
+    cmd_opts_t o = {0};
+    td_strv_t ops = {0};
+    char *argv[] = {"tool", "one",   "--json", "--brokers", "b:1", "-t", "orders", "--tag=x",
+                    "two",  "--tag", "y",      "-a",        "--",  "-n", NULL};
+    assert_int_equal(td_config_load_cmd(&cfg, &cmd, &o, 14, argv, &ops, err, sizeof(err)), 0);
+    assert_string_equal(cfg.service, "tool");
+    assert_string_equal(cfg.brokers, "b:1");
+    assert_true(o.json && o.all);
+    assert_string_equal(o.topic, "orders");
+    assert_int_equal(o.tags.cnt, 2);
+    assert_string_equal(o.tags.v[0], "x");
+    assert_string_equal(o.tags.v[1], "y");
+    assert_int_equal(ops.cnt, 3);
+    assert_string_equal(ops.v[0], "one");
+    assert_string_equal(ops.v[1], "two");
+    assert_string_equal(ops.v[2], "-n");
+    td_config_free(&cfg);
+    td_command_free(&cmd, &o, &ops);
+    assert_null(o.tags.v);
+    assert_null(ops.v);
+
+    struct {
+        const char *want;
+        char *args[3];
+    } bad[] = {
+        {"--topic needs a value", {"--topic", NULL}},
+        {"-t: the value is empty", {"-t=", NULL}},
+        {"--json takes no value", {"--json=1", NULL}},
+        {"unknown option '--frob'", {"--frob", NULL}},
+        {"--port: 'tool' has no HTTP port", {"--port", "1", NULL}},
+    };
+    for (size_t i = 0; i < TD_ARRAY_SIZE(bad); i++) {
+        char *a[4] = {"tool", bad[i].args[0], bad[i].args[1], NULL};
+        int n = a[2] ? 3 : 2;
+        memset(&o, 0, sizeof(o));
+        assert_int_equal(td_config_load_cmd(&cfg, &cmd, &o, n, a, &ops, err, sizeof(err)),
+                         TD_EINVAL);
+        assert_string_equal(err, bad[i].want);
+        td_command_free(&cmd, &o, &ops);
+    }
+    /* Without operands, the first one is an error. */
+    cmd.operands = false;
+    char *argv2[] = {"tool", "--json", "extra", NULL};
+    memset(&o, 0, sizeof(o));
+    assert_int_equal(td_config_load_cmd(&cfg, &cmd, &o, 3, argv2, NULL, err, sizeof(err)),
+                     TD_EINVAL);
+    assert_string_equal(err, "unexpected argument 'extra'");
+
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    cmd.usage = "usage: tidings tool\n";
+    cmd.more = "the end\n";
+    td_config_usage_cmd(f, &cmd);
+    fclose(f);
+    assert_non_null(strstr(text, "usage: tidings tool\n"));
+    assert_non_null(strstr(text, "  --topic T, -t T    one topic\n                     only\n"));
+    assert_non_null(strstr(text, "  --all, -a          every one\n"));
+    assert_non_null(strstr(text, "  --tag X            a tag; repeatable\n"));
+    assert_non_null(strstr(text, "--brokers LIST"));
+    assert_non_null(strstr(text, "(TIDINGS_DATA_DIR, default ./data)"));
+    assert_null(strstr(text, "--port"));                /* not a service */
+    assert_null(strstr(text, "TIDINGS_PAYMENT_LIMIT")); /* no env_help */
+    assert_non_null(strstr(text, "the end\n"));
+    free(text);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -605,6 +694,7 @@ int main(void)
         T(test_secret_env),
         T(test_secret_file_too_short),
         T(test_names_help_usage),
+        T(test_command_flags),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -55,7 +55,7 @@ static int run_py(const char *script, const char *args, char *out, size_t outlen
 {
     char *src = td_strdup(__FILE__);
     char *cmd =
-        td_asprintf("/usr/bin/python3 %s/../integration/%s %s 2>&1", dirname(src), script, args);
+        td_asprintf("/usr/bin/python3 %s/../../integration/%s %s 2>&1", dirname(src), script, args);
     FILE *p = popen(cmd, "r");
     assert_non_null(p);
     out[0] = '\0';
