@@ -14,10 +14,12 @@
 
 #include "tidings/delivery.h"
 #include "tidings/email.h"
+#include "tidings/worker.h"
 
+/* One sender: a td_worker_t whose round claims a due row and sends it. */
 typedef struct worker {
     struct td_delivery *dlv;
-    pthread_t thread;
+    td_worker_t *tw;
     CURLM *multi;
     CURL *easy;
 } worker_t;
@@ -36,9 +38,7 @@ struct td_delivery {
     worker_t *workers;
     size_t worker_cnt;
 
-    pthread_mutex_t mu;
-    pthread_cond_t cv; /* CLOCK_MONOTONIC */
-    uint64_t kicks;    /* bumped by each kick, under mu */
+    pthread_mutex_t mu; /* guards the workers against a kick during the stop */
     atomic_bool stopping;
 
     struct td_delivery *next; /* in the registry */

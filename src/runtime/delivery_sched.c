@@ -397,62 +397,45 @@ static bool claim(struct td_delivery *dlv, job_t *job, int64_t *next_due_ms)
     return found;
 }
 
-static void wait_for_work(struct td_delivery *dlv, uint64_t seen, int64_t next_due_ms)
+/* A round of one sender: one due row claimed, sent and its outcome
+ * recorded, then at once another round; with none due, the next round
+ * comes when the earliest pending row is due (at most idle_ms away, for
+ * rows another process queued), or when a kick wakes it. */
+static int64_t send_round(td_worker_t *tw, void *arg, bool woken, int64_t now)
 {
-    int64_t now = td_now_ms();
-    int64_t wait = dlv->idle_ms;
-    if (next_due_ms != INT64_MAX && next_due_ms - now < wait) wait = next_due_ms - now;
-    if (wait <= 0) return;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += wait / 1000;
-    ts.tv_nsec += (long)(wait % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    pthread_mutex_lock(&dlv->mu);
-    while (dlv->kicks == seen && !atomic_load(&dlv->stopping))
-        if (pthread_cond_timedwait(&dlv->cv, &dlv->mu, &ts) != 0) break;
-    pthread_mutex_unlock(&dlv->mu);
-}
-
-static void *worker_main(void *arg)
-{
+    (void)woken;
     worker_t *w = arg;
     struct td_delivery *dlv = w->dlv;
-    while (!atomic_load(&dlv->stopping)) {
-        pthread_mutex_lock(&dlv->mu);
-        uint64_t seen = dlv->kicks;
-        pthread_mutex_unlock(&dlv->mu);
-
-        job_t job = {0};
-        int64_t next_due = INT64_MAX;
-        if (!claim(dlv, &job, &next_due)) {
-            wait_for_work(dlv, seen, next_due);
-            continue;
-        }
-        outcome_t out;
-        int64_t t0 = td_mono_ms();
-        td__delivery_send(w, &job, &out);
-        if (out.verdict != V_ABORTED) {
-            char labels[64];
-            td_metric_labels(labels, sizeof(labels), "channel", job.channel, NULL);
-            td_metric_observe("tidings_delivery_seconds", labels,
-                              (double)(td_mono_ms() - t0) / 1000.0);
-        }
-        if (record_outcome(dlv, &job, &out) != 0) {
-            /* The row stays claimed; the stale-claim rule hands it out
-             * again later, so it is delayed, never lost. */
-            td_error("delivery %" PRId64 ": cannot record the outcome (%s)", job.id, out.error);
-            td_sleep_ms(100);
-        }
-        job_clear(&job);
-        /* A place at a destination is free now: rows that waited for it
-         * may go. */
-        td_delivery_kick(dlv);
+    if (td_worker_stopping(tw)) return now + dlv->idle_ms;
+    job_t job = {0};
+    int64_t next_due = INT64_MAX;
+    if (!claim(dlv, &job, &next_due)) {
+        /* next_at_ms is wall-clock time (it is stored); the worker's
+         * deadline is monotonic: only the distance carries over. */
+        int64_t wait = dlv->idle_ms, wall = td_now_ms();
+        if (next_due != INT64_MAX && next_due - wall < wait) wait = next_due - wall;
+        return now + (wait > 0 ? wait : 0);
     }
-    return NULL;
+    outcome_t out;
+    int64_t t0 = td_mono_ms();
+    td__delivery_send(w, &job, &out);
+    if (out.verdict != V_ABORTED) {
+        char labels[64];
+        td_metric_labels(labels, sizeof(labels), "channel", job.channel, NULL);
+        td_metric_observe("tidings_delivery_seconds", labels, (double)(td_mono_ms() - t0) / 1000.0);
+    }
+    int64_t next = td_mono_ms();
+    if (record_outcome(dlv, &job, &out) != 0) {
+        /* The row stays claimed; the stale-claim rule hands it out
+         * again later, so it is delayed, never lost. */
+        td_error("delivery %" PRId64 ": cannot record the outcome (%s)", job.id, out.error);
+        next += 100;
+    }
+    job_clear(&job);
+    /* A place at a destination is free now: rows that waited for it
+     * may go. */
+    td_delivery_kick(dlv);
+    return next;
 }
 
 static double pending_gauge(void *arg)
@@ -549,11 +532,6 @@ td_delivery_t *td_delivery_start(const td_delivery_opts_t *opts, char *errstr, s
         if (p->breaker_pause_max_ms > 0) dlv->policy.breaker_pause_max_ms = p->breaker_pause_max_ms;
     }
     pthread_mutex_init(&dlv->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&dlv->cv, &ca);
-    pthread_condattr_destroy(&ca);
     atomic_init(&dlv->stopping, false);
 
     td_metric_describe("tidings_deliveries_total", "counter",
@@ -579,15 +557,20 @@ td_delivery_t *td_delivery_start(const td_delivery_opts_t *opts, char *errstr, s
         w->dlv = dlv;
         w->multi = curl_multi_init();
         w->easy = curl_easy_init();
-        if (!w->multi || !w->easy || pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+        td_worker_opts_t wopts = {.name = "delivery", .round = send_round, .arg = w};
+        char err[256] = "";
+        pthread_mutex_lock(&dlv->mu);
+        if (w->multi && w->easy) w->tw = td_worker_start(&wopts, err, sizeof(err));
+        if (w->tw) dlv->worker_cnt = i + 1;
+        pthread_mutex_unlock(&dlv->mu);
+        if (!w->tw) {
             if (w->easy) curl_easy_cleanup(w->easy);
             if (w->multi) curl_multi_cleanup(w->multi);
-            td_errf(errstr, errlen, TD_EIO, "cannot start delivery worker %zu", i);
-            dlv->worker_cnt = i;
+            td_errf(errstr, errlen, TD_EIO, "cannot start delivery worker %zu%s%s", i,
+                    *err ? ": " : "", err);
             td_delivery_stop(dlv);
             return NULL;
         }
-        dlv->worker_cnt = i + 1;
     }
 
     pthread_mutex_lock(&registry_mu);
@@ -600,8 +583,8 @@ td_delivery_t *td_delivery_start(const td_delivery_opts_t *opts, char *errstr, s
 void td_delivery_kick(td_delivery_t *dlv)
 {
     pthread_mutex_lock(&dlv->mu);
-    dlv->kicks++;
-    pthread_cond_broadcast(&dlv->cv);
+    if (!atomic_load(&dlv->stopping))
+        for (size_t i = 0; i < dlv->worker_cnt; i++) td_worker_wake(dlv->workers[i].tw);
     pthread_mutex_unlock(&dlv->mu);
 }
 
@@ -616,19 +599,22 @@ void td_delivery_stop(td_delivery_t *dlv)
         }
     pthread_mutex_unlock(&registry_mu);
 
+    /* No kick reaches a worker from here on; a send under way is cut
+     * short (delivery_send.c checks stopping) and its row is due again
+     * at once, without using up an attempt (record_outcome). */
+    pthread_mutex_lock(&dlv->mu);
     atomic_store(&dlv->stopping, true);
-    td_delivery_kick(dlv);
+    pthread_mutex_unlock(&dlv->mu);
     for (size_t i = 0; i < dlv->worker_cnt; i++) curl_multi_wakeup(dlv->workers[i].multi);
     for (size_t i = 0; i < dlv->worker_cnt; i++) {
         worker_t *w = &dlv->workers[i];
-        pthread_join(w->thread, NULL);
+        td_worker_stop(w->tw);
         curl_easy_cleanup(w->easy);
         curl_multi_cleanup(w->multi);
     }
     td_metric_unregister(dlv);
     free(dlv->workers);
     td_email_server_clear(&dlv->smtp);
-    pthread_cond_destroy(&dlv->cv);
     pthread_mutex_destroy(&dlv->mu);
     free(dlv);
 }
