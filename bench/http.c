@@ -130,7 +130,7 @@ int main(void)
         goto out;
     }
     char base[64];
-    snprintf(base, sizeof(base), "http://127.0.0.1:%d", products_service_port(products));
+    snprintf(base, sizeof(base), "http://127.0.0.1:%d", td_app_service_port(products));
 
     admin = bench_token(&pcfg, "admin", NULL);
     bench_http_init(&h);
@@ -191,7 +191,7 @@ int main(void)
 out:
     bench_http_free(&h);
     free(admin);
-    products_service_stop(products);
+    td_app_service_stop(products);
     td_broker_stop(broker);
     td_config_free(&pcfg);
     td_config_free(&bcfg);

@@ -227,9 +227,9 @@ static int world_start(world_t *w)
     w->payments = payments_service_start(&w->paycfg, err, sizeof(err));
     if (!w->payments) goto fail;
     snprintf(w->products_url, sizeof(w->products_url), "http://127.0.0.1:%d",
-             products_service_port(w->products));
+             td_app_service_port(w->products));
     snprintf(w->orders_url, sizeof(w->orders_url), "http://127.0.0.1:%d",
-             orders_service_port(w->orders));
+             td_app_service_port(w->orders));
     char *path = td_asprintf("%s/orders.db", w->dir);
     int src = sqlite3_open_v2(path, &w->odb, SQLITE_OPEN_READONLY, NULL);
     free(path);
@@ -248,9 +248,9 @@ fail:
 static void world_stop(world_t *w)
 {
     if (w->odb) sqlite3_close(w->odb);
-    payments_service_stop(w->payments);
-    orders_service_stop(w->orders);
-    products_service_stop(w->products);
+    td_app_service_stop(w->payments);
+    td_app_service_stop(w->orders);
+    td_app_service_stop(w->products);
     td_broker_stop(w->broker);
     td_config_free(&w->pcfg);
     td_config_free(&w->ocfg);

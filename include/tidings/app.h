@@ -74,4 +74,28 @@ int td_app_port(const td_app_t *app);
  * started or zeroed app; leaves it zeroed. */
 void td_app_close(td_app_t *app);
 
+/* ---- a service that is only an app -------------------------------------- */
+
+/* What the routes and handlers of a service that needs nothing but its
+ * configuration and database get as ctx (orders, payments, products). */
+typedef struct td_app_ctx {
+    const td_config_t *cfg;
+    td_db_t *db;
+} td_app_ctx_t;
+
+typedef struct td_app_service td_app_service_t;
+
+/* Opens and serves an app by opts (whose ctx is ignored: the routes and
+ * handlers get the service's own td_app_ctx_t). cfg and the arrays opts
+ * points to are borrowed and must outlive the service. NULL with errstr;
+ * what was started is stopped again. */
+td_app_service_t *td_app_service_start(const td_app_opts_t *opts, const td_config_t *cfg,
+                                       char *errstr, size_t errlen);
+/* The HTTP port actually bound. */
+int td_app_service_port(const td_app_service_t *svc);
+td_db_t *td_app_service_db(const td_app_service_t *svc);
+/* Graceful stop (td_app_close) and free. NULL is fine. A void * so that
+ * it is a td_service_decl_t's stop as it is. */
+void td_app_service_stop(void *svc);
+
 #endif

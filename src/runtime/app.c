@@ -99,3 +99,44 @@ void td_app_close(td_app_t *app)
     if (app->db) td_db_close(app->db);
     memset(app, 0, sizeof(*app));
 }
+
+/* ---- a service that is only an app ------------------------------------------ */
+
+struct td_app_service {
+    td_app_ctx_t ctx;
+    td_app_t app;
+};
+
+td_app_service_t *td_app_service_start(const td_app_opts_t *opts, const td_config_t *cfg,
+                                       char *errstr, size_t errlen)
+{
+    td_app_service_t *svc = td_calloc(1, sizeof *svc);
+    td_app_opts_t o = *opts;
+    o.ctx = &svc->ctx;
+    if (td_app_open(&svc->app, cfg, &o, errstr, errlen) != 0) goto fail;
+    svc->ctx.cfg = cfg;
+    svc->ctx.db = svc->app.db;
+    if (td_app_serve(&svc->app, &o, errstr, errlen) != 0) goto fail;
+    return svc;
+fail:
+    td_app_service_stop(svc);
+    return NULL;
+}
+
+int td_app_service_port(const td_app_service_t *svc)
+{
+    return td_app_port(&svc->app);
+}
+
+td_db_t *td_app_service_db(const td_app_service_t *svc)
+{
+    return svc->app.db;
+}
+
+void td_app_service_stop(void *arg)
+{
+    td_app_service_t *svc = arg;
+    if (!svc) return;
+    td_app_close(&svc->app);
+    free(svc);
+}

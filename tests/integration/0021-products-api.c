@@ -75,7 +75,7 @@ static void expect(ts_resp_t *r, long status, const char *code, const char *mess
 
 static int64_t db_count(const char *sql)
 {
-    td_db_t *db = products_service_db(W.svc);
+    td_db_t *db = td_app_service_db(W.svc);
     td_db_lock(db);
     sqlite3_stmt *st = td_db_prepare(db, sql);
     int64_t n = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
@@ -154,7 +154,7 @@ static int setup(void **state)
         print_error("products_service_start: %s\n", err);
         return -1;
     }
-    snprintf(W.base, sizeof(W.base), "http://127.0.0.1:%d", products_service_port(W.svc));
+    snprintf(W.base, sizeof(W.base), "http://127.0.0.1:%d", td_app_service_port(W.svc));
     int64_t later = td_now_ms() / 1000 + 3600;
     W.admin = token_for(ADMIN_ID, "admin", later);
     W.customer = token_for(CUSTOMER_ID, "customer", later);
@@ -172,7 +172,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    products_service_stop(W.svc);
+    td_app_service_stop(W.svc);
     td_broker_stop(W.broker);
     td_config_free(&W.cfg);
     free(W.admin);

@@ -159,7 +159,7 @@ static int setup(void **state)
         print_error("start: %s\n", err);
         return -1;
     }
-    W.pport = products_service_port(W.products);
+    W.pport = td_app_service_port(W.products);
     W.uport = users_service_port(W.users);
     td_claims_t c = {0};
     snprintf(c.sub, sizeof(c.sub), "5d6c2b1a-0f9e-4d8c-b7a6-958473625140");
@@ -191,7 +191,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    products_service_stop(W.products);
+    td_app_service_stop(W.products);
     users_service_stop(W.users);
     td_broker_stop(W.broker);
     td_config_free(&W.pcfg);
@@ -441,7 +441,7 @@ static void test_no_trace_left(void **state)
     (void)state;
     /* The databases: the one product, unchanged; the one user; and only
      * the single well-formed wrong login recorded as a failure. */
-    td_db_t *pdb = products_service_db(W.products);
+    td_db_t *pdb = td_app_service_db(W.products);
     td_db_t *udb = users_service_db(W.users);
     assert_int_equal(count_in(pdb, "SELECT count(*) FROM products"), 1);
     char *now = get_product_body();

@@ -95,11 +95,11 @@ static int world_start(void **state)
     W.payments = payments_service_start(&W.paycfg, err, sizeof err);
     if (!W.payments) fail_msg("payments: %s", err);
     snprintf(W.products_url, sizeof W.products_url, "http://127.0.0.1:%d",
-             products_service_port(W.products));
+             td_app_service_port(W.products));
     snprintf(W.orders_url, sizeof W.orders_url, "http://127.0.0.1:%d",
-             orders_service_port(W.orders));
+             td_app_service_port(W.orders));
     snprintf(W.payments_url, sizeof W.payments_url, "http://127.0.0.1:%d",
-             payments_service_port(W.payments));
+             td_app_service_port(W.payments));
     W.admin = mint("admin", NULL);
     W.alice = mint("customer", W.alice_id);
     W.bob = mint("customer", W.bob_id);
@@ -109,9 +109,9 @@ static int world_start(void **state)
 static int world_stop(void **state)
 {
     (void)state;
-    payments_service_stop(W.payments);
-    orders_service_stop(W.orders);
-    products_service_stop(W.products);
+    td_app_service_stop(W.payments);
+    td_app_service_stop(W.orders);
+    td_app_service_stop(W.products);
     td_broker_stop(W.broker);
     td_config_free(&W.pcfg);
     td_config_free(&W.ocfg);

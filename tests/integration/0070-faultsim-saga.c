@@ -260,18 +260,18 @@ static void world_start(world_t *w, const char *dir, const char *brokers)
     w->payments = payments_service_start(&w->paycfg, err, sizeof err);
     CHECK(w->payments, "payments: %s", err);
     snprintf(w->products_url, sizeof w->products_url, "http://127.0.0.1:%d",
-             products_service_port(w->products));
+             td_app_service_port(w->products));
     snprintf(w->orders_url, sizeof w->orders_url, "http://127.0.0.1:%d",
-             orders_service_port(w->orders));
+             td_app_service_port(w->orders));
     snprintf(w->payments_url, sizeof w->payments_url, "http://127.0.0.1:%d",
-             payments_service_port(w->payments));
+             td_app_service_port(w->payments));
 }
 
 static void world_stop(world_t *w)
 {
-    payments_service_stop(w->payments);
-    orders_service_stop(w->orders);
-    products_service_stop(w->products);
+    td_app_service_stop(w->payments);
+    td_app_service_stop(w->orders);
+    td_app_service_stop(w->products);
     td_config_free(&w->pcfg);
     td_config_free(&w->ocfg);
     td_config_free(&w->paycfg);
@@ -340,7 +340,7 @@ static void scenario_load(const char *dir, scenario_t *sc)
 static bool products_published(void *arg)
 {
     world_t *w = arg;
-    return td_outbox_backlog(products_service_db(w->products)) == 0;
+    return td_outbox_backlog(td_app_service_db(w->products)) == 0;
 }
 
 /* Products and users, before any fault is armed. */

@@ -185,9 +185,9 @@ static void ht_world_start(bool strict)
     if (!(W.notif = notifications_service_start(&W.ncfg, err, sizeof err)))
         fail_msg("notifications: %s", err);
     if (!(W.web = web_service_start(&W.wcfg, err, sizeof err))) fail_msg("web: %s", err);
-    ht_url(W.products_url, sizeof W.products_url, products_service_port(W.products));
-    ht_url(W.orders_url, sizeof W.orders_url, orders_service_port(W.orders));
-    ht_url(W.payments_url, sizeof W.payments_url, payments_service_port(W.payments));
+    ht_url(W.products_url, sizeof W.products_url, td_app_service_port(W.products));
+    ht_url(W.orders_url, sizeof W.orders_url, td_app_service_port(W.orders));
+    ht_url(W.payments_url, sizeof W.payments_url, td_app_service_port(W.payments));
     ht_url(W.notif_url, sizeof W.notif_url, notifications_service_port(W.notif));
     ht_url(W.web_url, sizeof W.web_url, web_service_port(W.web));
 
@@ -201,9 +201,9 @@ static void ht_world_stop(void)
 {
     web_service_stop(W.web);
     notifications_service_stop(W.notif);
-    payments_service_stop(W.payments);
-    orders_service_stop(W.orders);
-    products_service_stop(W.products);
+    td_app_service_stop(W.payments);
+    td_app_service_stop(W.orders);
+    td_app_service_stop(W.products);
     td_broker_stop(W.broker);
     td_config_free(&W.pcfg);
     td_config_free(&W.ocfg);

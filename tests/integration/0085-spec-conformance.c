@@ -286,9 +286,9 @@ static int world_start(void **state)
     if (!W.notifications) fail_msg("notifications: %s", err);
     const int ports[] = {
         [TD_SVC_USERS] = users_service_port(W.users),
-        [TD_SVC_PRODUCTS] = products_service_port(W.products),
-        [TD_SVC_ORDERS] = orders_service_port(W.orders),
-        [TD_SVC_PAYMENTS] = payments_service_port(W.payments),
+        [TD_SVC_PRODUCTS] = td_app_service_port(W.products),
+        [TD_SVC_ORDERS] = td_app_service_port(W.orders),
+        [TD_SVC_PAYMENTS] = td_app_service_port(W.payments),
         [TD_SVC_NOTIFICATIONS] = notifications_service_port(W.notifications),
         [TD_SVC_WEB] = 0,
     };
@@ -307,9 +307,9 @@ static int world_stop(void **state)
 {
     (void)state;
     notifications_service_stop(W.notifications);
-    payments_service_stop(W.payments);
-    orders_service_stop(W.orders);
-    products_service_stop(W.products);
+    td_app_service_stop(W.payments);
+    td_app_service_stop(W.orders);
+    td_app_service_stop(W.products);
     users_service_stop(W.users);
     td_broker_stop(W.broker);
     for (int s = 0; s < TD_SVC__COUNT; s++) td_config_free(&W.cfg[s]);

@@ -6,34 +6,28 @@
 #ifndef TIDINGS_ORDERS_SERVICE_H
 #define TIDINGS_ORDERS_SERVICE_H
 
+#include "tidings/app.h"
 #include "tidings/bus.h"
 #include "tidings/config.h"
 #include "tidings/db.h"
 #include "tidings/http.h"
 #include "tidings/service.h"
 
-typedef struct orders_service orders_service_t;
+/* Nothing but an app (td_app_service_t, tidings/app.h): its port,
+ * database and stop are td_app_service_port, _db and _stop. */
+typedef td_app_service_t orders_service_t;
 
 /* Opens <data>/orders.db, starts the relay, the consumer and the HTTP
  * server on td_config_port(cfg, TD_SVC_ORDERS) (0 = any free port). cfg is
  * borrowed and must outlive the service. NULL with errstr on failure. */
 void *orders_service_start(const td_config_t *cfg, char *errstr, size_t errlen);
-/* The HTTP port actually bound. */
-int orders_service_port(const orders_service_t *svc);
-/* Graceful stop: HTTP (finishing requests in flight), consumer, relay
- * (flushing the outbox), database. NULL is fine. */
-void orders_service_stop(void *svc);
-/* `tidings orders`: the service as a process (td_service_main), with
- * the two functions above as its start and stop (hence their void *:
- * the service is a orders_service_t). */
+/* `tidings orders`: the service as a process (td_service_main):
+ * orders_service_start and td_app_service_stop. */
 extern const td_service_decl_t orders_service_decl;
 
 /* What routes.c and events.c get as their ctx (req->ctx, the consumer's
  * ctx): borrowed, alive while the service runs. */
-typedef struct orders_ctx {
-    const td_config_t *cfg;
-    td_db_t *db;
-} orders_ctx_t;
+typedef td_app_ctx_t orders_ctx_t;
 
 /* routes.c: the HTTP API of SPEC section 2. */
 extern const td_route_t orders_routes[];

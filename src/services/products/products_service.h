@@ -7,35 +7,27 @@
 #ifndef TIDINGS_PRODUCTS_SERVICE_H
 #define TIDINGS_PRODUCTS_SERVICE_H
 
+#include "tidings/app.h"
 #include "tidings/bus.h"
 #include "tidings/config.h"
 #include "tidings/db.h"
 #include "tidings/http.h"
 #include "tidings/service.h"
 
-typedef struct products_service products_service_t;
+/* Nothing but an app (td_app_service_t, tidings/app.h): its port,
+ * database and stop are td_app_service_port, _db and _stop. */
+typedef td_app_service_t products_service_t;
 
 /* Opens <data>/products.db, starts the relay, the consumer and the HTTP
  * server on td_config_port(cfg, TD_SVC_PRODUCTS) (0 = any free port). cfg
  * is borrowed and must outlive the service. NULL with errstr on failure. */
 void *products_service_start(const td_config_t *cfg, char *errstr, size_t errlen);
-/* The HTTP port actually bound. */
-int products_service_port(const products_service_t *svc);
-/* The service's database (tests inspect it). Borrowed. */
-td_db_t *products_service_db(const products_service_t *svc);
-/* Graceful stop: HTTP (finishing requests in flight), consumer, relay
- * (flushing the outbox), database. NULL is fine. */
-void products_service_stop(void *svc);
-/* `tidings products`: the service as a process (td_service_main), with
- * the two functions above as its start and stop (hence their void *:
- * the service is a products_service_t). */
+/* `tidings products`: the service as a process (td_service_main):
+ * products_service_start and td_app_service_stop. */
 extern const td_service_decl_t products_service_decl;
 
 /* What routes.c gets as req->ctx: borrowed, alive while the service runs. */
-typedef struct products_ctx {
-    const td_config_t *cfg;
-    td_db_t *db;
-} products_ctx_t;
+typedef td_app_ctx_t products_ctx_t;
 
 /* routes.c: the catalogue API of SPEC section 2. */
 extern const td_route_t products_routes[];
