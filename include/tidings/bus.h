@@ -151,6 +151,8 @@ typedef struct td_consumer_opts {
      * reads). NULL = none. Copied. */
     const char *skip_header;
     const char *skip_value;
+    /* Records in one batch at most: 0 (or more) = TD_CONSUMER_BATCH. */
+    size_t batch_max;
 } td_consumer_opts_t;
 
 typedef struct td_consumer td_consumer_t;

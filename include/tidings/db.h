@@ -104,6 +104,11 @@ void td_db_done(sqlite3_stmt *stmt);
 int td_db_run(td_db_t *db, sqlite3_stmt *stmt);
 /* sqlite3_changes of the last statement on the current connection. */
 int td_db_changes(td_db_t *db);
+/* Runs stmt as the last statement of the caller's unit and ends the unit:
+ * committed (0, or what td_db_commit says) when stmt changed a row,
+ * rolled back with TD_ENOENT when it changed none, rolled back with the
+ * error when it failed ("delete the user's row, 404 when there is none"). */
+int td_db_run_last_one(td_db_t *db, sqlite3_stmt *stmt);
 /* True when the database answers a trivial query (readiness). Any thread
  * outside a unit. */
 bool td_db_ping(td_db_t *db);

@@ -360,6 +360,8 @@ td_consumer_t *td_consumer_start(const td_config_t *cfg, const td_consumer_opts_
     cons->db = opts->db;
     cons->ctx = opts->ctx;
     cons->stateless = opts->stateless;
+    cons->batch_max = opts->batch_max && opts->batch_max < TD_CONSUMER_BATCH ? opts->batch_max
+                                                                             : TD_CONSUMER_BATCH;
     cons->skip_header = opts->skip_value ? td_strdup(opts->skip_header) : NULL;
     cons->skip_value = cons->skip_header ? td_strdup(opts->skip_value) : NULL;
     cons->batch = td_calloc(1, sizeof(*cons->batch));

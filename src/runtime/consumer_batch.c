@@ -1,6 +1,6 @@
 /* The consumer's processing (consumer.c has the client, its callbacks and
- * its lifecycle): the consumer thread collects up to TD_CONSUMER_BATCH
- * records, decides what each one is (skip, dead letter, handle), runs them
+ * its lifecycle): the consumer thread collects up to batch_max
+ * (TD_CONSUMER_BATCH) records, decides what each one is (skip, dead letter, handle), runs them
  * through their handlers in one inbox transaction (or one each, statelessly),
  * and stores the offsets only once that committed. Consumer thread only. */
 #include <assert.h>
@@ -56,7 +56,7 @@ static batch_t *collect(td_consumer_t *cons)
     b->cnt = 0;
     int generation = cons->generation;
     int wait = POLL_MS;
-    while (b->cnt < TD_CONSUMER_BATCH && !atomic_load(&cons->stop)) {
+    while (b->cnt < cons->batch_max && !atomic_load(&cons->stop)) {
         rd_kafka_message_t *msg = rd_kafka_consumer_poll(cons->rk, wait);
         if (!msg) break;
         wait = 0;

@@ -67,6 +67,7 @@ struct td_consumer {
     int64_t next_lag;
     int generation; /* bumped by every revocation */
     bool stateless;
+    size_t batch_max; /* 1..TD_CONSUMER_BATCH */
     char *skip_header, *skip_value;
     batch_t *batch;
 };

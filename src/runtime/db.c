@@ -638,6 +638,17 @@ int td_db_changes(td_db_t *db)
     return sqlite3_changes(current(db)->sq);
 }
 
+int td_db_run_last_one(td_db_t *db, sqlite3_stmt *stmt)
+{
+    int rc = td_db_run(db, stmt);
+    if (rc == 0 && td_db_changes(db) == 0) rc = TD_ENOENT;
+    if (rc != 0) {
+        td_db_rollback(db);
+        return rc;
+    }
+    return td_db_commit(db);
+}
+
 bool td_db_ping(td_db_t *db)
 {
     td_db_lock(db);

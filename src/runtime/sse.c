@@ -298,17 +298,7 @@ static void *replay_main(void *arg)
         td_sse_stream_t *st = hub->rq_head;
         hub->rq_head = st->qnext;
         if (!hub->rq_head) hub->rq_tail = NULL;
-        if (!st->dead && !st->closed && st->held) {
-            int64_t last = st->replay_last;
-            td__sse_unlock(hub);
-            int rc = st->replay.next(st->replay.arg, st, &last);
-            td__sse_lock(hub);
-            st->replay_last = last;
-            if (rc < 0)
-                td__sse_stream_close(st);
-            else if (rc == 0)
-                td__sse_release_held(st, last);
-        }
+        if (!st->dead && !st->closed && st->held) td__sse_replay_step(hub, st);
         st->replaying = false;
         td__sse_mark_ready(st); /* the next page, or what the replay released */
         if (td__sse_stream_unref(st)) {

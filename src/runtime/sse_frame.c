@@ -379,6 +379,19 @@ void td__sse_release_held(td_sse_stream_t *st, int64_t last_id)
     }
 }
 
+void td__sse_replay_step(td_sse_hub_t *hub, td_sse_stream_t *st)
+{
+    int64_t last = st->replay_last;
+    td__sse_unlock(hub);
+    int rc = st->replay.next(st->replay.arg, st, &last);
+    td__sse_lock(hub);
+    st->replay_last = last;
+    if (rc < 0)
+        td__sse_stream_close(st);
+    else if (rc == 0)
+        td__sse_release_held(st, last);
+}
+
 /* Takes n sent bytes off the head of out (wire bytes when chunked, else
  * text bytes). */
 void td__sse_out_consume(td_sse_stream_t *st, size_t n, bool wire)

@@ -145,6 +145,11 @@ void td__sse_stream_close(td_sse_stream_t *st);
 void td__sse_out_push(td_sse_stream_t *st, frame_t *f);
 void td__sse_queue_frame(td_sse_stream_t *st, bool from_publish, frame_t *f);
 void td__sse_release_held(td_sse_stream_t *st, int64_t last_id);
+/* One step of st's replay: runs it without the hub lock (a replay sends
+ * through td_sse_stream_send, which locks), then closes st (the replay
+ * failed) or releases what was held (it is done). Hub lock held on entry
+ * and on return. */
+void td__sse_replay_step(td_sse_hub_t *hub, td_sse_stream_t *st);
 void td__sse_out_consume(td_sse_stream_t *st, size_t n, bool wire);
 
 /* sse_stream.c */

@@ -227,16 +227,7 @@ long td__sse_stream_read(td_sse_stream_t *st, char *buf, size_t max)
             return -1;
         }
         if (st->held && st->replay.next) {
-            /* The replay sends through td_sse_stream_send, which locks. */
-            int64_t last = st->replay_last;
-            td__sse_unlock(hub);
-            int rc = st->replay.next(st->replay.arg, st, &last);
-            td__sse_lock(hub);
-            st->replay_last = last;
-            if (rc < 0)
-                td__sse_stream_close(st);
-            else if (rc == 0)
-                td__sse_release_held(st, last);
+            td__sse_replay_step(hub, st);
             continue;
         }
         td__sse_unlock(hub);

@@ -36,7 +36,9 @@ static void test_restart(void **state)
     bt_publish(pdb, &env.cfg, evs, TOTAL, 50);
     assert_int_equal(td_relay_drain(relay, 60000), 0);
 
-    td_consumer_t *cons = bt_consumer(&env, cdb, "test-0005", handlers, 1, NULL);
+    /* Batches of 100, so that a stop can come in the middle of the stream
+     * (one default batch would take all of it). */
+    td_consumer_t *cons = bt_consumer_batched(&env, cdb, "test-0005", handlers, 1, NULL, 100);
     assert_true(bt_wait_count(cdb, "SELECT count(*) FROM effects", 300, 60000));
     td_consumer_stop(cons);
     int64_t first = bt_query_int(cdb, "SELECT count(*) FROM effects");

@@ -119,6 +119,13 @@ bool bt_wait_processed(td_consumer_t *cons, int64_t want, int timeout_ms)
 td_consumer_t *bt_consumer(const bt_env_t *env, td_db_t *db, const char *group,
                            const td_handler_t *handlers, size_t handler_cnt, void *ctx)
 {
+    return bt_consumer_batched(env, db, group, handlers, handler_cnt, ctx, 0);
+}
+
+td_consumer_t *bt_consumer_batched(const bt_env_t *env, td_db_t *db, const char *group,
+                                   const td_handler_t *handlers, size_t handler_cnt, void *ctx,
+                                   size_t batch_max)
+{
     static const char *const topics[] = {"orders"};
     char err[512];
     td_consumer_opts_t opts = {
@@ -129,6 +136,7 @@ td_consumer_t *bt_consumer(const bt_env_t *env, td_db_t *db, const char *group,
         .handler_cnt = handler_cnt,
         .ctx = ctx,
         .db = db,
+        .batch_max = batch_max,
     };
     td_consumer_t *cons = td_consumer_start(&env->cfg, &opts, err, sizeof(err));
     if (!cons) fprintf(stderr, "bt_consumer: %s\n", err);

@@ -67,6 +67,10 @@ bool bt_wait_processed(td_consumer_t *cons, int64_t want, int timeout_ms);
 
 td_consumer_t *bt_consumer(const bt_env_t *env, td_db_t *db, const char *group,
                            const td_handler_t *handlers, size_t handler_cnt, void *ctx);
+/* The same with at most batch_max records a batch (0 = the default). */
+td_consumer_t *bt_consumer_batched(const bt_env_t *env, td_db_t *db, const char *group,
+                                   const td_handler_t *handlers, size_t handler_cnt, void *ctx,
+                                   size_t batch_max);
 
 td_relay_t *bt_relay(const bt_env_t *env, td_db_t *db);
 

@@ -361,15 +361,7 @@ int notif_delete(td_db_t *db, const char *user_id, const char *id)
                                          " WHERE id = ? AND user_id = ? AND deleted = 0");
     sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 2, user_id, -1, SQLITE_STATIC);
-    if ((rc = td_db_run(db, st)) != 0) {
-        td_db_rollback(db);
-        return rc;
-    }
-    if (td_db_changes(db) == 0) {
-        td_db_rollback(db);
-        return TD_ENOENT;
-    }
-    return td_db_commit(db);
+    return td_db_run_last_one(db, st);
 }
 
 int notif_after(td_db_t *db, const char *user_id, int64_t after_seq, int limit, json_t **out)

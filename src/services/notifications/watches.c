@@ -84,13 +84,5 @@ int notif_watch_remove(td_db_t *db, const char *user_id, const char *product_id)
         td_db_prepare(db, "DELETE FROM watches WHERE user_id = ? AND product_id = ?");
     sqlite3_bind_text(st, 1, user_id, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 2, product_id, -1, SQLITE_TRANSIENT);
-    if ((rc = td_db_run(db, st)) != 0) {
-        td_db_rollback(db);
-        return rc;
-    }
-    if (td_db_changes(db) == 0) {
-        td_db_rollback(db);
-        return TD_ENOENT;
-    }
-    return td_db_commit(db);
+    return td_db_run_last_one(db, st);
 }

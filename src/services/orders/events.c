@@ -19,16 +19,22 @@ static int decode_common(const td_event_t *ev, const char **order_id, char *errs
     return err;
 }
 
-static int on_reservation_failed(void *ctx, td_db_t *db, const td_event_t *ev, char *errstr,
-                                 size_t errlen)
+/* A step that failed: the order it is about and the reason. */
+static int on_failed(void *ctx, td_db_t *db, const td_event_t *ev, order_input_t input,
+                     char *errstr, size_t errlen)
 {
     const orders_ctx_t *octx = ctx;
     const char *order_id, *reason;
     int err = decode_common(ev, &order_id, errstr, errlen);
     if (!err) err = td_data_str(ev->data, "reason", &reason, errstr, errlen);
     if (err) return err;
-    return orders_apply(db, octx->cfg, ev, order_id, ORDER_IN_RESERVATION_FAILED, -1, reason, NULL,
-                        errstr, errlen);
+    return orders_apply(db, octx->cfg, ev, order_id, input, -1, reason, NULL, errstr, errlen);
+}
+
+static int on_reservation_failed(void *ctx, td_db_t *db, const td_event_t *ev, char *errstr,
+                                 size_t errlen)
+{
+    return on_failed(ctx, db, ev, ORDER_IN_RESERVATION_FAILED, errstr, errlen);
 }
 
 static int on_payment_processed(void *ctx, td_db_t *db, const td_event_t *ev, char *errstr,
@@ -47,13 +53,7 @@ static int on_payment_processed(void *ctx, td_db_t *db, const td_event_t *ev, ch
 static int on_payment_failed(void *ctx, td_db_t *db, const td_event_t *ev, char *errstr,
                              size_t errlen)
 {
-    const orders_ctx_t *octx = ctx;
-    const char *order_id, *reason;
-    int err = decode_common(ev, &order_id, errstr, errlen);
-    if (!err) err = td_data_str(ev->data, "reason", &reason, errstr, errlen);
-    if (err) return err;
-    return orders_apply(db, octx->cfg, ev, order_id, ORDER_IN_PAYMENT_FAILED, -1, reason, NULL,
-                        errstr, errlen);
+    return on_failed(ctx, db, ev, ORDER_IN_PAYMENT_FAILED, errstr, errlen);
 }
 
 const td_handler_t orders_handlers[] = {
