@@ -8,7 +8,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake pkg-config clang-format
   librdkafka-dev libmicrohttpd-dev libjansson-dev libsqlite3-dev
-  libssl-dev libsodium-dev uuid-dev libcurl4-openssl-dev libcmocka-dev
+  libssl-dev libsodium-dev uuid-dev libcurl4-openssl-dev libcmocka-dev libmimalloc-dev
   kcat python3 python3-kafka python3-cryptography python3-aiosmtpd curl sqlite3
 )
 # The browser test drives Debian's chromium with playwright-core (npm).
