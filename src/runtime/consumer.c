@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "consumer_internal.h"
 #include "tidings/bus.h"
@@ -315,7 +316,7 @@ static void consumer_free(td_consumer_t *cons)
     for (size_t i = 0; i < cons->handler_cnt; i++) free((char *)cons->handlers[i].type);
     free(cons->handlers);
     parts_clear(cons);
-    free(cons->batch);
+    if (cons->batch) munmap(cons->batch, sizeof(*cons->batch));
     free(cons->skip_header);
     free(cons->skip_value);
     free(cons->group);
@@ -364,7 +365,13 @@ td_consumer_t *td_consumer_start(const td_config_t *cfg, const td_consumer_opts_
                                                                              : TD_CONSUMER_BATCH;
     cons->skip_header = opts->skip_value ? td_strdup(opts->skip_header) : NULL;
     cons->skip_value = cons->skip_header ? td_strdup(opts->skip_value) : NULL;
-    cons->batch = td_calloc(1, sizeof(*cons->batch));
+    /* Mapped, not calloc'd: the batch is sized for a burst (megabytes),
+     * and only the pages of the items a batch uses are ever touched, so an
+     * idle service does not carry the whole array (a calloc from the heap
+     * zeroes, and so touches, all of it). */
+    cons->batch = mmap(NULL, sizeof(*cons->batch), PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (cons->batch == MAP_FAILED) td_oom();
     cons->group = td_strdup(opts->group);
     cons->prefix = td_strdup(cfg->topic_prefix ? cfg->topic_prefix : "");
     cons->handlers = td_calloc(opts->handler_cnt, sizeof(*cons->handlers));

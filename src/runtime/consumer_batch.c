@@ -4,6 +4,7 @@
  * through their handlers in one inbox transaction (or one each, statelessly),
  * and stores the offsets only once that committed. Consumer thread only. */
 #include <assert.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -16,6 +17,9 @@
 #include "tidings/fault.h"
 #include "tidings/log.h"
 #include "tidings/metrics.h"
+
+/* Batches of at least this many records are followed by a malloc_trim. */
+#define TRIM_AFTER 1024
 
 /* ---- processing -------------------------------------------------------- */
 
@@ -454,7 +458,16 @@ void *td__cons_consumer_main(void *arg)
         batch_t *b = collect(cons);
         if (!b->cnt) continue;
         process_batch(cons, b);
+        size_t cnt = b->cnt;
         batch_release(b);
+        /* A big batch left megabytes of freed blocks (records, parsed
+         * events, SQLite's statement memory) that malloc keeps: hand them
+         * back, at most once a second, so a burst does not stay in the
+         * idle service's RSS. */
+        if (cnt >= TRIM_AFTER && td_mono_ms() - cons->trimmed_ms >= 1000) {
+            malloc_trim(0);
+            cons->trimmed_ms = td_mono_ms();
+        }
     }
     rd_kafka_resp_err_t err = rd_kafka_commit(cons->rk, NULL, 0);
     if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
