@@ -109,6 +109,9 @@ int td_db_changes(td_db_t *db);
  * rolled back with TD_ENOENT when it changed none, rolled back with the
  * error when it failed ("delete the user's row, 404 when there is none"). */
 int td_db_run_last_one(td_db_t *db, sqlite3_stmt *stmt);
+/* The integer the one-row query sql (no parameters) gives, read under
+ * td_db_lock: a count for a gauge or a test. -1 when it gives no row. */
+int64_t td_db_read_int(td_db_t *db, const char *sql);
 /* True when the database answers a trivial query (readiness). Any thread
  * outside a unit. */
 bool td_db_ping(td_db_t *db);

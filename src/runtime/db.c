@@ -649,6 +649,16 @@ int td_db_run_last_one(td_db_t *db, sqlite3_stmt *stmt)
     return td_db_commit(db);
 }
 
+int64_t td_db_read_int(td_db_t *db, const char *sql)
+{
+    td_db_lock(db);
+    sqlite3_stmt *st = td_db_prepare(db, sql);
+    int64_t n = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+    td_db_done(st);
+    td_db_unlock(db);
+    return n;
+}
+
 bool td_db_ping(td_db_t *db)
 {
     td_db_lock(db);

@@ -59,10 +59,5 @@ int td_outbox_add(td_db_t *db, const td_config_t *cfg, const char *topic_short,
 
 int64_t td_outbox_backlog(td_db_t *db)
 {
-    td_db_lock(db);
-    sqlite3_stmt *st = td_db_prepare(db, "SELECT count(*) FROM td_outbox");
-    int64_t n = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
-    td_db_done(st);
-    td_db_unlock(db);
-    return n;
+    return td_db_read_int(db, "SELECT count(*) FROM td_outbox");
 }

@@ -408,15 +408,10 @@ out:
 
 int notif_webhook_list(td_db_t *db, const char *user_id, int64_t before, int limit, json_t **out)
 {
-    json_t *next;
-    td_db_lock(db);
-    json_t *items =
-        notif__page(db,
-                    "SELECT n, id, url, events, created_at FROM webhooks"
-                    " WHERE user_id = ?1 AND (?2 = 0 OR n < ?2) ORDER BY n DESC LIMIT ?3",
-                    user_id, before, limit, 0, webhook_json, 1, &next);
-    td_db_unlock(db);
-    *out = json_pack("{s:o, s:o}", "webhooks", items, "next", next);
+    *out = notif__page_answer(db, "webhooks",
+                              "SELECT n, id, url, events, created_at FROM webhooks"
+                              " WHERE user_id = ?1 AND (?2 = 0 OR n < ?2) ORDER BY n DESC LIMIT ?3",
+                              user_id, before, limit, webhook_json);
     return 0;
 }
 

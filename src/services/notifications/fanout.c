@@ -146,10 +146,5 @@ fail:
 
 int64_t notif_fanout_pending(td_db_t *db)
 {
-    td_db_lock(db);
-    sqlite3_stmt *st = td_db_prepare(db, "SELECT COUNT(*) FROM fanout_recipients");
-    int64_t cnt = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
-    td_db_done(st);
-    td_db_unlock(db);
-    return cnt;
+    return td_db_read_int(db, "SELECT count(*) FROM fanout_recipients");
 }

@@ -228,6 +228,16 @@ json_t *notif__page(td_db_t *db, const char *sql, const char *user_id, int64_t b
     return items;
 }
 
+json_t *notif__page_answer(td_db_t *db, const char *key, const char *sql, const char *user_id,
+                           int64_t before, int limit, notif_item_fn item)
+{
+    json_t *next;
+    td_db_lock(db);
+    json_t *items = notif__page(db, sql, user_id, before, limit, 0, item, 1, &next);
+    td_db_unlock(db);
+    return json_pack("{s:o, s:o}", key, items, "next", next);
+}
+
 /* row_json as a notif_item_fn: a notification row starts at column 0. */
 static json_t *notification_item(sqlite3_stmt *st, int first)
 {

@@ -169,6 +169,9 @@ typedef json_t *(*notif_item_fn)(sqlite3_stmt *st, int first);
  * text when more rows exist, else JSON null. The caller holds the lock. */
 json_t *notif__page(td_db_t *db, const char *sql, const char *user_id, int64_t before, int limit,
                     int cursor_col, notif_item_fn item, int first, json_t **next);
+/* The same under td_db_lock, as the answer {"<key>": [items], "next": ...}. */
+json_t *notif__page_answer(td_db_t *db, const char *key, const char *sql, const char *user_id,
+                           int64_t before, int limit, notif_item_fn item);
 
 /* One page of user's notifications, newest first, older than cursor
  * before_seq (0 = from the newest): *out = {notifications:[...], unread,

@@ -63,16 +63,12 @@ fail:
 
 int notif_watch_list(td_db_t *db, const char *user_id, int64_t before, int limit, json_t **out)
 {
-    json_t *next;
-    td_db_lock(db);
-    json_t *items =
-        notif__page(db,
-                    "SELECT w.id, w.product_id, w.created_at, p.title, p.price_cents, p.quantity"
-                    " FROM watches w LEFT JOIN products p ON p.id = w.product_id"
-                    " WHERE w.user_id = ?1 AND (?2 = 0 OR w.id < ?2) ORDER BY w.id DESC LIMIT ?3",
-                    user_id, before, limit, 0, watch_json, 1, &next);
-    td_db_unlock(db);
-    *out = json_pack("{s:o, s:o}", "watches", items, "next", next);
+    *out = notif__page_answer(
+        db, "watches",
+        "SELECT w.id, w.product_id, w.created_at, p.title, p.price_cents, p.quantity"
+        " FROM watches w LEFT JOIN products p ON p.id = w.product_id"
+        " WHERE w.user_id = ?1 AND (?2 = 0 OR w.id < ?2) ORDER BY w.id DESC LIMIT ?3",
+        user_id, before, limit, watch_json);
     return 0;
 }
 
