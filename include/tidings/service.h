@@ -17,9 +17,14 @@ int td_signals_wait(void);
 typedef struct td_readiness {
     td_db_t *db;
     td_relay_t *relay;
-    td_consumer_t *cons[8];
+    td_consumer_t **cons; /* td_readiness_add; freed by td_readiness_clear */
     size_t cons_cnt;
 } td_readiness_t;
+
+/* Adds a consumer whose connection /readyz checks. Before serving. */
+void td_readiness_add(td_readiness_t *r, td_consumer_t *cons);
+/* Frees what td_readiness_add kept (not the consumers) and empties r. */
+void td_readiness_clear(td_readiness_t *r);
 
 /* A td_ready_fn over a td_readiness_t: the database answers, the relay's
  * producer and every consumer is connected to a broker. */

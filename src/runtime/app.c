@@ -59,8 +59,7 @@ int td_app_serve(td_app_t *app, const td_app_opts_t *opts, char *errstr, size_t 
         };
         app->cons = td_consumer_start(cfg, &copts, errstr, errlen);
         if (!app->cons) return TD_EIO;
-        assert(app->ready.cons_cnt < TD_ARRAY_SIZE(app->ready.cons));
-        app->ready.cons[app->ready.cons_cnt++] = app->cons;
+        td_readiness_add(&app->ready, app->cons);
     }
 
     td_http_opts_t hopts = {
@@ -97,6 +96,7 @@ void td_app_close(td_app_t *app)
     for (size_t i = app->started; i-- > 0;) opts->components[i].stop(app, opts->ctx);
     if (app->relay) td_relay_stop(app->relay, RELAY_STOP_TIMEOUT_MS);
     if (app->db) td_db_close(app->db);
+    td_readiness_clear(&app->ready);
     memset(app, 0, sizeof(*app));
 }
 

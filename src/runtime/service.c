@@ -47,6 +47,18 @@ int td_signals_wait(void)
  * yet consumes nothing). */
 static atomic_bool topics_pending;
 
+void td_readiness_add(td_readiness_t *r, td_consumer_t *cons)
+{
+    r->cons = td_realloc(r->cons, (r->cons_cnt + 1) * sizeof(*r->cons));
+    r->cons[r->cons_cnt++] = cons;
+}
+
+void td_readiness_clear(td_readiness_t *r)
+{
+    free(r->cons);
+    memset(r, 0, sizeof(*r));
+}
+
 bool td_readiness_check(void *arg, char *why, size_t whylen)
 {
     const td_readiness_t *r = arg;

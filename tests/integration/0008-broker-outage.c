@@ -34,7 +34,8 @@ static void test_outage(void **state)
     td_db_t *cdb = bt_db(&env, "consumer.db");
     td_relay_t *relay = bt_relay(&env, pdb);
     td_consumer_t *cons = bt_consumer(&env, cdb, "test-0008", handlers, 1, NULL);
-    td_readiness_t rd = {.db = pdb, .relay = relay, .cons = {cons}, .cons_cnt = 1};
+    td_readiness_t rd = {.db = pdb, .relay = relay};
+    td_readiness_add(&rd, cons);
 
     assert_true(ts_wait_until(ready, &rd, 15000));
 
@@ -59,6 +60,7 @@ static void test_outage(void **state)
     assert_int_equal(bt_query_int(cdb, "SELECT count(*) FROM effects"), EVENTS);
     assert_int_equal(bt_query_int(cdb, "SELECT count(DISTINCT ce_id) FROM effects"), EVENTS);
 
+    td_readiness_clear(&rd);
     td_consumer_stop(cons);
     td_relay_stop(relay, 5000);
     for (int i = 0; i < EVENTS; i++) td_event_free(evs[i]);

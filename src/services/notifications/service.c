@@ -252,7 +252,7 @@ static int live_start(td_app_t *app, void *ctx, char *errstr, size_t errlen)
     };
     svc->live = td_consumer_start(app->cfg, &lopts, errstr, errlen);
     if (!svc->live) return TD_EIO;
-    app->ready.cons[app->ready.cons_cnt++] = svc->live;
+    td_readiness_add(&app->ready, svc->live);
     return 0;
 }
 
