@@ -4,14 +4,14 @@
  * ready, and lets nothing of it change a state, an event or an inbox
  * (SPEC section 4). The cases here are the ones the services honour; the
  * contract cases they do not yet honour are in 0081. The machinery is in
- * 0080-hostile-common.h. */
+ * tests/support/thostile.c. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "0080-hostile-common.h"
+#include "thostile.h"
 
 static int world_start(void **state)
 {

@@ -9,14 +9,14 @@
  * record the notifications live consumer cannot parse is dead-lettered
  * for real, not only counted. It fails until those are fixed; the list of
  * problems it prints is the bug list. The machinery is in
- * 0080-hostile-common.h. */
+ * tests/support/thostile.c. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "0080-hostile-common.h"
+#include "thostile.h"
 
 static int world_start(void **state)
 {

@@ -1,4 +1,4 @@
-/* What the hostile-events tests share (0080 runs the cases the services
+/* What the hostile-events tests share (tests/integration/0080 runs the cases the services
  * must and do handle, 0081 the contract cases that are known to fail until
  * the services are fixed). Every consuming service (products, orders,
  * payments, notifications, and the web event reader) runs in this process
@@ -18,12 +18,17 @@
  * event, a notification or a state change, and the consumed-records
  * metrics say the same. Problems are collected and reported together, so
  * one run shows every broken case. */
-#ifndef TIDINGS_TEST_0080_HOSTILE_COMMON_H
-#define TIDINGS_TEST_0080_HOSTILE_COMMON_H
+#include "thostile.h"
 
 #include <ctype.h>
-#include <stdarg.h>
 #include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+/* clang-format off: cmocka needs the four above first */
+#include <cmocka.h>
+/* clang-format on */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,7 +165,7 @@ static void ht_url(char *buf, size_t len, int port)
     snprintf(buf, len, "http://127.0.0.1:%d", port);
 }
 
-static void ht_world_start(bool strict)
+void ht_world_start(bool strict)
 {
     char err[512] = "";
     memset(&W, 0, sizeof W);
@@ -197,7 +202,7 @@ static void ht_world_start(bool strict)
         users[i]->token = ht_mint("customer", users[i]);
 }
 
-static void ht_world_stop(void)
+void ht_world_stop(void)
 {
     web_service_stop(W.web);
     notifications_service_stop(W.notif);
@@ -1781,7 +1786,7 @@ static void ht_attack(void)
     free(order);
 }
 
-static void ht_run(void)
+void ht_run(void)
 {
     ht_setup_traffic();
     ht_build_field_cases();
@@ -1815,5 +1820,3 @@ static void ht_run(void)
     ht_snapshot_free(&snap);
     problems_report(W.strict ? "against the contract (0081)" : "with hostile events");
 }
-
-#endif
