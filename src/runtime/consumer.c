@@ -45,7 +45,7 @@ void td__cons_count(const char *topic, const char *type, const char *result, siz
 void td__cons_sleep(td_consumer_t *cons, int64_t ms)
 {
     int64_t until = td_mono_ms() + ms;
-    struct timespec ts = {.tv_sec = until / 1000, .tv_nsec = (until % 1000) * 1000000};
+    struct timespec ts = td_mono_timespec(until);
     pthread_mutex_lock(&cons->mu);
     while (!atomic_load(&cons->stop) && td_mono_ms() < until)
         pthread_cond_timedwait(&cons->cv, &cons->mu, &ts);

@@ -294,14 +294,7 @@ static int resolve(const char *host, int port, struct sockaddr_storage *out, int
     }
     pthread_attr_destroy(&attr);
 
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += RESOLVE_TIMEOUT_MS / 1000;
-    ts.tv_nsec += (long)(RESOLVE_TIMEOUT_MS % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    struct timespec ts = td_mono_deadline(RESOLVE_TIMEOUT_MS);
     int n = 0;
     pthread_mutex_lock(&l->mu);
     while (!l->done)

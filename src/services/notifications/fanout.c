@@ -97,7 +97,8 @@ int notif_fanout_step(notif_t *n, size_t *created)
                        &cause,
                        NULL,
                        NULL,
-                       ""};
+                       "",
+                       0};
     notif__draft_ready(&d, NULL);
 
     sqlite3_stmt *rcp = td_db_prepare(n->db, "SELECT user_id FROM fanout_recipients"

@@ -51,6 +51,7 @@ void notif__draft_ready(notif_draft_t *d, const json_t *event_data)
     /* The texts are UTF-8 (checked on the way in, or made here). */
     d->title_js = td_json_quote(d->title);
     d->body_js = td_json_quote(d->body);
+    if (td_time_parse(d->cause->time, &d->cause_ms) != 0) d->cause_ms = 0;
     if (event_data) {
         notif_thread_of(event_data, d->thread);
         return;
@@ -113,10 +114,8 @@ int notif__create_one(notif_t *n, const notif_draft_t *d, const char *user_id, b
      * burst are appended to the primary key, and making it again for the
      * same pair (a replay) finds it there. */
     char id[TD_UUID_LEN + 1], now[TD_TIME_LEN + 1];
-    int64_t cause_ms = 0;
-    if (td_time_parse(d->cause->time, &cause_ms) != 0) cause_ms = 0;
     char *name = td_asprintf("%s:%s", d->cause->id, user_id);
-    td_uuid_v7_named(cause_ms, name, id);
+    td_uuid_v7_named(d->cause_ms, name, id);
     free(name);
     td_time_format(td_now_ms(), now);
     st =

@@ -444,7 +444,7 @@ int notif_apply(notif_t *n, const td_event_t *ev, char *errstr, size_t errlen)
             goto out;
         }
         data = draft_data(ev->data);
-        notif_draft_t d = {ev->type, title, body, data, ev, NULL, NULL, ""};
+        notif_draft_t d = {ev->type, title, body, data, ev, NULL, NULL, "", 0};
         notif__draft_ready(&d, ev->data);
         if (rule->to == NOTIF_TO_USER) {
             const char *user_id = json_string_value(json_object_get(ev->data, "userId"));

@@ -20,9 +20,10 @@ typedef struct notif_draft {
      * body as JSON strings, quotes and escapes included. */
     char *title_js, *body_js;
     char thread[NOTIF_THREAD_LEN + 1]; /* notif_thread_of data */
+    int64_t cause_ms;                  /* the cause's time (0 if it has none): the ids' */
 } notif_draft_t;
 
-/* Makes d's title_js, body_js and thread from its fields;
+/* Makes d's title_js, body_js, thread and cause_ms from its fields;
  * notif__draft_clear frees them. event_data, when not NULL, is the
  * object d->data was made from (draft_data): the thread is read from it
  * instead of parsing d->data again. */
