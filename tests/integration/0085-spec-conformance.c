@@ -191,19 +191,28 @@ static void make_product(const char *title, const char *price, int quantity, cha
     ts_resp_free(&r);
 }
 
-/* The notifications service has kept the product (POST /watches knows
- * it): its texts will name it. Products and orders are separate topics,
- * so without this wait an order placed at once may be read first and its
- * notifications would name "product 1a2b3c4d". The admin's watch goes
- * again at once. */
+/* The notifications service has kept the product: the admin's watch of
+ * it shows its title (null until the ProductCreatedEvent got there).
+ * Products and orders are separate topics, so without this wait an order
+ * placed at once may be read first and its notifications would name
+ * "product 1a2b3c4d". The admin's watch goes again once the title shows. */
 static bool product_known(void *arg)
 {
     const char *id = arg;
     ts_resp_t r = call_json("POST", TD_SVC_NOTIFICATIONS, "/watches", W.admin,
                             json_pack("{s:s}", "productId", id));
-    long st = r.status;
     ts_resp_free(&r);
-    if (st != 201 && st != 200) return false;
+    r = call("GET", TD_SVC_NOTIFICATIONS, "/watches", W.admin, NULL);
+    bool known = false;
+    size_t i;
+    json_t *it;
+    json_array_foreach(json_object_get(r.json, "watches"), i, it)
+    {
+        const char *pid = jstr(it, "productId");
+        if (pid && !strcmp(pid, id) && json_is_string(json_object_get(it, "title"))) known = true;
+    }
+    ts_resp_free(&r);
+    if (!known) return false;
     char *path = td_asprintf("/watches/%s", id);
     r = call("DELETE", TD_SVC_NOTIFICATIONS, path, W.admin, NULL);
     free(path);
