@@ -121,6 +121,34 @@ static int wal_hook(void *arg, sqlite3 *sq, const char *name, int pages)
     return SQLITE_OK;
 }
 
+/* When the writer has changed no row for CACHE_IDLE_MS: hands the page
+ * caches' memory back (the writer's may hold the whole database, up to its
+ * 64 MiB; each idle reader's up to SQLite's default 2 MiB). A busy writer
+ * keeps its cache, and the next burst reads its pages back from the OS page
+ * cache. An idle service so holds the memory of its open streams, not that
+ * of its last burst. Units that change nothing (a sender finding no due
+ * row) do not count as activity. */
+static void release_idle_caches(td_db_t *db, int64_t now)
+{
+    if (pthread_mutex_trylock(&db->mu) != 0) return;
+    if (!db->tx_open) {
+        int64_t changes = sqlite3_total_changes64(db->w.sq);
+        if (changes != db->ck_changes) {
+            db->ck_changes = changes;
+            db->ck_changed_at = now;
+            db->ck_released = false;
+        } else if (!db->ck_released && now - db->ck_changed_at >= CACHE_IDLE_MS) {
+            sqlite3_db_release_memory(db->w.sq);
+            pthread_mutex_lock(&db->rmu);
+            for (conn_t *c = db->free_readers; c; c = c->next_free)
+                sqlite3_db_release_memory(c->sq);
+            pthread_mutex_unlock(&db->rmu);
+            db->ck_released = true;
+        }
+    }
+    pthread_mutex_unlock(&db->mu);
+}
+
 /* A round of the checkpoint worker: when the WAL has grown (woken) or
  * every CHECKPOINT_IDLE_MS, a PASSIVE checkpoint (it copies what no reader
  * still needs and never waits) and the retention jobs that are due. */
@@ -134,6 +162,7 @@ static int64_t checkpoint_round(td_worker_t *w, void *arg, bool woken, int64_t n
     if (rc != SQLITE_OK && rc != SQLITE_BUSY)
         td_warn("database %s: checkpoint failed: %s", db->path, sqlite3_errmsg(db->ck.sq));
     prune_due(db, false);
+    release_idle_caches(db, now);
     return now + CHECKPOINT_IDLE_MS;
 }
 

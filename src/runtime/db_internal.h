@@ -18,7 +18,8 @@
 #define BUSY_TIMEOUT_MS    5000
 #define CHECKPOINT_PAGES   1000 /* WAL pages that make a checkpoint due */
 #define CHECKPOINT_IDLE_MS 1000
-#define NEST_MAX           8 /* units begun inside one held unit at once */
+#define CACHE_IDLE_MS      1000 /* no row changed for this long: caches are freed */
+#define NEST_MAX           8    /* units begun inside one held unit at once */
 #define MAX_PRUNES         8
 
 typedef struct slot {
@@ -103,6 +104,10 @@ struct td_db {
      * connection of its own, so that no commit waits for it. */
     conn_t ck;
     td_worker_t *ck_worker;
+    /* Idle caches (release_idle_caches; under mu): the writer's total
+     * changes when last looked at, since when, and whether released. */
+    int64_t ck_changes, ck_changed_at;
+    bool ck_released;
     bool sync_full;
 
     /* Retention jobs, run by the checkpoint thread (prune_mu: the list,

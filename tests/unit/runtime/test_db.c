@@ -419,6 +419,40 @@ static void test_statement_cache(void **state)
     td_db_close(db);
 }
 
+/* The writer's page cache holds what a burst read and wrote; once no row
+ * has changed for a while, the checkpoint thread hands it back. */
+static void test_idle_cache_released(void **state)
+{
+    (void)state;
+    char err[256];
+    char *path = db_path("idle-cache");
+    td_db_t *db = td_db_open(path, migs_v2, 2, err, sizeof(err));
+    assert_non_null(db);
+    assert_int_equal(td_db_begin(db), 0);
+    sqlite3_stmt *st =
+        td_db_prepare(db, "INSERT INTO items(name) VALUES (? || printf('%.*c', 4000, 'x'))");
+    for (int i = 0; i < 2000; i++) {
+        char c[16];
+        snprintf(c, sizeof c, "%d", i);
+        sqlite3_bind_text(st, 1, c, -1, SQLITE_TRANSIENT);
+        assert_int_equal(sqlite3_step(st), SQLITE_DONE);
+        sqlite3_reset(st);
+    }
+    td_db_done(st);
+    assert_int_equal(td_db_commit(db), 0);
+    int64_t busy = sqlite3_memory_used();
+    assert_true(busy > 8 << 20); /* ~2,000 pages of 4 KiB, and more for the index */
+    int64_t now = busy;
+    for (int i = 0; i < 100 && now > busy / 2; i++) {
+        td_sleep_ms(100);
+        now = sqlite3_memory_used();
+    }
+    assert_true(now <= busy / 2);
+    assert_int_equal(query_int(db, "SELECT count(*) FROM items"), 2001);
+    td_db_close(db);
+    free(path);
+}
+
 int main(void)
 {
     td_log_init("test", TD_LOG_ERROR, false);
@@ -431,6 +465,7 @@ int main(void)
         cmocka_unit_test(test_group_commit_and_readers),
         cmocka_unit_test(test_statement_cache),
         cmocka_unit_test(test_held_units),
+        cmocka_unit_test(test_idle_cache_released),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
