@@ -9,8 +9,12 @@
  * Two phases:
  *  1. unloaded: SEQ orders one at a time, each placed only when the one
  *     before it is final;
- *  2. loaded: K orders placed as fast as THREADS client threads can (each
- *     with its own kept-alive connection), the sagas overlapping.
+ *  2. loaded: K orders (5,000: seconds of sustained load, not a burst)
+ *     placed as fast as THREADS client threads can (32 shoppers at once,
+ *     each with its own kept-alive connection), the sagas overlapping.
+ * At the end every order must be final and approved, and stock conserved:
+ * each product's quantity in products.db is its stock less the quantities
+ * of its approved orders (the exit status says when not).
  * The end of an order is read from the orders database (updated_at, set in
  * the transaction that approves it, millisecond precision), so polling
  * adds nothing to the figures; the start is the client's wall clock just
@@ -25,8 +29,8 @@
 #include "products/products_service.h"
 
 #define SEQ      50
-#define K        500
-#define THREADS  4
+#define K        5000
+#define THREADS  32
 #define PRODUCTS 10
 #define WAIT_MS  90000
 #define PRICE    "12.50"
@@ -286,6 +290,46 @@ static int make_products(world_t *w, const char *admin)
     return rc;
 }
 
+/* Stock conserved: for every product, the stock it was made with less the
+ * quantities of its approved orders is its quantity now. true when so. */
+static bool stock_conserved(world_t *w)
+{
+    char *path = td_asprintf("%s/products.db", w->dir);
+    sqlite3 *pdb = NULL;
+    int src = sqlite3_open_v2(path, &pdb, SQLITE_OPEN_READONLY, NULL);
+    free(path);
+    sqlite3_stmt *po = NULL, *pp = NULL;
+    bool ok = src == SQLITE_OK &&
+              sqlite3_prepare_v2(w->odb,
+                                 "SELECT coalesce(sum(quantity), 0) FROM orders WHERE product_id = "
+                                 "? AND status = 'APPROVED'",
+                                 -1, &po, NULL) == SQLITE_OK &&
+              sqlite3_prepare_v2(pdb, "SELECT quantity FROM products WHERE id = ?", -1, &pp,
+                                 NULL) == SQLITE_OK;
+    for (int i = 0; ok && i < PRODUCTS; i++) {
+        sqlite3_reset(po);
+        sqlite3_reset(pp);
+        sqlite3_bind_text(po, 1, w->product_ids[i], -1, SQLITE_STATIC);
+        sqlite3_bind_text(pp, 1, w->product_ids[i], -1, SQLITE_STATIC);
+        if (sqlite3_step(po) != SQLITE_ROW || sqlite3_step(pp) != SQLITE_ROW) {
+            ok = false;
+            break;
+        }
+        int64_t sold = sqlite3_column_int64(po, 0), left = sqlite3_column_int64(pp, 0);
+        if (left != STOCK - sold) {
+            fprintf(stderr, "saga: product %s: %lld left, but %d - %lld approved = %lld\n",
+                    w->product_ids[i], (long long)left, STOCK, (long long)sold,
+                    (long long)(STOCK - sold));
+            ok = false;
+        }
+    }
+    if (src != SQLITE_OK || !po || !pp) fprintf(stderr, "saga: cannot read the stock\n");
+    sqlite3_finalize(po);
+    sqlite3_finalize(pp);
+    sqlite3_close(pdb);
+    return ok;
+}
+
 static void print_phase(const char *name, const phase_t *ph, size_t n)
 {
     char label[80];
@@ -368,8 +412,13 @@ int main(void)
     json_object_set_new(res, "unloaded", phase_json(&p1, SEQ));
     json_object_set_new(res, "loaded", phase_json(&p2, K));
     json_object_set_new(res, "client_threads", json_integer(THREADS));
+    bool conserved = stock_conserved(&w);
+    printf("  every order final, %s\n",
+           conserved ? "stock conserved (each product: stock - approved = left)"
+                     : "STOCK NOT CONSERVED");
+    json_object_set_new(res, "stock_conserved", json_boolean(conserved));
     bench_result_print(res);
-    rc = p1.approved == SEQ && p2.approved == K ? 0 : 1;
+    rc = p1.approved == SEQ && p2.approved == K && conserved ? 0 : 1;
 
 out:
     free(admin);

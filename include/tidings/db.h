@@ -6,13 +6,18 @@
  * One writer connection and a pool of reader connections:
  *  - Writes are units: td_db_begin opens one (a SAVEPOINT inside the open
  *    write transaction, BEGIN IMMEDIATE when none is open) and takes the
- *    writer; td_db_commit / td_db_rollback end it. Units that arrive while
- *    others run share one transaction and one COMMIT (group commit): a unit
- *    that ends while more writers wait leaves the transaction open for them
- *    and td_db_commit returns once the group's COMMIT is done, with its
- *    result. So one fsync serves many units, and td_db_commit returning 0
- *    still means "durably committed". A unit that rolls back undoes only its
- *    own changes.
+ *    writer; td_db_commit / td_db_rollback end it. A unit that rolls back
+ *    undoes only its own changes. Group commit: the COMMIT writes the WAL
+ *    under the writer's lock without waiting for the disk
+ *    (synchronous=NORMAL), and td_db_commit then waits, with the writer
+ *    free for the next units, until an fdatasync of the WAL that began
+ *    after its COMMIT has ended; one sync serves every COMMIT made before
+ *    it began. So td_db_commit returning 0 still means "durably committed"
+ *    (TIDINGS_DB_SYNC=full), and commit hooks and after-commit callbacks
+ *    run only then; readers may see the rows a moment earlier (between
+ *    COMMIT and sync). Where the WAL cannot be opened for this, the writer
+ *    stays synchronous=FULL and units that arrive while others run share
+ *    one transaction and one COMMIT instead.
  *  - Reads run on reader connections beside the writer: td_db_lock takes one
  *    for the calling thread (a read transaction: one consistent snapshot of
  *    what is committed) and td_db_unlock gives it back. Readers never wait

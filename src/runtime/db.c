@@ -22,12 +22,16 @@
 #include "tidings/db.h"
 
 #include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "db_internal.h"
 #include "tidings/fault.h"
@@ -154,6 +158,25 @@ static conn_t *current(td_db_t *db)
 
 /* ---- open and close ---------------------------------------------------------- */
 
+/* Opens the WAL file for the syncs after COMMIT (durable_wait) and turns
+ * the writer's own sync at COMMIT off. SQLite keeps no lock on the WAL
+ * file (its locks are on the database and the -shm), so a descriptor of
+ * our own closes safely; fsync of any descriptor flushes the file. When
+ * it cannot be opened, the writer stays synchronous=FULL. */
+static void wal_sync_open(td_db_t *db)
+{
+    char *wal = td_asprintf("%s-wal", db->path);
+    int fd = open(wal, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        td_debug("database %s: %s: %s; COMMIT syncs itself", db->path, wal, strerror(errno));
+    } else if (td__db_conn_exec(&db->w, "PRAGMA synchronous=NORMAL") != 0) {
+        close(fd);
+    } else {
+        db->wal_fd = fd;
+    }
+    free(wal);
+}
+
 td_db_t *td_db_open(const char *path, const td_migration_t *migs, size_t mig_cnt, char *errstr,
                     size_t errlen)
 {
@@ -165,6 +188,10 @@ td_db_t *td_db_open(const char *path, const td_migration_t *migs, size_t mig_cnt
     pthread_key_create(&db->cur, NULL);
     pthread_mutex_init(&db->prune_mu, NULL);
     atomic_init(&db->waiting, 0);
+    atomic_init(&db->commit_epoch, 0);
+    pthread_mutex_init(&db->sync_mu, NULL);
+    pthread_cond_init(&db->sync_cv, NULL);
+    db->wal_fd = -1;
     db->legacy_hook = -1;
     db->path = td_strdup(path);
     db->memory = !strcmp(path, ":memory:") || !strncmp(path, "file::memory:", 13);
@@ -191,6 +218,7 @@ td_db_t *td_db_open(const char *path, const td_migration_t *migs, size_t mig_cnt
         goto fail;
     }
     if (!db->memory && td__db_checkpointer_start(db, errstr, errlen) != 0) goto fail;
+    if (!db->memory) wal_sync_open(db);
     return db;
 
 fail:
@@ -203,7 +231,9 @@ void td_db_set_full_sync(td_db_t *db, bool full)
     pthread_mutex_lock(&db->mu);
     assert(!db->tx_open);
     db->sync_full = full;
-    td__db_conn_exec(&db->w, full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+    /* With a WAL of our own to sync, the writer is NORMAL already. */
+    if (db->wal_fd < 0)
+        td__db_conn_exec(&db->w, full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
     pthread_mutex_unlock(&db->mu);
 }
 
@@ -218,6 +248,7 @@ void td_db_close(td_db_t *db)
     }
     free(db->readers);
     td__db_conn_close(&db->w);
+    if (db->wal_fd >= 0) close(db->wal_fd);
     free(db->afters);
     free(db->path);
     pthread_key_delete(db->cur);
@@ -226,6 +257,8 @@ void td_db_close(td_db_t *db)
     pthread_mutex_destroy(&db->hook_mu);
     pthread_cond_destroy(&db->cv);
     pthread_mutex_destroy(&db->mu);
+    pthread_cond_destroy(&db->sync_cv);
+    pthread_mutex_destroy(&db->sync_mu);
     free(db);
 }
 
@@ -305,6 +338,7 @@ int td_db_begin(td_db_t *db)
         db->tx_open = true;
         db->group_broken = false;
         db->group_start = td_mono_ms();
+        db->group_changes = sqlite3_total_changes64(db->w.sq);
         db->group_units = 0;
         db->group_marks = 0;
     }
@@ -330,14 +364,54 @@ int td_db_begin(td_db_t *db)
     return 0;
 }
 
+/* Returns once every COMMIT up to epoch is on disk: the first waiter
+ * syncs the WAL for all (what was committed before its fdatasync began),
+ * the others wait for it. 0, or TD_EIO once a sync has failed (then
+ * nothing more is reported durable: the kernel may have dropped the
+ * pages it could not write, so a later sync proves nothing). */
+static int durable_wait(td_db_t *db, int64_t epoch)
+{
+    if (db->wal_fd < 0 || !db->sync_full || epoch <= 0) return 0;
+    pthread_mutex_lock(&db->sync_mu);
+    while (db->synced_epoch < epoch && !db->sync_failed) {
+        if (db->syncing) {
+            pthread_cond_wait(&db->sync_cv, &db->sync_mu);
+            continue;
+        }
+        db->syncing = true;
+        int64_t upto = atomic_load(&db->commit_epoch);
+        pthread_mutex_unlock(&db->sync_mu);
+        struct stat st;
+        int rc = fdatasync(db->wal_fd);
+        int err = errno;
+        /* SQLite never removes the WAL of an open database; if something
+         * did, the sync above covered a file no one reads. */
+        if (rc == 0 && fstat(db->wal_fd, &st) == 0 && st.st_nlink == 0) rc = -1, err = ENOENT;
+        pthread_mutex_lock(&db->sync_mu);
+        db->syncing = false;
+        if (rc == 0) {
+            if (upto > db->synced_epoch) db->synced_epoch = upto;
+        } else {
+            td_error("database %s: syncing the WAL failed: %s; nothing written from now on is "
+                     "acknowledged: restart the service",
+                     db->path, strerror(err));
+            db->sync_failed = true;
+        }
+        pthread_cond_broadcast(&db->sync_cv);
+    }
+    int ret = db->synced_epoch >= epoch ? 0 : TD_EIO;
+    pthread_mutex_unlock(&db->sync_mu);
+    return ret;
+}
+
 /* Ends the group if this unit is its last, else waits for the group's
  * COMMIT (unit_ok) or just leaves (a failed unit has nothing to wait for).
  * Called with db->mu held; returns with it released. The result: 0 when
  * the unit's changes are committed. */
 static int finish_unit(td_db_t *db, bool unit_ok)
 {
-    bool leave_open = !db->memory && !db->group_broken && atomic_load(&db->waiting) > 0 &&
-                      db->group_units < GROUP_MAX_UNITS &&
+    bool leave_open = !db->memory && db->wal_fd < 0 && !db->group_broken &&
+                      atomic_load(&db->waiting) > 0 && db->group_units < GROUP_MAX_UNITS &&
                       td_mono_ms() - db->group_start < GROUP_MAX_MS;
     if (leave_open) {
         if (!unit_ok) {
@@ -348,10 +422,11 @@ static int finish_unit(td_db_t *db, bool unit_ok)
         db->tickets = &t;
         while (!t.done) pthread_cond_wait(&db->cv, &db->mu);
         pthread_mutex_unlock(&db->mu);
-        return t.rc;
+        return t.rc ? t.rc : durable_wait(db, t.epoch);
     }
 
     int grc = 0;
+    int64_t epoch = 0;
     uint32_t marks = db->group_marks;
     if (db->group_broken) {
         grc = TD_EIO;
@@ -362,17 +437,25 @@ static int finish_unit(td_db_t *db, bool unit_ok)
         td_error("database commit failed: %s", sqlite3_errmsg(db->w.sq));
         if (!sqlite3_get_autocommit(db->w.sq)) td__db_conn_exec(&db->w, "ROLLBACK");
         grc = TD_EIO;
+    } else if (sqlite3_total_changes64(db->w.sq) != db->group_changes) {
+        epoch = atomic_fetch_add(&db->commit_epoch, 1) + 1;
+    } else {
+        /* It wrote nothing, but what it read must be on disk too. */
+        epoch = atomic_load(&db->commit_epoch);
     }
-    if (grc) marks = 0;
     db->tx_open = false;
     for (ticket_t *t = db->tickets; t; t = t->next) {
         t->rc = grc;
+        t->epoch = epoch;
         t->done = true;
     }
     db->tickets = NULL;
     pthread_cond_broadcast(&db->cv);
     pthread_mutex_unlock(&db->mu);
-    if (marks) td__db_run_hooks(db, marks);
+    /* The group's rows are visible to readers from here, and acknowledged
+     * (hooks, td_db_commit's 0) once on disk. */
+    if (grc == 0) grc = durable_wait(db, epoch);
+    if (grc == 0 && marks) td__db_run_hooks(db, marks);
     return unit_ok ? grc : TD_EIO;
 }
 

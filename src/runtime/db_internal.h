@@ -55,6 +55,7 @@ typedef struct ticket {
     struct ticket *next;
     int rc;
     bool done;
+    int64_t epoch; /* the group's COMMIT (commit_epoch), to wait until durable */
 } ticket_t;
 
 typedef struct hook {
@@ -73,6 +74,7 @@ struct td_db {
     bool tx_open;
     bool group_broken; /* SQLite ended the transaction under us */
     int64_t group_start;
+    int64_t group_changes; /* sqlite3_total_changes64 of the writer when it began */
     int group_units;
     uint32_t group_marks;
     ticket_t *tickets;
@@ -108,7 +110,20 @@ struct td_db {
      * changes when last looked at, since when, and whether released. */
     int64_t ck_changes, ck_changed_at;
     bool ck_released;
+    /* Durability (tidings/db.h, "group commit"): with sync_full and a WAL
+     * file, the writer commits with synchronous=NORMAL (the COMMIT writes
+     * the WAL, under mu, without waiting for the disk) and a unit's commit
+     * returns once an fdatasync of the WAL that began after its COMMIT has
+     * ended: one sync, outside mu, serves every COMMIT made before it
+     * began, while the next units already run. */
     bool sync_full;
+    int wal_fd;                   /* -1: no WAL of our own to sync (FULL) */
+    _Atomic int64_t commit_epoch; /* COMMITs done on the writer */
+    pthread_mutex_t sync_mu;      /* the fields below */
+    pthread_cond_t sync_cv;
+    int64_t synced_epoch; /* every COMMIT up to it is on disk */
+    bool syncing;         /* a thread is in fdatasync */
+    bool sync_failed;     /* fdatasync failed once: nothing is durable any more */
 
     /* Retention jobs, run by the checkpoint thread (prune_mu: the list,
      * and a run in progress). */
