@@ -43,6 +43,7 @@ typedef struct td_app_opts {
     /* /readyz: td_readiness_check over app->ready unless ready is set. */
     td_ready_fn ready;
     void *ready_arg;
+    unsigned http_threads; /* 0: the HTTP layer's default */
 } td_app_opts_t;
 
 struct td_app {

@@ -5,10 +5,11 @@
  * auth, /healthz /readyz /metrics on every server, per-route metrics and
  * one request log line with status and duration.
  *
- * Handlers run on libmicrohttpd's worker threads (a pool of 16, epoll):
- * they may block briefly on the database, never on Kafka. A write waits
- * for its fsync (~0.5 ms here) with its thread, so the pool is what lets
- * writes of many clients share one sync.
+ * Handlers run on libmicrohttpd's worker threads (a pool, epoll): they
+ * may block briefly on the database, never on Kafka. A write waits for its
+ * WAL sync with its thread (~0.5-1 ms), so the pool bounds how many
+ * writes can share one sync: services that take writes from many shoppers
+ * use TD_HTTP_WRITE_THREADS.
  *
  * Limits: a connection that sends nothing for 30 s is closed while its
  * request is incomplete (and when idle between keep-alive requests); a
@@ -194,6 +195,12 @@ typedef struct td_route {
 /* Readiness for /readyz: true when ready, else false with why. */
 typedef bool (*td_ready_fn)(void *arg, char *why, size_t whylen);
 
+/* The pool of a service whose clients write (orders, products, payments,
+ * users): 32 writes in flight share each sync (bench_saga: 4 threads
+ * placed ~1,600 orders/s, 32 ~3,300/s). An idle thread costs its stack
+ * and allocator pages, ~0.5 MiB once used. */
+#define TD_HTTP_WRITE_THREADS 32
+
 typedef struct td_http_opts {
     const char *service; /* for logs and metrics */
     const char *addr;    /* "127.0.0.1" */
@@ -205,7 +212,7 @@ typedef struct td_http_opts {
     size_t secret_len;
     td_ready_fn ready; /* NULL = always ready */
     void *ready_arg;
-    unsigned threads; /* worker threads, 0 = 16 */
+    unsigned threads; /* worker threads, 0 = 4 */
     /* Origins whose pages may call this API (TIDINGS_CORS_ORIGINS: comma-
      * separated "scheme://host[:port]", or "*" for any). A request whose
      * Origin is listed gets Access-Control-Allow-Origin with that origin

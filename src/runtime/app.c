@@ -76,6 +76,7 @@ int td_app_serve(td_app_t *app, const td_app_opts_t *opts, char *errstr, size_t 
         /* The storefront calls the APIs directly (web/README.md). */
         .cors_origins = cfg->cors_origins,
         .idem_db = app->db, /* NULL without a schema: no Idempotency-Key store */
+        .threads = opts->http_threads,
     };
     app->http = td_http_start(&hopts, errstr, errlen);
     return app->http ? 0 : TD_EIO;

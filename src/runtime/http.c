@@ -42,7 +42,7 @@
 #include "tidings/metrics.h"
 #include "tidings/uuid.h"
 
-#define DEFAULT_THREADS  16
+#define DEFAULT_THREADS  4
 #define CONNECTION_LIMIT 16000
 /* Seconds a connection may send nothing while its request is incomplete
  * (SPEC section 5), or sit idle between keep-alive requests. Handed-over

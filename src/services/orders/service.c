@@ -16,6 +16,7 @@ void *orders_service_start(const td_config_t *cfg, char *errstr, size_t errlen)
     static const char *const topics[] = {"reservations", "payments"};
     td_app_opts_t opts = {
         .service = TD_SVC_ORDERS,
+        .http_threads = TD_HTTP_WRITE_THREADS,
         .migs = orders_migrations,
         .mig_cnt = orders_migration_cnt,
         .routes = orders_routes,

@@ -16,6 +16,7 @@ void *payments_service_start(const td_config_t *cfg, char *errstr, size_t errlen
     static const char *const topics[] = {"reservations"};
     td_app_opts_t opts = {
         .service = TD_SVC_PAYMENTS,
+        .http_threads = TD_HTTP_WRITE_THREADS,
         .migs = payments_migrations,
         .mig_cnt = payments_migration_cnt,
         .routes = payments_routes,

@@ -17,6 +17,7 @@ void *products_service_start(const td_config_t *cfg, char *errstr, size_t errlen
     static const char *const topics[] = {"orders", "payments"};
     td_app_opts_t opts = {
         .service = TD_SVC_PRODUCTS,
+        .http_threads = TD_HTTP_WRITE_THREADS,
         .migs = products_migrations,
         .mig_cnt = products_migration_cnt,
         .routes = products_routes,

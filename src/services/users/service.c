@@ -57,6 +57,7 @@ void *users_service_start(const td_config_t *cfg, char *errstr, size_t errlen)
     users_service_t *svc = td_calloc(1, sizeof *svc);
     td_app_opts_t opts = {
         .service = TD_SVC_USERS,
+        .http_threads = TD_HTTP_WRITE_THREADS,
         .migs = users_migrations,
         .mig_cnt = users_migration_cnt,
         .routes = users_routes,
