@@ -117,6 +117,12 @@ int td_db_run_last_one(td_db_t *db, sqlite3_stmt *stmt);
 /* The integer the one-row query sql (no parameters) gives, read under
  * td_db_lock: a count for a gauge or a test. -1 when it gives no row. */
 int64_t td_db_read_int(td_db_t *db, const char *sql);
+/* Hands the page caches' memory back now (the writer's when no unit is
+ * open, and the idle readers'): for a thread that goes idle after a burst
+ * it wrote, so that what it allocated is freed on its own thread. The
+ * checkpoint thread does the same once no row has changed for a second.
+ * Any thread outside a unit; a busy writer is left alone. */
+void td_db_release_memory(td_db_t *db);
 /* True when the database answers a trivial query (readiness). Any thread
  * outside a unit. */
 bool td_db_ping(td_db_t *db);

@@ -3,11 +3,7 @@
  * child process of itself. A command is a tool of src/cli or a service,
  * which its declaration (tidings/service.h) describes. */
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#ifdef TIDINGS_WITH_MIMALLOC
-#include <mimalloc.h>
-#endif
 
 #include "cli.h"
 #include "notifications/notifications_service.h"
@@ -80,21 +76,8 @@ static void usage(FILE *out)
                  "variables and flags (flags win); see README.md.\n");
 }
 
-/* With mimalloc linked: memory a thread frees goes back to the OS at once
- * instead of after a delay that only the same thread's later allocations
- * act on (an idle thread, such as a consumer after a burst, never would:
- * the idle service kept ~20 MiB of its last burst). The environment's
- * MIMALLOC_DECOMMIT_DELAY still wins. */
-static void allocator_tune(void)
-{
-#ifdef TIDINGS_WITH_MIMALLOC
-    if (!getenv("MIMALLOC_DECOMMIT_DELAY")) mi_option_set(mi_option_decommit_delay, 0);
-#endif
-}
-
 int main(int argc, char **argv)
 {
-    allocator_tune();
     if (argc < 2) {
         usage(stderr);
         return 2;

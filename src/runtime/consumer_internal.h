@@ -67,8 +67,9 @@ struct td_consumer {
     int64_t next_lag;
     int generation; /* bumped by every revocation */
     bool stateless;
-    size_t batch_max;   /* 1..TD_CONSUMER_BATCH */
-    int64_t trimmed_ms; /* td_mono_ms of the last malloc_trim */
+    size_t batch_max;    /* 1..TD_CONSUMER_BATCH */
+    size_t trim_records; /* records since the last idle_trim */
+    size_t trim_used;    /* the largest batch since then */
     char *skip_header, *skip_value;
     batch_t *batch;
 };

@@ -128,6 +128,16 @@ static int wal_hook(void *arg, sqlite3 *sq, const char *name, int pages)
  * cache. An idle service so holds the memory of its open streams, not that
  * of its last burst. Units that change nothing (a sender finding no due
  * row) do not count as activity. */
+/* With db->mu held and no unit open. */
+static void release_caches(td_db_t *db)
+{
+    sqlite3_db_release_memory(db->w.sq);
+    pthread_mutex_lock(&db->rmu);
+    for (conn_t *c = db->free_readers; c; c = c->next_free) sqlite3_db_release_memory(c->sq);
+    pthread_mutex_unlock(&db->rmu);
+    db->ck_released = true;
+}
+
 static void release_idle_caches(td_db_t *db, int64_t now)
 {
     if (pthread_mutex_trylock(&db->mu) != 0) return;
@@ -138,14 +148,16 @@ static void release_idle_caches(td_db_t *db, int64_t now)
             db->ck_changed_at = now;
             db->ck_released = false;
         } else if (!db->ck_released && now - db->ck_changed_at >= CACHE_IDLE_MS) {
-            sqlite3_db_release_memory(db->w.sq);
-            pthread_mutex_lock(&db->rmu);
-            for (conn_t *c = db->free_readers; c; c = c->next_free)
-                sqlite3_db_release_memory(c->sq);
-            pthread_mutex_unlock(&db->rmu);
-            db->ck_released = true;
+            release_caches(db);
         }
     }
+    pthread_mutex_unlock(&db->mu);
+}
+
+void td_db_release_memory(td_db_t *db)
+{
+    if (db->memory || pthread_mutex_trylock(&db->mu) != 0) return;
+    if (!db->tx_open) release_caches(db);
     pthread_mutex_unlock(&db->mu);
 }
 
