@@ -20,6 +20,9 @@
  *   db.before_commit            td_db_commit rolls back and fails (TD_EIO)
  *   db.after_commit             committed, but td_db_commit reports TD_EIO
  *                               (the ambiguous outcome of a lost reply)
+ *   db.wal_sync                 COMMIT written, its WAL sync not begun: the
+ *                               sync fails (as on an I/O error), the units
+ *                               waiting for it and every later one get TD_EIO
  *   relay.after_produce         batch produced, reports not yet served: the
  *                               reports count as failed, rows are published again
  *   relay.before_delete         persisted, rows not deleted: published again

@@ -382,8 +382,14 @@ static int durable_wait(td_db_t *db, int64_t epoch)
         int64_t upto = atomic_load(&db->commit_epoch);
         pthread_mutex_unlock(&db->sync_mu);
         struct stat st;
-        int rc = fdatasync(db->wal_fd);
-        int err = errno;
+        int rc, err;
+        if (td__fault("db.wal_sync")) {
+            rc = -1;
+            err = EIO;
+        } else {
+            rc = fdatasync(db->wal_fd);
+            err = errno;
+        }
         /* SQLite never removes the WAL of an open database; if something
          * did, the sync above covered a file no one reads. */
         if (rc == 0 && fstat(db->wal_fd, &st) == 0 && st.st_nlink == 0) rc = -1, err = ENOENT;

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "tidings/db.h"
+#include "tidings/fault.h"
 #include "tidings/log.h"
 #include "tsupport.h"
 
@@ -453,6 +454,42 @@ static void test_idle_cache_released(void **state)
     free(path);
 }
 
+/* A commit returns 0 only once its WAL sync is done: a failed sync fails
+ * the unit waiting for it (its rows were written, but are not known to be
+ * on disk), and every later one, since the kernel may have dropped the
+ * pages it could not write and a later sync would prove nothing. */
+static void test_failed_sync_acknowledges_nothing(void **state)
+{
+    (void)state;
+    char err[256];
+    char *path = db_path("wal-sync");
+    td_db_t *db = td_db_open(path, migs_v2, 2, err, sizeof(err));
+    assert_non_null(db);
+    assert_int_equal(td_db_begin(db), 0);
+    assert_int_equal(td_db_exec(db, "INSERT INTO items(name) VALUES ('synced')"), 0);
+    assert_int_equal(td_db_commit(db), 0);
+
+    td_fault_arm("db.wal_sync", 1, TD_FAULT_ERROR);
+    assert_int_equal(td_db_begin(db), 0);
+    assert_int_equal(td_db_exec(db, "INSERT INTO items(name) VALUES ('unsynced')"), 0);
+    assert_int_equal(td_db_commit(db), TD_EIO);
+    assert_string_equal(td_fault_fired(), "db.wal_sync");
+    td_fault_disarm();
+    assert_int_equal(td_db_begin(db), 0);
+    assert_int_equal(td_db_exec(db, "INSERT INTO items(name) VALUES ('later')"), 0);
+    assert_int_equal(td_db_commit(db), TD_EIO);
+    /* A unit that writes nothing acknowledges nothing either. */
+    assert_int_equal(td_db_begin(db), 0);
+    assert_int_equal(td_db_commit(db), TD_EIO);
+    /* Without the sync (TIDINGS_DB_SYNC=normal) commits are acknowledged. */
+    td_db_set_full_sync(db, false);
+    assert_int_equal(td_db_begin(db), 0);
+    assert_int_equal(td_db_exec(db, "INSERT INTO items(name) VALUES ('normal')"), 0);
+    assert_int_equal(td_db_commit(db), 0);
+    td_db_close(db);
+    free(path);
+}
+
 int main(void)
 {
     td_log_init("test", TD_LOG_ERROR, false);
@@ -466,6 +503,7 @@ int main(void)
         cmocka_unit_test(test_statement_cache),
         cmocka_unit_test(test_held_units),
         cmocka_unit_test(test_idle_cache_released),
+        cmocka_unit_test(test_failed_sync_acknowledges_nothing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
