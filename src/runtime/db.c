@@ -166,9 +166,14 @@ static conn_t *current(td_db_t *db)
 static void wal_sync_open(td_db_t *db)
 {
     char *wal = td_asprintf("%s-wal", db->path);
-    int fd = open(wal, O_RDONLY | O_CLOEXEC);
+    int fd = open(wal, O_RDWR | O_CLOEXEC);
     if (fd < 0) {
         td_debug("database %s: %s: %s; COMMIT syncs itself", db->path, wal, strerror(errno));
+    } else if (fdatasync(fd) != 0) {
+        /* A file system that cannot sync this way: SQLite's own then. */
+        td_debug("database %s: fdatasync of %s: %s; COMMIT syncs itself", db->path, wal,
+                 strerror(errno));
+        close(fd);
     } else if (td__db_conn_exec(&db->w, "PRAGMA synchronous=NORMAL") != 0) {
         close(fd);
     } else {
