@@ -22,6 +22,8 @@
 
 /* Records since the last idle_trim that make the next empty poll run one. */
 #define TRIM_AFTER 1024
+/* A batch this big means a burst: mimalloc's delayed purge again. */
+#define BURST_BATCH 64
 
 /* ---- processing -------------------------------------------------------- */
 
@@ -507,7 +509,7 @@ void *td__cons_consumer_main(void *arg)
             if (cons->trim_records >= TRIM_AFTER) idle_trim(cons);
             continue;
         }
-        if (b->cnt >= 64) allocator_idle(false);
+        if (b->cnt >= BURST_BATCH) allocator_idle(false);
         process_batch(cons, b);
         size_t cnt = b->cnt;
         batch_release(b);

@@ -417,6 +417,9 @@ static int durable_wait(td_db_t *db, int64_t epoch)
 
 /* Ends the group if this unit is its last, else waits for the group's
  * COMMIT (unit_ok) or just leaves (a failed unit has nothing to wait for).
+ * Groups of units stay open only where COMMIT syncs itself (no WAL of our
+ * own): with one, every unit commits at once and durable_wait shares the
+ * syncs.
  * Called with db->mu held; returns with it released. The result: 0 when
  * the unit's changes are committed. */
 static int finish_unit(td_db_t *db, bool unit_ok)
@@ -433,7 +436,7 @@ static int finish_unit(td_db_t *db, bool unit_ok)
         db->tickets = &t;
         while (!t.done) pthread_cond_wait(&db->cv, &db->mu);
         pthread_mutex_unlock(&db->mu);
-        return t.rc ? t.rc : durable_wait(db, t.epoch);
+        return t.rc;
     }
 
     int grc = 0;
@@ -457,7 +460,6 @@ static int finish_unit(td_db_t *db, bool unit_ok)
     db->tx_open = false;
     for (ticket_t *t = db->tickets; t; t = t->next) {
         t->rc = grc;
-        t->epoch = epoch;
         t->done = true;
     }
     db->tickets = NULL;

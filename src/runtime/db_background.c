@@ -121,13 +121,6 @@ static int wal_hook(void *arg, sqlite3 *sq, const char *name, int pages)
     return SQLITE_OK;
 }
 
-/* When the writer has changed no row for CACHE_IDLE_MS: hands the page
- * caches' memory back (the writer's may hold the whole database, up to its
- * 64 MiB; each idle reader's up to SQLite's default 2 MiB). A busy writer
- * keeps its cache, and the next burst reads its pages back from the OS page
- * cache. An idle service so holds the memory of its open streams, not that
- * of its last burst. Units that change nothing (a sender finding no due
- * row) do not count as activity. */
 /* With db->mu held and no unit open. */
 static void release_caches(td_db_t *db)
 {
@@ -138,6 +131,13 @@ static void release_caches(td_db_t *db)
     db->ck_released = true;
 }
 
+/* When the writer has changed no row for CACHE_IDLE_MS: hands the page
+ * caches' memory back (the writer's may hold the whole database, up to its
+ * 64 MiB; each idle reader's up to SQLite's default 2 MiB). A busy writer
+ * keeps its cache, and the next burst reads its pages back from the OS page
+ * cache. An idle service so holds the memory of its open streams, not that
+ * of its last burst. Units that change nothing (a sender finding no due
+ * row) do not count as activity. */
 static void release_idle_caches(td_db_t *db, int64_t now)
 {
     if (pthread_mutex_trylock(&db->mu) != 0) return;

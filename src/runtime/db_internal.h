@@ -55,7 +55,6 @@ typedef struct ticket {
     struct ticket *next;
     int rc;
     bool done;
-    int64_t epoch; /* the group's COMMIT (commit_epoch), to wait until durable */
 } ticket_t;
 
 typedef struct hook {
