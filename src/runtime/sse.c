@@ -209,7 +209,16 @@ void td__sse_hub_tick(td_sse_hub_t *hub, int64_t now_ms)
         if (!st->active) continue;
         if ((st->closed && mono >= st->drain_by) ||
             (st->stalled_since && mono - st->stalled_since >= hub->stall_ms)) {
-            /* It takes nothing: cut it, whatever is still queued. */
+            /* It takes nothing: cut it, whatever is still queued. A stream
+             * not ended already (a full buffer counted itself) is a slow
+             * reader too: a trickle of frames that never fills the buffer
+             * while the client takes none. */
+            if (!st->closed) {
+                td_warn("sse: stream of %s took nothing for %lld s; ending it (it will replay "
+                        "on reconnect)",
+                        st->key ? st->key->name : "?", (long long)(hub->stall_ms / 1000));
+                td_metric_inc("tidings_sse_slow_readers_total", NULL);
+            }
             st->dead = true;
             td__sse_mark_ready(st);
         }
