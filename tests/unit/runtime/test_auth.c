@@ -338,6 +338,41 @@ static void test_b64url(void **state)
     free(d);
 }
 
+/* Tokens signed elsewhere (Python's hmac module) verify: the HMAC is
+ * RFC 2104's, for a short key and for one longer than SHA-256's block,
+ * which HMAC hashes first; one changed key byte fails. */
+static void test_tokens_signed_elsewhere(void **state)
+{
+    (void)state;
+    static const char payload[] =
+        "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiI2ZjFjMmEzYi00ZDVlLTRmNjAtOGE3Yi05YzBkMWUy"
+        "ZjNhNGIiLCJyb2xlIjoiY3VzdG9tZXIiLCJpYXQiOjE3MDAwMDAwMDAsImV4cCI6OTk5OTk5OTk5OX0.";
+    unsigned char short_key[] = "a secret of twenty-nine bytes", long_key[100];
+    memset(long_key, 'k', sizeof(long_key));
+    const struct {
+        unsigned char *key;
+        size_t len;
+        const char *sig;
+    } cases[] = {
+        {short_key, sizeof(short_key) - 1, "pY5ZYRvVQDAFmirds9JeW1821n58MlXp32fdNfnPdMk"},
+        {long_key, sizeof(long_key), "FFiGxHkV0Mo_Q9Q983JqXryy8MMZQPeIRphwrdDQlrg"},
+    };
+    for (size_t i = 0; i < TD_ARRAY_SIZE(cases); i++) {
+        char *token = td_asprintf("%s%s", payload, cases[i].sig);
+        char err[128] = "";
+        td_claims_t c;
+        assert_int_equal(
+            td_jwt_verify(cases[i].key, cases[i].len, token, NOW, &c, err, sizeof(err)), 0);
+        assert_string_equal(c.sub, USER_ID);
+        assert_string_equal(c.role, "customer");
+        assert_int_equal(c.iat, 1700000000);
+        cases[i].key[cases[i].len - 1] ^= 1;
+        assert_int_equal(
+            td_jwt_verify(cases[i].key, cases[i].len, token, NOW, &c, err, sizeof(err)), TD_EINVAL);
+        free(token);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -352,6 +387,7 @@ int main(void)
         cmocka_unit_test(test_password_hash),
         cmocka_unit_test(test_b64url),
         cmocka_unit_test(test_signature_with_non_ascii),
+        cmocka_unit_test(test_tokens_signed_elsewhere),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
