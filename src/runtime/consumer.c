@@ -440,6 +440,9 @@ td_consumer_t *td_consumer_start(const td_config_t *cfg, const td_consumer_opts_
     td_metric_describe("tidings_events_consumed_total", "counter",
                        "Records consumed, by result (handled, duplicate, skipped, "
                        "dead_lettered, retried)");
+    td_metric_describe("tidings_consumer_batch_seconds", "histogram",
+                       "Batches done, from the first try of their unit to its commit (retries "
+                       "and the WAL sync included)");
     td_metric_describe("tidings_consumer_records_lost_total", "counter",
                        "Records deleted from a partition before the consumer read them");
     td_metric_gauge_fn("tidings_consumer_lag", labels, lag_gauge, cons);

@@ -425,8 +425,12 @@ static void process_batch(td_consumer_t *cons, batch_t *b)
         td__cons_health(cons);
         if (atomic_load(&cons->stop)) return;
     }
-    td_debug("consumer %s: batch of %zu in %lld ms", cons->group, b->cnt,
-             (long long)(td_mono_ms() - t0));
+    int64_t ms = td_mono_ms() - t0;
+    td_debug("consumer %s: batch of %zu in %lld ms", cons->group, b->cnt, (long long)ms);
+    /* Its count is the batches; consumed records over it, their size. */
+    char labels[256];
+    td_metric_labels(labels, sizeof(labels), "group", cons->group, NULL);
+    td_metric_observe("tidings_consumer_batch_seconds", labels, (double)ms / 1000.0);
     batch_done(cons, b);
 }
 

@@ -123,6 +123,10 @@ static void test_roundtrip(void **state)
     assert_true(td_metric_value("tidings_events_consumed_total", labels) >= TOTAL);
     td_metric_labels(labels, sizeof(labels), "topic", "tidings.orders", "type", "TestEvent", NULL);
     assert_true(td_metric_value("tidings_events_produced_total", labels) >= TOTAL);
+    /* Batches: at least one, never more than the records. */
+    td_metric_labels(labels, sizeof(labels), "group", "test-0001", NULL);
+    double batches = td_metric_value("tidings_consumer_batch_seconds", labels);
+    assert_true(batches >= 1 && batches <= TOTAL);
     assert_int_equal(td_outbox_backlog(pdb), 0);
 
     td_consumer_stop(cons);
