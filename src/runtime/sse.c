@@ -214,10 +214,10 @@ void td__sse_hub_tick(td_sse_hub_t *hub, int64_t now_ms)
              * reader too: a trickle of frames that never fills the buffer
              * while the client takes none. */
             if (!st->closed) {
-                td_warn("sse: stream of %s took nothing for %lld s; ending it (it will replay "
-                        "on reconnect)",
-                        st->key ? st->key->name : "?", (long long)(hub->stall_ms / 1000));
-                td_metric_inc("tidings_sse_slow_readers_total", NULL);
+                char what[48];
+                snprintf(what, sizeof(what), "took nothing for %lld s",
+                         (long long)(hub->stall_ms / 1000));
+                td__sse_slow_reader(st, what);
             }
             st->dead = true;
             td__sse_mark_ready(st);

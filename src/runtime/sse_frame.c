@@ -291,6 +291,13 @@ void td__sse_stream_close(td_sse_stream_t *st)
     st->drain_by = td_mono_ms() + TD_SSE_DRAIN_MS;
 }
 
+void td__sse_slow_reader(const td_sse_stream_t *st, const char *what)
+{
+    td_warn("sse: stream of %s %s; ending it (it will replay on reconnect)",
+            st->key ? st->key->name : "?", what);
+    td_metric_inc("tidings_sse_slow_readers_total", NULL);
+}
+
 void td__sse_out_push(td_sse_stream_t *st, frame_t *f)
 {
     assert(td__sse_held(st->hub));
@@ -312,9 +319,7 @@ static void queue_out(td_sse_stream_t *st, frame_t *f)
         return;
     }
     if (pending_bytes(st) + f->len > TD_SSE_MAX_BUFFER) {
-        td_warn("sse: stream of %s is not reading; ending it (it will replay on reconnect)",
-                st->key ? st->key->name : "?");
-        td_metric_inc("tidings_sse_slow_readers_total", NULL);
+        td__sse_slow_reader(st, "is not reading");
         td__sse_stream_close(st);
         return;
     }
@@ -340,9 +345,7 @@ void td__sse_queue_frame(td_sse_stream_t *st, bool from_publish, frame_t *f)
     }
     if (from_publish && st->held) {
         if (pending_bytes(st) + f->len > TD_SSE_MAX_BUFFER) {
-            td_warn("sse: stream of %s is not reading; ending it (it will replay on reconnect)",
-                    st->key ? st->key->name : "?");
-            td_metric_inc("tidings_sse_slow_readers_total", NULL);
+            td__sse_slow_reader(st, "is not reading");
             td__sse_stream_close(st);
         } else {
             qent_t *q = qent_get(st->hub, f);

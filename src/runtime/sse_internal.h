@@ -142,6 +142,10 @@ void td__sse_qlist_free(td_sse_hub_t *hub, qent_t *q);
 void td__sse_wake(td_sse_hub_t *hub);
 void td__sse_mark_ready(td_sse_stream_t *st);
 void td__sse_stream_close(td_sse_stream_t *st);
+/* st's client does not take its frames (what: how that showed): one
+ * warning and one count of tidings_sse_slow_readers_total. The caller
+ * ends the stream. */
+void td__sse_slow_reader(const td_sse_stream_t *st, const char *what);
 void td__sse_out_push(td_sse_stream_t *st, frame_t *f);
 void td__sse_queue_frame(td_sse_stream_t *st, bool from_publish, frame_t *f);
 void td__sse_release_held(td_sse_stream_t *st, int64_t last_id);
