@@ -8,9 +8,10 @@
  * three orders (one approved, one out of stock, one over the payment
  * limit) while the products service is down; products comes back once the
  * orders are on Kafka and takes them as one batch (a backlog after a
- * restart, and the only sure way through consumer.mid_batch). The child dies at the k-th step,
- * _exit without flushing anything, as kill -9 would: at once for odd k; for even k after
- * librdkafka's threads ran on for a while with every other thread stopped at its next point
+ * restart, and the only sure way through consumer.mid_batch). The child
+ * dies at the k-th step, _exit without flushing anything, as kill -9
+ * would: at once for odd k; for even k after librdkafka's threads ran on
+ * for a while with every other thread stopped at its next point
  * (TD_FAULT_CRASH_LATE: an offset stored too early gets auto-committed in
  * that time, a delivery in flight completes). A second child restarts the
  * services on the same data directory without a fault and checks the
@@ -371,16 +372,10 @@ static void scenario_load(const char *dir, scenario_t *sc)
     free(path);
 }
 
-static bool products_published(void *arg)
+/* A service's outbox is empty: all it committed is on Kafka (arg: its db). */
+static bool outbox_empty(void *arg)
 {
-    world_t *w = arg;
-    return td_outbox_backlog(td_app_service_db(w->products)) == 0;
-}
-
-static bool orders_published(void *arg)
-{
-    world_t *w = arg;
-    return td_outbox_backlog(td_app_service_db(w->orders)) == 0;
+    return td_outbox_backlog(arg) == 0;
 }
 
 /* Products and users, before any fault is armed. */
@@ -404,7 +399,8 @@ static void scenario_setup(world_t *w, scenario_t *sc)
     }
     free(admin);
     /* The creations' own events are out before the fault counts. */
-    CHECK(ts_wait_until(products_published, w, WAIT_MS), "ProductCreatedEvents not published");
+    CHECK(ts_wait_until(outbox_empty, td_app_service_db(w->products), WAIT_MS),
+          "ProductCreatedEvents not published");
 }
 
 /* Places the orders. A failed POST is allowed only when errors are being
@@ -436,7 +432,8 @@ static void scenario_place(world_t *w, scenario_t *sc, bool errors_allowed, cons
         ts_resp_free(&r);
     }
     if (w->products) return;
-    CHECK(ts_wait_until(orders_published, w, WAIT_MS), "OrderCreatedEvents not published");
+    CHECK(ts_wait_until(outbox_empty, td_app_service_db(w->orders), WAIT_MS),
+          "OrderCreatedEvents not published");
     world_products_start(w);
 }
 
