@@ -121,10 +121,14 @@ def main():
         for who, s in streams.items():
             expect(s.status, 200, "stream of " + who, None)
 
-        # The admin sees everything once the web reader has caught up.
-        wait_for("the admin's view to hold Alice's sign-in", lambda: alice_email in
-                 raw_events(sysm, admin_token)[1] and "Public Kettle" in
-                 raw_events(sysm, admin_token)[1])
+        # The admin sees everything once the web reader has caught up. The
+        # events are keyed by user, so Alice's and Bob's come on different
+        # partitions: wait for both (and the product) before any view is
+        # checked.
+        def caught_up():
+            text = raw_events(sysm, admin_token)[1]
+            return all(s in text for s in (alice_email, bob_email, "Public Kettle"))
+        wait_for("the admin's view to hold Alice's and Bob's events and the product", caught_up)
         body, text = raw_events(sysm, admin_token)
         types = {e.get("type") for e in body["events"]}
         for t in ("UserRegisteredEvent", "UserLoggedInEvent", "ProductCreatedEvent"):
