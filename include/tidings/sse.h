@@ -37,7 +37,11 @@
  * most TD_SSE_MAX_BUFFER bytes queued (counted per stream, though the bytes
  * are shared); then it takes no more frames, gets TD_SSE_DRAIN_MS to take
  * what was queued, and is ended; the client, which reconnects with
- * Last-Event-ID, gets the rest by replay.
+ * Last-Event-ID, gets the rest by replay. One that takes nothing for the
+ * stall time (three keepalive periods, at least 30 s) is ended too, by
+ * the hub's tick or by the kernel (TCP_USER_TIMEOUT), whichever comes
+ * first: a trickle of frames may never fill the bound. Each such end is
+ * logged and counted in tidings_sse_slow_readers_total.
  *
  * Frames are "id: <id>\nevent: <event>\ndata: <line>\n...\n\n". */
 #ifndef TIDINGS_SSE_H

@@ -70,6 +70,21 @@ static bool teardown(td_sse_stream_t *st)
     return td__sse_stream_unref(st);
 }
 
+/* The socket of st failed with err (hub->mu held). ETIMEDOUT is the
+ * stall cut made by the kernel: TCP_USER_TIMEOUT (stall_ms) ends a
+ * connection whose data went unacknowledged, or whose receive window
+ * stayed shut, that long. The window of a client that stopped reading
+ * shuts while the send buffer still takes frames, so the kernel often
+ * comes before the tick: count it as the tick would. */
+static void socket_failed(td_sse_stream_t *st, int err)
+{
+    if (err != ETIMEDOUT || st->closed || st->dead) return;
+    char what[64];
+    snprintf(what, sizeof(what), "took nothing for %lld s (the connection timed out)",
+             (long long)(st->hub->stall_ms / 1000));
+    td__sse_slow_reader(st, what);
+}
+
 /* Queues a replay job for st (hub->mu held). */
 static void replay_queue(td_sse_stream_t *st)
 {
@@ -127,6 +142,7 @@ bool td__sse_service(td_sse_stream_t *st)
         if (n < 0) {
             if (err == EINTR) continue;
             if (err == EAGAIN || err == EWOULDBLOCK) return false; /* EPOLLOUT comes */
+            socket_failed(st, err);
             return teardown(st);
         }
         size_t w = (size_t)n;
@@ -256,6 +272,12 @@ static void *io_main(void *arg)
                 continue;
             }
             td_sse_stream_t *st = evs[i].data.ptr;
+            if (evs[i].events & EPOLLERR) {
+                int err = 0;
+                socklen_t len = sizeof(err);
+                if (getsockopt(st->fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0)
+                    socket_failed(st, err);
+            }
             if (evs[i].events & (EPOLLERR | EPOLLHUP | EPOLLRDHUP)) st->dead = true;
             if (evs[i].events & EPOLLIN) {
                 /* A stream's client has nothing more to say: its end, or

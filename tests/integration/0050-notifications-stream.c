@@ -8,7 +8,8 @@
  * several streams; a thousand idle streams cost no threads; a reader too
  * slow to take its frames is cut and, reconnecting with Last-Event-ID,
  * gets the rest (nothing lost, nothing twice) while a fast reader of the
- * same user gets everything live; a stream ends when its token expires.
+ * same user gets everything live, and one that reads nothing of a trickle
+ * is cut by the stall time; a stream ends when its token expires.
  * The service is stopped at the end with streams still open. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -507,6 +508,54 @@ static void test_a_slow_reader_is_cut_and_replays_the_rest(void **state)
     free(token);
 }
 
+/* A reader that stops reading while frames come slowly: its window shuts
+ * at once, the kernel's send buffer takes frames for a while, and the
+ * kernel gives the connection up (TCP_USER_TIMEOUT, the stall time) long
+ * before the hub's queue reaches its bound. That is a slow reader cut as
+ * well, counted and logged (it was not: a busy machine made 0050's fast
+ * test such a trickle, and its cut went uncounted). */
+static void test_a_trickle_nobody_reads_is_cut_by_the_stall_time(void **state)
+{
+    (void)state;
+    char user[TD_UUID_LEN + 1] = "";
+    char *token = nt_token(&W, user);
+    nt_sse_t *probe = nt_stream_live(&W, token, user);
+    nt_sse_close(probe);
+    int64_t base = (int64_t)nt_inbox_count(&W, token);
+    nt_sse_t *slow = open_small_window(token);
+    assert_int_equal(nt_sse_status(slow), 200);
+    double cut_before = td_metric_value("tidings_sse_slow_readers_total", NULL);
+    /* ~4 KiB a second: the bound (256 KiB queued after the kernel's
+     * buffers) would take over a minute; the stall time is 30 s. */
+    int64_t t0 = td_mono_ms();
+    int sent = 0;
+    while (td_metric_value("tidings_sse_slow_readers_total", NULL) <= cut_before &&
+           td_mono_ms() - t0 < 75000) {
+        big_login(user);
+        sent++;
+        td_sleep_ms(250);
+    }
+    assert_true(td_metric_value("tidings_sse_slow_readers_total", NULL) > cut_before);
+    int64_t took = td_mono_ms() - t0;
+    print_message("a trickle nobody read was cut after %lld ms and %d notifications\n",
+                  (long long)took, sent);
+    assert_true(sent * 1024 < (int)TD_SSE_MAX_BUFFER); /* not the bound's cut */
+    /* What it holds is a prefix in order; reconnecting gets the rest. */
+    nt_sse_pump(slow, 200);
+    size_t got = slow->cnt;
+    for (size_t i = 0; i < got; i++) expect_event(slow, i, user, base + 1 + (int64_t)i, NULL);
+    char last[24];
+    snprintf(last, sizeof(last), "%lld", (long long)(base + (int64_t)got));
+    nt_sse_t *again = nt_sse_open(W.port, "/notifications/stream", token, last);
+    assert_int_equal(nt_sse_status(again), 200);
+    assert_true(nt_sse_wait(again, (size_t)sent - got, NT_WAIT_MS * 2));
+    for (size_t i = 0; i < again->cnt; i++)
+        expect_event(again, i, user, base + 1 + (int64_t)(got + i), NULL);
+    nt_sse_close(again);
+    nt_sse_close(slow);
+    free(token);
+}
+
 static void test_a_stream_ends_when_its_token_expires(void **state)
 {
     (void)state;
@@ -549,6 +598,7 @@ int main(void)
         cmocka_unit_test(test_tokens),
         cmocka_unit_test(test_users_only_see_their_own),
         cmocka_unit_test(test_a_slow_reader_is_cut_and_replays_the_rest),
+        cmocka_unit_test(test_a_trickle_nobody_reads_is_cut_by_the_stall_time),
         cmocka_unit_test(test_a_stream_ends_when_its_token_expires),
         cmocka_unit_test(test_a_thousand_idle_streams_need_no_threads),
     };
