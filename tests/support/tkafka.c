@@ -3,6 +3,7 @@
  * what really is on the topic), and producing one record directly (to play
  * a misbehaving producer or a redelivery). */
 #include <librdkafka/rdkafka.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +51,7 @@ ts_records_t ts_read_topic(const char *brokers, const char *topic, size_t want, 
     rd_kafka_conf_set(conf, "group.id", group, NULL, 0);
     rd_kafka_conf_set(conf, "enable.auto.commit", "false", NULL, 0);
     rd_kafka_conf_set(conf, "fetch.wait.max.ms", "1", NULL, 0);
+    rd_kafka_conf_set(conf, "enable.partition.eof", "true", NULL, 0);
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
     if (!rk) {
         fprintf(stderr, "ts_read_topic: %s\n", err);
@@ -75,6 +77,22 @@ ts_records_t ts_read_topic(const char *brokers, const char *topic, size_t want, 
         goto out;
     }
 
+    /* Each partition is read at least up to its end as of now (its high
+     * watermark), whatever the pauses between fetches: a machine slowed
+     * down can take longer than idle_ms between two fetches, and a read
+     * that ended on quiet alone then missed records that were there. */
+    int64_t *high = td_calloc((size_t)parts, sizeof(*high));
+    bool *at_end = td_calloc((size_t)parts, sizeof(*at_end));
+    int ends = 0;
+    for (int p = 0; p < parts; p++) {
+        int64_t lo = 0, hi = 0;
+        if (rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, 5000) ==
+                RD_KAFKA_RESP_ERR_NO_ERROR &&
+            hi > lo)
+            high[p] = hi;
+        else
+            at_end[p] = true, ends++;
+    }
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(parts);
     for (int p = 0; p < parts; p++)
         rd_kafka_topic_partition_list_add(l, topic, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
@@ -83,19 +101,27 @@ ts_records_t ts_read_topic(const char *brokers, const char *topic, size_t want, 
 
     int64_t last_new = td_mono_ms();
     while (td_mono_ms() < deadline) {
-        if (out.cnt >= want && td_mono_ms() - last_new >= idle_ms) break;
+        if (out.cnt >= want && ends == parts && td_mono_ms() - last_new >= idle_ms) break;
         rd_kafka_message_t *msg = rd_kafka_consumer_poll(rk, 20);
         if (!msg) continue;
+        int p = msg->partition;
+        bool ours = p >= 0 && p < parts;
         if (!msg->err) {
             if (out.cnt == cap)
                 out.recs = td_realloc(out.recs, (cap = cap ? cap * 2 : 64) * sizeof(*out.recs));
             out.recs[out.cnt++] = td_record_from_kafka(msg);
             last_new = td_mono_ms();
-        } else if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            if (ours && !at_end[p] && msg->offset + 1 >= high[p]) at_end[p] = true, ends++;
+        } else if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            /* Past the watermark's offset, also when it was a marker. */
+            if (ours && !at_end[p] && msg->offset >= high[p]) at_end[p] = true, ends++;
+        } else {
             fprintf(stderr, "ts_read_topic: %s\n", rd_kafka_message_errstr(msg));
         }
         rd_kafka_message_destroy(msg);
     }
+    free(high);
+    free(at_end);
     if (out.cnt) qsort(out.recs, out.cnt, sizeof(*out.recs), cmp_rec);
 
 out:

@@ -34,8 +34,9 @@ typedef struct ts_records {
 } ts_records_t;
 
 /* Reads topic (full name) from the beginning with a throw-away consumer
- * until it has at least want records and then nothing new for idle_ms, or
- * until timeout_ms. Records are ordered by (partition, offset). */
+ * until it has at least want records, every partition up to the end it
+ * had when the read began, and then nothing new for idle_ms; or until
+ * timeout_ms. Records are ordered by (partition, offset). */
 ts_records_t ts_read_topic(const char *brokers, const char *topic, size_t want, int idle_ms,
                            int timeout_ms);
 void ts_records_free(ts_records_t *r);
