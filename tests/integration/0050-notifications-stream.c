@@ -449,9 +449,9 @@ static nt_sse_t *open_small_window(const char *token)
     return s;
 }
 
-/* A stream cut after it got got of total notifications (from seq base+1)
- * reconnects with the Last-Event-ID of its last whole frame: it gets
- * exactly the rest, in order, nothing twice. */
+/* A stream cut once it had the first `got` of `total` notifications (seq
+ * base+1 on) reconnects with the Last-Event-ID of its last whole frame: it
+ * gets exactly the rest, in order, nothing twice. */
 static void expect_rest_on_reconnect(const char *token, const char *user, int64_t base, size_t got,
                                      size_t total)
 {
@@ -519,9 +519,9 @@ static void test_a_slow_reader_is_cut_and_replays_the_rest(void **state)
 
 /* A reader that stops reading while frames come slowly: its window shuts
  * at once, the kernel's send buffer takes frames for a while, and the
- * kernel gives the connection up (TCP_USER_TIMEOUT, the stall time),
- * here well before the hub's queue reaches its bound. That is a slow reader cut as
- * well, counted and logged (it was not: a busy machine made 0050's fast
+ * kernel gives the connection up (TCP_USER_TIMEOUT, the stall time), here
+ * well before the hub's queue reaches its bound. That is a slow reader cut
+ * as well, counted and logged (it was not: a busy machine made 0050's fast
  * test such a trickle, and its cut went uncounted). */
 static void test_a_trickle_nobody_reads_is_cut_by_the_stall_time(void **state)
 {
